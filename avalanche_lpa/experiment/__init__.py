@@ -1,0 +1,1 @@
+"""Experiment layer: configs, data, the run loop and reports (the only code that touches files and the CLI)."""

@@ -1,0 +1,37 @@
+"""Attention layers and blocks; no dependency on Avalanche."""
+from .attention import (
+    ATTENTION_LAYERS,
+    DENORMAL_GUARD,
+    GPSAttention,
+    LPAttention,
+    MHSAttention,
+    PatchAttention,
+    collect_attention_maps,
+)
+from .blocks import ClassAttentionBlock, LocalityBlock
+from .position import (
+    GridSize,
+    check_grid,
+    grid_offsets,
+    local_position_weights,
+    relative_distances,
+    relative_position_features,
+)
+
+__all__ = [
+    "ATTENTION_LAYERS",
+    "DENORMAL_GUARD",
+    "GridSize",
+    "ClassAttentionBlock",
+    "GPSAttention",
+    "LPAttention",
+    "LocalityBlock",
+    "MHSAttention",
+    "PatchAttention",
+    "check_grid",
+    "collect_attention_maps",
+    "grid_offsets",
+    "local_position_weights",
+    "relative_distances",
+    "relative_position_features",
+]

@@ -1,0 +1,294 @@
+"""Self-attention layers over a grid of patch tokens: LPA, GPSA (ConViT) and plain multi-head attention.
+
+All three share one interface, :class:`PatchAttention`:
+
+* ``forward(x)`` is the training/inference path (fused where the layer allows it);
+* ``forward_explicit(x)`` returns ``(output, probabilities [B, heads, N, N])``;
+* while ``record_attention`` is set (see :func:`collect_attention_maps`), ``forward`` takes the explicit path
+  and keeps the last probabilities in ``attention_map``. Nothing is cached otherwise, so the layers stay
+  cheap to ``deepcopy`` (LwF copies the model) and to checkpoint.
+
+Plugins and metrics find these layers by this base class, never by the model class, so they also work when a
+strategy wraps the model (ICaRL) and for any future model built from these layers.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .position import GridSize, local_position_weights, relative_position_features, to_grid
+
+__all__ = [
+    "PatchAttention",
+    "LPAttention",
+    "GPSAttention",
+    "MHSAttention",
+    "ATTENTION_LAYERS",
+    "collect_attention_maps",
+    "DENORMAL_GUARD",
+]
+
+#: Position logits further than this below their row's maximum are raised to it. The local init puts far
+#: patches near -128, whose softmax underflows into float32 denormals that x86 CPUs process several times
+#: slower; clamping changes each probability by less than exp(-40).
+DENORMAL_GUARD = 40.0
+
+#: Kernels of the fused LPA path; "auto" picks one per device (see ``LPAttention.kernel_for``).
+LPA_KERNELS = ("auto", "matmul", "sdpa")
+
+
+class PatchAttention(nn.Module):
+    """Base class of the attention layers: head split, projections and the attention-map interface.
+
+    Args:
+        dim: token width.
+        num_heads: number of heads; must divide ``dim``.
+        grid_size: the patch grid, ``G`` or ``(rows, cols)`` (``N = rows * cols`` tokens).
+        qkv_bias: add a bias to the query/key/value projections.
+        attn_drop: dropout on the attention probabilities.
+        proj_drop: dropout after the output projection.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        grid_size: GridSize,
+        qkv_bias: bool = False,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(
+                f"num_heads={num_heads} does not divide embed_dim={dim}; choose a width that is a multiple "
+                "of the number of heads"
+            )
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.grid_size = to_grid(grid_size)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.record_attention = False
+        self.attention_map: Optional[torch.Tensor] = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.record_attention:
+            out, attn = self.forward_explicit(x)
+            self.attention_map = attn.detach()
+            return out
+        return self.forward_fused(x)
+
+    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """Training/inference path; layers without a fused kernel use the explicit one."""
+        return self.forward_explicit(x)[0]
+
+    def forward_explicit(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Returns ``(output [B, N, C], attention probabilities [B, heads, N, N])``."""
+        raise NotImplementedError
+
+    def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        batch, tokens, _ = t.shape
+        return t.view(batch, tokens, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def _merge_heads(self, t: torch.Tensor) -> torch.Tensor:
+        batch, _, tokens, _ = t.shape
+        return self.proj_drop(self.proj(t.transpose(1, 2).reshape(batch, tokens, -1)))
+
+    def _attend(self, attn: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self._merge_heads(self.attn_drop(attn) @ v)
+
+
+class _PositionalAttention(PatchAttention):
+    """Adds input-independent per-head position logits ``a_h . r_ij`` (shared by LPA and GPSA)."""
+
+    def __init__(self, dim: int, num_heads: int, grid_size: GridSize, locality_strength: float = 1.0, **kwargs):
+        super().__init__(dim, num_heads, grid_size, **kwargs)
+        self.locality_strength = locality_strength
+        qkv_bias = kwargs.get("qkv_bias", False)
+        self.qk = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.v = nn.Linear(dim, dim, bias=qkv_bias)
+        self.pos_weight = nn.Parameter(torch.empty(num_heads, 3))
+        self.num_local_heads = math.isqrt(num_heads) ** 2
+        # Geometry only: rebuilt by the constructor, so it stays out of the state dict.
+        self.register_buffer("rel_pos", relative_position_features(grid_size), persistent=False)
+        _PositionalAttention.local_init(self)
+
+    @torch.no_grad()
+    def local_init(self) -> None:
+        """ConViT-style local init; models call it again after their generic weight init."""
+        # V starts as the identity, so each local head copies the patches it focuses on.
+        self.v.weight.copy_(torch.eye(self.v.weight.shape[0]))
+        self.pos_weight.copy_(local_position_weights(self.num_heads, self.locality_strength)[0])
+
+    def position_logits(self) -> torch.Tensor:
+        """Per-head position logits ``[heads, N, N]``; computed once per forward, not per sample."""
+        logits = torch.einsum("ijk,hk->hij", self.rel_pos, self.pos_weight)
+        return torch.maximum(logits, logits.amax(dim=-1, keepdim=True) - DENORMAL_GUARD)
+
+    def _qkv(self, x: torch.Tensor):
+        q, k = self.qk(x).chunk(2, dim=-1)
+        return self._split_heads(q), self._split_heads(k), self._split_heads(self.v(x))
+
+
+class LPAttention(_PositionalAttention):
+    """Locality-Preserved Attention: one softmax over ``c_h * q.k / sqrt(d) + a_h . r_ij``.
+
+    Args:
+        dim: token width.
+        num_heads: number of heads.
+        grid_size: the patch grid, ``G`` or ``(rows, cols)``.
+        locality_strength: ``alpha`` of the local init; also scales the content weights.
+        content_init_std: standard deviation ``sigma`` of the initial content weights ``c_h``.
+        kernel: fused kernel, ``"matmul"`` (one batched matmul plus the bias, then softmax), ``"sdpa"``
+            (``scaled_dot_product_attention`` with the bias as mask) or ``"auto"`` (a fixed rule per device).
+        **kwargs: ``qkv_bias``, ``attn_drop``, ``proj_drop`` as in :class:`PatchAttention`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        grid_size: GridSize,
+        locality_strength: float = 1.0,
+        content_init_std: float = 0.02,
+        kernel: str = "auto",
+        **kwargs,
+    ) -> None:
+        super().__init__(dim, num_heads, grid_size, locality_strength=locality_strength, **kwargs)
+        if kernel not in LPA_KERNELS:
+            raise ValueError(f"unknown LPA kernel {kernel!r}; choose one of {', '.join(LPA_KERNELS)}")
+        self.kernel = kernel
+        self.content_init_std = content_init_std
+        self.content_weight = nn.Parameter(torch.empty(num_heads))
+        # Multiplies the content term; LPAWarmupPlugin ramps it from 0 to 1 at the start of an experience.
+        self.register_buffer("warmup_factor", torch.ones(()), persistent=False)
+        LPAttention.local_init(self)
+
+    @torch.no_grad()
+    def local_init(self) -> None:
+        """Local init of V and the position weights, and ``c_h ~ N(0, sigma^2) * alpha``."""
+        super().local_init()
+        self.content_weight.normal_(0.0, self.content_init_std).mul_(self.locality_strength)
+
+    @staticmethod
+    def kernel_for(device: torch.device) -> str:
+        """The fixed per-device rule behind ``kernel="auto"`` (chosen by ``benchmarks/attention_speed.py``).
+
+        On CUDA the memory-efficient SDPA kernel accepts a bias that needs gradients; on CPU SDPA falls back
+        to its slow math kernel for such a mask, and one batched matmul plus softmax is faster.
+        """
+        return "sdpa" if device.type == "cuda" else "matmul"
+
+    def _content_scale(self) -> torch.Tensor:
+        return (self.content_weight * self.warmup_factor).view(1, -1, 1, 1)
+
+    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._qkv(x)
+        bias = self.position_logits()
+        kernel = self.kernel if self.kernel != "auto" else self.kernel_for(x.device)
+        if kernel == "sdpa":
+            out = F.scaled_dot_product_attention(
+                q * self._content_scale(),
+                k,
+                v,
+                attn_mask=bias.to(q.dtype),
+                dropout_p=self.attn_drop.p if self.training else 0.0,
+            )
+            return self._merge_heads(out)
+        logits = torch.matmul(q * (self._content_scale() * self.scale), k.transpose(-2, -1))
+        return self._attend(logits.add_(bias).softmax(dim=-1), v)
+
+    def forward_explicit(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        q, k, v = self._qkv(x)
+        content = (q @ k.transpose(-2, -1)) * self.scale
+        attn = (self._content_scale() * content + self.position_logits()).softmax(dim=-1)
+        return self._attend(attn, v), attn
+
+
+class GPSAttention(_PositionalAttention):
+    """Gated positional self-attention (ConViT baseline).
+
+    ``A = (1 - sigmoid(g_h)) softmax(q.k / sqrt(d)) + sigmoid(g_h) softmax(a_h . r_ij)``, rows renormalised,
+    with the gate ``g_h`` initialised to 1. Two softmaxes, so there is no single fused kernel.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, grid_size: GridSize, locality_strength: float = 1.0, **kwargs
+    ) -> None:
+        kwargs.pop("content_init_std", None)
+        kwargs.pop("kernel", None)
+        super().__init__(dim, num_heads, grid_size, locality_strength=locality_strength, **kwargs)
+        self.gating_param = nn.Parameter(torch.ones(num_heads))
+
+    def forward_explicit(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        q, k, v = self._qkv(x)
+        content = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+        position = self.position_logits().softmax(dim=-1)
+        gate = torch.sigmoid(self.gating_param).view(1, -1, 1, 1)
+        attn = (1.0 - gate) * content + gate * position
+        attn = attn / attn.sum(dim=-1, keepdim=True)
+        return self._attend(attn, v), attn
+
+
+class MHSAttention(PatchAttention):
+    """Plain multi-head self-attention (ViT baseline); fused path through ``scaled_dot_product_attention``."""
+
+    def __init__(self, dim: int, num_heads: int, grid_size: GridSize, **kwargs) -> None:
+        for key in ("locality_strength", "content_init_std", "kernel"):
+            kwargs.pop(key, None)
+        super().__init__(dim, num_heads, grid_size, **kwargs)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=kwargs.get("qkv_bias", False))
+
+    def _qkv(self, x: torch.Tensor):
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        return self._split_heads(q), self._split_heads(k), self._split_heads(v)
+
+    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._qkv(x)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+        return self._merge_heads(out)
+
+    def forward_explicit(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        q, k, v = self._qkv(x)
+        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+        return self._attend(attn, v), attn
+
+
+#: ``attn_type`` name -> layer class, used by the model skeleton.
+ATTENTION_LAYERS = {"lpa": LPAttention, "gpsa": GPSAttention, "mhsa": MHSAttention}
+
+
+def collect_attention_maps(module: nn.Module, run: Callable[[], object]) -> List[torch.Tensor]:
+    """Runs ``run()`` with attention recording on and returns the maps of every :class:`PatchAttention`.
+
+    Works on any module that contains such layers, also a model wrapped by a strategy. The maps come back
+    in module order (forward order for sequential blocks) as detached ``[B, heads, N, N]`` tensors, and no
+    tensor is left on the layers afterwards.
+
+    Args:
+        module: the model (or any module holding attention layers).
+        run: a callable that performs the forward pass, e.g. ``lambda: model(x)``.
+    """
+    layers = [m for m in module.modules() if isinstance(m, PatchAttention)]
+    if not layers:
+        raise ValueError(
+            f"{type(module).__name__} has no PatchAttention layer to record; build it from "
+            "avalanche_lpa.layers (e.g. LocalityViT)"
+        )
+    for layer in layers:
+        layer.record_attention = True
+    try:
+        run()
+        maps = [layer.attention_map for layer in layers if layer.attention_map is not None]
+    finally:
+        for layer in layers:
+            layer.record_attention = False
+            layer.attention_map = None
+    return maps

@@ -1,0 +1,316 @@
+"""LocalityViT: the skeleton shared by LPAViT and its GPSA / plain-attention baselines.
+
+``patch embedding + learned position embedding -> depth x LocalityBlock (LPA | GPSA | MHSA) on patch tokens
+-> concatenate a CLS token -> class-attention blocks -> LayerNorm -> classifier on the CLS token``.
+
+The classifier is Avalanche's growing :class:`~avalanche.models.IncrementalClassifier` by default
+(``num_classes=None``), or a fixed ``nn.Linear`` (``num_classes=int``, needed by DER and iCaRL).
+"""
+from __future__ import annotations
+
+from typing import Iterable, List, Optional, Set, Tuple, Union
+
+import torch
+from avalanche.models import IncrementalClassifier
+from timm.layers import PatchEmbed, trunc_normal_
+from torch import nn
+
+from ..layers import ClassAttentionBlock, LocalityBlock, collect_attention_maps
+
+__all__ = ["LocalityViT", "LPAViT", "LocalityViTBackbone", "GrowingClassifier"]
+
+ImageSize = Union[int, Tuple[int, int]]
+
+
+class GrowingClassifier(IncrementalClassifier):
+    """Avalanche's ``IncrementalClassifier`` that also loads a state dict saved after it grew.
+
+    A fresh model starts with ``initial_out_features`` units; a checkpoint taken after ten experiences holds
+    a larger head. Before loading, the linear layer and the ``active_units`` mask are resized to the shapes
+    in the state dict, so ``model.load_state_dict(torch.load(path))`` just works on a freshly built model.
+    Build the optimizer after loading, since the head's parameters are new objects.
+    """
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        weight = state_dict.get(prefix + "classifier.weight")
+        if weight is not None and weight.shape != self.classifier.weight.shape:
+            device = self.classifier.weight.device
+            self.classifier = nn.Linear(weight.shape[1], weight.shape[0]).to(device)
+        units = state_dict.get(prefix + "active_units")
+        if units is not None and units.shape != self.active_units.shape:
+            self.active_units = torch.zeros_like(units, device=self.active_units.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _pair(size: ImageSize) -> Tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+class LocalityViTBackbone(nn.Module):
+    """Everything but the classifier: images ``[B, C, H, W]`` to CLS features ``[B, embed_dim]``.
+
+    This is the ``feature_extractor`` that iCaRL and herding use; see :class:`LocalityViT` for arguments.
+    """
+
+    def __init__(
+        self,
+        img_size: ImageSize = 32,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        embed_dim: int = 384,
+        depth: int = 5,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        num_class_attn_blocks: int = 1,
+        attn_type: str = "lpa",
+        qkv_bias: bool = False,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        locality_strength: float = 1.0,
+        content_init_std: float = 0.02,
+        lpa_kernel: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.img_size = _pair(img_size)
+        self.in_chans = in_chans
+        if patch_size <= 0 or any(s <= 0 or s % patch_size for s in self.img_size):
+            raise ValueError(
+                f"img_size={self.img_size} is not divisible by patch_size={patch_size}; "
+                "choose a patch size that divides the image height and width"
+            )
+        if embed_dim % num_heads:
+            raise ValueError(
+                f"num_heads={num_heads} does not divide embed_dim={embed_dim}; "
+                "choose a width that is a multiple of the number of heads"
+            )
+        if depth < 1 or num_class_attn_blocks < 0:
+            raise ValueError(f"need depth >= 1 and num_class_attn_blocks >= 0, got {depth} and {num_class_attn_blocks}")
+        self.grid_size = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
+        self.embed_dim = embed_dim
+        self.attn_type = attn_type
+
+        self.patch_embed = PatchEmbed(
+            img_size=self.img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim
+        )
+        num_patches = self.grid_size[0] * self.grid_size[1]
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, embed_dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+        rates = torch.linspace(0, drop_path_rate, depth + num_class_attn_blocks).tolist()
+        self.blocks = nn.Sequential(
+            *[
+                LocalityBlock(
+                    embed_dim,
+                    num_heads,
+                    self.grid_size,
+                    attn_type=attn_type,
+                    mlp_ratio=mlp_ratio,
+                    drop=drop_rate,
+                    drop_path=rates[i],
+                    qkv_bias=qkv_bias,
+                    attn_drop=attn_drop_rate,
+                    locality_strength=locality_strength,
+                    content_init_std=content_init_std,
+                    kernel=lpa_kernel,
+                )
+                for i in range(depth)
+            ]
+        )
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.cls_blocks = nn.ModuleList(
+            [
+                ClassAttentionBlock(
+                    embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, drop_path=rates[depth + i]
+                )
+                for i in range(num_class_attn_blocks)
+            ]
+        )
+        self.norm = nn.LayerNorm(embed_dim)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        trunc_normal_(self.pos_embed, std=0.02)
+        trunc_normal_(self.cls_token, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        # The generic init above overwrote V; restore the local init of the attention layers.
+        for module in self.modules():
+            if hasattr(module, "local_init"):
+                module.local_init()
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raises ``ValueError`` unless ``x`` is a batch of images of the size and channels the model was built for."""
+        expected = (self.in_chans, *self.img_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            got = "x".join(str(s) for s in x.shape[1:]) if x.dim() == 4 else f"a {x.dim()}-d tensor {list(x.shape)}"
+            raise ValueError(
+                f"expected images of shape [B, {expected[0]}, {expected[1]}, {expected[2]}] (channels, height, "
+                f"width), got {got}; resize/convert the inputs (e.g. torchvision Resize, Grayscale) or build the "
+                f"model with img_size={tuple(x.shape[-2:]) if x.dim() == 4 else '...'} and "
+                f"in_chans={x.shape[1] if x.dim() == 4 else '...'}"
+            )
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Images to normalised tokens ``[B, 1 + N, embed_dim]``, CLS token first."""
+        self.check_input(x)
+        x = self.pos_drop(self.patch_embed(x) + self.pos_embed)
+        x = self.blocks(x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        for block in self.cls_blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images to CLS features ``[B, embed_dim]``."""
+        return self.forward_tokens(x)[:, 0]
+
+
+def _make_head(num_classes: Optional[int], embed_dim: int, initial_out_features: int) -> nn.Module:
+    if num_classes is None:
+        return GrowingClassifier(embed_dim, initial_out_features=initial_out_features)
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be None (growing head), 0 (no head) or positive, got {num_classes}")
+    return nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+
+class LocalityViT(nn.Module):
+    """Vision Transformer skeleton with LPA, GPSA or plain attention, ready for Avalanche strategies.
+
+    Args:
+        img_size: input height/width (int or pair); fixed after construction.
+        patch_size: patch side; must divide the image size.
+        in_chans: input channels; fixed after construction.
+        embed_dim: token width.
+        depth: number of local (patch self-attention) blocks.
+        num_heads: attention heads; must divide ``embed_dim``.
+        mlp_ratio: MLP hidden width relative to ``embed_dim``.
+        num_class_attn_blocks: class-attention blocks after the CLS token is added.
+        attn_type: ``"lpa"``, ``"gpsa"`` or ``"mhsa"``.
+        qkv_bias: bias on the query/key/value projections.
+        drop_rate: dropout after embeddings, projections and MLPs.
+        attn_drop_rate: dropout on attention probabilities.
+        drop_path_rate: stochastic depth, increasing linearly over all blocks.
+        locality_strength: ``alpha`` of the local init (LPA and GPSA).
+        content_init_std: initial scale of the LPA content weights.
+        lpa_kernel: fused LPA kernel, ``"auto"``, ``"matmul"`` or ``"sdpa"``.
+        num_classes: ``None`` for a growing Avalanche ``IncrementalClassifier``; an int for a fixed head.
+        initial_out_features: initial units of the growing head.
+    """
+
+    def __init__(
+        self,
+        img_size: ImageSize = 32,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        embed_dim: int = 384,
+        depth: int = 5,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        num_class_attn_blocks: int = 1,
+        attn_type: str = "lpa",
+        qkv_bias: bool = False,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        locality_strength: float = 1.0,
+        content_init_std: float = 0.02,
+        lpa_kernel: str = "auto",
+        num_classes: Optional[int] = None,
+        initial_out_features: int = 2,
+    ) -> None:
+        super().__init__()
+        self.backbone = LocalityViTBackbone(
+            img_size=img_size,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            num_class_attn_blocks=num_class_attn_blocks,
+            attn_type=attn_type,
+            qkv_bias=qkv_bias,
+            drop_rate=drop_rate,
+            attn_drop_rate=attn_drop_rate,
+            drop_path_rate=drop_path_rate,
+            locality_strength=locality_strength,
+            content_init_std=content_init_std,
+            lpa_kernel=lpa_kernel,
+        )
+        self.num_features = self.embed_dim = embed_dim
+        self.attn_type = attn_type
+        self.initial_out_features = initial_out_features
+        self.num_classes = num_classes
+        self.head = _make_head(num_classes, embed_dim, initial_out_features)
+
+    # -- Avalanche / iCaRL view -------------------------------------------------------------------------
+    @property
+    def feature_extractor(self) -> LocalityViTBackbone:
+        """Images to features ``[B, embed_dim]`` (iCaRL and herding take the model apart with this)."""
+        return self.backbone
+
+    @property
+    def classifier(self) -> nn.Module:
+        """The classification head (growing ``IncrementalClassifier`` or fixed ``Linear``)."""
+        return self.head
+
+    def get_features(self, x: torch.Tensor) -> torch.Tensor:
+        """CLS features ``[B, embed_dim]`` before the head."""
+        return self.backbone(x)
+
+    def get_attention_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Patch-to-patch attention probabilities ``[B, heads, N, N]``, one tensor per local block."""
+        return collect_attention_maps(self.backbone, lambda: self.backbone(x))
+
+    # -- timm view -------------------------------------------------------------------------------------
+    @property
+    def img_size(self) -> Tuple[int, int]:
+        return self.backbone.img_size
+
+    @property
+    def in_chans(self) -> int:
+        return self.backbone.in_chans
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images to normalised tokens ``[B, 1 + N, embed_dim]`` (CLS first)."""
+        return self.backbone.forward_tokens(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens from :meth:`forward_features` to logits (or to CLS features with ``pre_logits=True``)."""
+        cls = x[:, 0]
+        return cls if pre_logits else self.head(cls)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: Optional[int], global_pool: Optional[str] = None) -> None:
+        """Replaces the head: ``None`` growing, ``0`` none (features out), ``n`` a fixed ``n``-way linear layer."""
+        if global_pool not in (None, "token"):
+            raise ValueError(f"LocalityViT pools with its CLS token only; got global_pool={global_pool!r}")
+        device = self.backbone.cls_token.device
+        self.num_classes = num_classes
+        self.head = _make_head(num_classes, self.embed_dim, self.initial_out_features).to(device)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        return {"backbone.pos_embed", "backbone.cls_token"}
+
+    def attention_layers(self) -> Iterable[nn.Module]:
+        """The attention layers of the local blocks, in forward order."""
+        return [block.attn for block in self.backbone.blocks]
+
+
+class LPAViT(LocalityViT):
+    """:class:`LocalityViT` with Locality-Preserved Attention in every local block (``attn_type="lpa"``)."""
+
+    def __init__(self, **kwargs) -> None:
+        attn_type = kwargs.pop("attn_type", "lpa")
+        if attn_type != "lpa":
+            raise ValueError(f"LPAViT always uses attn_type='lpa'; use LocalityViT(attn_type={attn_type!r})")
+        super().__init__(attn_type="lpa", **kwargs)
