@@ -1,0 +1,27 @@
+"""Shared fixtures: tiny models and a synthetic class-incremental benchmark (no files, no downloads)."""
+import pytest
+import torch
+
+from avalanche_lpa.experiment.data import synthetic_benchmark
+from avalanche_lpa.models import LocalityViT
+
+# Tiny models: one thread avoids thread-pool overhead that dominates at this size and keeps runs repeatable.
+torch.set_num_threads(1)
+
+TINY = dict(img_size=8, patch_size=2, in_chans=1, embed_dim=18, depth=2, num_heads=9, drop_path_rate=0.0)
+
+
+def make_tiny(attn_type: str = "lpa", **overrides) -> LocalityViT:
+    """A ~12k-parameter LocalityViT on 8x8 single-channel images (4x4 patch grid)."""
+    return LocalityViT(attn_type=attn_type, **{**TINY, **overrides})
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def cil_benchmark():
+    """3 experiences x 2 classes of 8x8 single-channel images."""
+    return synthetic_benchmark(n_experiences=3, classes_per_experience=2, img_size=8, in_chans=1)
