@@ -6,7 +6,6 @@ import pytest
 import timm
 import torch
 from avalanche.models import IncrementalClassifier
-from avalanche.models.dynamic_modules import avalanche_model_adaptation
 
 import avalanche_lpa  # noqa: F401  (registers the timm entry points)
 from avalanche_lpa.models import ATTN_TYPES, PRESETS, GrowingClassifier, LocalityViT, LPAViT, model_name
@@ -143,7 +142,7 @@ def test_deepcopy_and_state_dict_round_trip(attn_type):
 def test_grown_head_loads_into_a_freshly_built_model(cil_benchmark):
     model = make_tiny().train()
     for experience in cil_benchmark.train_stream:
-        avalanche_model_adaptation(model, experience)
+        model.head.adaptation(experience)  # what a strategy does before training on the experience
     assert model.head.classifier.out_features == 6
     assert model.head.active_units.tolist() == [1] * 6
     model.eval()

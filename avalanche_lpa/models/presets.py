@@ -67,6 +67,8 @@ def _create(attn_type: str, preset: str, pretrained: bool = False, **kwargs) -> 
         )
     # timm fills num_classes from the data config; the package default is the growing Avalanche head.
     kwargs.setdefault("num_classes", None)
+    # Where timm would download weights; timm >= 1.0 consumes it, 0.9 passes it on. There are no weights.
+    kwargs.pop("cache_dir", None)
     args = {**PRESETS[preset], "attn_type": attn_type, **kwargs}
     return build_model_with_cfg(LocalityViT, name, pretrained=False, **args)
 

@@ -1,0 +1,97 @@
+"""Atomic, resumable checkpoints on top of Avalanche's ``save_checkpoint`` / ``maybe_load_checkpoint``.
+
+Two fixes live here, on our side of Avalanche:
+
+* avalanche-lib 0.5/0.6 serialise the whole strategy with ``dill``. On torch >= 2.13 dill pickles the
+  ``torch.optim`` classes by value and fails (``PicklingError: Can't pickle sentinel``) on a
+  ``typing_extensions`` sentinel inside their methods. We register a reducer per optimizer class that stores
+  the class by name plus the optimizer's ``__getstate__`` (hyper-parameters, state and the very parameter
+  objects, so they stay shared with the model inside the pickle).
+* Avalanche writes the file in place: a run killed while saving leaves a truncated checkpoint. We write to a
+  temporary file in the same folder and ``os.replace`` it, and turn a corrupt file into a clear error.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, TypeVar, Union
+
+import dill
+import torch
+from avalanche.checkpointing import maybe_load_checkpoint, save_checkpoint
+
+__all__ = ["CheckpointError", "save_checkpoint_atomic", "load_checkpoint", "register_optimizer_reducers"]
+
+T = TypeVar("T")
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint exists but cannot be read."""
+
+
+def _rebuild_optimizer(module: str, qualname: str, state: dict) -> torch.optim.Optimizer:
+    cls = importlib.import_module(module)
+    for part in qualname.split("."):
+        cls = getattr(cls, part)
+    optimizer = cls.__new__(cls)
+    optimizer.__setstate__(state)
+    return optimizer
+
+
+def _reduce_optimizer(pickler, optimizer: torch.optim.Optimizer) -> None:
+    cls = type(optimizer)
+    pickler.save_reduce(_rebuild_optimizer, (cls.__module__, cls.__qualname__, optimizer.__getstate__()), obj=optimizer)
+
+
+def _all_subclasses(cls: type):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _all_subclasses(sub)
+
+
+def register_optimizer_reducers() -> None:
+    """Registers the by-name optimizer reducer with dill for every ``torch.optim.Optimizer`` subclass loaded.
+
+    dill dispatches on the exact type, so this walks the subclass tree; call it right before pickling so that
+    optimizers defined after import (user code) are covered too.
+    """
+    for cls in _all_subclasses(torch.optim.Optimizer):
+        if "<locals>" not in cls.__qualname__:
+            dill.register(cls)(_reduce_optimizer)
+
+
+def save_checkpoint_atomic(strategy, path: PathLike, exclude: Optional[Sequence[str]] = None) -> None:
+    """Saves ``strategy`` with Avalanche's ``save_checkpoint``, atomically (temp file + ``os.replace``)."""
+    register_optimizer_reducers()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_checkpoint(strategy, tmp, exclude=exclude)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_checkpoint(strategy: T, path: PathLike, map_location=None) -> Tuple[T, int]:
+    """Restores ``strategy`` from ``path`` if it exists; returns ``(strategy, index of the next experience)``.
+
+    Raises:
+        CheckpointError: the file exists but is truncated, corrupt or unreadable.
+    """
+    register_optimizer_reducers()
+    if not os.path.exists(path):
+        return strategy, 0
+    try:
+        return maybe_load_checkpoint(strategy, str(path), map_location=map_location)
+    except Exception as error:  # torch/dill raise many types for a damaged file
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({type(error).__name__}: {error}); it is corrupt or from an "
+            "incompatible version: delete it, or run without --resume to start over"
+        ) from error
