@@ -1,17 +1,55 @@
-"""Benchmarks for experiments and tests.
+"""Class-incremental benchmarks: Split CIFAR-100, Split Fashion-MNIST, ImageNet-100 and a synthetic one.
 
-``synthetic_benchmark`` builds a small in-memory class-incremental benchmark whose classes differ by a
-class-specific spatial pattern: learnable by a tiny ViT in a few iterations, with no files involved.
+Nothing here downloads: datasets are read from a local folder, and a missing one raises
+:class:`DatasetNotFoundError` whose message names the expected layout and the option that points to it.
+Class ids are remapped from zero in the order the classes arrive (``class_order``), so the growing head adds
+units 0, 1, 2, ... and the mapping is written to the run folder by the experiment runner.
+
+``synthetic_benchmark`` builds a small in-memory benchmark whose classes differ by a class-specific spatial
+pattern: learnable by a tiny ViT in a few iterations, with no files involved (tests, smoke runs).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import gzip
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from avalanche.benchmarks import nc_benchmark
-from torch.utils.data import TensorDataset
+from avalanche.benchmarks.classic import SplitCIFAR100, SplitFMNIST
+from torch.utils.data import Subset, TensorDataset
+from torchvision import datasets, transforms
 
-__all__ = ["TargetTensorDataset", "synthetic_benchmark"]
+from ..training import eval_transform, train_transform
+
+__all__ = [
+    "DatasetNotFoundError",
+    "TargetTensorDataset",
+    "DEBIAN_FASHION_MNIST",
+    "default_data_root",
+    "synthetic_benchmark",
+    "split_cifar100",
+    "split_fashion_mnist",
+    "split_imagenet100",
+    "build_benchmark",
+    "class_mapping",
+]
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+FASHION_MNIST_STATS = ((0.2860,), (0.3530,))
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset is not on disk; the message says where it was expected and how to provide it."""
+
+
+def default_data_root() -> Path:
+    """``$AVALANCHE_LPA_DATA`` if set, else ``./data``."""
+    return Path(os.environ.get("AVALANCHE_LPA_DATA", "data")).expanduser()
 
 
 class TargetTensorDataset(TensorDataset):
@@ -68,3 +106,256 @@ def synthetic_benchmark(
         seed=seed,
         fixed_class_order=list(fixed_class_order) if fixed_class_order is not None else list(range(num_classes)),
     )
+
+
+def _subsample(dataset, per_class: Optional[int], seed: int):
+    """At most ``per_class`` images of each class, drawn once with ``seed`` (``None``: the whole dataset)."""
+    if per_class is None:
+        return dataset
+    targets = torch.as_tensor(list(dataset.targets))
+    generator = torch.Generator().manual_seed(seed)
+    keep: List[int] = []
+    for label in targets.unique().tolist():
+        members = (targets == label).nonzero().flatten()
+        keep += members[torch.randperm(len(members), generator=generator)[:per_class]].tolist()
+    keep.sort()
+    subset = Subset(dataset, keep)
+    subset.targets = targets[keep].tolist()
+    return subset
+
+
+def _split(train, test, n_experiences: int, class_order: Optional[Sequence[int]], seed: int, **transforms_):
+    return nc_benchmark(
+        train,
+        test,
+        n_experiences=n_experiences,
+        task_labels=False,
+        seed=seed,
+        fixed_class_order=list(class_order) if class_order is not None else None,
+        class_ids_from_zero_from_first_exp=True,
+        **transforms_,
+    )
+
+
+def split_cifar100(
+    root: os.PathLike,
+    n_experiences: int = 10,
+    class_order: Optional[Sequence[int]] = None,
+    seed: int = 1993,
+    augment: bool = True,
+    randaugment: bool = False,
+    max_train_per_class: Optional[int] = None,
+    max_test_per_class: Optional[int] = None,
+):
+    """Split CIFAR-100 (Avalanche's ``SplitCIFAR100``) read from ``<root>/cifar-100-python``.
+
+    Args:
+        root: folder holding ``cifar-100-python/{train,test,meta}`` (torchvision's layout).
+        n_experiences: number of experiences (10, 20 or 50 for the B0 protocol).
+        class_order: original class ids in arrival order (``None``: Avalanche's shuffle with ``seed``).
+        seed: seed of the class shuffle (when no order is given) and of subsampling.
+        augment: random crop (padding 4) and horizontal flip on training images.
+        randaugment: add RandAugment (magnitude 9) to the training transform.
+        max_train_per_class: keep at most this many training images per class (quick runs).
+        max_test_per_class: the same for test images.
+    """
+    folder = Path(root).expanduser() / "cifar-100-python"
+    missing = [name for name in ("train", "test", "meta") if not (folder / name).is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"CIFAR-100 not found: expected {folder}/{{train,test,meta}} (missing: {', '.join(missing)}); "
+            "download cifar-100-python.tar.gz on a machine with internet, extract it into a folder and pass "
+            "that folder with --data-root (or set $AVALANCHE_LPA_DATA)"
+        )
+    mean, std = CIFAR100_STATS
+    train_tf = train_transform(
+        32, padding=4 if augment else 0, hflip=0.5 if augment else 0.0,
+        randaugment_magnitude=9 if randaugment else None, mean=mean, std=std,
+    )
+    eval_tf = eval_transform(mean=mean, std=std)
+    if max_train_per_class is None and max_test_per_class is None:
+        return SplitCIFAR100(
+            n_experiences,
+            seed=seed,
+            fixed_class_order=list(class_order) if class_order is not None else None,
+            class_ids_from_zero_from_first_exp=True,
+            train_transform=train_tf,
+            eval_transform=eval_tf,
+            dataset_root=str(Path(root).expanduser()),
+        )
+    # Subsampled quick runs: the same nc_benchmark SplitCIFAR100 builds, over per-class subsets.
+    train = _subsample(datasets.CIFAR100(str(Path(root).expanduser()), train=True), max_train_per_class, seed)
+    test = _subsample(datasets.CIFAR100(str(Path(root).expanduser()), train=False), max_test_per_class, seed)
+    return _split(train, test, n_experiences, class_order, seed, train_transform=train_tf, eval_transform=eval_tf)
+
+
+_FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _fashion_mnist_root(root: Optional[os.PathLike]) -> Path:
+    """A folder with ``FashionMNIST/raw/<files>`` un-gzipped, preparing it from the Debian package if needed."""
+    root = Path(root).expanduser() if root is not None else default_data_root()
+    raw = root / "FashionMNIST" / "raw"
+    if all((raw / name).is_file() for name in _FMNIST_FILES):
+        return root
+    sources = [d for d in (root, root / "FashionMNIST", DEBIAN_FASHION_MNIST) if all((d / f"{n}.gz").is_file() for n in _FMNIST_FILES)]
+    if not sources:
+        raise DatasetNotFoundError(
+            f"Fashion-MNIST not found: expected {raw}/{{{','.join(_FMNIST_FILES)}}} or the gzipped files in "
+            f"{DEBIAN_FASHION_MNIST}; install them with `apt-get install dataset-fashion-mnist` or pass "
+            "--data-root pointing to a folder that has them"
+        )
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in _FMNIST_FILES:
+        with gzip.open(sources[0] / f"{name}.gz", "rb") as src, open(raw / f"{name}.tmp", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(raw / f"{name}.tmp", raw / name)
+    return root
+
+
+def split_fashion_mnist(
+    root: Optional[os.PathLike] = None,
+    n_experiences: int = 5,
+    class_order: Optional[Sequence[int]] = None,
+    seed: int = 1993,
+    augment: bool = True,
+    max_train_per_class: Optional[int] = None,
+    max_test_per_class: Optional[int] = None,
+):
+    """Split Fashion-MNIST (Avalanche's ``SplitFMNIST``; 28 px, 1 channel) from a local copy.
+
+    Looks for ``<root>/FashionMNIST/raw`` (torchvision's layout); if only the gzipped files exist (e.g. the
+    Debian package ``dataset-fashion-mnist`` in ``/usr/share/datasets/fashion-mnist``) they are unpacked
+    into ``<root>/FashionMNIST/raw`` once. Arguments as in :func:`split_cifar100`.
+    """
+    root = _fashion_mnist_root(root)
+    mean, std = FASHION_MNIST_STATS
+    train_tf = train_transform(28, padding=2 if augment else 0, hflip=0.5 if augment else 0.0,
+                               randaugment_magnitude=None, mean=mean, std=std)
+    eval_tf = eval_transform(mean=mean, std=std)
+    if max_train_per_class is None and max_test_per_class is None:
+        return SplitFMNIST(
+            n_experiences,
+            seed=seed,
+            fixed_class_order=list(class_order) if class_order is not None else None,
+            class_ids_from_zero_from_first_exp=True,
+            train_transform=train_tf,
+            eval_transform=eval_tf,
+            dataset_root=str(root),
+        )
+    train = _subsample(datasets.FashionMNIST(str(root), train=True), max_train_per_class, seed)
+    test = _subsample(datasets.FashionMNIST(str(root), train=False), max_test_per_class, seed)
+    return _split(train, test, n_experiences, class_order, seed, train_transform=train_tf, eval_transform=eval_tf)
+
+
+class _ClassSubsetFolder(datasets.ImageFolder):
+    """``ImageFolder`` restricted to ``classes`` (WordNet ids), labelled in that order."""
+
+    def __init__(self, root: str, classes: Sequence[str]) -> None:
+        self._wanted = list(classes)
+        super().__init__(root)
+
+    def find_classes(self, directory: str) -> Tuple[List[str], Dict[str, int]]:
+        missing = [c for c in self._wanted if not (Path(directory) / c).is_dir()]
+        if missing:
+            raise DatasetNotFoundError(
+                f"ImageNet-100: {len(missing)} class folder(s) missing under {directory} (first: {missing[0]}); "
+                "check --class-list against the folder"
+            )
+        return self._wanted, {c: i for i, c in enumerate(self._wanted)}
+
+
+def imagenet100_classes(root: os.PathLike, class_list: Optional[os.PathLike] = None) -> List[str]:
+    """The 100 WordNet ids: from ``class_list`` (one per line) or the first 100 folders of ``<root>/train``."""
+    if class_list is not None:
+        path = Path(class_list).expanduser()
+        if not path.is_file():
+            raise DatasetNotFoundError(f"class list {path} does not exist; pass a file with one WordNet id per line")
+        wnids = [line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        if len(set(wnids)) != len(wnids):
+            raise ValueError(f"class list {path} repeats a WordNet id; each class must appear once")
+        return wnids
+    train = Path(root).expanduser() / "train"
+    return sorted(d.name for d in train.iterdir() if d.is_dir())[:100]
+
+
+def split_imagenet100(
+    root: os.PathLike,
+    class_list: Optional[os.PathLike] = None,
+    n_experiences: int = 10,
+    class_order: Optional[Sequence[int]] = None,
+    seed: int = 1993,
+    augment: bool = True,
+    img_size: int = 224,
+    max_train_per_class: Optional[int] = None,
+    max_test_per_class: Optional[int] = None,
+):
+    """ImageNet-100 from a local ImageNet folder (``<root>/train/<wnid>/*``, ``<root>/val/<wnid>/*``).
+
+    Args:
+        root: the ImageNet folder.
+        class_list: file with one WordNet id per line (the published subsets cannot be fetched here);
+            without it the first 100 classes in sorted order are used (a warning says so).
+        img_size: training crop / evaluation size (224 in the paper).
+        Others as in :func:`split_cifar100`.
+    """
+    root = Path(root).expanduser()
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise DatasetNotFoundError(
+                f"ImageNet not found: expected {root / split}/<wnid>/<images>; pass the folder with --data-root"
+            )
+    wnids = imagenet100_classes(root, class_list)
+    if class_list is None:
+        import warnings
+
+        warnings.warn(
+            f"no --class-list given: using the first {len(wnids)} ImageNet classes in sorted order "
+            f"({wnids[0]} ... {wnids[-1]}), not a published ImageNet-100 subset",
+            stacklevel=2,
+        )
+    mean, std = IMAGENET_STATS
+    normalize = [transforms.ToTensor(), transforms.Normalize(mean, std)]
+    train_tf = transforms.Compose(
+        ([transforms.RandomResizedCrop(img_size), transforms.RandomHorizontalFlip()] if augment
+         else [transforms.Resize(int(img_size * 256 / 224)), transforms.CenterCrop(img_size)]) + normalize
+    )
+    eval_tf = transforms.Compose([transforms.Resize(int(img_size * 256 / 224)), transforms.CenterCrop(img_size)] + normalize)
+    train = _subsample(_ClassSubsetFolder(str(root / "train"), wnids), max_train_per_class, seed)
+    test = _subsample(_ClassSubsetFolder(str(root / "val"), wnids), max_test_per_class, seed)
+    return _split(train, test, n_experiences, class_order, seed, train_transform=train_tf, eval_transform=eval_tf)
+
+
+def class_mapping(benchmark) -> Dict[str, Any]:
+    """Class order (original ids, arrival order) and the original-id -> label mapping of a benchmark."""
+    order = [int(c) for c in benchmark.classes_order_original_ids]
+    return {"class_order": order, "label_of_original_class": {str(c): i for i, c in enumerate(order)}}
+
+
+def build_benchmark(data_config: Dict[str, Any], seed: int):
+    """The benchmark described by a validated ``data`` config section."""
+    name = data_config["dataset"]
+    root = data_config["root"] if data_config["root"] is not None else default_data_root()
+    common = dict(
+        n_experiences=data_config["n_experiences"],
+        class_order=data_config["class_order"],
+        seed=seed,
+        max_train_per_class=data_config["max_train_per_class"],
+        max_test_per_class=data_config["max_test_per_class"],
+    )
+    if name == "cifar100":
+        return split_cifar100(root, augment=data_config["augment"], randaugment=data_config["randaugment"], **common)
+    if name == "fashion_mnist":
+        return split_fashion_mnist(data_config["root"], augment=data_config["augment"], **common)
+    if name == "imagenet100":
+        return split_imagenet100(root, class_list=data_config["class_list"], augment=data_config["augment"], **common)
+    if name == "synthetic":
+        n_classes = common["n_experiences"] * 2
+        return synthetic_benchmark(
+            n_experiences=common["n_experiences"],
+            classes_per_experience=2,
+            seed=seed,
+            fixed_class_order=common["class_order"] or list(range(n_classes)),
+            **data_config["synthetic"],
+        )
+    raise ValueError(f"unknown dataset {name!r}; valid: cifar100, fashion_mnist, imagenet100, synthetic")

@@ -1,0 +1,199 @@
+"""Experiment configuration: YAML files plus ``--set key.sub=value`` overrides, validated against a schema.
+
+A config is a nested dict with the sections of :data:`DEFAULTS`. Every key is checked: an unknown key or a
+value of the wrong type is a :class:`ConfigError` whose one-line message names the key and lists the valid
+ones. The ``strategy`` section is checked against the options of the chosen strategy
+(:func:`avalanche_lpa.training.strategy_options`) and ``model.overrides`` against the model constructor.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+from pathlib import Path
+from typing import Any, Dict, Iterable, Mapping, Optional, Union
+
+import yaml
+
+from ..models import ATTN_TYPES, PRESETS, LocalityViT
+from ..training import strategy_options
+
+__all__ = ["ConfigError", "DEFAULTS", "DATASETS", "load_config", "apply_overrides", "validate", "dump_config"]
+
+DATASETS = ("cifar100", "fashion_mnist", "imagenet100", "synthetic")
+
+#: The schema and defaults. ``None`` accepts a value of any type.
+DEFAULTS: Dict[str, Any] = {
+    "name": "run",
+    "seed": 1993,
+    "device": "auto",  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+    "data": {
+        "dataset": "cifar100",
+        "root": None,  # None: $AVALANCHE_LPA_DATA, else ./data (fashion_mnist also finds the Debian package)
+        "n_experiences": 10,
+        "class_order": None,  # explicit list of original class ids, in the order they arrive
+        "class_list": None,  # imagenet100: file with one WordNet id per line
+        "augment": True,  # random crop + flip on training images
+        "randaugment": False,
+        "max_train_per_class": None,  # subsample for quick runs (None: all images)
+        "max_test_per_class": None,
+        "num_workers": 0,
+        "synthetic": {"img_size": 8, "in_chans": 1, "train_per_class": 32, "test_per_class": 16, "noise": 0.5},
+    },
+    "model": {
+        "attn_type": "lpa",  # lpa | gpsa | mhsa
+        "preset": "cifar",  # cifar | imagenet | tiny (see avalanche_lpa.models.PRESETS)
+        "overrides": {},  # any LocalityViT keyword, e.g. {embed_dim: 72, img_size: 28, in_chans: 1}
+    },
+    "strategy": {"name": "lpa"},  # plus the options of that strategy (avalanche_lpa.training.strategy_options)
+    "evaluation": {
+        "locality_probe_size": 256,
+        "tensorboard": False,
+        "text_log": True,
+        "progress_bar": True,
+    },
+    "output": {
+        "dir": "runs/{name}",  # {name}, {model} and {seed} are filled in
+        "checkpoint": True,
+        "save_model": True,
+        "plots": True,
+    },
+}
+
+# Sections whose keys are not fixed by the schema (checked separately).
+_FREE_FORM = {("model", "overrides")}
+
+
+class ConfigError(ValueError):
+    """An invalid configuration (unknown key, wrong type, bad value)."""
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _check_type(key: str, value: Any, default: Any) -> Any:
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, (list, tuple)):
+        ok = isinstance(value, (list, tuple))
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(f"{key}: expected {_type_name(default)}, got {value!r} ({_type_name(value)})")
+    return value
+
+
+def _validate_section(prefix: str, values: Mapping[str, Any], schema: Mapping[str, Any]) -> Dict[str, Any]:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+    unknown = sorted(set(values) - set(schema))
+    if unknown:
+        where = f"in {prefix!r}" if prefix else "at the top level"
+        raise ConfigError(f"unknown config key(s) {', '.join(unknown)} {where}; valid keys: {', '.join(sorted(schema))}")
+    out = {}
+    for key, default in schema.items():
+        path = f"{prefix}.{key}" if prefix else key
+        value = values.get(key, copy.deepcopy(default))
+        if isinstance(default, dict) and tuple(path.split(".")) not in _FREE_FORM:
+            out[key] = _validate_section(path, value, default)
+        else:
+            out[key] = _check_type(path, value, default)
+    return out
+
+
+def _model_keywords() -> Iterable[str]:
+    return [p for p in inspect.signature(LocalityViT.__init__).parameters if p not in ("self", "attn_type")]
+
+
+def validate(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """Checks a config against the schema and returns it completed with defaults.
+
+    Raises:
+        ConfigError: with a one-line message naming the bad key and the valid alternatives.
+    """
+    strategy = dict(config.get("strategy") or {})
+    name = strategy.pop("name", DEFAULTS["strategy"]["name"])
+    try:
+        strategy_schema = {"name": "", **strategy_options(name)}
+    except ValueError as error:
+        raise ConfigError(f"strategy.name: {error}") from None
+    schema = {**DEFAULTS, "strategy": strategy_schema}
+    out = _validate_section("", {**config, "strategy": {"name": name, **strategy}}, schema)
+
+    data, model = out["data"], out["model"]
+    if data["dataset"] not in DATASETS:
+        raise ConfigError(f"data.dataset: unknown dataset {data['dataset']!r}; valid: {', '.join(DATASETS)}")
+    if model["attn_type"] not in ATTN_TYPES:
+        raise ConfigError(f"model.attn_type: unknown {model['attn_type']!r}; valid: {', '.join(ATTN_TYPES)}")
+    if model["preset"] not in PRESETS:
+        raise ConfigError(f"model.preset: unknown {model['preset']!r}; valid: {', '.join(PRESETS)}")
+    unknown = sorted(set(model["overrides"]) - set(_model_keywords()))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(unknown)} in 'model.overrides'; valid keys: {', '.join(sorted(_model_keywords()))}"
+        )
+    if data["n_experiences"] < 1:
+        raise ConfigError(f"data.n_experiences: must be at least 1, got {data['n_experiences']}")
+    return out
+
+
+def _parse_override(item: str):
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected key.sub=value, e.g. --set strategy.lr=0.001")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {item!r}: cannot parse the value ({error.problem})") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(config: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, Any]:
+    """Applies ``key.sub=value`` strings (values parsed as YAML) to a copy of ``config``."""
+    config = copy.deepcopy(config)
+    for item in overrides:
+        keys, value = _parse_override(item)
+        node = config
+        for depth, key in enumerate(keys[:-1]):
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(keys[: depth + 1])} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return config
+
+
+def load_config(path: Optional[Union[str, Path]] = None, overrides: Iterable[str] = ()) -> Dict[str, Any]:
+    """Loads a YAML config (or the defaults when ``path`` is None), applies overrides and validates it."""
+    raw: Dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file (see experiments/configs/)")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    return validate(apply_overrides(raw, overrides))
+
+
+def dump_config(config: Mapping[str, Any]) -> str:
+    """The config as YAML text (what a run folder keeps as ``config.yaml``)."""
+    return yaml.safe_dump(_plain(config), sort_keys=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
