@@ -1,0 +1,299 @@
+"""Results files and figures of a run.
+
+* :func:`collect_results` assembles the ``results.json`` content (config, versions, seed, device, accuracy
+  matrix, CIL summary, locality per experience/layer/head, wall time) from a strategy's metric history;
+  :func:`write_results` writes it atomically and :func:`read_results` reads it back.
+* ``plot_*`` draw PNG figures with matplotlib's Agg canvas (no display, no global pyplot state). matplotlib
+  is imported only when a plot is drawn: it is the optional ``plots`` extra.
+
+Every file is written to a temporary file in the target folder and moved over the target with
+``os.replace``, so a crash or a serialization error never leaves a half-written file behind.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib.metadata
+import io
+import json
+import math
+import os
+import platform
+import re
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
+
+import torch
+
+from .. import __version__
+from ..metrics import locality_history, summarize
+from ..metrics.history import metric_history, values_by_point
+
+__all__ = [
+    "RESULTS_SCHEMA",
+    "atomic_write_bytes",
+    "collect_results",
+    "package_versions",
+    "plot_accuracy_curves",
+    "plot_accuracy_matrix",
+    "plot_locality",
+    "plot_runs",
+    "read_results",
+    "to_jsonable",
+    "write_results",
+]
+
+PathLike = Union[str, os.PathLike]
+
+#: Version of the ``results.json`` layout; bump it when keys change meaning.
+RESULTS_SCHEMA = 1
+
+
+# -- results.json -------------------------------------------------------------------------------------------
+def package_versions() -> Dict[str, Optional[str]]:
+    """Versions of Python and of the packages that decide the numbers (``None`` if not installed)."""
+    versions: Dict[str, Optional[str]] = {"python": platform.python_version()}
+    for dist in ("torch", "torchvision", "avalanche-lib", "timm", "numpy"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    # The running source tree, which need not be the installed distribution.
+    versions["avalanche_lpa"] = __version__
+    return versions
+
+
+def to_jsonable(value: Any) -> Any:
+    """Converts tensors, numpy values, paths, devices and dataclasses to JSON types; ``nan``/``inf`` to ``None``.
+
+    Raises:
+        TypeError: for anything else that JSON cannot hold.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None  # strict JSON has no NaN
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, torch.Tensor):
+        return to_jsonable(value.detach().cpu().tolist())
+    if isinstance(value, (os.PathLike, torch.device)):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value))
+    if hasattr(value, "tolist") and type(value).__module__.startswith("numpy"):
+        return to_jsonable(value.tolist())
+    raise TypeError(f"cannot write a {type(value).__name__} to results.json: {value!r}")
+
+
+def collect_results(
+    source: Any,
+    *,
+    config: Optional[Mapping[str, Any]] = None,
+    seed: Optional[int] = None,
+    device: Any = None,
+    wall_time_s: Optional[float] = None,
+    stream: str = "test",
+    exp_sizes: Optional[Sequence[int]] = None,
+    points: Optional[Sequence[int]] = None,
+    extra: Optional[Mapping[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Assembles the ``results.json`` content of a run.
+
+    Args:
+        source: the strategy, its ``EvaluationPlugin`` or ``get_all_metrics()``.
+        config: the run's configuration.
+        seed: the run's seed.
+        device: the device it ran on.
+        wall_time_s: wall-clock duration in seconds.
+        stream: the evaluated stream's name.
+        exp_sizes: test samples per experience (weights of the seen-classes accuracy).
+        points: the eval points to keep, one per experience (see ``metrics.accuracy_matrix``).
+        extra: more top-level entries.
+    """
+    history = metric_history(source)
+    summary = summarize(history, stream=stream, exp_sizes=exp_sizes, points=points).as_dict()
+    has_locality = bool(values_by_point(history, "Locality_Stream", stream))
+    results: Dict[str, Any] = {
+        "schema": RESULTS_SCHEMA,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "config": dict(config or {}),
+        "seed": seed,
+        "device": None if device is None else str(device),
+        "versions": package_versions(),
+        "wall_time_s": wall_time_s,
+        "accuracy_matrix": summary.pop("accuracy_matrix"),
+        "summary": summary,
+        "locality": locality_history(history, stream, points) if has_locality else None,
+    }
+    results.update(extra or {})
+    return results
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Writes ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keep an existing file's permissions; mkstemp's 0600 would hide new results from other users.
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_results(path: PathLike, results: Mapping[str, Any]) -> Path:
+    """Writes ``results`` as JSON, atomically: on any error the previous file stays as it was."""
+    # Serialize completely before touching the disk, so a bad value cannot truncate anything.
+    text = json.dumps(to_jsonable(results), indent=2, allow_nan=False)
+    return atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+
+
+def read_results(path: PathLike) -> Dict[str, Any]:
+    """Reads a ``results.json`` written by :func:`write_results`."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# -- figures ------------------------------------------------------------------------------------------------
+def _figure(width: float, height: float):
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:  # optional dependency
+        raise ImportError("plots need matplotlib: pip install 'avalanche-lpa[plots]'") from error
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)  # attach the Agg canvas explicitly: works on headless machines, ignores pyplot's backend
+    return figure
+
+
+def _save(figure, path: PathLike, dpi: int) -> Path:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _integer_steps(axes) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _percent(values: Sequence[Optional[float]]) -> list:
+    return [math.nan if v is None else 100.0 * float(v) for v in values]
+
+
+def plot_accuracy_matrix(
+    matrix: Sequence[Sequence[Optional[float]]], path: PathLike, *, title: str = "Accuracy matrix", dpi: int = 120
+) -> Path:
+    """Heat-map of ``R[i][j]`` (fractions, shown in %); cells not evaluated (``None``/``nan``) stay blank."""
+    import numpy as np
+
+    values = np.array([_percent(row) for row in matrix], dtype=float)
+    steps, exps = values.shape
+    figure = _figure(max(4.0, 2.0 + 0.5 * exps), max(3.2, 1.4 + 0.45 * steps))
+    axes = figure.add_subplot()
+    image = axes.imshow(np.ma.masked_invalid(values), vmin=0.0, vmax=100.0, cmap="viridis")
+    figure.colorbar(image, ax=axes, label="accuracy (%)")
+    if steps * exps <= 400:  # numbers stay legible up to 20 x 20
+        for (i, j), v in np.ndenumerate(values):
+            if math.isfinite(v):
+                axes.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="white" if v < 60 else "black")
+    axes.set(xlabel="evaluated on experience", ylabel="after training experience", title=title)
+    # 1-based like the step axes of the other figures (metric names count experiences from 000).
+    axes.set_xticks(range(exps), [str(j + 1) for j in range(exps)])
+    axes.set_yticks(range(steps), [str(i + 1) for i in range(steps)])
+    return _save(figure, path, dpi)
+
+
+def plot_accuracy_curves(
+    runs: Mapping[str, Sequence[Optional[float]]],
+    path: PathLike,
+    *,
+    title: str = "Accuracy on all classes seen so far",
+    dpi: int = 120,
+) -> Path:
+    """One curve per run: accuracy (fractions, shown in %) after each step, e.g. ``summary.seen_accuracies``."""
+    figure = _figure(5.0, 3.5)
+    axes = figure.add_subplot()
+    for name, accuracies in runs.items():
+        axes.plot(range(1, len(accuracies) + 1), _percent(accuracies), marker="o", label=name)
+    axes.set(xlabel="step (experiences trained)", ylabel="accuracy (%)", title=title)
+    _integer_steps(axes)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    return _save(figure, path, dpi)
+
+
+def plot_locality(
+    runs: Mapping[str, Sequence[Sequence[Optional[float]]]],
+    path: PathLike,
+    *,
+    title: str = "Locality over experiences",
+    dpi: int = 120,
+) -> Path:
+    """The locality-degradation figure: mean attention distance per layer vs experience, one line per run.
+
+    Args:
+        runs: run name -> ``[experience][layer]`` distances (``results["locality"]["layers"]``).
+        path: the PNG to write.
+        title: figure title.
+        dpi: resolution.
+    """
+    layers = max((len(step) for values in runs.values() for step in values), default=0)
+    if layers == 0:
+        raise ValueError("no per-layer locality values to plot")
+    figure = _figure(2.6 * layers + 0.6, 3.2)
+    axes = figure.subplots(1, layers, sharey=True, squeeze=False)[0]
+    for name, values in runs.items():
+        steps = range(1, len(values) + 1)
+        for layer, ax in enumerate(axes):
+            series = [step[layer] if layer < len(step) and step[layer] is not None else math.nan for step in values]
+            ax.plot(steps, series, marker="o", label=name)
+    for layer, ax in enumerate(axes):
+        ax.set(title=f"layer {layer}", xlabel="after training experience")
+        _integer_steps(ax)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mean attention distance (patches)")
+    axes[-1].legend()
+    figure.suptitle(title)
+    return _save(figure, path, dpi)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name).strip("_") or "run"
+
+
+def plot_runs(runs: Mapping[str, Mapping[str, Any]], out_dir: PathLike, *, dpi: int = 120) -> Dict[str, Path]:
+    """All figures for one or more ``results.json`` contents (run name -> results).
+
+    Writes ``accuracy_curves.png``, ``locality.png`` (when the runs have per-layer locality) and one
+    ``accuracy_matrix_<run>.png`` per run into ``out_dir``; returns ``{figure name: path}``.
+    """
+    out = Path(out_dir)
+    paths = {
+        "accuracy_curves": plot_accuracy_curves(
+            {name: r["summary"]["seen_accuracies"] for name, r in runs.items()}, out / "accuracy_curves.png", dpi=dpi
+        )
+    }
+    locality = {name: r["locality"]["layers"] for name, r in runs.items() if (r.get("locality") or {}).get("layers")}
+    if locality:
+        paths["locality"] = plot_locality(locality, out / "locality.png", dpi=dpi)
+    for name, r in runs.items():
+        key = f"accuracy_matrix_{_slug(name)}"
+        paths[key] = plot_accuracy_matrix(
+            r["accuracy_matrix"], out / f"{key}.png", title=f"Accuracy matrix: {name}", dpi=dpi
+        )
+    return paths
