@@ -17,7 +17,7 @@ import yaml
 from ..models import ATTN_TYPES, PRESETS, LocalityViT
 from ..training import strategy_options
 
-__all__ = ["ConfigError", "DEFAULTS", "DATASETS", "load_config", "apply_overrides", "validate", "dump_config"]
+__all__ = ["ConfigError", "DEFAULTS", "DATASETS", "load_config", "apply_overrides", "read_yaml", "set_value", "switch_strategy", "validate", "dump_config"]
 
 DATASETS = ("cifar100", "fashion_mnist", "imagenet100", "synthetic")
 
@@ -157,33 +157,91 @@ def _parse_override(item: str):
     return key.strip().split("."), value
 
 
+def set_value(config: Dict[str, Any], dotted_key: str, value: Any) -> None:
+    """Sets ``config["a"]["b"] = value`` for ``dotted_key == "a.b"``, creating sections as needed."""
+    _set(config, dotted_key.split("."), value, dotted_key)
+
+
+def _set(config: Dict[str, Any], keys, value: Any, item: str) -> None:
+    node = config
+    for depth, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: {'.'.join(keys[: depth + 1])} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
 def apply_overrides(config: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, Any]:
     """Applies ``key.sub=value`` strings (values parsed as YAML) to a copy of ``config``."""
     config = copy.deepcopy(config)
     for item in overrides:
         keys, value = _parse_override(item)
-        node = config
-        for depth, key in enumerate(keys[:-1]):
-            child = node.setdefault(key, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {'.'.join(keys[: depth + 1])} is not a section")
-            node = child
-        node[keys[-1]] = value
+        _set(config, keys, value, item)
     return config
 
 
-def load_config(path: Optional[Union[str, Path]] = None, overrides: Iterable[str] = ()) -> Dict[str, Any]:
-    """Loads a YAML config (or the defaults when ``path`` is None), applies overrides and validates it."""
-    raw: Dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file (see experiments/configs/)")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+def load_config(
+    path: Optional[Union[str, Path]] = None,
+    overrides: Iterable[str] = (),
+    values: Optional[Mapping[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Loads a YAML config (or the defaults when ``path`` is None) and validates it.
+
+    Args:
+        path: YAML file.
+        overrides: ``key.sub=value`` strings (``--set``), applied last.
+        values: ``{"key.sub": value}`` set before the overrides (dedicated command-line flags).
+    """
+    raw = read_yaml(Path(path)) if path is not None else {}
+    values = dict(values or {})
+    if "strategy.name" in values:
+        raw["strategy"] = switch_strategy(raw.get("strategy") or {}, values.pop("strategy.name"))
+    for key, value in values.items():
+        set_value(raw, key, value)
     return validate(apply_overrides(raw, overrides))
+
+
+def _merge(base: Dict[str, Any], update: Mapping[str, Any]) -> Dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_yaml(path: Path, _seen: tuple = ()) -> Dict[str, Any]:
+    """Reads a config file; a top-level ``base: other.yaml`` (relative to the file) is merged in first."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file (see experiments/configs/)")
+    if path.resolve() in _seen:
+        raise ConfigError(f"config file {path} includes itself through 'base'")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    parent = read_yaml(path.parent / base, _seen + (path.resolve(),))
+    # A strategy section that names another strategy replaces the base's instead of merging into it.
+    if "name" in raw.get("strategy", {}) and raw["strategy"]["name"] != parent.get("strategy", {}).get("name"):
+        parent["strategy"] = switch_strategy(parent.get("strategy", {}), raw["strategy"]["name"])
+    return _merge(parent, raw)
+
+
+def switch_strategy(section: Mapping[str, Any], name: str) -> Dict[str, Any]:
+    """A ``strategy`` section for strategy ``name`` that keeps the options ``name`` also takes.
+
+    Lets ``--strategy naive`` reuse a recipe's training budget (epochs, batch size, lr, ...) while dropping
+    what only the recipe understands (memory size, distillation, ...).
+    """
+    try:
+        valid = strategy_options(name)
+    except ValueError as error:
+        raise ConfigError(f"strategy.name: {error}") from None
+    return {"name": name, **{k: v for k, v in section.items() if k in valid}}
 
 
 def dump_config(config: Mapping[str, Any]) -> str:

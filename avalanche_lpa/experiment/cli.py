@@ -1,0 +1,77 @@
+"""Command line shared by ``experiments/split_*.py``: parse, build the config, run, report errors in one line."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+from ..models import ATTN_TYPES
+from ..training import STRATEGIES
+from .checkpoint import CheckpointError
+from .compare import compare
+from .config import ConfigError, load_config
+from .data import DatasetNotFoundError
+from .run import evaluate_saved_run, output_dir, run
+
+__all__ = ["build_parser", "config_from_args", "main"]
+
+
+def build_parser(description: str, default_config: Path, imagenet: bool = False) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", type=Path, default=default_config, help="YAML config")
+    parser.add_argument("--model", choices=ATTN_TYPES, help="attention type (model.attn_type)")
+    parser.add_argument("--strategy", choices=STRATEGIES, help="strategy name (strategy.name); config options it does not take are dropped")
+    parser.add_argument("--seed", type=int, help="seed (also of the class order when none is given)")
+    parser.add_argument("--data-root", help="dataset folder (data.root)")
+    parser.add_argument("--output", help="run folder (output.dir); {name} {model} {strategy} {seed} are filled in")
+    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
+    parser.add_argument("--eval-only", action="store_true", help="re-evaluate the finished run in --output")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set strategy.lr=1e-3 (repeatable; values are YAML)")
+    group = parser.add_argument_group("comparison")
+    group.add_argument("--compare", action="store_true", help="run every --models x --strategies x --seeds")
+    group.add_argument("--models", nargs="+", choices=ATTN_TYPES, default=list(ATTN_TYPES))
+    group.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=None)
+    group.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the config's seed")
+    group.add_argument("--no-joint", action="store_true", help="skip the joint-training control runs")
+    if imagenet:
+        parser.add_argument("--class-list", help="file with one WordNet id per line (data.class_list)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Dict[str, Any]:
+    """The validated config: YAML file, then the dedicated flags, then ``--set`` overrides."""
+    flags = {"model": "model.attn_type", "strategy": "strategy.name", "seed": "seed", "data_root": "data.root",
+             "output": "output.dir", "device": "device", "class_list": "data.class_list"}
+    values = {key: getattr(args, flag) for flag, key in flags.items() if getattr(args, flag, None) is not None}
+    return load_config(args.config, args.overrides, values)
+
+
+def main(argv: Optional[Sequence[str]], *, description: str, default_config: Path, imagenet: bool = False) -> int:
+    """Runs the command line; returns the exit status (errors are one line on stderr, no traceback)."""
+    args = build_parser(description, default_config, imagenet).parse_args(argv)
+    try:
+        config = config_from_args(args)
+        if args.eval_only:
+            results = evaluate_saved_run(output_dir(config), device=args.device)
+            print(f"re-evaluated {results['run']}: wrote eval_results.json")
+        elif args.compare:
+            seeds = args.seeds or [config["seed"]]
+            outcome = compare(config, models=args.models, strategies=args.strategies, seeds=seeds,
+                              joint=not args.no_joint, resume=args.resume)
+            print(outcome["table"])
+            print(f"wrote {outcome['folder']}/comparison.md and figures")
+        else:
+            results = run(config, resume=args.resume)
+            summary = results["summary"]
+            print(f"avg incremental accuracy {summary['avg_incremental_accuracy']:.4f}, "
+                  f"last accuracy {summary['last_accuracy']:.4f}; results in {output_dir(config)}")
+    except (ConfigError, DatasetNotFoundError, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished experiences are checkpointed; continue with --resume", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,212 @@
+"""LPA vs GPSA vs ViT (and any strategies) over seeds, with a joint-training control per model.
+
+Attention drifts with training time alone, so every model also gets a *joint* run: all classes in one
+experience, trained for the same number of iterations as its incremental run, with the locality probed at
+the iterations where the incremental run finished each experience. Locality degradation caused by
+incremental learning is the difference between the two curves.
+
+``compare(...)`` writes ``comparison.md`` (mean +- std over seeds), ``comparison.json`` and the accuracy and
+locality figures into the output folder; each run keeps its own folder below it.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from avalanche.core import SupervisedPlugin
+
+from ..layers import collect_attention_maps
+from ..metrics import attention_layers, draw_probe, mean_attention_distance
+from .config import switch_strategy, validate
+from .data import build_benchmark
+from .report import atomic_write_bytes, plot_accuracy_curves, plot_locality, read_results, to_jsonable, write_results
+from .run import output_dir, run, run_name
+
+__all__ = ["LocalityAtIterations", "compare", "joint_config", "run_joint", "comparison_table"]
+
+
+class LocalityAtIterations(SupervisedPlugin):
+    """Measures the mean attention distance per layer on a fixed probe at given training iterations.
+
+    Args:
+        probe: images ``[K, C, H, W]``.
+        milestones: cumulative training iterations (``strategy.clock.train_iterations``) to measure at.
+    """
+
+    def __init__(self, probe: torch.Tensor, milestones: Sequence[int]) -> None:
+        super().__init__()
+        self.probe = probe
+        self.milestones = sorted(set(int(m) for m in milestones))
+        self.layers: Dict[int, List[float]] = {}
+
+    @torch.no_grad()
+    def measure(self, strategy) -> List[float]:
+        model = strategy.model
+        was_training = model.training
+        model.eval()
+        try:
+            x = self.probe.to(strategy.device)
+            maps = collect_attention_maps(model, lambda: model(x))
+            grids = [layer.grid_size for layer in attention_layers(model)]
+            return [mean_attention_distance(a, g).mean().item() for a, g in zip(maps, grids)]
+        finally:
+            model.train(was_training)
+
+    def after_training_iteration(self, strategy, **kwargs) -> None:
+        step = strategy.clock.train_iterations
+        if step in self.milestones:
+            self.layers[step] = self.measure(strategy)
+        if step >= self.milestones[-1]:
+            strategy.stop_training()
+
+
+def joint_config(config: Dict[str, Any], total_iterations: int, train_size: int) -> Dict[str, Any]:
+    """The joint-training control of ``config``: one experience, as many iterations as the incremental run."""
+    joint = copy.deepcopy(config)
+    joint["name"] = f"{config['name']}-joint"
+    joint["data"]["n_experiences"] = 1
+    per_epoch = math.ceil(train_size / joint["strategy"]["train_mb_size"])
+    epochs = max(1, math.ceil(total_iterations / per_epoch))
+    joint["strategy"]["train_epochs"] = epochs
+    if "epochs_first" in joint["strategy"]:
+        joint["strategy"]["epochs_first"] = epochs
+    joint["output"]["dir"] = str(Path(config["output"]["dir"]).with_name(Path(config["output"]["dir"]).name + "-joint"))
+    return joint
+
+
+def run_joint(config: Dict[str, Any], incremental: Dict[str, Any]) -> Dict[str, Any]:
+    """Runs the joint control of an incremental run; returns its results with per-milestone locality."""
+    config = validate(config)
+    milestones = incremental["train_iterations"]
+    benchmark = build_benchmark({**config["data"], "n_experiences": 1}, config["seed"])
+    probe, _ = draw_probe(benchmark.test_stream, config["evaluation"]["locality_probe_size"], config["seed"])
+    joint = joint_config(config, milestones[-1], len(benchmark.train_stream[0].dataset))
+    tracker = LocalityAtIterations(probe, milestones)
+    results = run(joint, plugins=[tracker])
+    results["locality_at_milestones"] = {
+        "iterations": milestones,
+        "layers": [tracker.layers.get(m) for m in milestones],
+    }
+    write_results(Path(joint["output"]["dir"]).expanduser() / "results.json", results)
+    return results
+
+
+def _mean_std(values: Sequence[Optional[float]]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def _first_last_locality(results: Dict[str, Any]) -> tuple:
+    locality = results.get("locality") or {}
+    mean = locality.get("mean") or []
+    return (mean[0], mean[-1]) if mean else (None, None)
+
+
+def _joint_first_last(results: Dict[str, Any]) -> tuple:
+    layers = (results.get("locality_at_milestones") or {}).get("layers") or []
+    means = [statistics.fmean(step) for step in layers if step]
+    return (means[0], means[-1]) if means else (None, None)
+
+
+def comparison_table(groups: Dict[str, Dict[str, List[Dict[str, Any]]]]) -> str:
+    """Markdown table: one row per model/strategy, mean ± std over seeds.
+
+    Args:
+        groups: ``{label: {"incremental": [results per seed], "joint": [results per seed]}}``.
+    """
+    header = (
+        "| run | seeds | params | avg incr. acc | last acc | forgetting (max) | locality after exp 1 | "
+        "locality after last exp | joint acc | joint locality (same iterations) | wall time (s) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = []
+    for label, runs in groups.items():
+        inc = runs["incremental"]
+        first_last = [_first_last_locality(r) for r in inc]
+        joint_runs = runs.get("joint", [])
+        joint = [_joint_first_last(r) for r in joint_runs]
+        joint_acc = _mean_std([r["summary"]["last_accuracy"] for r in joint_runs]) if joint_runs else "–"
+        joint_cell = (
+            f"{_mean_std([j[0] for j in joint])} → {_mean_std([j[1] for j in joint])}" if joint else "–"
+        )
+        rows.append(
+            f"| {label} | {len(inc)} | {inc[0].get('params', 0) / 1e6:.2f} M "
+            f"| {_mean_std([r['summary']['avg_incremental_accuracy'] for r in inc])} "
+            f"| {_mean_std([r['summary']['last_accuracy'] for r in inc])} "
+            f"| {_mean_std([r['summary']['avg_forgetting_max'] for r in inc])} "
+            f"| {_mean_std([f for f, _ in first_last])} | {_mean_std([l for _, l in first_last])} "
+            f"| {joint_acc} | {joint_cell} | {_mean_std([r.get('wall_time_s') for r in inc])} |"
+        )
+    return header + "\n".join(rows) + "\n"
+
+
+def compare(
+    config: Dict[str, Any],
+    *,
+    models: Sequence[str] = ("lpa", "gpsa", "mhsa"),
+    strategies: Optional[Sequence[str]] = None,
+    seeds: Sequence[int] = (1993,),
+    joint: bool = True,
+    resume: bool = False,
+) -> Dict[str, Any]:
+    """Runs every model x strategy x seed (plus joint controls) and writes the comparison files.
+
+    Args:
+        config: the base config; ``output.dir`` becomes the comparison folder.
+        models: attention types to compare.
+        strategies: strategy names (default: the config's strategy).
+        seeds: seeds; mean ± std is over them.
+        joint: also run the joint-training control of each incremental run.
+        resume: reuse finished runs (their ``results.json``) and resume interrupted ones.
+    """
+    config = validate(config)
+    root = output_dir(config, model="all", strategy="all", seed="all")
+    strategies = list(strategies or [config["strategy"]["name"]])
+    groups: Dict[str, Dict[str, List[Dict[str, Any]]]] = {}
+    for strategy in strategies:
+        for model in models:
+            label = f"{model} / {strategy}"
+            groups[label] = {"incremental": [], "joint": []}
+            for seed in seeds:
+                run_cfg = copy.deepcopy(config)
+                run_cfg["model"]["attn_type"] = model
+                if strategy != config["strategy"]["name"]:
+                    run_cfg["strategy"] = switch_strategy(config["strategy"], strategy)
+                run_cfg["seed"] = seed
+                run_cfg["name"] = f"{run_name(config, model=model, strategy=strategy, seed=seed)}-{strategy}-s{seed}"
+                run_cfg["output"]["dir"] = str(root / f"{model}-{strategy}-s{seed}")
+                done = Path(run_cfg["output"]["dir"]) / "results.json"
+                results = read_results(done) if resume and done.is_file() else run(run_cfg, resume=resume)
+                groups[label]["incremental"].append(results)
+                if joint:
+                    joint_done = Path(run_cfg["output"]["dir"] + "-joint") / "results.json"
+                    groups[label]["joint"].append(
+                        read_results(joint_done) if resume and joint_done.is_file() else run_joint(run_cfg, results)
+                    )
+    table = comparison_table(groups)
+    atomic_write_bytes(root / "comparison.md", table.encode())
+    atomic_write_bytes(root / "comparison.json", json.dumps(to_jsonable(groups), indent=1).encode())
+    _figures(groups, root)
+    return {"table": table, "groups": groups, "folder": str(root)}
+
+
+def _figures(groups: Dict[str, Dict[str, List[Dict[str, Any]]]], root: Path) -> None:
+    first = {label: runs["incremental"][0] for label, runs in groups.items()}
+    plot_accuracy_curves({k: r["summary"]["seen_accuracies"] for k, r in first.items()}, root / "accuracy_curves.png")
+    locality = {k: r["locality"]["layers"] for k, r in first.items() if (r.get("locality") or {}).get("layers")}
+    for label, runs in groups.items():
+        if runs["joint"] and runs["joint"][0].get("locality_at_milestones"):
+            layers = runs["joint"][0]["locality_at_milestones"]["layers"]
+            if all(step is not None for step in layers):
+                locality[f"{label} (joint)"] = layers
+    if locality:
+        plot_locality(locality, root / "locality.png", title="Mean attention distance per layer (first seed)")

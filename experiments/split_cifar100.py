@@ -1,0 +1,17 @@
+#!/usr/bin/env python
+"""Split CIFAR-100 (B0) with LPAViT / GPSA / ViT: the paper study from a YAML config.
+
+    python experiments/split_cifar100.py --data-root ~/data                  # authors' recipe, 10 steps
+    python experiments/split_cifar100.py --config experiments/configs/cifar100_quick.yaml --data-root ~/data
+    python experiments/split_cifar100.py --compare --seeds 1993 1994 1995 --data-root ~/data
+    python experiments/split_cifar100.py --output runs/X --resume            # continue an interrupted run
+"""
+import sys
+from pathlib import Path
+
+from avalanche_lpa.experiment.cli import main
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:], description=__doc__, default_config=CONFIGS / "cifar100_b0_10steps.yaml"))

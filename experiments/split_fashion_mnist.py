@@ -1,0 +1,17 @@
+#!/usr/bin/env python
+"""Split Fashion-MNIST (5 experiences x 2 classes, 28 px, 1 channel) with LPAViT / GPSA / ViT on a CPU.
+
+Reads Fashion-MNIST from --data-root, or unpacks the Debian package `dataset-fashion-mnist`
+(/usr/share/datasets/fashion-mnist) into it on first use.
+
+    python experiments/split_fashion_mnist.py --compare --seeds 1993 --output runs/fmnist
+"""
+import sys
+from pathlib import Path
+
+from avalanche_lpa.experiment.cli import main
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:], description=__doc__, default_config=CONFIGS / "fashion_mnist.yaml"))
