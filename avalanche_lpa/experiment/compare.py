@@ -35,7 +35,7 @@ class LocalityAtIterations(SupervisedPlugin):
 
     Args:
         probe: images ``[K, C, H, W]``.
-        milestones: cumulative training iterations (``strategy.clock.train_iterations``) to measure at.
+        milestones: training iterations (counted from the start of the run) to measure at.
     """
 
     def __init__(self, probe: torch.Tensor, milestones: Sequence[int]) -> None:
@@ -43,6 +43,7 @@ class LocalityAtIterations(SupervisedPlugin):
         self.probe = probe
         self.milestones = sorted(set(int(m) for m in milestones))
         self.layers: Dict[int, List[float]] = {}
+        self.iterations = 0
 
     @torch.no_grad()
     def measure(self, strategy) -> List[float]:
@@ -58,7 +59,9 @@ class LocalityAtIterations(SupervisedPlugin):
             model.train(was_training)
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
-        step = strategy.clock.train_iterations
+        # Counted here: Avalanche's clock is itself a plugin and runs after this one, so its count lags by one.
+        self.iterations += 1
+        step = self.iterations
         if step in self.milestones:
             self.layers[step] = self.measure(strategy)
         if step >= self.milestones[-1]:

@@ -99,6 +99,17 @@ def _save_model(model: torch.nn.Module, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _trained_model(strategy, model: torch.nn.Module) -> torch.nn.Module:
+    """The trained network as the model class we built: after a resume the strategy holds unpickled copies."""
+    trained = strategy.model
+    if isinstance(trained, type(model)):
+        return trained
+    # iCaRL wraps the parts in a TrainEvalModel; put the trained parts back into our model.
+    model.backbone = trained.feature_extractor
+    model.head = trained.train_classifier
+    return model
+
+
 def _strategy_options(config: Dict[str, Any]) -> Dict[str, Any]:
     options = dict(config["strategy"])
     options.pop("name")
@@ -187,7 +198,7 @@ def run(
     )
     write_results(folder / "results.json", results)
     if config["output"]["save_model"]:
-        _save_model(model, folder / "model.pt")
+        _save_model(_trained_model(strategy, model), folder / "model.pt")
     if config["output"]["plots"]:
         plot_runs({run_name(config): results}, folder)
     return results

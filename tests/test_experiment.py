@@ -1,0 +1,258 @@
+"""The experiment layer end to end: configs, real-data loaders on fake files, runs, resume, CLI errors."""
+import gzip
+import json
+import pickle
+import runpy
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from avalanche_lpa.experiment import data as data_module
+from avalanche_lpa.experiment.checkpoint import CheckpointError, load_checkpoint
+from avalanche_lpa.experiment.cli import main
+from avalanche_lpa.experiment.compare import compare
+from avalanche_lpa.experiment.config import ConfigError, load_config
+from avalanche_lpa.experiment.run import RunInterrupted, evaluate_saved_run, run
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "experiments" / "configs"
+TINY_MODEL = "{img_size: 8, patch_size: 2, in_chans: 1, embed_dim: 18, depth: 2, num_heads: 9}"
+
+
+def synthetic_config(tmp_path, *extra, name="syn"):
+    return load_config(
+        None,
+        [
+            "data.dataset=synthetic", "data.n_experiences=3", "model.preset=tiny", f"model.overrides={TINY_MODEL}",
+            "strategy.name=replay", "strategy.mem_size=24", "strategy.train_epochs=2", "strategy.train_mb_size=16",
+            "strategy.lr=0.003", "evaluation.progress_bar=false", "evaluation.locality_probe_size=24",
+            f"output.dir={tmp_path / name}", "seed=7", *extra,
+        ],
+    )
+
+
+# -- fake datasets in torchvision's layouts ----------------------------------------------------------------
+def make_fake_cifar100(root: Path, train_per_class: int = 4, test_per_class: int = 2) -> Path:
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        labels = np.repeat(np.arange(100), per_class)
+        images = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
+        with open(folder / split, "wb") as f:
+            pickle.dump({"data": images, "fine_labels": labels.tolist(), "coarse_labels": (labels // 5).tolist()}, f)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"class{i}" for i in range(100)], "coarse_label_names": []}, f)
+    return root
+
+
+@pytest.fixture
+def fake_cifar(tmp_path, monkeypatch):
+    # The fake files cannot match torchvision's md5 sums: only the checksum is patched, the loading is real.
+    monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *args, **kwargs: True)
+    return make_fake_cifar100(tmp_path / "data")
+
+
+def _idx(path: Path, array: np.ndarray) -> None:
+    magic = 2049 if array.ndim == 1 else 2051
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", n) for n in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def make_fake_fashion_mnist_gz(folder: Path, per_class: int = 3) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix in ("train", "t10k"):
+        labels = np.repeat(np.arange(10), per_class)
+        _idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (len(labels), 28, 28)))
+        _idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+# -- configs -------------------------------------------------------------------------------------------------
+def test_shipped_configs_validate_and_cifar_order_is_avalanches_seed_1993(fake_cifar):
+    for path in CONFIGS.glob("*.yaml"):
+        load_config(path)
+    ten = load_config(CONFIGS / "cifar100_b0_10steps.yaml")
+    assert [load_config(CONFIGS / f"cifar100_b0_{n}steps.yaml")["data"]["n_experiences"] for n in (20, 50)] == [20, 50]
+    shuffled = data_module.split_cifar100(fake_cifar, n_experiences=10, class_order=None, seed=1993)
+    assert list(shuffled.classes_order_original_ids) == ten["data"]["class_order"]
+
+
+def test_unknown_keys_and_bad_values_are_one_line_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) epochz in 'strategy'; valid keys: .*train_epochs"):
+        load_config(None, ["strategy.epochz=3"])
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) bogus at the top level; valid keys:"):
+        load_config(None, ["bogus=1"])
+    with pytest.raises(ConfigError, match=r"data.n_experiences: expected an integer, got 'ten'"):
+        load_config(None, ["data.n_experiences=ten"])
+    with pytest.raises(ConfigError, match=r"strategy.lpa_warmup: expected a boolean"):
+        load_config(None, ["strategy.lpa_warmup=3"])
+    with pytest.raises(ConfigError, match="unknown strategy 'sgdx'"):
+        load_config(None, ["strategy.name=sgdx"])
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) width in 'model.overrides'"):
+        load_config(None, ["model.overrides={width: 3}"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_strategy_flag_keeps_the_budget_and_drops_recipe_only_options():
+    config = load_config(CONFIGS / "cifar100_quick.yaml", values={"strategy.name": "naive"})
+    assert config["strategy"]["name"] == "naive"
+    assert config["strategy"]["train_epochs"] == 4 and "mem_size" not in config["strategy"]
+
+
+# -- data ------------------------------------------------------------------------------------------------------
+def test_cifar_loader_reads_torchvision_layout_and_maps_labels_from_zero(fake_cifar):
+    order = load_config(CONFIGS / "cifar100_b0_10steps.yaml")["data"]["class_order"]
+    bench = data_module.split_cifar100(fake_cifar, n_experiences=10, class_order=order)
+    assert bench.train_stream[0].classes_in_this_experience == list(range(10))
+    assert len(bench.train_stream[0].dataset) == 40
+    x, y, _ = bench.test_stream[1].dataset[0]
+    assert x.shape == (3, 32, 32) and 10 <= y < 20
+    assert data_module.class_mapping(bench)["class_order"] == order
+    small = data_module.split_cifar100(fake_cifar, n_experiences=5, class_order=order, max_train_per_class=2)
+    assert sum(len(e.dataset) for e in small.train_stream) == 200
+
+
+def test_missing_cifar_names_layout_and_flag(tmp_path):
+    with pytest.raises(data_module.DatasetNotFoundError, match=r"cifar-100-python/\{train,test,meta\}.*--data-root"):
+        data_module.split_cifar100(tmp_path)
+
+
+def test_fashion_mnist_unpacks_gzipped_files_once(tmp_path, monkeypatch):
+    debian = make_fake_fashion_mnist_gz(tmp_path / "debian")
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", debian)
+    root = tmp_path / "data"
+    bench = data_module.split_fashion_mnist(root, n_experiences=5, class_order=list(range(10)))
+    assert (root / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+    assert [e.classes_in_this_experience for e in bench.train_stream] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    x, y, _ = bench.train_stream[0].dataset[0]
+    assert x.shape == (1, 28, 28)
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    with pytest.raises(data_module.DatasetNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        data_module.split_fashion_mnist(tmp_path / "empty")
+
+
+def test_imagenet100_from_a_folder_with_and_without_class_list(tmp_path):
+    root = tmp_path / "imagenet"
+    wnids = ["n0003", "n0001", "n0004", "n0002", "n0005"]
+    for split in ("train", "val"):
+        for wnid in wnids:
+            (root / split / wnid).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (40, 36), color=(i * 50, 10, 200)).save(root / split / wnid / f"{i}.png")
+    class_list = tmp_path / "classes.txt"
+    class_list.write_text("n0004\nn0002\nn0003\nn0001\n")
+    bench = data_module.split_imagenet100(root, class_list, n_experiences=2, class_order=[0, 1, 2, 3], img_size=32)
+    assert bench.n_classes == 4
+    x, y, _ = bench.test_stream[0].dataset[0]
+    assert x.shape == (3, 32, 32)
+    with pytest.warns(UserWarning, match="first 5 ImageNet classes in sorted order"):
+        default = data_module.split_imagenet100(root, None, n_experiences=5, class_order=list(range(5)), img_size=32)
+    assert default.n_classes == 5
+    with pytest.raises(data_module.DatasetNotFoundError, match="class folder"):
+        bad = tmp_path / "bad.txt"
+        bad.write_text("n9999\n")
+        data_module.split_imagenet100(root, bad, n_experiences=1, img_size=32)
+
+
+# -- runs --------------------------------------------------------------------------------------------------------
+def test_cifar_script_end_to_end_on_fake_cifar(fake_cifar, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    argv = [
+        "split_cifar100.py", "--config", str(CONFIGS / "cifar100_quick.yaml"), "--data-root", str(fake_cifar),
+        "--output", str(out), "--device", "cpu",
+        "--set", "data.n_experiences=2", "--set", "data.num_workers=0", "--set", "evaluation.progress_bar=false",
+        "--set", "model.overrides={patch_size: 8, embed_dim: 18, depth: 1, num_heads: 9}",
+        "--set", "strategy.epochs_first=1", "--set", "strategy.train_epochs=1", "--set", "strategy.mem_size=20",
+        "--set", "strategy.finetune_epochs=1", "--set", "evaluation.locality_probe_size=16",
+    ]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO / "experiments" / "split_cifar100.py"), run_name="__main__")
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["accuracy_matrix"]) == 2 and len(results["locality"]["layers"]) == 2
+    assert results["config"]["data"]["dataset"] == "cifar100" and results["versions"]["torch"]
+    classes = json.loads((out / "classes.json").read_text())
+    assert classes["class_order"][:3] == [41, 97, 25] and classes["label_of_original_class"]["41"] == 0
+    for name in ("config.yaml", "model.pt", "log.txt", "checkpoint.pkl", "accuracy_curves.png", "locality.png"):
+        assert (out / name).is_file(), name
+    assert (out / "locality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert yaml.safe_load((out / "config.yaml").read_text())["strategy"]["name"] == "lpa"
+
+
+def test_offline_without_data_prints_layout_not_traceback(tmp_path, capsys):
+    code = main(["--data-root", str(tmp_path / "none"), "--output", str(tmp_path / "out")],
+                description="", default_config=CONFIGS / "cifar100_b0_10steps.yaml")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: CIFAR-100 not found") and "cifar-100-python/{train,test,meta}" in err
+    assert "--data-root" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_bad_key_and_bad_type(capsys):
+    for flag, expected in (("data.colour=1", "unknown config key(s) colour in 'data'"),
+                           ("strategy.train_epochs=2.5", "strategy.train_epochs: expected an integer, got 2.5")):
+        assert main(["--set", flag], description="", default_config=CONFIGS / "cifar100_quick.yaml") == 2
+        assert expected in capsys.readouterr().err
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
+    straight = run(synthetic_config(tmp_path, name="straight"))
+    interrupted = synthetic_config(tmp_path, name="resumed")
+    with pytest.raises(RunInterrupted):
+        run(interrupted, stop_after=2)
+    progress = json.loads((tmp_path / "resumed" / "progress.json").read_text())
+    assert progress["finished_experiences"] == 2
+    with pytest.raises(ConfigError, match="pass --resume"):
+        run(interrupted)  # an existing run is never overwritten silently
+    resumed = run(interrupted, resume=True)
+    assert resumed["accuracy_matrix"] == straight["accuracy_matrix"]
+    assert resumed["locality"]["layers"] == straight["locality"]["layers"]
+    assert resumed["train_iterations"] == straight["train_iterations"]
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    config = synthetic_config(tmp_path, name="corrupt")
+    with pytest.raises(RunInterrupted):
+        run(config, stop_after=1)
+    path = tmp_path / "corrupt" / "checkpoint.pkl"
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="corrupt.*without --resume"):
+        run(config, resume=True)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(object(), path)
+
+
+def test_eval_only_reevaluates_the_saved_model(tmp_path):
+    results = run(synthetic_config(tmp_path, name="saved"))
+    again = evaluate_saved_run(tmp_path / "saved")
+    stream_acc = next(v for k, v in again["metrics"].items() if k.startswith("Top1_Acc_Stream"))
+    assert stream_acc == pytest.approx(results["summary"]["last_accuracy"])
+    assert (tmp_path / "saved" / "eval_results.json").is_file()
+
+
+def test_compare_writes_table_with_joint_control(tmp_path):
+    config = synthetic_config(tmp_path, "data.n_experiences=2", name="cmp")
+    outcome = compare(config, models=("lpa", "mhsa"), seeds=(1, 2), joint=True)
+    table = (Path(outcome["folder"]) / "comparison.md").read_text()
+    assert "| lpa / replay | 2 |" in table and "| mhsa / replay | 2 |" in table
+    joint = outcome["groups"]["lpa / replay"]["joint"][0]
+    incremental = outcome["groups"]["lpa / replay"]["incremental"][0]
+    assert joint["locality_at_milestones"]["iterations"] == incremental["train_iterations"]
+    assert all(step is not None for step in joint["locality_at_milestones"]["layers"])
+    assert (Path(outcome["folder"]) / "locality.png").is_file()
