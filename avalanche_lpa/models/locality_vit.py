@@ -284,7 +284,9 @@ class LocalityViT(nn.Module):
         return cls if pre_logits else self.head(cls)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        # Through the backbone module (not forward_features), so a forward hook on "backbone" sees the CLS
+        # features [B, D]: herding replay reads them that way. Same result as forward_head(forward_features(x)).
+        return self.head(self.backbone(x))
 
     def get_classifier(self) -> nn.Module:
         return self.head

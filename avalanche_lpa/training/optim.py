@@ -1,0 +1,59 @@
+"""Optimizers for Avalanche strategies, with timm's weight-decay exclusions."""
+from __future__ import annotations
+
+from typing import Optional
+
+import avalanche
+import torch
+from packaging.version import Version
+try:
+    from timm.optim import param_groups_weight_decay
+except ImportError:  # timm 0.9 exports it from optim_factory only
+    from timm.optim.optim_factory import param_groups_weight_decay
+from torch import nn
+
+__all__ = ["OPTIMIZERS", "multiple_param_groups_supported", "build_optimizer"]
+
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def multiple_param_groups_supported() -> bool:
+    """Whether the installed Avalanche accepts optimizers with several param groups.
+
+    Avalanche 0.5's ``make_optimizer`` calls ``reset_optimizer``, which raises on more than one group;
+    0.6 switched to ``update_optimizer``, which keeps groups.
+    """
+    return Version(avalanche.__version__) >= Version("0.6.0")
+
+
+def build_optimizer(
+    model: nn.Module,
+    name: str = "adamw",
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    param_groups: Optional[bool] = None,
+) -> torch.optim.Optimizer:
+    """AdamW or SGD over ``model``; with param groups, no decay on 1-D params and ``model.no_weight_decay()``.
+
+    Args:
+        model: the model to optimise.
+        name: ``"adamw"`` or ``"sgd"`` (with ``momentum``).
+        lr: learning rate.
+        weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
+        momentum: SGD momentum.
+        param_groups: split decay / no-decay params into two groups; ``None`` does so only where the
+            installed Avalanche supports several groups (otherwise every param is decayed).
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if param_groups is None:
+        param_groups = multiple_param_groups_supported()
+    if param_groups and weight_decay > 0:
+        skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
+        params = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=skip)
+    else:
+        params = [{"params": list(model.parameters()), "weight_decay": weight_decay}]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    return torch.optim.AdamW(params, lr=lr)
