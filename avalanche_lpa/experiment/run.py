@@ -154,10 +154,13 @@ def run(
         probe_size=config["evaluation"]["locality_probe_size"],
         probe_seed=seed,
     )
-    strategy = build_strategy(
-        config["strategy"]["name"], model, evaluator=evaluator, device=device, plugins=plugins,
-        **_strategy_options(config),
-    )
+    try:
+        strategy = build_strategy(
+            config["strategy"]["name"], model, evaluator=evaluator, device=device, plugins=plugins,
+            **_strategy_options(config),
+        )
+    except ValueError as error:  # an invalid combination of options (e.g. mixup with loss=ce)
+        raise ConfigError(f"strategy: {error}") from None
 
     progress = {"finished_experiences": 0, "wall_time_s": 0.0, "train_iterations": []}
     if resume and checkpoint.exists():
