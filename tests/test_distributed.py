@@ -1,0 +1,224 @@
+"""Multi-process training: 2 CPU processes (gloo) under torchrun, and the single-process behaviour of the API.
+
+The torchrun job (``tests/distributed_worker.py``) runs once per session; see its docstring for the three runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+import torch
+from avalanche.benchmarks.utils.data_loader import TaskBalancedDataLoader
+from avalanche.core import SupervisedPlugin
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, TensorDataset
+
+from avalanche_lpa.distributed import (
+    DistInfo,
+    DistributedPlugin,
+    init_distributed,
+    is_main_process,
+    main_process_loggers,
+    on_main,
+    shard_indices,
+    shard_loader,
+    shutdown_distributed,
+)
+from avalanche_lpa.metrics.cil import cil_evaluator
+from avalanche_lpa.training import build_strategy
+
+from .conftest import make_tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
+TIMEOUT_S = 240  # the job takes ~20 s on 2 cores; the limit only stops a hung collective from hanging the suite
+DDP_RUNS = ("replay", "naive_new_api")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory) -> Dict[str, Any]:
+    out = tmp_path_factory.mktemp("ddp")
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    command = [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+        str(WORKER), str(out),
+    ]  # fmt: skip
+    # Own session: on a timeout the whole group (launcher and workers) is killed, nothing else.
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        log, _ = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        log, _ = proc.communicate()
+        pytest.fail(f"torchrun job did not finish in {TIMEOUT_S} s:\n{log.decode(errors='replace')[-4000:]}")
+    text = log.decode(errors="replace")
+    assert proc.returncode == 0, f"torchrun job failed (exit {proc.returncode}):\n{text[-6000:]}"
+    status = [json.loads((out / "status" / f"rank{r}.json").read_text()) for r in range(2)]
+    return dict(out=out, status=status, log=text)
+
+
+def _pair(job: Dict[str, Any], run: str) -> List[Dict[str, Any]]:
+    return [job["status"][r][run] for r in range(2)]
+
+
+def test_training_completes_on_both_ranks(job):
+    assert [(s["rank"], s["world_size"], s["is_main"]) for s in job["status"]] == [(0, 2, True), (1, 2, False)]
+    for run in DDP_RUNS + ("control",):
+        for rank in _pair(job, run):
+            assert len(rank["summary"]["accuracy_matrix"]) == 2  # evaluated after both experiences
+
+
+@pytest.mark.parametrize("run", DDP_RUNS)
+def test_model_is_ddp_wrapped_and_rewrapped_after_the_head_grows(job, run):
+    for rank in _pair(job, run):
+        assert rank["wrapped"] and all(rank["wrapped"])
+        assert rank["wraps"] == 2  # one wrapper per experience
+        assert sorted(set(rank["head_units"])) == [2, 4]  # the head grew for experience 2 ...
+        assert all(rank["head_in_optimizer"])  # ... and the optimizer steps the wrapped, grown head
+        assert rank["attention_maps"] == [[1, 9, 16, 16]] * 2  # get_attention_maps through the wrapper
+
+
+@pytest.mark.parametrize("run", DDP_RUNS)
+def test_gradients_are_synchronised(job, run):
+    rank0, rank1 = _pair(job, run)
+    # Each rank trains on different samples; only averaged gradients keep the parameters equal after every step.
+    assert len(rank0["fingerprints"]) == len(rank1["fingerprints"]) > 0
+    for step, (a, b) in enumerate(zip(rank0["fingerprints"], rank1["fingerprints"])):
+        assert a == b, f"parameters differ between ranks after optimizer step {step}"
+    assert rank0["final_fingerprint"] == rank1["final_fingerprint"]
+
+
+@pytest.mark.parametrize("run", DDP_RUNS)
+def test_training_data_is_sharded_and_reshuffled(job, run):
+    rank0, rank1 = _pair(job, run)
+    assert rank0["samples"].keys() == rank1["samples"].keys() == {"0/0", "0/1", "1/0", "1/1"}
+    first = "0/0"  # no replay memory yet: each rank reads half of experience 0, the two halves disjoint
+    assert len(rank0["samples"][first]) == len(rank1["samples"][first]) == rank0["train_sizes"][0] // 2
+    assert not set(rank0["samples"][first]) & set(rank1["samples"][first])
+    for key in rank0["samples"]:
+        assert len(rank0["samples"][key]) == len(rank1["samples"][key])  # equal shards: no rank waits forever
+    assert set(rank0["samples"]["0/0"]) != set(rank0["samples"]["0/1"])  # a new shard every epoch
+
+
+@pytest.mark.parametrize("run", DDP_RUNS)
+def test_ranks_agree_on_metrics(job, run):
+    rank0, rank1 = _pair(job, run)
+    assert rank0["eval_samples"] == rank1["eval_samples"] == 2 * rank0["test_size"]  # whole stream, twice
+    assert rank0["metrics"] == rank1["metrics"]
+    assert any(name.startswith("Locality_Stream") for name in rank0["metrics"])
+    assert rank0["summary"] == rank1["summary"]
+
+
+def test_only_rank_0_writes_results(job):
+    results = job["out"] / "results"
+    assert sorted(p.name for p in results.iterdir()) == [f"{run}.json" for run in sorted(DDP_RUNS)]
+    for run in DDP_RUNS:
+        written = json.loads((results / f"{run}.json").read_text())
+        assert written["written_by_rank"] == 0
+        assert written["summary"] == job["status"][0][run]["summary"]
+
+
+def test_control_without_the_plugin_fails_these_checks(job):
+    """Stock avalanche-lib 0.6: no DDP, every rank its own model, each evaluates half the test set."""
+    rank0, rank1 = _pair(job, "control")
+    assert not any(rank0["wrapped"])
+    assert rank0["fingerprints"][-1] != rank1["fingerprints"][-1]
+    assert rank0["eval_samples"] == rank0["test_size"]  # half of the stream, twice
+    assert rank0["samples"]["0/0"] == rank0["samples"]["0/1"]  # same order every epoch
+    assert rank0["metrics"] != rank1["metrics"]
+
+
+# -- single process ---------------------------------------------------------------------------------------------
+def test_init_distributed_is_a_no_op_without_torchrun(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    info = init_distributed(device="cpu")
+    assert info == DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    assert info.is_main and not info.is_distributed and is_main_process()
+    assert not torch.distributed.is_initialized()
+    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun --nproc_per_node=1: nothing to synchronise either
+    assert init_distributed(device="cpu").world_size == 1 and not torch.distributed.is_initialized()
+    shutdown_distributed()
+
+
+def test_main_process_helpers_run_in_a_single_process(tmp_path):
+    def write(path: Path) -> str:
+        path.write_text("{}")
+        return "written"
+
+    assert on_main(write, tmp_path / "r.json") == "written"
+    assert (tmp_path / "r.json").exists()
+    with pytest.raises(ZeroDivisionError):
+        on_main(lambda: 1 / 0)
+    assert main_process_loggers(lambda: ["logger"]) == ["logger"]
+
+
+def test_shard_indices_partition_like_distributed_sampler():
+    shards = [shard_indices(10, r, 3, seed=1, epoch=2) for r in range(3)]
+    assert [len(s) for s in shards] == [4, 4, 4]  # padded to equal length
+    assert set().union(*shards) == set(range(10))
+    assert shards != [shard_indices(10, r, 3, seed=1, epoch=3) for r in range(3)]
+    assert [shard_indices(5, r, 2, shuffle=False, drop_last=True) for r in range(2)] == [[0, 2], [1, 3]]
+    assert shard_indices(0, 0, 2) == []
+
+
+def test_shard_loader_shards_plain_and_avalanche_loaders(cil_benchmark):
+    plain = DataLoader(TensorDataset(torch.arange(10.0)), batch_size=4, shuffle=True)
+    seen = [torch.cat([b[0] for b in shard_loader(plain, rank=r, world_size=2, epoch=1)]).tolist() for r in range(2)]
+    assert len(seen[0]) == len(seen[1]) == 5 and set(seen[0]) | set(seen[1]) == set(range(10))
+
+    dataset = cil_benchmark.train_stream[0].dataset
+    avalanche = TaskBalancedDataLoader(dataset, batch_size=8, shuffle=True)
+    shards = [shard_loader(avalanche, rank=r, world_size=2, seed=3, epoch=0) for r in range(2)]
+    assert all(isinstance(s, TaskBalancedDataLoader) for s in shards)
+    assert [len(s) for s in shards] == [len(dataset) // 16] * 2
+    ids = [torch.cat([b[0].flatten(1)[:, 0] for b in s]).tolist() for s in shards]
+    assert not set(ids[0]) & set(ids[1]) and len(set(ids[0]) | set(ids[1])) == len(dataset)
+
+    custom = DataLoader(TensorDataset(torch.arange(4.0)), batch_sampler=[[0, 1], [2, 3]])
+    with pytest.raises(TypeError, match="cannot shard"):
+        shard_loader(custom, rank=0, world_size=2)
+
+
+def test_plugin_does_nothing_in_a_single_process(cil_benchmark):
+    seen = []
+
+    class Check(SupervisedPlugin):
+        def before_forward(self, strategy, **kwargs):
+            seen.append(isinstance(strategy.model, DistributedDataParallel))
+
+    plugin = DistributedPlugin()
+    strategy = build_strategy(
+        "naive",
+        make_tiny(),
+        evaluator=cil_evaluator(loggers=[], locality=False),
+        device="cpu",
+        plugins=[plugin, Check()],
+        train_mb_size=16,
+    )
+    strategy.train(cil_benchmark.train_stream[0])
+    strategy.eval(cil_benchmark.test_stream[:1])
+    assert seen and not any(seen) and plugin.wraps == 0
