@@ -256,3 +256,10 @@ def test_compare_writes_table_with_joint_control(tmp_path):
     assert joint["locality_at_milestones"]["iterations"] == incremental["train_iterations"]
     assert all(step is not None for step in joint["locality_at_milestones"]["layers"])
     assert (Path(outcome["folder"]) / "locality.png").is_file()
+
+
+def test_class_order_and_split_are_checked_against_the_dataset(tmp_path):
+    with pytest.raises(ConfigError, match="data.class_order must list each of the 6 synthetic class ids"):
+        run(synthetic_config(tmp_path, "data.class_order=[0, 1, 2]"))
+    with pytest.raises(ConfigError, match="n_experiences=3 does not divide the 10 classes of fashion_mnist"):
+        data_module.build_benchmark({**load_config(CONFIGS / "fashion_mnist.yaml")["data"], "n_experiences": 3}, 0)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+from ..distributed import shutdown_distributed
 from ..models import ATTN_TYPES
 from ..training import STRATEGIES
 from .checkpoint import CheckpointError
@@ -74,4 +75,5 @@ def main(argv: Optional[Sequence[str]], *, description: str, default_config: Pat
     except KeyboardInterrupt:
         print("interrupted: finished experiences are checkpointed; continue with --resume", file=sys.stderr)
         return 130
+    shutdown_distributed()  # after success only: torchrun stops every rank when one fails
     return 0

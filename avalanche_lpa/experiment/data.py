@@ -332,9 +332,27 @@ def class_mapping(benchmark) -> Dict[str, Any]:
     return {"class_order": order, "label_of_original_class": {str(c): i for i, c in enumerate(order)}}
 
 
+_NUM_CLASSES = {"cifar100": 100, "fashion_mnist": 10}
+
+
+def _check_split(name: str, num_classes: int, data_config: Dict[str, Any]) -> None:
+    from .config import ConfigError
+
+    order, steps = data_config["class_order"], data_config["n_experiences"]
+    if order is not None and sorted(order) != list(range(num_classes)):
+        raise ConfigError(
+            f"data.class_order must list each of the {num_classes} {name} class ids 0..{num_classes - 1} once "
+            f"(got {len(order)} ids); fix it or set it to null"
+        )
+    if num_classes % steps:
+        raise ConfigError(f"data.n_experiences={steps} does not divide the {num_classes} classes of {name}")
+
+
 def build_benchmark(data_config: Dict[str, Any], seed: int):
     """The benchmark described by a validated ``data`` config section."""
     name = data_config["dataset"]
+    if name in _NUM_CLASSES or name == "synthetic":
+        _check_split(name, _NUM_CLASSES.get(name, 2 * data_config["n_experiences"]), data_config)
     root = data_config["root"] if data_config["root"] is not None else default_data_root()
     common = dict(
         n_experiences=data_config["n_experiences"],

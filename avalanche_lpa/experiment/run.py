@@ -23,9 +23,11 @@ from typing import Any, Dict, List, Optional
 
 import timm
 import torch
+from avalanche.distributed import DistributedHelper
 from avalanche.logging import InteractiveLogger, TensorboardLogger, TextLogger
 from avalanche.training.determinism.rng_manager import RNGManager
 
+from ..distributed import DistributedPlugin, init_distributed, main_process_loggers, on_main
 from ..metrics import cil_evaluator, experience_sizes
 from ..models import model_name
 from ..training import build_strategy
@@ -141,22 +143,27 @@ def run(
             f"{folder} already holds a run (checkpoint.pkl); pass --resume to continue it or choose another --output"
         )
     seed = config["seed"]
+    # Under torchrun: join the process group, one device per process; otherwise a single-process no-op.
+    info = init_distributed(device=resolve_device(config["device"]), seed=seed)
+    device = info.device
     RNGManager.set_random_seeds(seed)
-    device = resolve_device(config["device"])
-    benchmark = build_benchmark(config["data"], seed)  # fails early (missing data) before anything is written
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(folder / "config.yaml", dump_config(config).encode())
-    _write_json(folder / "classes.json", class_mapping(benchmark))
+    with DistributedHelper.main_process_first():  # rank 0 unpacks / checks the data first
+        benchmark = build_benchmark(config["data"], seed)  # fails early (missing data) before anything is written
+    if info.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(folder / "config.yaml", dump_config(config).encode())
+        _write_json(folder / "classes.json", class_mapping(benchmark))
     model = build_model(config, benchmark.n_classes)
 
     evaluator = cil_evaluator(
-        _loggers(config, folder),
+        main_process_loggers(lambda: _loggers(config, folder)),
         probe_size=config["evaluation"]["locality_probe_size"],
         probe_seed=seed,
     )
     try:
         strategy = build_strategy(
-            config["strategy"]["name"], model, evaluator=evaluator, device=device, plugins=plugins,
+            config["strategy"]["name"], model, evaluator=evaluator, device=device,
+            plugins=list(plugins or []) + [DistributedPlugin(seed=seed)],  # inactive in a single process
             **_strategy_options(config),
         )
     except ValueError as error:  # an invalid combination of options (e.g. mixup with loss=ce)
@@ -179,8 +186,8 @@ def run(
         progress["train_iterations"].append(strategy.clock.train_iterations)
         progress["wall_time_s"] += time.perf_counter() - started
         if config["output"]["checkpoint"]:
-            save_checkpoint_atomic(strategy, checkpoint)
-        _write_json(folder / "progress.json", progress)
+            on_main(save_checkpoint_atomic, strategy, checkpoint)
+        on_main(_write_json, folder / "progress.json", progress)
         if stop_after is not None and progress["finished_experiences"] >= stop_after:
             raise RunInterrupted(f"stopped after experience {stop_after} as asked; resume with --resume")
 
@@ -197,14 +204,19 @@ def run(
             # cumulative training iterations at the end of each experience (the joint control matches them)
             "train_iterations": progress["train_iterations"],
             "classes": class_mapping(benchmark),
+            "world_size": info.world_size,
         },
     )
+    on_main(_write_outputs, config, folder, results, _trained_model(strategy, model))
+    return results
+
+
+def _write_outputs(config: Dict[str, Any], folder: Path, results: Dict[str, Any], model: torch.nn.Module) -> None:
     write_results(folder / "results.json", results)
     if config["output"]["save_model"]:
-        _save_model(_trained_model(strategy, model), folder / "model.pt")
+        _save_model(model, folder / "model.pt")
     if config["output"]["plots"]:
         plot_runs({run_name(config): results}, folder)
-    return results
 
 
 def evaluate_saved_run(folder: os.PathLike, *, device: Optional[str] = None) -> Dict[str, Any]:
