@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["SeenClassesBCE"]
 
 
-class SeenClassesBCE(SupervisedPlugin):
+class SeenClassesBCE(SupervisedPlugin, supports_distributed=True):
     """BCE-with-logits over the classes seen so far, with label smoothing and optional mixup/cutmix.
 
     Pass it as the strategy's ``criterion``; Avalanche then also registers it as a plugin. As a plugin it

@@ -25,7 +25,7 @@ def distillation_weight(n_old: int, n_total: int) -> float:
     return n_old / n_total if n_total else 0.0
 
 
-class WeightedLwFPlugin(LwFPlugin):
+class WeightedLwFPlugin(LwFPlugin, supports_distributed=True):
     """``LwFPlugin`` whose KD term and classification loss are weighted ``lambda`` and ``1 - lambda``.
 
     Design: the stock plugin adds ``alpha * KD`` to ``strategy.loss`` in ``before_backward``. This subclass

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["BalancedFinetuningPlugin"]
 
 
-class BalancedFinetuningPlugin(SupervisedPlugin):
+class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
     """Finetunes the parameters named ``trainable`` on the rehearsal memory after each experience ``t > 0``.
 
     Samples are drawn with probability inversely proportional to their class frequency in the memory, so

@@ -54,7 +54,7 @@ def scheduled_lr(
     return min_lr + (peak - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class ExperienceLRSchedulePlugin(SupervisedPlugin):
+class ExperienceLRSchedulePlugin(SupervisedPlugin, supports_distributed=True):
     """Sets the lr of every param group to :func:`scheduled_lr` before each training iteration.
 
     Lengths are given in epochs and converted with ``len(strategy.dataloader)`` once the experience's
@@ -114,7 +114,7 @@ class ExperienceLRSchedulePlugin(SupervisedPlugin):
         self._set(strategy, self.lr_for(strategy, strategy.clock.train_exp_iterations))
 
 
-class ExperienceEpochsPlugin(SupervisedPlugin):
+class ExperienceEpochsPlugin(SupervisedPlugin, supports_distributed=True):
     """Trains the first experience for ``epochs_first`` epochs and later ones for ``epochs``.
 
     Avalanche strategies have one ``train_epochs``; the authors train task 1 for 500 epochs and later tasks

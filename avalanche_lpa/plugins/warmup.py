@@ -55,7 +55,7 @@ def set_warmup_factor(model: nn.Module, factor: float) -> int:
     return len(layers)
 
 
-class LPAWarmupPlugin(SupervisedPlugin):
+class LPAWarmupPlugin(SupervisedPlugin, supports_distributed=True):
     """Ramps the LPA content term from ``start_factor`` to 1 at the start of each training experience.
 
     The factor for the ``i``-th iteration of an experience (0-based, counted by ``strategy.clock``) is
