@@ -43,6 +43,7 @@ DEFAULTS: Dict[str, Any] = {
         "attn_type": "lpa",  # lpa | gpsa | mhsa
         "preset": "cifar",  # cifar | imagenet | tiny (see avalanche_lpa.models.PRESETS)
         "overrides": {},  # any LocalityViT keyword, e.g. {embed_dim: 72, img_size: 28, in_chans: 1}
+        "compile": False,  # torch.compile the backbone (GPU runs; the first forward compiles for a minute)
     },
     "strategy": {"name": "lpa"},  # plus the options of that strategy (avalanche_lpa.training.strategy_options)
     "evaluation": {

@@ -76,7 +76,11 @@ def build_model(config: Dict[str, Any], num_classes: int) -> torch.nn.Module:
     overrides = dict(config["model"]["overrides"])
     if config["strategy"]["name"] in FIXED_HEAD_STRATEGIES:
         overrides.setdefault("num_classes", num_classes)
-    return timm.create_model(model_name(config["model"]["attn_type"], config["model"]["preset"]), **overrides)
+    model = timm.create_model(model_name(config["model"]["attn_type"], config["model"]["preset"]), **overrides)
+    if config["model"]["compile"]:
+        # In place (nn.Module.compile): state-dict keys, deepcopy (LwF) and checkpoints stay as they are.
+        model.backbone.compile()
+    return model
 
 
 def _loggers(config: Dict[str, Any], folder: Path) -> List[Any]:

@@ -3,14 +3,17 @@ from .criterion import SeenClassesBCE
 from .distillation import WeightedLwFPlugin, distillation_weight
 from .finetune import BalancedFinetuningPlugin
 from .herding import ScopedHerdingSelection, find_module, herding_buffer
+from .precision import PRECISIONS, AutocastPlugin
 from .lr_schedule import ExperienceEpochsPlugin, ExperienceLRSchedulePlugin, scheduled_lr
 from .warmup import LPAWarmupPlugin, lpa_layers, set_warmup_factor, warmup_factor
 
 __all__ = [
+    "AutocastPlugin",
     "BalancedFinetuningPlugin",
     "ExperienceEpochsPlugin",
     "ExperienceLRSchedulePlugin",
     "LPAWarmupPlugin",
+    "PRECISIONS",
     "ScopedHerdingSelection",
     "SeenClassesBCE",
     "WeightedLwFPlugin",

@@ -35,6 +35,7 @@ from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin
 from torch import nn
 
 from ..plugins import (
+    AutocastPlugin,
     BalancedFinetuningPlugin,
     ExperienceEpochsPlugin,
     ExperienceLRSchedulePlugin,
@@ -73,6 +74,8 @@ COMMON_OPTIONS: Dict[str, Any] = dict(
     lpa_warmup_iters=None,
     lpa_warmup_schedule="linear",
     lpa_warmup_skip_first=False,
+    # forward passes under torch.autocast: "fp32" (off) | "bf16" (AutocastPlugin)
+    precision="fp32",
     # classification loss: "ce" (cross-entropy) | "bce" (SeenClassesBCE, needed for mixup / cutmix)
     loss="ce",
     label_smoothing=0.0,
@@ -167,6 +170,8 @@ def _recipe_plugins(config: Dict[str, Any]) -> List[SupervisedPlugin]:
                 warmup_start_lr=config["warmup_start_lr"],
             )
         )
+    if config["precision"] != "fp32":
+        plugins.append(AutocastPlugin(config["precision"]))
     if config["lpa_warmup"]:
         plugins.append(
             LPAWarmupPlugin(

@@ -1,0 +1,55 @@
+"""bf16 autocast as a strategy switch, and the torch.compile switch of the runner."""
+import pickle
+
+import pytest
+import torch
+from avalanche.core import SupervisedPlugin
+
+from avalanche_lpa.plugins import AutocastPlugin
+from avalanche_lpa.training import build_strategy
+
+from .conftest import make_tiny
+
+
+def test_bf16_switch_runs_forward_in_bf16_and_gives_float_logits(cil_benchmark):
+    model = make_tiny()
+    seen = []
+    model.backbone.blocks[0].mlp.fc1.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    logits = []
+
+    class Capture(SupervisedPlugin):
+        def before_backward(self, strategy, **kwargs):
+            logits.append((strategy.mb_output.dtype, strategy.loss.dtype))
+
+    strategy = build_strategy(
+        "naive", model, device="cpu", precision="bf16", train_mb_size=16, train_epochs=1, plugins=[Capture()]
+    )
+    assert any(isinstance(p, AutocastPlugin) for p in strategy.plugins)
+    strategy.train(cil_benchmark.train_stream[0])
+    assert seen and set(seen) == {torch.bfloat16}
+    assert set(logits) == {(torch.float32, torch.float32)}  # the loss sees float32 logits
+    seen.clear()
+    strategy.eval(cil_benchmark.test_stream[:1])
+    assert set(seen) == {torch.bfloat16}
+    model.eval()
+    assert model(torch.randn(2, 1, 8, 8)).dtype == torch.float32  # nothing left switched on after the plugin
+    pickle.dumps(next(p for p in strategy.plugins if isinstance(p, AutocastPlugin)))
+
+
+def test_precision_values_are_checked():
+    with pytest.raises(ValueError, match="unknown precision 'int8'"):
+        AutocastPlugin("int8")
+
+
+def test_compile_switch_compiles_the_backbone_in_place(monkeypatch):
+    from avalanche_lpa.experiment.config import load_config
+    from avalanche_lpa.experiment.run import build_model
+
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
+    config = load_config(None, ["model.preset=tiny", "model.compile=true"])
+    model = build_model(config, num_classes=10)
+    assert compiled == ["LocalityViTBackbone"]
+    assert "backbone.pos_embed" in model.state_dict()  # keys unchanged: checkpoints stay loadable
+    build_model(load_config(None, ["model.preset=tiny"]), num_classes=10)
+    assert len(compiled) == 1
