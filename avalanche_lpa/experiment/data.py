@@ -137,6 +137,25 @@ def _split(train, test, n_experiences: int, class_order: Optional[Sequence[int]]
     )
 
 
+def _classic_split(avalanche_split, torchvision_dataset, root: Path, n_experiences, class_order, seed,
+                   max_train_per_class, max_test_per_class, train_tf, eval_tf):
+    """Avalanche's classic split (``SplitCIFAR100``, ``SplitFMNIST``) or, for subsampled quick runs, the same
+    ``nc_benchmark`` it builds over per-class subsets of the torchvision datasets."""
+    if max_train_per_class is None and max_test_per_class is None:
+        return avalanche_split(
+            n_experiences,
+            seed=seed,
+            fixed_class_order=list(class_order) if class_order is not None else None,
+            class_ids_from_zero_from_first_exp=True,
+            train_transform=train_tf,
+            eval_transform=eval_tf,
+            dataset_root=str(root),
+        )
+    train = _subsample(torchvision_dataset(str(root), train=True), max_train_per_class, seed)
+    test = _subsample(torchvision_dataset(str(root), train=False), max_test_per_class, seed)
+    return _split(train, test, n_experiences, class_order, seed, train_transform=train_tf, eval_transform=eval_tf)
+
+
 def split_cifar100(
     root: os.PathLike,
     n_experiences: int = 10,
@@ -173,20 +192,10 @@ def split_cifar100(
         randaugment_magnitude=9 if randaugment else None, mean=mean, std=std,
     )
     eval_tf = eval_transform(mean=mean, std=std)
-    if max_train_per_class is None and max_test_per_class is None:
-        return SplitCIFAR100(
-            n_experiences,
-            seed=seed,
-            fixed_class_order=list(class_order) if class_order is not None else None,
-            class_ids_from_zero_from_first_exp=True,
-            train_transform=train_tf,
-            eval_transform=eval_tf,
-            dataset_root=str(Path(root).expanduser()),
-        )
-    # Subsampled quick runs: the same nc_benchmark SplitCIFAR100 builds, over per-class subsets.
-    train = _subsample(datasets.CIFAR100(str(Path(root).expanduser()), train=True), max_train_per_class, seed)
-    test = _subsample(datasets.CIFAR100(str(Path(root).expanduser()), train=False), max_test_per_class, seed)
-    return _split(train, test, n_experiences, class_order, seed, train_transform=train_tf, eval_transform=eval_tf)
+    return _classic_split(
+        SplitCIFAR100, datasets.CIFAR100, Path(root).expanduser(), n_experiences, class_order, seed,
+        max_train_per_class, max_test_per_class, train_tf, eval_tf,
+    )
 
 
 _FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -233,19 +242,10 @@ def split_fashion_mnist(
     train_tf = train_transform(28, padding=2 if augment else 0, hflip=0.5 if augment else 0.0,
                                randaugment_magnitude=None, mean=mean, std=std)
     eval_tf = eval_transform(mean=mean, std=std)
-    if max_train_per_class is None and max_test_per_class is None:
-        return SplitFMNIST(
-            n_experiences,
-            seed=seed,
-            fixed_class_order=list(class_order) if class_order is not None else None,
-            class_ids_from_zero_from_first_exp=True,
-            train_transform=train_tf,
-            eval_transform=eval_tf,
-            dataset_root=str(root),
-        )
-    train = _subsample(datasets.FashionMNIST(str(root), train=True), max_train_per_class, seed)
-    test = _subsample(datasets.FashionMNIST(str(root), train=False), max_test_per_class, seed)
-    return _split(train, test, n_experiences, class_order, seed, train_transform=train_tf, eval_transform=eval_tf)
+    return _classic_split(
+        SplitFMNIST, datasets.FashionMNIST, root, n_experiences, class_order, seed,
+        max_train_per_class, max_test_per_class, train_tf, eval_tf,
+    )
 
 
 class _ClassSubsetFolder(datasets.ImageFolder):
