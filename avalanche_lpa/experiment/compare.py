@@ -104,8 +104,9 @@ def _mean_std(values: Sequence[Optional[float]]) -> str:
     if not values:
         return "–"
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.3f} ± {std:.3f}"
+    if len(values) == 1:  # one seed: no spread to report
+        return f"{mean:.3f}"
+    return f"{mean:.3f} ± {statistics.stdev(values):.3f}"
 
 
 def _first_last_locality(results: Dict[str, Any]) -> tuple:
