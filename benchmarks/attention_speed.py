@@ -198,8 +198,20 @@ def _reset_peak_rss() -> None:
         f.write("5")
 
 
+def _return_freed_memory_to_the_os() -> None:
+    # glibc keeps freed blocks below its (dynamically growing) mmap threshold inside the process, so RSS would
+    # not drop after the warm-up step and the measured growth would depend on allocation history. A fixed
+    # 128 KiB threshold puts every tensor of interest in its own mapping, released on free.
+    import ctypes
+
+    M_MMAP_THRESHOLD = -3
+    ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+
+
 def memory_child(level: str, name: str, shape: str, batch: int, device: torch.device) -> int:
     """Peak extra memory (bytes) of one fwd+bwd, measured in this (fresh) process."""
+    if device.type == "cpu":
+        _return_freed_memory_to_the_os()
     module, x = build(level, name, shape, batch, device)
     step(module, x)  # first step allocates gradients; measure the steady state below
     module.zero_grad(set_to_none=False)
