@@ -98,14 +98,8 @@ def synthetic_benchmark(
     prototypes = torch.randn(num_classes, in_chans, img_size, img_size, generator=generator)
     train = _synthetic_split(prototypes, train_per_class, noise, generator)
     test = _synthetic_split(prototypes, test_per_class, noise, generator)
-    return nc_benchmark(
-        train,
-        test,
-        n_experiences=n_experiences,
-        task_labels=False,
-        seed=seed,
-        fixed_class_order=list(fixed_class_order) if fixed_class_order is not None else list(range(num_classes)),
-    )
+    order = list(fixed_class_order) if fixed_class_order is not None else list(range(num_classes))
+    return _split(train, test, n_experiences, order, seed)
 
 
 def _subsample(dataset, per_class: Optional[int], seed: int):
