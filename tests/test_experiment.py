@@ -263,3 +263,12 @@ def test_class_order_and_split_are_checked_against_the_dataset(tmp_path):
         run(synthetic_config(tmp_path, "data.class_order=[0, 1, 2]"))
     with pytest.raises(ConfigError, match="n_experiences=3 does not divide the 10 classes of fashion_mnist"):
         data_module.build_benchmark({**load_config(CONFIGS / "fashion_mnist.yaml")["data"], "n_experiences": 3}, 0)
+
+
+def test_compare_resume_adds_seeds_and_reuses_finished_controls(tmp_path):
+    config = synthetic_config(tmp_path, "data.n_experiences=2", name="cmp2")
+    compare(config, models=("lpa",), seeds=(1,), joint=True)
+    outcome = compare(config, models=("lpa",), seeds=(1, 2), joint=False, resume=True)
+    group = outcome["groups"]["lpa / replay"]
+    assert len(group["incremental"]) == 2 and len(group["joint"]) == 1
+    assert "(1 seed)" in outcome["table"] and "| lpa / replay | 2 |" in outcome["table"]

@@ -142,6 +142,9 @@ def comparison_table(groups: Dict[str, Dict[str, List[Dict[str, Any]]]]) -> str:
         joint_cell = (
             f"{_mean_std([j[0] for j in joint])} → {_mean_std([j[1] for j in joint])}" if joint else "–"
         )
+        if joint_runs and len(joint_runs) != len(inc):  # controls run for fewer seeds than the incremental runs
+            seeds = f" ({len(joint_runs)} seed{'s' if len(joint_runs) > 1 else ''})"
+            joint_acc, joint_cell = joint_acc + seeds, joint_cell + seeds
         rows.append(
             f"| {label} | {len(inc)} | {inc[0].get('params', 0) / 1e6:.2f} M "
             f"| {_mean_std([r['summary']['avg_incremental_accuracy'] for r in inc])} "
@@ -170,7 +173,7 @@ def compare(
         strategies: strategy names (default: the config's strategy).
         seeds: seeds; mean ± std is over them.
         joint: also run the joint-training control of each incremental run.
-        resume: reuse finished runs (their ``results.json``) and resume interrupted ones.
+        resume: reuse finished runs (their ``results.json``, joint controls included) and resume interrupted ones.
     """
     config = validate(config)
     root = output_dir(config, model="all", strategy="all", seed="all")
@@ -191,11 +194,11 @@ def compare(
                 done = Path(run_cfg["output"]["dir"]) / "results.json"
                 results = read_results(done) if resume and done.is_file() else run(run_cfg, resume=resume)
                 groups[label]["incremental"].append(results)
-                if joint:
-                    joint_done = Path(run_cfg["output"]["dir"] + "-joint") / "results.json"
-                    groups[label]["joint"].append(
-                        read_results(joint_done) if resume and joint_done.is_file() else run_joint(run_cfg, results)
-                    )
+                joint_done = Path(run_cfg["output"]["dir"] + "-joint") / "results.json"
+                if resume and joint_done.is_file():  # a finished control is reused, also with joint=False
+                    groups[label]["joint"].append(read_results(joint_done))
+                elif joint:
+                    groups[label]["joint"].append(run_joint(run_cfg, results))
     table = comparison_table(groups)
     atomic_write_bytes(root / "comparison.md", table.encode())
     atomic_write_bytes(root / "comparison.json", json.dumps(to_jsonable(groups), indent=1).encode())
