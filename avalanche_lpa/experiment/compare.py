@@ -20,8 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from avalanche.core import SupervisedPlugin
 
-from ..layers import collect_attention_maps
-from ..metrics import attention_layers, draw_probe, mean_attention_distance
+from ..metrics import MeanAttentionDistance, draw_probe
 from .config import switch_strategy, validate
 from .data import build_benchmark
 from .report import atomic_write_bytes, plot_accuracy_curves, plot_locality, read_results, to_jsonable, write_results
@@ -51,10 +50,9 @@ class LocalityAtIterations(SupervisedPlugin):
         was_training = model.training
         model.eval()
         try:
-            x = self.probe.to(strategy.device)
-            maps = collect_attention_maps(model, lambda: model(x))
-            grids = [layer.grid_size for layer in attention_layers(model)]
-            return [mean_attention_distance(a, g).mean().item() for a, g in zip(maps, grids)]
+            metric = MeanAttentionDistance()
+            metric.update_from_model(model, self.probe.to(strategy.device))
+            return [heads.mean().item() for heads in metric.result()]
         finally:
             model.train(was_training)
 

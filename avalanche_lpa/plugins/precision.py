@@ -36,10 +36,13 @@ class AutocastPlugin(SupervisedPlugin, supports_distributed=True):
         self._context = torch.autocast(device_type=torch.device(strategy.device).type, dtype=dtype)
         self._context.__enter__()
 
-    def _exit(self) -> None:
+    def _exit(self, strategy) -> None:
         if self._context is not None:
             self._context.__exit__(None, None, None)
             self._context = None
+            # The loss is computed outside autocast: give it float32 logits.
+            if torch.is_tensor(strategy.mb_output):
+                strategy.mb_output = strategy.mb_output.float()
 
     def before_training_exp(self, strategy, **kwargs) -> None:
         if self.precision == "fp16":
@@ -49,18 +52,13 @@ class AutocastPlugin(SupervisedPlugin, supports_distributed=True):
         self._enter(strategy)
 
     def after_forward(self, strategy, **kwargs) -> None:
-        self._exit()
-        # The loss is computed outside autocast: give it float32 logits.
-        if torch.is_tensor(strategy.mb_output):
-            strategy.mb_output = strategy.mb_output.float()
+        self._exit(strategy)
 
     def before_eval_forward(self, strategy, **kwargs) -> None:
         self._enter(strategy)
 
     def after_eval_forward(self, strategy, **kwargs) -> None:
-        self._exit()
-        if torch.is_tensor(strategy.mb_output):
-            strategy.mb_output = strategy.mb_output.float()
+        self._exit(strategy)
 
     def __getstate__(self):
         return {**self.__dict__, "_context": None}  # a live autocast context is not picklable
