@@ -45,8 +45,11 @@ process, which :func:`init_distributed` arranges):
 ``herding_buffer``, Avalanche's ``ReplayPlugin``    safe: every process selects from the same data with the same
                                                     model and seed (herding draws nothing at random); replay
                                                     batches are sharded.
-``BalancedFinetuningPlugin``                        runs outside DDP, the same work in every process (not
-                                                    parallel); rank 0's result is broadcast after the experience.
+``BalancedFinetuningPlugin``                        safe: its epochs run through the strategy's loop, so DDP
+                                                    wraps them (re-wrapped for the frozen parameter set).
+``ConcatReplayPlugin``, ``RepeatedAugmentationPlugin``  safe: the memory is selected alike in every process; the
+                                                    repeated-augmentation sampler shards by itself.
+``OldSampleDistillationPlugin``                     safe: the teacher is copied from the unwrapped model.
 ``cil_evaluator`` metrics, ``summarize``            safe: every process evaluates the whole stream.
 ``LocalityPluginMetric``                            safe: the probe comes from its own seeded generator and the
                                                     forward pass runs on the unwrapped model in every process.
@@ -388,7 +391,9 @@ def shard_loader(loader: Any, *, rank: int, world_size: int, seed: int = 0, epoc
       epoch would repeat the same shard order and the same global batches.
     * A plain ``DataLoader`` (``shuffle=True/False``): the same loader with a ``DistributedSampler``.
       avalanche-lib 0.6 builds these for benchmarks of the new API without any distributed sampler.
-    * A ``DataLoader`` that already has a ``DistributedSampler``: returned as is, with ``set_epoch(epoch)``.
+    * A ``DataLoader`` whose sampler shards by itself (a ``DistributedSampler``, or any sampler with
+      ``num_replicas`` and ``set_epoch``, e.g. ``RepeatedAugmentationSampler``): returned as is, with
+      ``set_epoch(epoch)``.
 
     Raises:
         TypeError: a loader with its own sampler or batch sampler, which cannot be sharded generically.
@@ -402,8 +407,11 @@ def shard_loader(loader: Any, *, rank: int, world_size: int, seed: int = 0, epoc
         ]
         return _rebuild_multi(loader, shards, distributed_sampling=False)
     if isinstance(loader, DataLoader):
-        if isinstance(loader.sampler, DistributedSampler):
-            loader.sampler.set_epoch(epoch)
+        sampler = loader.sampler
+        if isinstance(sampler, DistributedSampler) or (
+            hasattr(sampler, "num_replicas") and hasattr(sampler, "set_epoch")
+        ):
+            sampler.set_epoch(epoch)
             return loader
         default_batches = loader.batch_size is not None
         if not default_batches or not isinstance(loader.sampler, (RandomSampler, SequentialSampler)):
@@ -617,6 +625,8 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
     def before_training_epoch(self, strategy: Any, **kwargs: Any) -> None:
         if self.active():
             self._shard_train(strategy, epoch=strategy.clock.train_exp_epochs)
+            # Plugins may change which parameters train between epochs (finetuning freezes the backbone).
+            self._recheck = True
 
     def before_eval_exp(self, strategy: Any, **kwargs: Any) -> None:
         if not self.active():

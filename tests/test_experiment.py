@@ -76,13 +76,24 @@ def make_fake_fashion_mnist_gz(folder: Path, per_class: int = 3) -> Path:
 
 
 # -- configs -------------------------------------------------------------------------------------------------
-def test_shipped_configs_validate_and_cifar_order_is_avalanches_seed_1993(fake_cifar):
+# The standard CIL order of CIFAR-100 (iCaRL, PODNet, DyTox; the authors' cifar100_order1.yaml), first task.
+CIL_ORDER_FIRST_TASKS = [87, 0, 52, 58, 44, 91, 68, 97, 51, 15, 94, 92, 10, 72, 49, 78, 61, 14, 8, 86]
+# The authors' imagenet100_order1.yaml, first two tasks (indices into the sorted class list).
+IMAGENET_ORDER_FIRST_TASKS = [68, 56, 78, 8, 23, 84, 90, 65, 74, 76, 40, 89, 3, 92, 55, 9, 26, 80, 43, 38]
+
+
+def test_shipped_configs_validate_and_use_the_standard_class_orders(fake_cifar):
     for path in CONFIGS.glob("*.yaml"):
         load_config(path)
-    ten = load_config(CONFIGS / "cifar100_b0_10steps.yaml")
-    assert [load_config(CONFIGS / f"cifar100_b0_{n}steps.yaml")["data"]["n_experiences"] for n in (20, 50)] == [20, 50]
-    shuffled = data_module.split_cifar100(fake_cifar, n_experiences=10, class_order=None, seed=1993)
-    assert list(shuffled.classes_order_original_ids) == ten["data"]["class_order"]
+    for steps in (10, 20, 50):
+        config = load_config(CONFIGS / f"cifar100_b0_{steps}steps.yaml")
+        assert config["data"]["n_experiences"] == steps and config["strategy"]["name"] == "lpa"
+        order = config["data"]["class_order"]
+        assert order[:20] == CIL_ORDER_FIRST_TASKS and sorted(order) == list(range(100)) and order[-1] == 39
+    split = data_module.split_cifar100(fake_cifar, n_experiences=10, class_order=order, seed=1993)
+    assert list(split.classes_order_original_ids)[:10] == CIL_ORDER_FIRST_TASKS[:10]
+    imagenet = load_config(CONFIGS / "imagenet100_10steps.yaml")["data"]["class_order"]
+    assert imagenet[:20] == IMAGENET_ORDER_FIRST_TASKS and sorted(imagenet) == list(range(100))
 
 
 def test_unknown_keys_and_bad_values_are_one_line_errors(tmp_path):
@@ -156,9 +167,19 @@ def test_imagenet100_from_a_folder_with_and_without_class_list(tmp_path):
     assert bench.n_classes == 4
     x, y, _ = bench.test_stream[0].dataset[0]
     assert x.shape == (3, 32, 32)
-    with pytest.warns(UserWarning, match="first 5 ImageNet classes in sorted order"):
+    x, _, _ = bench.train_stream[0].dataset[0]
+    assert x.shape == (3, 32, 32)  # random-resized crop whatever the size (ImageNet's transform)
+    with pytest.warns(UserWarning, match="are not the authors' ImageNet-100"):
         default = data_module.split_imagenet100(root, None, n_experiences=5, class_order=list(range(5)), img_size=32)
     assert default.n_classes == 5
+    # On a folder holding the authors' classes (plus others) the default picks exactly them, silently.
+    authors = data_module.authors_imagenet100()
+    assert len(authors) == 100 and authors == sorted(authors) and authors[0] == "n01440764"
+    full = tmp_path / "full"
+    for split in ("train", "val"):
+        for wnid in authors + ["n99999999"]:
+            (full / split / wnid).mkdir(parents=True)
+    assert data_module.imagenet100_classes(full) == authors
     with pytest.raises(data_module.DatasetNotFoundError, match="class folder"):
         bad = tmp_path / "bad.txt"
         bad.write_text("n9999\n")
@@ -184,7 +205,7 @@ def test_cifar_script_end_to_end_on_fake_cifar(fake_cifar, tmp_path, monkeypatch
     assert len(results["accuracy_matrix"]) == 2 and len(results["locality"]["layers"]) == 2
     assert results["config"]["data"]["dataset"] == "cifar100" and results["versions"]["torch"]
     classes = json.loads((out / "classes.json").read_text())
-    assert classes["class_order"][:3] == [41, 97, 25] and classes["label_of_original_class"]["41"] == 0
+    assert classes["class_order"][:3] == [87, 0, 52] and classes["label_of_original_class"]["87"] == 0
     for name in ("config.yaml", "model.pt", "log.txt", "checkpoint.pkl", "accuracy_curves.png", "locality.png"):
         assert (out / name).is_file(), name
     assert (out / "locality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

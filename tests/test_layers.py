@@ -117,6 +117,35 @@ def test_value_projection_starts_as_identity_for_positional_layers():
     assert torch.equal(GPSAttention(DIM, HEADS, GRID).gating_param, torch.ones(HEADS))
 
 
+@pytest.mark.parametrize("content_scale", [1.0, 10.0, 40.0, 100.0])
+def test_lpa_is_exact_at_any_content_scale(content_scale):
+    # Trained content weights spread the content logits far beyond the denormal guard's 40: the guarded
+    # fused and explicit paths must still equal the unclamped single softmax, computed here directly.
+    torch.manual_seed(2)
+    grid, heads, dim = 8, 12, 48
+    x = torch.randn(16, grid * grid, dim)
+    for kernel in ("matmul", "sdpa"):
+        layer = LPAttention(dim, heads, grid, kernel=kernel)
+        with torch.no_grad():
+            layer.content_weight.normal_(0.0, 1.0).mul_(content_scale)
+        q, k = layer.qk(x).chunk(2, dim=-1)
+        q = q.view(16, -1, heads, dim // heads).transpose(1, 2)
+        k = k.view(16, -1, heads, dim // heads).transpose(1, 2)
+        v = layer.v(x).view(16, -1, heads, dim // heads).transpose(1, 2)
+        content = layer.content_weight.view(1, -1, 1, 1) * (q @ k.transpose(-2, -1)) * (dim // heads) ** -0.5
+        position = torch.einsum("ijk,hk->hij", relative_position_features(grid), layer.pos_weight)
+        exact = (content + position).softmax(-1)  # no clamp at all
+        out_exact = layer.proj((exact @ v).transpose(1, 2).reshape(16, grid * grid, dim))
+        out, attn = layer.forward_explicit(x)
+        assert (attn - exact).abs().max() < 1e-5
+        _assert_close_scaled(out, out_exact, "explicit")
+        _assert_close_scaled(layer(x), out_exact, kernel)
+    # The old rule (clamping the position logits alone at row max - 40) moves whole rows at this scale.
+    old = torch.maximum(position, position.amax(-1, keepdim=True) - DENORMAL_GUARD)
+    moved = ((content + old).softmax(-1) - exact).abs().max().item()
+    assert (moved > 0.5) == (content_scale >= 40.0)
+
+
 def test_position_logits_are_clamped_against_denormals():
     layer = LPAttention(DIM, HEADS, 8)
     logits = layer.position_logits()

@@ -1,4 +1,4 @@
-"""The recipe plugins: LPA warm-up, per-experience lr schedule, weighted distillation, herding, BCE, finetuning."""
+"""The recipe plugins: LPA warm-up, per-experience lr schedule, weighted LwF, herding order, BCE / mixup."""
 import copy
 import math
 import pickle
@@ -19,7 +19,6 @@ from torch import nn
 from avalanche_lpa.experiment.data import TargetTensorDataset, synthetic_benchmark
 from avalanche_lpa.layers import LPAttention
 from avalanche_lpa.plugins import (
-    BalancedFinetuningPlugin,
     ExperienceEpochsPlugin,
     ExperienceLRSchedulePlugin,
     LPAWarmupPlugin,
@@ -28,7 +27,6 @@ from avalanche_lpa.plugins import (
     WeightedLwFPlugin,
     distillation_weight,
     herding_buffer,
-    scheduled_lr,
     warmup_factor,
 )
 from avalanche_lpa.training import build_optimizer
@@ -172,19 +170,14 @@ def test_warmup_resets_before_teacher_copy_and_survives_copies(cil_benchmark):
 
 
 # ------------------------------------------------------------------------------------------- lr schedule
-def test_scheduled_lr_values():
-    kw = dict(lr=4e-4, lr_first=2.5e-4, warmup_iters=10, min_lr=1e-5, warmup_start_lr=1e-6)
-    assert scheduled_lr(0, 0, 110, **kw) == pytest.approx(1e-6)
-    assert scheduled_lr(0, 5, 110, **kw) == pytest.approx(1e-6 + (2.5e-4 - 1e-6) / 2)
-    assert scheduled_lr(0, 10, 110, **kw) == pytest.approx(2.5e-4)
-    assert scheduled_lr(1, 10, 110, **kw) == pytest.approx(4e-4)
-    assert scheduled_lr(1, 60, 110, **kw) == pytest.approx((4e-4 + 1e-5) / 2)
-    assert scheduled_lr(1, 110, 110, **kw) == pytest.approx(1e-5)
-    assert scheduled_lr(1, 500, 110, **kw) == pytest.approx(1e-5)
-    assert scheduled_lr(0, 0, 10, lr=0.1) == pytest.approx(0.1)  # no warm-up, no lr_first
+def _timm_cosine(t, peak, total, warmup, start=1e-5, floor=1e-4):
+    """timm's CosineLRScheduler value at step t (warm-up not prefixed), written out independently."""
+    if t < warmup:
+        return start + t * (peak - start) / warmup
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * t / total))
 
 
-def test_lr_plugin_follows_schedule_with_replay_loader_and_first_experience_epochs(cil_benchmark):
+def test_lr_plugin_follows_timm_cosine_per_iteration_with_replay_loader_and_first_experience_epochs(cil_benchmark):
     model = make_tiny()
     optimizer = build_optimizer(model, "adamw", lr=0.5, weight_decay=0.01)  # 2 groups where Avalanche allows
     optimizer.param_groups[0]["lr_scale"] = 0.5
@@ -196,16 +189,41 @@ def test_lr_plugin_follows_schedule_with_replay_loader_and_first_experience_epoc
                       optimizer=optimizer)
     for experience in cil_benchmark.train_stream[:2]:
         strategy.train(experience)
-    for exp, epochs in ((0, 3), (1, 2)):
+    for exp, epochs, peak in ((0, 3, 2e-3), (1, 2, 4e-3)):
         rows = [(i, lrs) for e, i, lrs in recorder.lrs if e == exp]
         per_epoch = len(rows) // epochs
         assert per_epoch * epochs == len(rows) and per_epoch == 4  # the replay loader also has 4 batches
         for i, lrs in rows:
-            want = scheduled_lr(exp, i, len(rows), lr=4e-3, lr_first=2e-3, warmup_iters=per_epoch,
-                                min_lr=1e-4, warmup_start_lr=1e-5)
+            want = _timm_cosine(i, peak, total=len(rows), warmup=per_epoch)
             assert lrs == pytest.approx([want * scale for scale in scales])
-    assert max(lrs[0] for e, _, lrs in recorder.lrs if e == 0) == pytest.approx(0.5 * 2e-3)
-    assert max(lrs[0] for e, _, lrs in recorder.lrs if e == 1) == pytest.approx(0.5 * 4e-3)
+
+
+def test_lr_plugin_per_epoch_is_the_authors_timm_stepping_and_resets_adam_state(cil_benchmark):
+    # The authors call scheduler.step(epoch) after epoch `epoch`: epoch e >= 1 trains at the value of e - 1.
+    model = make_tiny()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1.0)
+    schedule = ExperienceLRSchedulePlugin(lr=4e-3, lr_first=2e-3, warmup_epochs=2, min_lr=1e-4, warmup_start_lr=1e-5,
+                                          schedule_epochs=6, step="epoch", reset_optimizer_state=True)
+    states = []
+
+    class StateProbe(SupervisedPlugin):
+        def before_training_iteration(self, strategy, **kwargs):
+            if strategy.clock.train_exp_iterations == 0:
+                states.append(len(strategy.optimizer.state))
+
+    recorder = Recorder()
+    strategy = _naive(model, [ExperienceEpochsPlugin(epochs=4, epochs_first=5), schedule, recorder, StateProbe()],
+                      optimizer=optimizer)
+    for experience in cil_benchmark.train_stream[:2]:
+        strategy.train(experience)
+    for exp, epochs, peak in ((0, 5, 2e-3), (1, 4, 4e-3)):
+        got = [lrs[0] for e, i, lrs in recorder.lrs if e == exp and i % 4 == 0]
+        want = [_timm_cosine(max(e - 1, 0), peak, total=6, warmup=2) for e in range(epochs)]
+        assert got == pytest.approx(want)  # cosine over 6 epochs although task 1 trains 5
+    assert states == [0, 0]  # a fresh optimizer state at every experience
+    assert schedule.current_lr is None and pickle.loads(pickle.dumps(schedule)).step == "epoch"
+    with pytest.raises(ValueError, match="iteration, epoch"):
+        ExperienceLRSchedulePlugin(lr=1e-3, step="batch")
 
 
 # ------------------------------------------------------------------------------------------ distillation
@@ -320,39 +338,3 @@ def test_seen_classes_bce_mixes_the_batch_in_place_with_matching_soft_targets():
     odd = torch.randn(5, 1, 4, 4)
     criterion.before_forward(SimpleNamespace(mb_x=odd.clone(), mb_y=labels[:5]))
     assert criterion._pending is None
-
-
-# ------------------------------------------------------------------------------------------- finetuning
-def test_balanced_finetuning_trains_only_the_head_on_memory(cil_benchmark):
-    model = make_tiny()
-    frozen = []
-
-    def criterion(logits, labels):  # records whether the backbone is frozen while finetuning
-        frozen.append(not any(p.requires_grad for p in model.backbone.parameters()))
-        return F.cross_entropy(logits, labels)
-
-    replay = ReplayPlugin(mem_size=10, storage_policy=herding_buffer(10))
-    finetune = BalancedFinetuningPlugin(replay.storage_policy, epochs=2, lr=1e-2, batch_size=4, criterion=criterion)
-    snapshots = []
-
-    class Snapshot(SupervisedPlugin):
-        def after_training_exp(self, strategy, **kwargs):
-            snapshots.append({k: v.clone() for k, v in strategy.model.state_dict().items()})
-
-    strategy = _naive(model, [replay, Snapshot(), finetune, Snapshot()])
-    strategy.train(cil_benchmark.train_stream[0])
-    assert finetune.iterations == 0  # not after the first experience
-    strategy.train(cil_benchmark.train_stream[1])
-    assert finetune.iterations == 2 * math.ceil(10 / 4) == len(frozen) and all(frozen)
-    before, after = snapshots[2], snapshots[3]
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert changed and all(k.startswith("head.") for k in changed)
-    assert all(p.requires_grad for p in model.parameters())
-    # Sampling weights make every class equally likely even though the memory holds 3, 3, 2, 2.
-    sampler = finetune._loader(strategy).sampler
-    labels = [int(t) for t in replay.storage_policy.buffer.targets]
-    per_class = Counter()
-    for label, weight in zip(labels, sampler.weights.tolist()):
-        per_class[label] += weight
-    assert sorted(Counter(labels).values()) == [2, 2, 3, 3]
-    assert max(per_class.values()) == pytest.approx(min(per_class.values()))

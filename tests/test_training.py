@@ -14,11 +14,15 @@ from avalanche_lpa.experiment.checkpoint import load_checkpoint, save_checkpoint
 from avalanche_lpa.layers import LPAttention
 from avalanche_lpa.plugins import (
     BalancedFinetuningPlugin,
+    ConcatReplayPlugin,
     ExperienceEpochsPlugin,
     ExperienceLRSchedulePlugin,
+    HerdingMemory,
     LPAWarmupPlugin,
-    ScopedHerdingSelection,
+    OldSampleDistillationPlugin,
+    RepeatedAugmentationPlugin,
     SeenClassesBCE,
+    WeightDecayGroupsPlugin,
     WeightedLwFPlugin,
 )
 from avalanche_lpa.training import (
@@ -34,9 +38,10 @@ from avalanche_lpa.training import (
 from .conftest import make_tiny
 
 CLASSES = {"naive": Naive, "replay": Replay, "lwf": LwF, "icarl": ICaRL, "der": DER, "ewc": EWC, "gem": GEM,
-           "er_ace": ER_ACE, "lpa": Naive}
+           "er_ace": ER_ACE, "lpa": Naive, "lpa_warmup": Naive}
 # Small memories and a one-epoch, one-finetuning-epoch "lpa" so every name runs in well under a second.
-SMALL = {"mem_size": 12, "patterns_per_exp": 8, "train_epochs": 1, "epochs_first": None, "finetune_epochs": 1}
+SMALL = {"mem_size": 12, "patterns_per_exp": 8, "train_epochs": 1, "epochs_first": None, "finetune_epochs": 1,
+         "repeated_aug": 1, "schedule_epochs": None}
 
 
 def _build(name, model, **options):
@@ -61,26 +66,45 @@ def test_every_strategy_builds_and_runs_one_experience(name, cil_benchmark):
     assert strategy.clock.train_exp_counter == 1 and strategy.clock.train_iterations == 4
 
 
-def test_lpa_recipe_composition_and_paper_defaults():
+# The authors' recipe (lpa-method.md, read from their main.py / cifar_raw_lpa.yaml), independent of our preset.
+AUTHORS = dict(lr=4e-4, lr_first=2.5e-4, weight_decay=1e-6, train_mb_size=256, train_epochs=600, epochs_first=500,
+               schedule_epochs=600, lr_warmup_epochs=5, lr_warmup_start=1e-6, min_lr=1e-5, lr_step="epoch",
+               mem_size=2000, temperature=1.0, mixup=0.8, cutmix=0.0, label_smoothing=0.1, loss="bce",
+               finetune_epochs=20, finetune_lr=5e-5, finetune_weight_decay=1e-6, repeated_aug=3,
+               replay_mode="concat", distillation="old_samples", lpa_warmup=False)
+
+
+def test_lpa_preset_is_the_authors_recipe_and_lpa_warmup_only_adds_the_warmup():
     options = strategy_options("lpa")
-    assert (options["lr"], options["lr_first"], options["weight_decay"]) == (4e-4, 2.5e-4, 1e-6)
-    assert (options["mem_size"], options["temperature"], options["mixup"], options["label_smoothing"]) == (
-        2000, 1.0, 0.8, 0.1)
-    assert (options["train_epochs"], options["epochs_first"], options["finetune_epochs"]) == (600, 500, 20)
-    strategy = build_strategy("lpa", make_tiny(), device="cpu", evaluator=EvaluationPlugin(loggers=[]))
+    assert {k: options[k] for k in AUTHORS} == AUTHORS
+    assert tuple(options["finetune_frozen"]) == ("backbone.patch_embed", "backbone.pos_embed", "backbone.blocks",
+                                                 "backbone.cls_blocks")
+    warm = strategy_options("lpa_warmup")
+    assert {k for k in options if options[k] != warm[k]} == {"lpa_warmup"} and warm["lpa_warmup"] is True
+    strategy = build_strategy("lpa", make_tiny(head_type="per_experience"), device="cpu",
+                              evaluator=EvaluationPlugin(loggers=[]))
     kinds = [type(p) for p in strategy.plugins]
-    order = [ExperienceEpochsPlugin, ExperienceLRSchedulePlugin, LPAWarmupPlugin, ReplayPlugin,
-             BalancedFinetuningPlugin, WeightedLwFPlugin]
-    assert [k for k in kinds if k in order] == order
-    replay = next(p for p in strategy.plugins if isinstance(p, ReplayPlugin))
-    assert isinstance(replay.storage_policy, ParametricBuffer) and replay.storage_policy.groupby == "class"
-    assert isinstance(replay.storage_policy.selection_strategy, ScopedHerdingSelection)
+    order = [ExperienceEpochsPlugin, ExperienceLRSchedulePlugin, RepeatedAugmentationPlugin, ConcatReplayPlugin,
+             BalancedFinetuningPlugin, OldSampleDistillationPlugin]
+    assert [k for k in kinds if k in order] == order and LPAWarmupPlugin not in kinds
+    schedule = next(p for p in strategy.plugins if isinstance(p, ExperienceLRSchedulePlugin))
+    assert (schedule.step, schedule.schedule_epochs, schedule.reset_optimizer_state) == ("epoch", 600, True)
+    replay = next(p for p in strategy.plugins if isinstance(p, ConcatReplayPlugin))
+    finetune = next(p for p in strategy.plugins if isinstance(p, BalancedFinetuningPlugin))
+    assert isinstance(replay.storage_policy, HerdingMemory) and finetune.storage_policy is replay.storage_policy
+    assert (finetune.repeats, finetune.batch_size, finetune.weight_decay) == (3, 256, 1e-6)
     assert isinstance(strategy._criterion, SeenClassesBCE) and strategy._criterion.mixup is not None
+    assert any(isinstance(p, LPAWarmupPlugin) for p in build_strategy("lpa_warmup", make_tiny(), device="cpu").plugins)
     # Options switch recipe parts off, and the recipe switches work on baselines too.
-    lean = build_strategy("lpa", make_tiny(), device="cpu", distillation=False, finetune_epochs=0, lpa_warmup=False,
-                          mixup=0.0, loss="ce", lr_schedule=False, lr_first=None, epochs_first=None)
-    assert not any(isinstance(p, (LwFPlugin, BalancedFinetuningPlugin, LPAWarmupPlugin, ExperienceEpochsPlugin,
-                                  ExperienceLRSchedulePlugin)) for p in lean.plugins)
+    lean = build_strategy("lpa", make_tiny(), device="cpu", distillation="none", finetune_epochs=0, lpa_warmup=False,
+                          mixup=0.0, loss="ce", lr_schedule=False, lr_first=None, epochs_first=None, repeated_aug=1)
+    assert not any(isinstance(p, (OldSampleDistillationPlugin, LwFPlugin, BalancedFinetuningPlugin, LPAWarmupPlugin,
+                                  ExperienceEpochsPlugin, ExperienceLRSchedulePlugin, RepeatedAugmentationPlugin))
+                   for p in lean.plugins)
+    balanced = build_strategy("lpa", make_tiny(), device="cpu", replay_mode="balanced_batches", repeated_aug=1,
+                              distillation="weighted_lwf")
+    assert any(isinstance(p, ReplayPlugin) for p in balanced.plugins)
+    assert any(isinstance(p, WeightedLwFPlugin) for p in balanced.plugins)
     lwf = build_strategy("lwf", make_tiny(), device="cpu", lpa_warmup=True, lr_schedule=True, loss="bce")
     assert any(isinstance(p, LPAWarmupPlugin) for p in lwf.plugins)
     assert isinstance(lwf._criterion, SeenClassesBCE)
@@ -88,7 +112,7 @@ def test_lpa_recipe_composition_and_paper_defaults():
 
 def test_unknown_names_keys_and_bad_combinations_are_explained():
     model = make_tiny()
-    with pytest.raises(ValueError, match="valid names: naive, replay, lwf, icarl, der, ewc, gem, er_ace, lpa"):
+    with pytest.raises(ValueError, match="valid names: naive, replay, lwf, icarl, der, ewc, gem, er_ace, lpa, lpa_warmup"):
         build_strategy("dytox", model)
     with pytest.raises(ValueError, match=r"unknown option\(s\) memsize.*valid options: .*mem_size"):
         build_strategy("replay", model, memsize=10)
@@ -107,27 +131,33 @@ def test_unknown_names_keys_and_bad_combinations_are_explained():
         build_strategy("naive", model, lr_first=1e-4)
     with pytest.raises(ValueError, match="adamw, sgd"):
         build_strategy("naive", model, optimizer="lamb")
+    with pytest.raises(ValueError, match="distillation must be one of old_samples, weighted_lwf, none"):
+        build_strategy("lpa", model, distillation=True)
+    with pytest.raises(ValueError, match="replay_mode='concat'"):
+        build_strategy("lpa", model, replay_mode="balanced_batches")  # with repeated augmentation
+    with pytest.raises(ValueError, match="iteration, epoch"):
+        build_strategy("naive", model, lr_step="batch")
 
 
 def test_lpa_recipe_trains_checkpoints_and_resumes(cil_benchmark, tmp_path):
-    config = dict(mem_size=12, train_epochs=2, epochs_first=1, finetune_epochs=1, warmup_epochs=1,
-                  lpa_warmup_epochs=1, finetune_trainable=["head"])  # a list, as YAML gives it
-    strategy = _build("lpa", make_tiny(), **config)
+    config = dict(mem_size=12, train_epochs=2, epochs_first=1, finetune_epochs=1, lr_warmup_epochs=1,
+                  lpa_warmup_epochs=1, finetune_frozen=["backbone.blocks"])  # a list, as YAML gives it
+    strategy = _build("lpa_warmup", make_tiny(head_type="per_experience"), **config)
     strategy.train(cil_benchmark.train_stream[0])
     assert strategy.clock.train_iterations == 4  # epochs_first=1
     path = tmp_path / "ckpt.pkl"
     save_checkpoint_atomic(strategy, path)  # the experiment layer's wrapper of Avalanche's dill checkpoint
 
-    resumed, next_exp = load_checkpoint(_build("lpa", make_tiny(), **config), path)
+    resumed, next_exp = load_checkpoint(_build("lpa_warmup", make_tiny(head_type="per_experience"), **config), path)
     assert next_exp == 1
-    lwf = next(p for p in resumed.plugins if isinstance(p, WeightedLwFPlugin))
+    distill = next(p for p in resumed.plugins if isinstance(p, OldSampleDistillationPlugin))
     resumed.train(cil_benchmark.train_stream[1])
-    assert lwf.lambdas == pytest.approx({0: 0.0, 1: 0.5})
-    replay = next(p for p in resumed.plugins if isinstance(p, ReplayPlugin))
-    assert len(replay.storage_policy.buffer) == 12
+    assert distill.lambdas == pytest.approx({0: 0.0, 1: 0.5})
+    replay = next(p for p in resumed.plugins if isinstance(p, ConcatReplayPlugin))
+    assert len(replay.storage_policy.buffer) == 12 and len(resumed.model.classifier.heads) == 2
     assert not any(m._forward_hooks for m in resumed.model.modules())
     assert {float(m.warmup_factor) for m in resumed.model.modules() if isinstance(m, LPAttention)} == {1.0}
-    copy.deepcopy(resumed.plugins)  # the recipe's plugins (with LwF's teacher) stay copyable
+    copy.deepcopy(resumed.plugins)  # the recipe's plugins stay copyable
 
 
 def test_build_optimizer_param_groups_and_growing_head(cil_benchmark):
@@ -137,7 +167,7 @@ def test_build_optimizer_param_groups_and_growing_head(cil_benchmark):
     decay = {g["weight_decay"]: {names[id(p)] for p in g["params"]} for g in optimizer.param_groups}
     assert {"backbone.pos_embed", "backbone.cls_token"} <= decay[0.0]
     shapes = dict(model.named_parameters())
-    assert all(shapes[n].ndim >= 2 for n in decay[0.05]) and "head.classifier.weight" in decay[0.05]
+    assert all(shapes[n].ndim >= 2 for n in decay[0.05]) and "classifier.classifier.weight" in decay[0.05]
     assert all(shapes[n].ndim == 1 for n in decay[0.0] - {"backbone.pos_embed", "backbone.cls_token"})
     assert len(build_optimizer(model, "sgd", weight_decay=0.05, param_groups=False).param_groups) == 1
     assert multiple_param_groups_supported() == (Version(avalanche.__version__) >= Version("0.6"))
@@ -148,6 +178,18 @@ def test_build_optimizer_param_groups_and_growing_head(cil_benchmark):
     optimised = {id(p) for g in strategy.optimizer.param_groups for p in g["params"]}
     assert len(strategy.optimizer.param_groups) == (2 if multiple_param_groups_supported() else 1)
     assert optimised == {id(p) for p in model.parameters()}
+    # Per-experience heads add LayerNorm + Linear modules: their 1-D parameters join the no-decay group.
+    heads = make_tiny(head_type="per_experience")
+    strategy = _build("naive", heads, weight_decay=0.05)
+    for experience in cil_benchmark.train_stream[:2]:
+        strategy.train(experience)
+    names = {id(p): n for n, p in heads.named_parameters()}
+    groups = {g["weight_decay"]: {names[id(p)] for p in g["params"]} for g in strategy.optimizer.param_groups}
+    if multiple_param_groups_supported():
+        assert any(isinstance(p, WeightDecayGroupsPlugin) for p in strategy.plugins)
+        assert {"classifier.heads.1.norm.weight", "classifier.heads.1.linear.bias"} <= groups[0.0]
+        assert "classifier.heads.1.linear.weight" in groups[0.05]
+    assert set().union(*groups.values()) == set(names.values())
     # The optimizer argument takes a name (YAML) or an instance.
     assert isinstance(_build("naive", make_tiny(), optimizer="sgd").optimizer, torch.optim.SGD)
     mine = torch.optim.Adam(model.parameters())
@@ -159,7 +201,15 @@ def test_augmentation_transforms():
     torch.manual_seed(0)
     out = train_transform(32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))(image)
     assert out.shape == (3, 32, 32) and out.min() >= -1.0 and out.max() <= 1.0
-    steps = [type(t).__name__ for t in train_transform(32).transforms]
-    assert steps == ["RandomCrop", "RandomHorizontalFlip", "RandAugment", "ToTensor"]
+    steps = [type(t).__name__ for t in train_transform(32, mean=(0.5,) * 3, std=(0.5,) * 3).transforms]
+    # timm's factory as the authors call it, with their crop for 32 px images (timm 1.0 names it MaybeToTensor).
+    assert steps[:3] == ["RandomCrop", "RandomHorizontalFlip", "RandAugment"] and steps[-1] == "Normalize"
+    assert "ToTensor" in steps[3]
+    policy = train_transform(32).transforms[2]
+    assert len(policy.ops) == 15 and policy.num_layers == 2 and {op.magnitude for op in policy.ops} == {9}
+    plain = [type(t).__name__ for t in train_transform(28, padding=2, auto_augment=None).transforms]
+    assert plain == ["RandomCrop", "RandomHorizontalFlip", "ToTensor"]
+    big = [type(t).__name__ for t in eval_transform(crop_size=224).transforms]
+    assert big == ["Resize", "CenterCrop", "ToTensor"]
     plain = eval_transform((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))(image)
     torch.testing.assert_close(plain[:, 0, 0], torch.tensor([1.0, -1.0, -1.0]))

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
 import yaml
 
-from ..models import ATTN_TYPES, PRESETS, LocalityViT
+from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, LocalityViT
 from ..training import strategy_options
 
 __all__ = ["ConfigError", "DEFAULTS", "DATASETS", "load_config", "apply_overrides", "read_yaml", "set_value", "switch_strategy", "validate", "dump_config"]
@@ -33,7 +33,7 @@ DEFAULTS: Dict[str, Any] = {
         "class_order": None,  # explicit list of original class ids, in the order they arrive
         "class_list": None,  # imagenet100: file with one WordNet id per line
         "augment": True,  # random crop + flip on training images
-        "randaugment": False,
+        "auto_augment": None,  # timm auto-augment policy (the authors: "rand-m9-mstd0.5-inc1")
         "max_train_per_class": None,  # subsample for quick runs (None: all images)
         "max_test_per_class": None,
         "num_workers": 0,
@@ -42,6 +42,7 @@ DEFAULTS: Dict[str, Any] = {
     "model": {
         "attn_type": "lpa",  # lpa | gpsa | mhsa
         "preset": "cifar",  # cifar | imagenet | tiny (see avalanche_lpa.models.PRESETS)
+        "head": "incremental",  # incremental | per_experience (fixed-head strategies get a fixed Linear)
         "overrides": {},  # any LocalityViT keyword, e.g. {embed_dim: 72, img_size: 28, in_chans: 1}
         "compile": False,  # torch.compile the backbone (GPU runs; the first forward compiles for a minute)
     },
@@ -112,7 +113,8 @@ def _validate_section(prefix: str, values: Mapping[str, Any], schema: Mapping[st
 
 
 def _model_keywords() -> Iterable[str]:
-    return [p for p in inspect.signature(LocalityViT.__init__).parameters if p not in ("self", "attn_type")]
+    # attn_type and head_type have their own keys (model.attn_type, model.head).
+    return [p for p in inspect.signature(LocalityViT.__init__).parameters if p not in ("self", "attn_type", "head_type")]
 
 
 def validate(config: Mapping[str, Any]) -> Dict[str, Any]:
@@ -137,6 +139,8 @@ def validate(config: Mapping[str, Any]) -> Dict[str, Any]:
         raise ConfigError(f"model.attn_type: unknown {model['attn_type']!r}; valid: {', '.join(ATTN_TYPES)}")
     if model["preset"] not in PRESETS:
         raise ConfigError(f"model.preset: unknown {model['preset']!r}; valid: {', '.join(PRESETS)}")
+    if model["head"] not in HEAD_TYPES:
+        raise ConfigError(f"model.head: unknown {model['head']!r}; valid: {', '.join(HEAD_TYPES)}")
     unknown = sorted(set(model["overrides"]) - set(_model_keywords()))
     if unknown:
         raise ConfigError(

@@ -20,7 +20,7 @@ import torch
 from avalanche.benchmarks import nc_benchmark
 from avalanche.benchmarks.classic import SplitCIFAR100, SplitFMNIST
 from torch.utils.data import Subset, TensorDataset
-from torchvision import datasets, transforms
+from torchvision import datasets
 
 from ..training import eval_transform, train_transform
 
@@ -38,7 +38,8 @@ __all__ = [
 ]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+# The authors' CIFAR-100 normalisation (modules/datasets.py).
+CIFAR100_STATS = ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
 FASHION_MNIST_STATS = ((0.2860,), (0.3530,))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -156,7 +157,7 @@ def split_cifar100(
     class_order: Optional[Sequence[int]] = None,
     seed: int = 1993,
     augment: bool = True,
-    randaugment: bool = False,
+    auto_augment: Optional[str] = None,
     max_train_per_class: Optional[int] = None,
     max_test_per_class: Optional[int] = None,
 ):
@@ -168,7 +169,7 @@ def split_cifar100(
         class_order: original class ids in arrival order (``None``: Avalanche's shuffle with ``seed``).
         seed: seed of the class shuffle (when no order is given) and of subsampling.
         augment: random crop (padding 4) and horizontal flip on training images.
-        randaugment: add RandAugment (magnitude 9) to the training transform.
+        auto_augment: timm auto-augment policy added to them (the authors: ``"rand-m9-mstd0.5-inc1"``).
         max_train_per_class: keep at most this many training images per class (quick runs).
         max_test_per_class: the same for test images.
     """
@@ -183,7 +184,7 @@ def split_cifar100(
     mean, std = CIFAR100_STATS
     train_tf = train_transform(
         32, padding=4 if augment else 0, hflip=0.5 if augment else 0.0,
-        randaugment_magnitude=9 if randaugment else None, mean=mean, std=std,
+        auto_augment=auto_augment if augment else None, mean=mean, std=std,
     )
     eval_tf = eval_transform(mean=mean, std=std)
     return _classic_split(
@@ -234,7 +235,7 @@ def split_fashion_mnist(
     root = _fashion_mnist_root(root)
     mean, std = FASHION_MNIST_STATS
     train_tf = train_transform(28, padding=2 if augment else 0, hflip=0.5 if augment else 0.0,
-                               randaugment_magnitude=None, mean=mean, std=std)
+                               auto_augment=None, mean=mean, std=std)
     eval_tf = eval_transform(mean=mean, std=std)
     return _classic_split(
         SplitFMNIST, datasets.FashionMNIST, root, n_experiences, class_order, seed,
@@ -259,8 +260,22 @@ class _ClassSubsetFolder(datasets.ImageFolder):
         return self._wanted, {c: i for i, c in enumerate(self._wanted)}
 
 
+#: The authors' ImageNet-100 (``val_100.txt``, the subset DyTox uses too): the first 100 ImageNet-1k classes
+#: in sorted WordNet-id order, one id per line.
+IMAGENET100_WNIDS = Path(__file__).with_name("imagenet100_wnids.txt")
+
+
+def authors_imagenet100() -> List[str]:
+    """The 100 WordNet ids of the authors' ImageNet-100, in label order."""
+    return IMAGENET100_WNIDS.read_text().split()
+
+
 def imagenet100_classes(root: os.PathLike, class_list: Optional[os.PathLike] = None) -> List[str]:
-    """The 100 WordNet ids: from ``class_list`` (one per line) or the first 100 folders of ``<root>/train``."""
+    """The 100 WordNet ids: from ``class_list`` (one per line) or the first 100 folders of ``<root>/train``.
+
+    On a full ImageNet-1k folder the first 100 folders in sorted order are exactly the authors' subset
+    (:func:`authors_imagenet100`).
+    """
     if class_list is not None:
         path = Path(class_list).expanduser()
         if not path.is_file():
@@ -280,6 +295,7 @@ def split_imagenet100(
     class_order: Optional[Sequence[int]] = None,
     seed: int = 1993,
     augment: bool = True,
+    auto_augment: Optional[str] = None,
     img_size: int = 224,
     max_train_per_class: Optional[int] = None,
     max_test_per_class: Optional[int] = None,
@@ -288,9 +304,12 @@ def split_imagenet100(
 
     Args:
         root: the ImageNet folder.
-        class_list: file with one WordNet id per line (the published subsets cannot be fetched here);
-            without it the first 100 classes in sorted order are used (a warning says so).
+        class_list: file with one WordNet id per line; without it the first 100 classes of ``<root>/train``
+            in sorted order, which on a full ImageNet folder is the authors' subset (a warning says when the
+            picked classes differ from it).
         img_size: training crop / evaluation size (224 in the paper).
+        augment: the authors' training transform (random-resized crop, flip, ``auto_augment``); else the
+            evaluation transform.
         Others as in :func:`split_cifar100`.
     """
     root = Path(root).expanduser()
@@ -300,21 +319,18 @@ def split_imagenet100(
                 f"ImageNet not found: expected {root / split}/<wnid>/<images>; pass the folder with --data-root"
             )
     wnids = imagenet100_classes(root, class_list)
-    if class_list is None:
+    if class_list is None and wnids != authors_imagenet100():
         import warnings
 
         warnings.warn(
-            f"no --class-list given: using the first {len(wnids)} ImageNet classes in sorted order "
-            f"({wnids[0]} ... {wnids[-1]}), not a published ImageNet-100 subset",
+            f"the first {len(wnids)} class folders of {root / 'train'} ({wnids[0]} ... {wnids[-1]}) are not the "
+            f"authors' ImageNet-100 ({IMAGENET100_WNIDS.name}); pass --class-list to choose the classes",
             stacklevel=2,
         )
     mean, std = IMAGENET_STATS
-    normalize = [transforms.ToTensor(), transforms.Normalize(mean, std)]
-    train_tf = transforms.Compose(
-        ([transforms.RandomResizedCrop(img_size), transforms.RandomHorizontalFlip()] if augment
-         else [transforms.Resize(int(img_size * 256 / 224)), transforms.CenterCrop(img_size)]) + normalize
-    )
-    eval_tf = transforms.Compose([transforms.Resize(int(img_size * 256 / 224)), transforms.CenterCrop(img_size)] + normalize)
+    eval_tf = eval_transform(mean=mean, std=std, crop_size=img_size)
+    train_tf = (train_transform(img_size, auto_augment=auto_augment, mean=mean, std=std, random_resized_crop=True)
+                if augment else eval_tf)
     train = _subsample(_ClassSubsetFolder(str(root / "train"), wnids), max_train_per_class, seed)
     test = _subsample(_ClassSubsetFolder(str(root / "val"), wnids), max_test_per_class, seed)
     return _split(train, test, n_experiences, class_order, seed, train_transform=train_tf, eval_transform=eval_tf)
@@ -356,11 +372,12 @@ def build_benchmark(data_config: Dict[str, Any], seed: int):
         max_test_per_class=data_config["max_test_per_class"],
     )
     if name == "cifar100":
-        return split_cifar100(root, augment=data_config["augment"], randaugment=data_config["randaugment"], **common)
+        return split_cifar100(root, augment=data_config["augment"], auto_augment=data_config["auto_augment"], **common)
     if name == "fashion_mnist":
         return split_fashion_mnist(data_config["root"], augment=data_config["augment"], **common)
     if name == "imagenet100":
-        return split_imagenet100(root, class_list=data_config["class_list"], augment=data_config["augment"], **common)
+        return split_imagenet100(root, class_list=data_config["class_list"], augment=data_config["augment"],
+                                 auto_augment=data_config["auto_augment"], **common)
     if name == "synthetic":
         n_classes = common["n_experiences"] * 2
         return synthetic_benchmark(

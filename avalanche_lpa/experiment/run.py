@@ -76,6 +76,8 @@ def build_model(config: Dict[str, Any], num_classes: int) -> torch.nn.Module:
     overrides = dict(config["model"]["overrides"])
     if config["strategy"]["name"] in FIXED_HEAD_STRATEGIES:
         overrides.setdefault("num_classes", num_classes)
+    else:
+        overrides["head_type"] = config["model"]["head"]
     model = timm.create_model(model_name(config["model"]["attn_type"], config["model"]["preset"]), **overrides)
     if config["model"]["compile"]:
         # In place (nn.Module.compile): state-dict keys, deepcopy (LwF) and checkpoints stay as they are.
@@ -112,7 +114,7 @@ def _trained_model(strategy, model: torch.nn.Module) -> torch.nn.Module:
         return trained
     # iCaRL wraps the parts in a TrainEvalModel; put the trained parts back into our model.
     model.backbone = trained.feature_extractor
-    model.head = trained.train_classifier
+    model.classifier = trained.train_classifier
     return model
 
 

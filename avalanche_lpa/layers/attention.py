@@ -32,9 +32,10 @@ __all__ = [
     "DENORMAL_GUARD",
 ]
 
-#: Position logits further than this below their row's maximum are raised to it. The local init puts far
-#: patches near -128, whose softmax underflows into float32 denormals that x86 CPUs process several times
-#: slower; clamping changes each probability by less than exp(-40).
+#: Logits further than this below their row's maximum are raised to it. The local init puts far patches
+#: near -128, whose softmax underflows into float32 denormals that x86 CPUs process several times slower;
+#: raising a logit that lies this far below its row's maximum changes every probability by less than
+#: ``N * exp(-40)``, far below float32 rounding.
 DENORMAL_GUARD = 40.0
 
 #: Kernels of the fused LPA path; "auto" picks one per device (see ``LPAttention.kernel_for``).
@@ -127,10 +128,23 @@ class _PositionalAttention(PatchAttention):
         self.v.weight.copy_(torch.eye(self.v.weight.shape[0]))
         self.pos_weight.copy_(local_position_weights(self.num_heads, self.locality_strength)[0])
 
-    def position_logits(self) -> torch.Tensor:
-        """Per-head position logits ``[heads, N, N]``; computed once per forward, not per sample."""
+    def position_logits(self, margin: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Per-head position logits ``[heads, N, N]``; computed once per forward, not per sample.
+
+        Logits more than ``DENORMAL_GUARD + margin_h`` below their row's maximum are raised to that floor (see
+        :data:`DENORMAL_GUARD`). Alone (GPSA's separate position softmax) the floor is exact. When content
+        logits are added before the softmax (LPA), ``margin`` must bound each head's content-logit spread
+        within a row: then a raised entry still ends at least ``DENORMAL_GUARD`` below the row's combined
+        maximum, and the result stays exact to float32 rounding at any content scale.
+
+        Args:
+            margin: ``[heads]`` extra distance of the floor below the row maximum (``None``: 0).
+        """
         logits = torch.einsum("ijk,hk->hij", self.rel_pos, self.pos_weight)
-        return torch.maximum(logits, logits.amax(dim=-1, keepdim=True) - DENORMAL_GUARD)
+        floor = logits.detach().amax(dim=-1, keepdim=True) - DENORMAL_GUARD
+        if margin is not None:
+            floor = floor - margin.view(-1, 1, 1)
+        return torch.maximum(logits, floor)
 
     def _qkv(self, x: torch.Tensor):
         q, k = self.qk(x).chunk(2, dim=-1)
@@ -189,9 +203,24 @@ class LPAttention(_PositionalAttention):
     def _content_scale(self) -> torch.Tensor:
         return (self.content_weight * self.warmup_factor).view(1, -1, 1, 1)
 
+    @torch.no_grad()
+    def content_spread(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """An upper bound ``[heads]`` of ``max_j C_ij - min_j C_ij`` over every row ``i`` of the batch.
+
+        ``C_ij = c_h q_i.k_j / sqrt(d)``; by Cauchy-Schwarz ``|C_ij| <= |c_h| |q_i| |k_j| / sqrt(d)``, so twice
+        the largest such product bounds the spread. It costs two norms over ``q`` and ``k`` (no ``N x N``
+        work) and lets :meth:`position_logits` keep its denormal floor exact whatever the content scale:
+        small at initialisation (the floor then removes all denormals), large once content weights grow
+        (the floor then moves down and clamps less, staying exact).
+        """
+        q_norm = q.float().norm(dim=-1).amax(dim=(0, 2))
+        k_norm = k.float().norm(dim=-1).amax(dim=(0, 2))
+        weight = (self.content_weight * self.warmup_factor).abs().float()
+        return 2.0 * weight * self.scale * q_norm * k_norm
+
     def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self._qkv(x)
-        bias = self.position_logits()
+        bias = self.position_logits(self.content_spread(q, k))
         kernel = self.kernel if self.kernel != "auto" else self.kernel_for(x.device)
         if kernel == "sdpa":
             out = F.scaled_dot_product_attention(
@@ -208,7 +237,8 @@ class LPAttention(_PositionalAttention):
     def forward_explicit(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         q, k, v = self._qkv(x)
         content = (q @ k.transpose(-2, -1)) * self.scale
-        attn = (self._content_scale() * content + self.position_logits()).softmax(dim=-1)
+        bias = self.position_logits(self.content_spread(q, k))
+        attn = (self._content_scale() * content + bias).softmax(dim=-1)
         return self._attend(attn, v), attn
 
 

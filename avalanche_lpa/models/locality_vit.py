@@ -3,47 +3,36 @@
 ``patch embedding + learned position embedding -> depth x LocalityBlock (LPA | GPSA | MHSA) on patch tokens
 -> concatenate a CLS token -> class-attention blocks -> LayerNorm -> classifier on the CLS token``.
 
-The classifier is Avalanche's growing :class:`~avalanche.models.IncrementalClassifier` by default
-(``num_classes=None``), or a fixed ``nn.Linear`` (``num_classes=int``, needed by DER and iCaRL).
+The classifier (submodule ``classifier``, as Avalanche's models name it) grows with the stream by default
+(``num_classes=None``): Avalanche's :class:`~avalanche.models.IncrementalClassifier` (``head_type=
+"incremental"``) or the authors' per-experience ``LayerNorm + Linear`` heads (``head_type="per_experience"``,
+which replace the shared final LayerNorm). ``num_classes=int`` gives a fixed ``nn.Linear`` (DER, iCaRL).
 """
 from __future__ import annotations
 
 from typing import Iterable, List, Optional, Set, Tuple, Union
 
 import torch
-from avalanche.models import IncrementalClassifier
+from avalanche.models import BaseModel
 from timm.layers import PatchEmbed, trunc_normal_
 from torch import nn
 
 from ..layers import ClassAttentionBlock, LocalityBlock, collect_attention_maps
+from .heads import HEAD_TYPES, GrowingClassifier, PerExperienceHeads
 
-__all__ = ["LocalityViT", "LPAViT", "LocalityViTBackbone", "GrowingClassifier"]
+__all__ = ["LocalityViT", "LPAViT", "LocalityViTBackbone"]
 
 ImageSize = Union[int, Tuple[int, int]]
 
 
-class GrowingClassifier(IncrementalClassifier):
-    """Avalanche's ``IncrementalClassifier`` that also loads a state dict saved after it grew.
-
-    A fresh model starts with ``initial_out_features`` units; a checkpoint taken after ten experiences holds
-    a larger head. Before loading, the linear layer and the ``active_units`` mask are resized to the shapes
-    in the state dict, so ``model.load_state_dict(torch.load(path))`` just works on a freshly built model.
-    Build the optimizer after loading, since the head's parameters are new objects.
-    """
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        weight = state_dict.get(prefix + "classifier.weight")
-        if weight is not None and weight.shape != self.classifier.weight.shape:
-            device = self.classifier.weight.device
-            self.classifier = nn.Linear(weight.shape[1], weight.shape[0]).to(device)
-        units = state_dict.get(prefix + "active_units")
-        if units is not None and units.shape != self.active_units.shape:
-            self.active_units = torch.zeros_like(units, device=self.active_units.device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
 def _pair(size: ImageSize) -> Tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _check_positive(**sizes: float) -> None:
+    bad = [f"{name}={value}" for name, value in sizes.items() if not value > 0]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: sizes must be positive; pass a value of at least 1")
 
 
 class LocalityViTBackbone(nn.Module):
@@ -70,11 +59,16 @@ class LocalityViTBackbone(nn.Module):
         locality_strength: float = 1.0,
         content_init_std: float = 0.02,
         lpa_kernel: str = "auto",
+        final_norm: bool = True,
     ) -> None:
         super().__init__()
         self.img_size = _pair(img_size)
         self.in_chans = in_chans
-        if patch_size <= 0 or any(s <= 0 or s % patch_size for s in self.img_size):
+        _check_positive(
+            img_size=min(self.img_size), patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
+            depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+        )
+        if any(s % patch_size for s in self.img_size):
             raise ValueError(
                 f"img_size={self.img_size} is not divisible by patch_size={patch_size}; "
                 "choose a patch size that divides the image height and width"
@@ -125,7 +119,8 @@ class LocalityViTBackbone(nn.Module):
                 for i in range(num_class_attn_blocks)
             ]
         )
-        self.norm = nn.LayerNorm(embed_dim)
+        # The per-experience heads normalise on their own (the authors' classifier): no shared norm then.
+        self.norm = nn.LayerNorm(embed_dim) if final_norm else nn.Identity()
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -156,6 +151,9 @@ class LocalityViTBackbone(nn.Module):
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Images to normalised tokens ``[B, 1 + N, embed_dim]``, CLS token first."""
         self.check_input(x)
+        if x.shape[0] == 0:  # an empty batch (e.g. the last shard of a tiny dataset): empty tokens
+            num_tokens = 1 + self.grid_size[0] * self.grid_size[1]
+            return x.new_zeros((0, num_tokens, self.embed_dim))
         x = self.pos_drop(self.patch_embed(x) + self.pos_embed)
         x = self.blocks(x)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
@@ -168,16 +166,24 @@ class LocalityViTBackbone(nn.Module):
         return self.forward_tokens(x)[:, 0]
 
 
-def _make_head(num_classes: Optional[int], embed_dim: int, initial_out_features: int) -> nn.Module:
+def _make_head(
+    num_classes: Optional[int], embed_dim: int, initial_out_features: int, head_type: str = "incremental"
+) -> nn.Module:
     if num_classes is None:
+        if head_type == "per_experience":
+            return PerExperienceHeads(embed_dim, initial_out_features=initial_out_features)
         return GrowingClassifier(embed_dim, initial_out_features=initial_out_features)
     if num_classes < 0:
         raise ValueError(f"num_classes must be None (growing head), 0 (no head) or positive, got {num_classes}")
     return nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
 
-class LocalityViT(nn.Module):
+class LocalityViT(nn.Module, BaseModel):
     """Vision Transformer skeleton with LPA, GPSA or plain attention, ready for Avalanche strategies.
+
+    Follows Avalanche's model conventions (an ``avalanche.models.BaseModel`` with ``get_features``, the head
+    registered as the submodule ``classifier``, so strategies that replace or look up ``classifier`` by name
+    work) and timm's (``forward_features`` / ``forward_head``, ``reset_classifier``, ``head`` as an alias).
 
     Args:
         img_size: input height/width (int or pair); fixed after construction.
@@ -196,8 +202,11 @@ class LocalityViT(nn.Module):
         locality_strength: ``alpha`` of the local init (LPA and GPSA).
         content_init_std: initial scale of the LPA content weights.
         lpa_kernel: fused LPA kernel, ``"auto"``, ``"matmul"`` or ``"sdpa"``.
-        num_classes: ``None`` for a growing Avalanche ``IncrementalClassifier``; an int for a fixed head.
-        initial_out_features: initial units of the growing head.
+        num_classes: ``None`` for a head that grows with the stream; an int for a fixed ``nn.Linear``.
+        initial_out_features: initial (masked) units of the growing head.
+        head_type: the growing head: ``"incremental"`` (Avalanche's ``IncrementalClassifier`` after a shared
+            LayerNorm) or ``"per_experience"`` (one LayerNorm + Linear per experience, old ones frozen while a
+            new one trains: the authors' classifier).
     """
 
     def __init__(
@@ -220,8 +229,13 @@ class LocalityViT(nn.Module):
         lpa_kernel: str = "auto",
         num_classes: Optional[int] = None,
         initial_out_features: int = 2,
+        head_type: str = "incremental",
     ) -> None:
         super().__init__()
+        if head_type not in HEAD_TYPES:
+            raise ValueError(f"unknown head_type {head_type!r}; choose one of {', '.join(HEAD_TYPES)}")
+        if head_type == "per_experience" and num_classes is not None:
+            raise ValueError("head_type='per_experience' grows with the stream; leave num_classes=None")
         self.backbone = LocalityViTBackbone(
             img_size=img_size,
             patch_size=patch_size,
@@ -239,12 +253,14 @@ class LocalityViT(nn.Module):
             locality_strength=locality_strength,
             content_init_std=content_init_std,
             lpa_kernel=lpa_kernel,
+            final_norm=not (num_classes is None and head_type == "per_experience"),
         )
         self.num_features = self.embed_dim = embed_dim
         self.attn_type = attn_type
         self.initial_out_features = initial_out_features
+        self.head_type = head_type
         self.num_classes = num_classes
-        self.head = _make_head(num_classes, embed_dim, initial_out_features)
+        self.classifier = _make_head(num_classes, embed_dim, initial_out_features, head_type)
 
     # -- Avalanche / iCaRL view -------------------------------------------------------------------------
     @property
@@ -253,12 +269,12 @@ class LocalityViT(nn.Module):
         return self.backbone
 
     @property
-    def classifier(self) -> nn.Module:
-        """The classification head (growing ``IncrementalClassifier`` or fixed ``Linear``)."""
-        return self.head
+    def head(self) -> nn.Module:
+        """timm's name of the classifier (read-only alias of the submodule ``classifier``)."""
+        return self.classifier
 
     def get_features(self, x: torch.Tensor) -> torch.Tensor:
-        """CLS features ``[B, embed_dim]`` before the head."""
+        """CLS features ``[B, embed_dim]`` before the classifier."""
         return self.backbone(x)
 
     def get_attention_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
@@ -281,23 +297,26 @@ class LocalityViT(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Tokens from :meth:`forward_features` to logits (or to CLS features with ``pre_logits=True``)."""
         cls = x[:, 0]
-        return cls if pre_logits else self.head(cls)
+        return cls if pre_logits else self.classifier(cls)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Through the backbone module (not forward_features), so a forward hook on "backbone" sees the CLS
         # features [B, D]: herding replay reads them that way. Same result as forward_head(forward_features(x)).
-        return self.head(self.backbone(x))
+        return self.classifier(self.backbone(x))
 
     def get_classifier(self) -> nn.Module:
-        return self.head
+        return self.classifier
 
     def reset_classifier(self, num_classes: Optional[int], global_pool: Optional[str] = None) -> None:
-        """Replaces the head: ``None`` growing, ``0`` none (features out), ``n`` a fixed ``n``-way linear layer."""
+        """Replaces the head: ``None`` growing (of ``head_type``), ``0`` none (features out), ``n`` a fixed linear layer.
+
+        The shared final LayerNorm stays as built: a model built with per-experience heads has none.
+        """
         if global_pool not in (None, "token"):
             raise ValueError(f"LocalityViT pools with its CLS token only; got global_pool={global_pool!r}")
         device = self.backbone.cls_token.device
         self.num_classes = num_classes
-        self.head = _make_head(num_classes, self.embed_dim, self.initial_out_features).to(device)
+        self.classifier = _make_head(num_classes, self.embed_dim, self.initial_out_features, self.head_type).to(device)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> Set[str]:
@@ -306,6 +325,13 @@ class LocalityViT(nn.Module):
     def attention_layers(self) -> Iterable[nn.Module]:
         """The attention layers of the local blocks, in forward order."""
         return [block.attn for block in self.backbone.blocks]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # State dicts saved before the head was registered as `classifier` (avalanche-lpa 0.1) use `head.*`.
+        old = prefix + "head."
+        for key in [k for k in state_dict if k.startswith(old)]:
+            state_dict[prefix + "classifier." + key[len(old):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class LPAViT(LocalityViT):

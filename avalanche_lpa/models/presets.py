@@ -47,7 +47,7 @@ def _cfg(preset: str) -> Dict[str, Any]:
         crop_pct=1.0,
         interpolation="bicubic",
         first_conv="backbone.patch_embed.proj",
-        classifier="head",
+        classifier="classifier",
         license="apache-2.0",
         **_DATA_CFG[preset],
     )

@@ -1,27 +1,58 @@
 """Avalanche plugins of the LPA training recipe; each works with any Avalanche ``SupervisedTemplate``."""
+from ._sampling import RepeatedAugmentationSampler
 from .criterion import SeenClassesBCE
-from .distillation import WeightedLwFPlugin, distillation_weight
-from .finetune import BalancedFinetuningPlugin
-from .herding import ScopedHerdingSelection, find_module, herding_buffer
+from .distillation import (
+    DISTILLATIONS,
+    OldSampleDistillationPlugin,
+    WeightedLwFPlugin,
+    distillation_weight,
+    old_sample_distillation,
+)
+from .finetune import FINETUNE_FROZEN, BalancedFinetuningPlugin, balanced_indices, in_finetuning
+from .herding import (
+    HerdingMemory,
+    ScopedHerdingSelection,
+    find_module,
+    herding_buffer,
+    herding_memory,
+    icarl_herding_order,
+)
+from .lr_schedule import LR_STEPS, ExperienceEpochsPlugin, ExperienceLRSchedulePlugin
+from .param_groups import WeightDecayGroupsPlugin
 from .precision import PRECISIONS, AutocastPlugin
-from .lr_schedule import ExperienceEpochsPlugin, ExperienceLRSchedulePlugin, scheduled_lr
+from .replay import REPLAY_MODES, ConcatReplayPlugin, RepeatedAugmentationPlugin, update_memory
 from .warmup import LPAWarmupPlugin, lpa_layers, set_warmup_factor, warmup_factor
 
 __all__ = [
     "AutocastPlugin",
     "BalancedFinetuningPlugin",
+    "ConcatReplayPlugin",
+    "DISTILLATIONS",
     "ExperienceEpochsPlugin",
     "ExperienceLRSchedulePlugin",
+    "FINETUNE_FROZEN",
+    "HerdingMemory",
     "LPAWarmupPlugin",
+    "LR_STEPS",
+    "OldSampleDistillationPlugin",
     "PRECISIONS",
+    "REPLAY_MODES",
+    "RepeatedAugmentationPlugin",
+    "RepeatedAugmentationSampler",
     "ScopedHerdingSelection",
     "SeenClassesBCE",
+    "WeightDecayGroupsPlugin",
     "WeightedLwFPlugin",
+    "balanced_indices",
     "distillation_weight",
     "find_module",
     "herding_buffer",
+    "herding_memory",
+    "icarl_herding_order",
+    "in_finetuning",
     "lpa_layers",
-    "scheduled_lr",
+    "old_sample_distillation",
     "set_warmup_factor",
+    "update_memory",
     "warmup_factor",
 ]

@@ -1,21 +1,40 @@
-"""The paper's distillation weighting on top of Avalanche's ``LwFPlugin``.
+"""Distillation from the model of the previous experience: the authors' term and an LwF-based alternative.
 
-Per experience, ``loss = (1 - lambda) * classification + lambda * KD`` with ``lambda = n_old / n_total``
-(classes seen before the experience over classes seen after it), KD being Avalanche's LwF term: KL between
-the softened outputs of the previous model and the current one on the old classes.
+* :class:`OldSampleDistillationPlugin` (the authors' ``continual/losses.py``): only the samples whose label
+  belongs to an earlier experience (the memory samples) are distilled, on the old classes' logits, with
+  ``KL(log_softmax(s / T) || log_softmax(t / T))`` averaged over *all elements* (``reduction="mean"``, i.e.
+  divided by ``n_old_samples * C_old``; the authors warn not to change it to ``batchmean``) times ``T^2``, and
+  ``loss = (1 - lambda) * classification + lambda * KD`` with ``lambda = C_old / C_total``.
+* :class:`WeightedLwFPlugin`: the same weighting around Avalanche's ``LwFPlugin`` (every sample distilled,
+  ``batchmean``), kept as an option; its KD is ``C_old`` times stronger than the authors'.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict
+import copy
+import warnings
+from typing import TYPE_CHECKING, Dict, Optional, Sequence, Set
 
+import torch
+import torch.nn.functional as F
+from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import LwFPlugin
+from torch import nn
 
 from ._classes import experience_classes
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
-__all__ = ["distillation_weight", "WeightedLwFPlugin"]
+__all__ = [
+    "DISTILLATIONS",
+    "OldSampleDistillationPlugin",
+    "WeightedLwFPlugin",
+    "distillation_weight",
+    "old_sample_distillation",
+]
+
+#: Distillation choices of ``build_strategy(..., distillation=...)``.
+DISTILLATIONS = ("old_samples", "weighted_lwf", "none")
 
 
 def distillation_weight(n_old: int, n_total: int) -> float:
@@ -25,15 +44,105 @@ def distillation_weight(n_old: int, n_total: int) -> float:
     return n_old / n_total if n_total else 0.0
 
 
+def old_sample_distillation(
+    logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    old_classes: Sequence[int],
+    temperature: float = 1.0,
+) -> Optional[torch.Tensor]:
+    """The authors' KD term (before the ``lambda`` weight); ``None`` when no sample of an old class is in the batch.
+
+    Args:
+        logits: the student's ``[B, C]`` logits.
+        teacher_logits: the teacher's logits on the same inputs (at least the old classes' columns).
+        labels: ``[B]`` class ids (before mixup: a mixed sample counts by its own label, as theirs).
+        old_classes: class ids learned before the current experience (the distilled columns).
+        temperature: ``T``.
+
+    Returns:
+        ``kl_div(log_softmax(s/T), log_softmax(t/T), reduction="mean", log_target=True) * T^2`` over the old
+        samples' old-class columns.
+    """
+    columns = torch.as_tensor(sorted(old_classes), device=logits.device, dtype=torch.long)
+    old = torch.isin(labels, columns)
+    if len(columns) == 0 or not bool(old.any()):
+        return None
+    student = logits[old][:, columns] / temperature
+    teacher = teacher_logits[old][:, columns].to(student.dtype) / temperature
+    with warnings.catch_warnings():  # PyTorch warns that "mean" is not "batchmean": the authors chose it
+        warnings.simplefilter("ignore", UserWarning)
+        kd = F.kl_div(F.log_softmax(student, dim=1), F.log_softmax(teacher, dim=1), reduction="mean", log_target=True)
+    return kd * temperature**2
+
+
+class OldSampleDistillationPlugin(SupervisedPlugin, supports_distributed=True):
+    """The authors' distillation (see the module docstring), for any Avalanche strategy.
+
+    The teacher is a frozen copy (eval mode, no gradients) of the model taken at the start of every
+    experience after the first, i.e. after the previous experience and its finetuning, as the authors copy
+    it. In ``before_backward`` the teacher runs on ``strategy.mb_x`` (already mixed by mixup, as theirs) and,
+    if the batch holds samples of earlier experiences, ``strategy.loss`` becomes
+    ``(1 - lambda) * loss + lambda * KD``; without such samples the loss is left as it is (their
+    ``distillation_loss`` returns 0 before scaling the classification loss). Anything other plugins added to
+    the loss before this one is scaled too. It stays on during the finetuning phase of
+    :class:`BalancedFinetuningPlugin`. The teacher is dropped after ``train`` returns and never pickled.
+
+    Args:
+        temperature: ``T`` (the authors use 1).
+    """
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = temperature
+        self.seen_classes: Set[int] = set()  # classes of the finished experiences
+        self.old_classes: Set[int] = set()  # classes distilled during the current experience
+        self.weight = 0.0
+        self.lambdas: Dict[int, float] = {}  # lambda of every training experience, by index
+        self.teacher: Optional[nn.Module] = None
+
+    def before_training_exp(self, strategy: "SupervisedTemplate", **kwargs) -> None:
+        self.old_classes = set(self.seen_classes)
+        total = self.old_classes | experience_classes(strategy.experience)
+        self.weight = distillation_weight(len(self.old_classes), len(total))
+        self.lambdas[strategy.clock.train_exp_counter] = self.weight
+        self.teacher = None
+        if self.old_classes:
+            self.teacher = copy.deepcopy(strategy.model).eval()
+            self.teacher.requires_grad_(False)
+
+    def before_backward(self, strategy: "SupervisedTemplate", **kwargs) -> None:
+        if self.teacher is None or self.weight == 0.0:
+            return
+        with torch.no_grad():
+            teacher_logits = self.teacher(strategy.mb_x)
+        kd = old_sample_distillation(
+            strategy.mb_output, teacher_logits, strategy.mb_y, sorted(self.old_classes), self.temperature
+        )
+        if kd is not None:
+            strategy.loss = (1.0 - self.weight) * strategy.loss + self.weight * kd
+
+    def after_training_exp(self, strategy: "SupervisedTemplate", **kwargs) -> None:
+        self.seen_classes |= experience_classes(strategy.experience)
+
+    def after_training(self, strategy: "SupervisedTemplate", **kwargs) -> None:
+        # After every after_training_exp callback (finetuning distils too): the copy is no longer needed.
+        self.teacher = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "teacher": None}
+
+
 class WeightedLwFPlugin(LwFPlugin, supports_distributed=True):
     """``LwFPlugin`` whose KD term and classification loss are weighted ``lambda`` and ``1 - lambda``.
 
     Design: the stock plugin adds ``alpha * KD`` to ``strategy.loss`` in ``before_backward``. This subclass
     sets Avalanche's ``alpha`` to ``lambda`` at the start of every experience (so the stock KD computation,
     teacher copy and old-class bookkeeping are reused unchanged) and, in the same callback, scales the loss
-    accumulated so far by ``1 - lambda``. Doing both in one callback makes the rule independent of plugin
-    order; anything added to the loss by plugins that run *before* this one is scaled too, so list
-    regularisers that must stay unscaled after it. ``lambdas[i]`` records lambda of training experience ``i``.
+    accumulated so far by ``1 - lambda``. Unlike the authors' term, every sample is distilled and the KL is
+    averaged per sample (``batchmean``). ``lambdas[i]`` records lambda of training experience ``i``.
 
     Args:
         temperature: softmax temperature of the distillation (the paper uses 1).

@@ -1,97 +1,164 @@
-"""The authors' class-balanced finetuning: after each task but the first, a few epochs on the memory only,
-with the backbone frozen and a small learning rate."""
+"""The authors' class-balanced finetuning: after each task but the first, a few epochs on the rehearsal memory
+with the feature layers frozen (``main.py``, ``freeze_ft: [sab, tab]``), run through the strategy's own loop."""
 from __future__ import annotations
 
-from collections import Counter
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import torch
 from avalanche.core import SupervisedPlugin
-from avalanche.training.storage_policy import ExemplarsBuffer
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ._sampling import RepeatedAugmentationSampler, distributed_rank
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
-__all__ = ["BalancedFinetuningPlugin"]
+__all__ = ["FINETUNE_FROZEN", "BalancedFinetuningPlugin", "in_finetuning", "balanced_indices"]
+
+#: The authors' finetuning freeze set on :class:`~avalanche_lpa.models.LocalityViT`: patch and position
+#: embedding and the local blocks (``sab``), and the class-attention blocks (``tab``). The CLS token and every
+#: head stay trainable.
+FINETUNE_FROZEN = ("backbone.patch_embed", "backbone.pos_embed", "backbone.blocks", "backbone.cls_blocks")
+
+# Set on the strategy while the finetuning epochs run, for plugins that must not act on them (lr schedule).
+_FLAG = "_lpa_finetuning"
+
+
+def in_finetuning(strategy: Any) -> bool:
+    """True while :class:`BalancedFinetuningPlugin` runs its epochs on ``strategy``."""
+    return bool(getattr(strategy, _FLAG, False))
+
+
+def balanced_indices(labels: Sequence[int]) -> List[int]:
+    """Indices of a class-balanced subset: the first ``min_c n_c`` samples of every class, in dataset order."""
+    by_class: Dict[int, List[int]] = defaultdict(list)
+    for index, label in enumerate(labels):
+        by_class[int(label)].append(index)
+    if not by_class:
+        return []
+    per_class = min(len(members) for members in by_class.values())
+    return sorted(i for members in by_class.values() for i in members[:per_class])
+
+
+def _matches(name: str, prefixes: Sequence[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
 class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
-    """Finetunes the parameters named ``trainable`` on the rehearsal memory after each experience ``t > 0``.
+    """After each experience ``t > 0``, trains ``epochs`` more epochs on the class-balanced memory.
 
-    Samples are drawn with probability inversely proportional to their class frequency in the memory, so
-    each epoch is class balanced even for an unbalanced buffer. A fresh AdamW is used, leaving the
-    strategy's optimizer state untouched; all other parameters are frozen meanwhile and their
-    ``requires_grad`` is restored afterwards. List it after the ``ReplayPlugin`` that fills ``storage_policy``
-    (so the memory already holds the new classes) and before ``LwFPlugin`` (so the teacher is finetuned).
+    Runs inside ``after_training_exp`` through the strategy's own machinery: its training epochs
+    (``training_epoch`` with every plugin callback), so mixup (:class:`SeenClassesBCE`), distillation,
+    autocast and DDP apply as in the main training, with a fresh AdamW (``lr``, ``weight_decay``; no decay on
+    1-D parameters, as timm's ``create_optimizer``) over the trainable parameters and the experience's lr
+    schedule paused. Parameters under the ``frozen`` name prefixes stop requiring gradients and their modules
+    go to eval mode (the authors' ``freeze``); everything else trains (with :class:`LocalityViT`: the CLS
+    token and all heads, also the frozen old ones of :class:`PerExperienceHeads`). The strategy's
+    optimizer, dataloader, ``requires_grad`` flags and module modes are restored afterwards.
+
+    The finetuning set is the memory's samples with their training transforms, cut to the same number per
+    class (a no-op for a class-balanced memory such as :func:`~avalanche_lpa.plugins.herding_memory`). List
+    this plugin after the replay plugin that fills ``storage_policy`` (so the memory holds the new classes).
 
     Args:
-        storage_policy: the replay memory (e.g. ``ReplayPlugin.storage_policy``).
+        storage_policy: the replay memory (e.g. ``ConcatReplayPlugin.storage_policy``).
         epochs: finetuning epochs per experience.
         lr: finetuning learning rate.
-        batch_size: mini-batch size (``None``: the strategy's ``train_mb_size``).
-        trainable: prefixes of the parameter names to train (``"head"``: the classifier of LocalityViT).
         weight_decay: AdamW weight decay.
-        criterion: loss (``None``: the strategy's criterion).
+        frozen: name prefixes of the parameters/modules to freeze (default: :data:`FINETUNE_FROZEN`).
+        batch_size: mini-batch size (``None``: the strategy's ``train_mb_size``).
+        repeats: repeated augmentation (each drawn image this many times per epoch, see
+            :class:`RepeatedAugmentationSampler`); 1 draws every image once.
+        seed: seed of the sample order.
     """
 
     def __init__(
         self,
-        storage_policy: ExemplarsBuffer,
+        storage_policy: Any,
         epochs: int = 20,
         lr: float = 5e-5,
+        weight_decay: float = 1e-6,
+        frozen: Sequence[str] = FINETUNE_FROZEN,
         batch_size: Optional[int] = None,
-        trainable: Sequence[str] = ("head",),
-        weight_decay: float = 0.0,
-        criterion: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+        repeats: int = 1,
+        seed: int = 0,
     ) -> None:
         super().__init__()
+        if epochs < 0 or lr <= 0 or repeats < 1:
+            raise ValueError(f"need epochs >= 0, lr > 0 and repeats >= 1, got {epochs}, {lr}, {repeats}")
         self.storage_policy = storage_policy
         self.epochs = epochs
         self.lr = lr
-        self.batch_size = batch_size
-        self.trainable = tuple(trainable)
         self.weight_decay = weight_decay
-        self.criterion = criterion
+        self.frozen = (frozen,) if isinstance(frozen, str) else tuple(frozen)
+        self.batch_size = batch_size
+        self.repeats = repeats
+        self.seed = seed
         self.iterations = 0  # finetuning steps done so far (for tests and logs)
 
-    def _loader(self, strategy: "SupervisedTemplate") -> DataLoader:
+    def finetuning_set(self) -> Any:
+        """The memory, class balanced, with its training transforms."""
         memory = self.storage_policy.buffer
-        labels = [int(t) for t in memory.targets]
-        counts = Counter(labels)
-        weights = torch.tensor([1.0 / counts[c] for c in labels], dtype=torch.double)
-        return DataLoader(
-            memory,
-            batch_size=self.batch_size or strategy.train_mb_size,
-            sampler=WeightedRandomSampler(weights, num_samples=len(memory), replacement=True),
-            collate_fn=getattr(memory, "collate_fn", None),
+        data = memory.train() if hasattr(memory, "train") else memory
+        indices = balanced_indices([int(t) for t in memory.targets])
+        return data.subset(indices) if len(indices) < len(data) else data
+
+    def _loader(self, strategy: "SupervisedTemplate", data: Any, experience: int) -> DataLoader:
+        batch_size = self.batch_size or strategy.train_mb_size
+        rank, world_size = distributed_rank()
+        sampler = RepeatedAugmentationSampler(
+            len(data), repeats=self.repeats, num_replicas=world_size, rank=rank,
+            seed=self.seed + 100003 * experience, multiple_of=batch_size * world_size,
         )
+        return DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=True,
+                          collate_fn=getattr(data, "collate_fn", None))
+
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for param in model.parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim <= 1 else decay).append(param)
+        groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr)
 
     def after_training_exp(self, strategy: "SupervisedTemplate", **kwargs) -> None:
-        if strategy.clock.train_exp_counter == 0 or self.epochs <= 0 or len(self.storage_policy.buffer) == 0:
+        experience = strategy.clock.train_exp_counter
+        if experience == 0 or self.epochs == 0 or len(self.storage_policy.buffer) == 0:
             return
         model = strategy.model
         params = dict(model.named_parameters())
-        train = [p for n, p in params.items() if n.startswith(self.trainable)]
-        if not train:
-            raise ValueError(f"no parameter name starts with {self.trainable}; names look like {list(params)[:5]}")
-        saved = {n: p.requires_grad for n, p in params.items()}
-        for n, p in params.items():
-            p.requires_grad_(n.startswith(self.trainable))
-        optimizer = torch.optim.AdamW(train, lr=self.lr, weight_decay=self.weight_decay)
-        criterion = self.criterion or strategy._criterion
-        was_training = model.training
-        model.train()
+        frozen = [n for n in params if _matches(n, self.frozen)]
+        if self.frozen and not frozen:
+            raise ValueError(
+                f"no parameter name starts with any of {self.frozen}; names look like {list(params)[:5]}"
+            )
+        data = self.finetuning_set()
+        saved_grad = {n: p.requires_grad for n, p in params.items()}
+        saved_modes = [(m, m.training) for m in model.modules()]
+        saved = dict(optimizer=strategy.optimizer, dataloader=strategy.dataloader)
         try:
-            loader = self._loader(strategy)
-            for _ in range(self.epochs):
-                for x, y, *_ in loader:
-                    x, y = x.to(strategy.device), y.to(strategy.device)
-                    optimizer.zero_grad()
-                    criterion(model(x), y).backward()
-                    optimizer.step()
-                    self.iterations += 1
+            for name, param in params.items():
+                param.requires_grad_(name not in frozen)
+            model.train()
+            for name, module in model.named_modules():
+                if _matches(name, self.frozen):
+                    module.eval()
+            loader = self._loader(strategy, data, experience)
+            strategy.optimizer = self._optimizer(model)
+            strategy.dataloader = loader
+            setattr(strategy, _FLAG, True)
+            for epoch in range(self.epochs):
+                loader.sampler.set_epoch(epoch)
+                strategy._before_training_epoch(**kwargs)
+                strategy.training_epoch(**kwargs)
+                self.iterations += len(loader)
+                strategy._after_training_epoch(**kwargs)
         finally:
-            for n, p in params.items():
-                p.requires_grad_(saved[n])
-            model.train(was_training)
+            setattr(strategy, _FLAG, False)
+            strategy.optimizer, strategy.dataloader = saved["optimizer"], saved["dataloader"]
+            for name, param in params.items():
+                param.requires_grad_(saved_grad[name])
+            for module, mode in saved_modes:
+                module.training = mode

@@ -1,11 +1,17 @@
-"""iCaRL herding for Avalanche's ``ParametricBuffer``, without the forward hook Avalanche leaves behind."""
+"""Herding exemplar memories on Avalanche's ``ParametricBuffer``, without the forward hook Avalanche leaves behind.
+
+* :func:`herding_buffer`: Avalanche's class-balanced ``ParametricBuffer`` with Avalanche's herding order.
+* :class:`HerdingMemory` (:func:`herding_memory`): the authors' memory (``continual/rehearsal.py``): an equal
+  share ``mem_size // n_seen_classes`` per class, new classes chosen once by iCaRL's original herding
+  (:func:`icarl_herding_order`), old classes cut to their first exemplars when their share shrinks.
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List
+from typing import TYPE_CHECKING, Any, List
 
 import torch
 import torch.nn.functional as F
-from avalanche.training.storage_policy import HerdingSelectionStrategy, ParametricBuffer
+from avalanche.training.storage_policy import HerdingSelectionStrategy, ParametricBuffer, _ParametricSingleBuffer
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -13,7 +19,14 @@ if TYPE_CHECKING:
     from avalanche.benchmarks.utils import AvalancheDataset
     from avalanche.training.templates import SupervisedTemplate
 
-__all__ = ["ScopedHerdingSelection", "herding_buffer", "find_module"]
+__all__ = [
+    "HerdingMemory",
+    "ScopedHerdingSelection",
+    "find_module",
+    "herding_buffer",
+    "herding_memory",
+    "icarl_herding_order",
+]
 
 
 def find_module(model: nn.Module, name: str) -> nn.Module:
@@ -80,13 +93,100 @@ class ScopedHerdingSelection(HerdingSelectionStrategy):
             )
         return features
 
+    def normalized_features(self, strategy: "SupervisedTemplate", data: "AvalancheDataset") -> torch.Tensor:
+        """The features of ``data`` read from ``strategy.model`` (L2-normalised if ``normalize``)."""
+        features = self.features(strategy.model, data, strategy.eval_mb_size, strategy.device)
+        return F.normalize(features, dim=1) if self.normalize else features
+
     def make_sorted_indices(self, strategy: "SupervisedTemplate", data: "AvalancheDataset") -> List[int]:
         if len(data) == 0:  # a class whose share of the memory shrank to nothing
             return []
-        features = self.features(strategy.model, data, strategy.eval_mb_size, strategy.device)
-        if self.normalize:
-            features = F.normalize(features, dim=1)
-        return [int(i) for i in self.make_sorted_indices_from_features(features)]
+        return [int(i) for i in self.make_sorted_indices_from_features(self.normalized_features(strategy, data))]
+
+
+def icarl_herding_order(features: torch.Tensor, count: int, max_iterations: int = 1000) -> List[int]:
+    """iCaRL's original herding (Rebuffi et al. 2017), as the authors' ``icarl_selection`` runs it.
+
+    With ``mu`` the mean feature and ``w = mu``, each step picks ``argmax_i <w, f_i>`` and sets
+    ``w <- w + mu - f_pick``; a sample picked again is not added twice (but still moves ``w``). It stops after
+    ``count`` distinct picks or ``max_iterations`` steps. Avalanche's ``HerdingSelectionStrategy`` instead
+    matches running means greedily without repeats, which can give another order.
+
+    Args:
+        features: ``[n, D]`` (the authors normalise every row first).
+        count: exemplars wanted.
+        max_iterations: the authors' cap on steps.
+
+    Returns:
+        All ``n`` indices: the picks in order, then the unpicked ones in index order.
+    """
+    data = features.detach().double().cpu()
+    mean = data.mean(dim=0)
+    weights = mean.clone()
+    picked: List[int] = []
+    seen = set()
+    for _ in range(max_iterations):
+        if len(picked) >= min(count, len(data)):
+            break
+        index = int((data @ weights).argmax())
+        if index not in seen:
+            seen.add(index)
+            picked.append(index)
+        weights = weights + mean - data[index]
+    return picked + [i for i in range(len(data)) if i not in seen]
+
+
+class HerdingMemory(ParametricBuffer):
+    """The authors' class-balanced exemplar memory as an Avalanche ``ParametricBuffer`` (``groupby="class"``).
+
+    After each experience (Avalanche's ``update`` / ``post_adapt``, called by replay plugins), every seen
+    class gets ``max_size // n_seen_classes`` exemplars (the remainder stays unused, as theirs). A class new
+    to the memory is ranked once by :func:`icarl_herding_order` on the current model's features (eval
+    transforms, see :class:`ScopedHerdingSelection`) and keeps its first exemplars; a class already stored
+    keeps its first exemplars in that order when its share shrinks (Avalanche's buffer would re-rank them
+    with the newer model). A class that comes back in a later experience is ranked again over its stored
+    and new samples.
+
+    Args:
+        max_size: exemplars in total.
+        layer_name: submodule whose output are the ``[B, D]`` features (``"backbone"``: the CLS features).
+        normalize: L2-normalise the features (iCaRL and the authors do).
+    """
+
+    def __init__(self, max_size: int, layer_name: str = "backbone", normalize: bool = True) -> None:
+        if max_size < 1:
+            raise ValueError(f"mem_size must be positive, got {max_size}")
+        super().__init__(max_size, groupby="class", selection_strategy=ScopedHerdingSelection(layer_name, normalize))
+
+    def get_group_lengths(self, num_groups: int) -> List[int]:
+        return [self.max_size // num_groups] * num_groups
+
+    def update(self, strategy: "SupervisedTemplate", **kwargs: Any) -> None:  # avalanche-lib 0.5 and ReplayPlugin
+        self._add(strategy, strategy.experience.dataset)
+
+    def post_adapt(self, agent: "SupervisedTemplate", exp: Any) -> None:  # avalanche-lib 0.6
+        self._add(agent, exp.dataset)
+
+    def _add(self, strategy: "SupervisedTemplate", data: "AvalancheDataset") -> None:
+        new_groups = self._make_groups(strategy, data)
+        self.seen_groups.update(new_groups)
+        share = self.max_size // len(self.seen_groups)
+        for group, stored in self.buffer_groups.items():
+            if group not in new_groups:
+                stored.max_size = share
+                stored.buffer = stored.buffer.subset(range(min(share, len(stored.buffer))))
+        for group, fresh in new_groups.items():
+            if group in self.buffer_groups:
+                fresh = self.buffer_groups[group].buffer.concat(fresh)
+            order = icarl_herding_order(self.selection_strategy.normalized_features(strategy, fresh), share)
+            kept = _ParametricSingleBuffer(share, self.selection_strategy)
+            kept.buffer = fresh.subset(order[:share])
+            self.buffer_groups[group] = kept
+
+
+def herding_memory(mem_size: int, layer_name: str = "backbone", normalize: bool = True) -> HerdingMemory:
+    """The authors' memory: :class:`HerdingMemory` of ``mem_size`` exemplars."""
+    return HerdingMemory(mem_size, layer_name, normalize)
 
 
 def herding_buffer(mem_size: int, layer_name: str = "backbone", normalize: bool = True) -> ParametricBuffer:

@@ -1,11 +1,27 @@
-"""Image transforms of the authors' recipe, for the experiment layer to put on its datasets."""
+"""Image transforms of the authors' recipe (``modules/datasets.py``), for the experiment layer to put on its datasets.
+
+The authors build their training transform with timm's ``create_transform`` (RandAugment
+``rand-m9-mstd0.5-inc1``, colour jitter 0.4 which timm skips when an auto-augment policy is given, bicubic
+interpolation, no random erasing) and, for 32 px inputs, replace its random-resized crop by
+``RandomCrop(32, padding=4)`` and its normalisation by CIFAR-100's. :func:`train_transform` calls the same
+factory the same way; ``auto_augment=None`` gives plain crop + flip (used for Fashion-MNIST).
+"""
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from timm.data import create_transform
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms
 
-__all__ = ["train_transform", "eval_transform"]
+__all__ = ["AUTHORS_AUTO_AUGMENT", "train_transform", "eval_transform"]
+
+#: The authors' RandAugment policy (timm's notation): 2 ops of magnitude 9, magnitude std 0.5, increasing.
+AUTHORS_AUTO_AUGMENT = "rand-m9-mstd0.5-inc1"
+
+# Up to this size the authors keep the image size and crop with padding (CIFAR); above it, timm's
+# random-resized crop (ImageNet).
+_SMALL_IMAGES = 32
 
 
 def _finish(steps: list, mean: Optional[Sequence[float]], std: Optional[Sequence[float]]) -> transforms.Compose:
@@ -19,36 +35,67 @@ def train_transform(
     img_size: int = 32,
     padding: int = 4,
     hflip: float = 0.5,
-    randaugment_magnitude: Optional[int] = 9,
-    randaugment_ops: int = 2,
+    auto_augment: Optional[str] = AUTHORS_AUTO_AUGMENT,
     mean: Optional[Sequence[float]] = None,
     std: Optional[Sequence[float]] = None,
+    random_resized_crop: Optional[bool] = None,
 ) -> transforms.Compose:
-    """``RandomCrop(img_size, padding) -> RandomHorizontalFlip -> RandAugment -> ToTensor -> Normalize``.
+    """The training transform for PIL images (what Avalanche's CIFAR / ImageNet datasets yield).
 
-    For PIL images (what Avalanche's CIFAR / ImageNet datasets yield).
+    With ``auto_augment`` (a timm policy string), exactly the authors' construction: timm's
+    ``create_transform(img_size, is_training=True, color_jitter=0.4, auto_augment=..., interpolation="bicubic",
+    re_prob=0)`` (its RandAugment fills with ImageNet's mean colour, as theirs), then for ``img_size <= 32`` the
+    first step replaced by ``RandomCrop(img_size, padding)``, and the normalisation by ``mean`` / ``std``.
+    Without it, ``RandomCrop(img_size, padding)`` (or a bicubic ``RandomResizedCrop``) ``->
+    RandomHorizontalFlip(hflip) -> ToTensor -> Normalize``.
 
     Args:
         img_size: crop size (the model's input size).
-        padding: zero padding before the random crop (0: no crop).
-        hflip: probability of a horizontal flip (0: no flip).
-        randaugment_magnitude: RandAugment magnitude (``None``: no RandAugment).
-        randaugment_ops: RandAugment operations per image.
-        mean: per-channel normalisation mean (``None`` with ``std=None``: no normalisation).
+        padding: zero padding of the random crop of small images (0: no crop).
+        hflip: probability of a horizontal flip (used without ``auto_augment``; timm's factory flips with 0.5).
+        auto_augment: timm auto-augment policy, e.g. ``"rand-m9-mstd0.5-inc1"``; ``None`` for none.
+        mean: per-channel normalisation mean (``None``: ImageNet's with ``auto_augment``, else no normalisation).
         std: per-channel normalisation standard deviation.
+        random_resized_crop: keep timm's random-resized crop (``None``: for images above 32 px, as the authors).
     """
-    steps: list = []
-    if padding > 0:
-        steps.append(transforms.RandomCrop(img_size, padding=padding))
-    if hflip > 0:
-        steps.append(transforms.RandomHorizontalFlip(hflip))
-    if randaugment_magnitude is not None:
-        steps.append(transforms.RandAugment(num_ops=randaugment_ops, magnitude=randaugment_magnitude))
-    return _finish(steps, mean, std)
+    if random_resized_crop is None:
+        random_resized_crop = img_size > _SMALL_IMAGES
+    if auto_augment is None:
+        steps: list = []
+        if random_resized_crop:
+            steps.append(transforms.RandomResizedCrop(img_size, interpolation=transforms.InterpolationMode.BICUBIC))
+        elif padding > 0:
+            steps.append(transforms.RandomCrop(img_size, padding=padding))
+        if hflip > 0:
+            steps.append(transforms.RandomHorizontalFlip(hflip))
+        return _finish(steps, mean, std)
+    composed = create_transform(
+        input_size=img_size, is_training=True, color_jitter=0.4, auto_augment=auto_augment,
+        interpolation="bicubic", re_prob=0.0,
+    )
+    steps = list(composed.transforms)
+    if not random_resized_crop:
+        steps[0] = transforms.RandomCrop(img_size, padding=padding) if padding > 0 else transforms.CenterCrop(img_size)
+    if isinstance(steps[-1], transforms.Normalize):
+        steps[-1] = transforms.Normalize(mean or IMAGENET_DEFAULT_MEAN, std or IMAGENET_DEFAULT_STD)
+    return transforms.Compose(steps)
 
 
 def eval_transform(
-    mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+    crop_size: Optional[int] = None,
 ) -> transforms.Compose:
-    """``ToTensor -> Normalize`` for evaluation (and herding, which reads the eval transforms)."""
-    return _finish([], mean, std)
+    """``ToTensor -> Normalize`` for evaluation (and herding, which reads the eval transforms).
+
+    With ``crop_size`` (ImageNet), the authors' resize to ``crop_size * 256 / 224`` (bicubic) and centre crop
+    come first.
+    """
+    steps: list = []
+    if crop_size is not None:
+        img_size = crop_size
+        steps += [
+            transforms.Resize(int(img_size * 256 / 224), interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(img_size),
+        ]
+    return _finish(steps, mean, std)

@@ -1,24 +1,27 @@
 """``build_strategy``: an Avalanche strategy, by name, from plain config values.
 
-Every strategy is one of Avalanche's own classes; the LPA recipe is Avalanche's ``Naive`` template plus
-Avalanche's ``ReplayPlugin`` and this package's plugins. Options are flat keyword arguments (what a YAML
-file holds); :func:`strategy_options` lists the valid ones and their defaults for a name.
+Every strategy is one of Avalanche's own classes; the LPA recipe is Avalanche's ``Naive`` template plus this
+package's plugins on Avalanche's storage policies. Options are flat keyword arguments (what a YAML file
+holds); :func:`strategy_options` lists the valid ones and their defaults for a name.
 
-=========  ===================================================================================================
-name       builds
-=========  ===================================================================================================
-naive      ``Naive`` (finetuning, the lower bound)
-replay     ``Replay``: random experience-balanced memory of ``mem_size``
-lwf        ``LwF``: distillation weighted ``alpha`` at ``temperature``
-icarl      ``ICaRL`` on ``model.feature_extractor`` / ``model.classifier`` (fixed head), herding memory, NCM
-der        ``DER``: memory of samples and logits (fixed head)
-ewc        ``EWC`` with ``ewc_lambda``, ``ewc_mode``
-gem        ``GEM`` with ``patterns_per_exp``, ``memory_strength``
-er_ace     ``ER_ACE``: replay with asymmetric cross-entropy
-lpa        ``Naive`` + herding ``ReplayPlugin`` + ``BalancedFinetuningPlugin`` + ``WeightedLwFPlugin`` +
-           ``ExperienceEpochsPlugin`` / ``ExperienceLRSchedulePlugin`` + ``LPAWarmupPlugin`` + ``SeenClassesBCE``
-           with mixup 0.8 and label smoothing 0.1, defaults from the authors' CIFAR-100 recipe
-=========  ===================================================================================================
+==========  ==================================================================================================
+name        builds
+==========  ==================================================================================================
+naive       ``Naive`` (finetuning, the lower bound)
+replay      ``Replay``: random experience-balanced memory of ``mem_size``
+lwf         ``LwF``: distillation weighted ``alpha`` at ``temperature``
+icarl       ``ICaRL`` on ``model.feature_extractor`` / ``model.classifier`` (fixed head), herding memory, NCM
+der         ``DER``: memory of samples and logits (fixed head)
+ewc         ``EWC`` with ``ewc_lambda``, ``ewc_mode``
+gem         ``GEM`` with ``patterns_per_exp``, ``memory_strength``
+er_ace      ``ER_ACE``: replay with asymmetric cross-entropy
+lpa         the authors' recipe (``raw`` method, ``cifar_raw_lpa.yaml``): ``Naive`` + ``RepeatedAugmentationPlugin``
+            + ``ConcatReplayPlugin`` (``herding_memory``) + ``BalancedFinetuningPlugin`` +
+            ``OldSampleDistillationPlugin`` + ``ExperienceEpochsPlugin`` / ``ExperienceLRSchedulePlugin`` +
+            ``SeenClassesBCE`` (mixup 0.8, label smoothing 0.1); use it with per-experience heads
+            (``LocalityViT(head_type="per_experience")``)
+lpa_warmup  ``lpa`` plus our LPA content warm-up (``LPAWarmupPlugin``), not part of the authors' recipe
+==========  ==================================================================================================
 
 The schedule, warm-up and loss switches are common options, so any baseline can be trained with the
 recipe's schedule (``lr_schedule=True``, ``lpa_warmup=True``, ``loss="bce"``, ...).
@@ -35,18 +38,26 @@ from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin
 from torch import nn
 
 from ..plugins import (
+    DISTILLATIONS,
+    FINETUNE_FROZEN,
+    LR_STEPS,
+    REPLAY_MODES,
     AutocastPlugin,
     BalancedFinetuningPlugin,
+    ConcatReplayPlugin,
     ExperienceEpochsPlugin,
     ExperienceLRSchedulePlugin,
     LPAWarmupPlugin,
+    OldSampleDistillationPlugin,
+    RepeatedAugmentationPlugin,
     SeenClassesBCE,
+    WeightDecayGroupsPlugin,
     WeightedLwFPlugin,
-    herding_buffer,
+    herding_memory,
 )
 from .optim import build_optimizer
 
-__all__ = ["STRATEGIES", "COMMON_OPTIONS", "strategy_options", "build_strategy"]
+__all__ = ["STRATEGIES", "RECIPES", "COMMON_OPTIONS", "strategy_options", "build_strategy"]
 
 #: Options every strategy accepts, with their defaults.
 COMMON_OPTIONS: Dict[str, Any] = dict(
@@ -56,17 +67,21 @@ COMMON_OPTIONS: Dict[str, Any] = dict(
     weight_decay=0.0,
     momentum=0.9,
     param_groups=None,  # no decay on 1-D params / model.no_weight_decay(); None: where Avalanche allows
+    decay_embeddings=False,  # decay model.no_weight_decay() too (position embedding, CLS token), as the authors
     train_mb_size=32,
     train_epochs=1,
     epochs_first=None,  # epochs of the first experience (None: train_epochs)
     eval_mb_size=None,
     eval_every=-1,
-    # per-experience lr schedule (ExperienceLRSchedulePlugin)
+    # per-experience lr schedule (ExperienceLRSchedulePlugin: timm's cosine with linear warm-up)
     lr_schedule=False,
     lr_first=None,
-    warmup_epochs=5.0,
+    lr_warmup_epochs=5.0,
+    lr_warmup_start=1e-6,
     min_lr=1e-5,
-    warmup_start_lr=1e-6,
+    schedule_epochs=None,  # cosine length in epochs (None: the experience's epochs)
+    lr_step="iteration",  # "iteration" | "epoch" (the authors')
+    reset_optimizer=False,  # fresh optimizer state (Adam moments) at every experience, as the authors
     # LPA content warm-up (LPAWarmupPlugin)
     lpa_warmup=False,
     lpa_warmup_start=0.0,
@@ -93,34 +108,50 @@ _NAME_OPTIONS: Dict[str, Dict[str, Any]] = {
     "ewc": dict(ewc_lambda=1.0, ewc_mode="separate", decay_factor=None),
     "gem": dict(patterns_per_exp=200, memory_strength=0.5),
     "er_ace": dict(mem_size=2000, batch_size_mem=10),
-    "lpa": dict(
-        mem_size=2000,
-        batch_size_mem=None,
-        herding_layer="backbone",
-        distillation=True,
-        temperature=1.0,
-        finetune_epochs=20,
-        finetune_lr=5e-5,
-        finetune_trainable=("head",),
-    ),
 }
+#: The recipe's own options, with the authors' values (``main.py``, ``cifar_raw_lpa.yaml``).
+_RECIPE_OPTIONS: Dict[str, Any] = dict(
+    mem_size=2000,  # exemplars in total, mem_size // n_seen_classes per class, iCaRL herding on CLS features
+    replay_mode="concat",  # "concat" (memory added to the task's data) | "balanced_batches" (Avalanche's Replay)
+    batch_size_mem=None,  # memory part of every batch (balanced_batches only)
+    herding_layer="backbone",
+    repeated_aug=3,  # DeiT's repeated augmentation (1: off)
+    distillation="old_samples",  # "old_samples" (the authors') | "weighted_lwf" | "none"
+    temperature=1.0,
+    finetune_epochs=20,  # class-balanced finetuning on the memory after each task t > 0 (0: off)
+    finetune_lr=5e-5,
+    finetune_weight_decay=1e-6,
+    finetune_frozen=FINETUNE_FROZEN,  # the authors' freeze_ft: [sab, tab]
+)
+_NAME_OPTIONS["lpa"] = _NAME_OPTIONS["lpa_warmup"] = _RECIPE_OPTIONS
 
-#: Common options whose defaults a name overrides: the "lpa" preset is the authors' recipe.
-_PRESETS: Dict[str, Dict[str, Any]] = {
-    "lpa": dict(
-        lr=4e-4,
-        lr_first=2.5e-4,
-        weight_decay=1e-6,
-        train_mb_size=128,
-        train_epochs=600,
-        epochs_first=500,
-        lr_schedule=True,
-        lpa_warmup=True,
-        loss="bce",
-        label_smoothing=0.1,
-        mixup=0.8,
-    ),
-}
+#: Common options whose defaults a name overrides. ``lpa`` is exactly the authors' recipe (global batch 256 =
+#: their 128 per GPU x 2; peak lr = their lr / 2; cosine of 600 epochs stepped per epoch, a fresh optimizer per
+#: task); ``lpa_warmup`` adds our content warm-up to it.
+_AUTHORS = dict(
+    lr=4e-4,
+    lr_first=2.5e-4,
+    weight_decay=1e-6,
+    decay_embeddings=True,
+    train_mb_size=256,
+    train_epochs=600,
+    epochs_first=500,
+    lr_schedule=True,
+    lr_warmup_epochs=5.0,
+    lr_warmup_start=1e-6,
+    min_lr=1e-5,
+    schedule_epochs=600.0,
+    lr_step="epoch",
+    reset_optimizer=True,
+    loss="bce",
+    label_smoothing=0.1,
+    mixup=0.8,
+    lpa_warmup=False,
+)
+_PRESETS: Dict[str, Dict[str, Any]] = {"lpa": _AUTHORS, "lpa_warmup": {**_AUTHORS, "lpa_warmup": True}}
+
+#: Names that build the recipe (and take its options).
+RECIPES = ("lpa", "lpa_warmup")
 
 STRATEGIES = tuple(_NAME_OPTIONS)
 
@@ -146,6 +177,16 @@ def _resolve(name: str, options: Dict[str, Any]) -> Dict[str, Any]:
         raise ValueError("mixup / cutmix need loss='bce' (soft targets)")
     if config["lr_first"] is not None and not config["lr_schedule"]:
         raise ValueError("lr_first is the first experience's peak of the lr schedule; set lr_schedule=True")
+    if config["lr_step"] not in LR_STEPS:
+        raise ValueError(f"lr_step must be one of {', '.join(LR_STEPS)}, got {config['lr_step']!r}")
+    if name in RECIPES:
+        for key, valid in (("distillation", DISTILLATIONS), ("replay_mode", REPLAY_MODES)):
+            if config[key] not in valid:
+                raise ValueError(f"{key} must be one of {', '.join(valid)}, got {config[key]!r}")
+        if config["repeated_aug"] < 1:
+            raise ValueError(f"repeated_aug must be at least 1 (1 = off), got {config['repeated_aug']}")
+        if config["repeated_aug"] > 1 and config["replay_mode"] != "concat":
+            raise ValueError("repeated_aug > 1 installs its own loader; it needs replay_mode='concat'")
     return config
 
 
@@ -165,9 +206,12 @@ def _recipe_plugins(config: Dict[str, Any]) -> List[SupervisedPlugin]:
             ExperienceLRSchedulePlugin(
                 config["lr"],
                 lr_first=config["lr_first"],
-                warmup_epochs=config["warmup_epochs"],
+                warmup_epochs=config["lr_warmup_epochs"],
                 min_lr=config["min_lr"],
-                warmup_start_lr=config["warmup_start_lr"],
+                warmup_start_lr=config["lr_warmup_start"],
+                schedule_epochs=config["schedule_epochs"],
+                step=config["lr_step"],
+                reset_optimizer_state=config["reset_optimizer"],
             )
         )
     if config["precision"] != "fp32":
@@ -186,25 +230,32 @@ def _recipe_plugins(config: Dict[str, Any]) -> List[SupervisedPlugin]:
 
 
 def _lpa_plugins(config: Dict[str, Any]) -> List[SupervisedPlugin]:
-    """Herding replay, then finetuning on the memory, then distillation (its teacher is the finetuned model)."""
-    replay = ReplayPlugin(
-        mem_size=config["mem_size"],
-        batch_size_mem=config["batch_size_mem"],
-        storage_policy=herding_buffer(config["mem_size"], config["herding_layer"]),
-    )
-    plugins: List[SupervisedPlugin] = [replay]
+    """The recipe's plugins in callback order: loader, then replay (its memory update after the experience),
+    then finetuning on that memory, then distillation (its teacher is copied before the next experience)."""
+    memory = herding_memory(config["mem_size"], config["herding_layer"])
+    plugins: List[SupervisedPlugin] = []
+    if config["replay_mode"] == "concat":
+        if config["repeated_aug"] > 1:
+            plugins.append(RepeatedAugmentationPlugin(config["repeated_aug"]))
+        plugins.append(ConcatReplayPlugin(memory))
+    else:
+        plugins.append(ReplayPlugin(config["mem_size"], batch_size_mem=config["batch_size_mem"], storage_policy=memory))
     if config["finetune_epochs"] > 0:
-        trainable = config["finetune_trainable"]
+        frozen = config["finetune_frozen"]
         plugins.append(
             BalancedFinetuningPlugin(
-                replay.storage_policy,
+                memory,
                 epochs=config["finetune_epochs"],
                 lr=config["finetune_lr"],
+                weight_decay=config["finetune_weight_decay"],
+                frozen=(frozen,) if isinstance(frozen, str) else tuple(frozen),
                 batch_size=config["train_mb_size"],
-                trainable=(trainable,) if isinstance(trainable, str) else tuple(trainable),
+                repeats=config["repeated_aug"],
             )
         )
-    if config["distillation"]:
+    if config["distillation"] == "old_samples":
+        plugins.append(OldSampleDistillationPlugin(temperature=config["temperature"]))
+    elif config["distillation"] == "weighted_lwf":
         plugins.append(WeightedLwFPlugin(temperature=config["temperature"]))
     return plugins
 
@@ -230,7 +281,7 @@ def build_strategy(
     """Builds the Avalanche strategy ``name`` around ``model``.
 
     Args:
-        name: one of :data:`STRATEGIES` (``naive, replay, lwf, icarl, der, ewc, gem, er_ace, lpa``).
+        name: one of :data:`STRATEGIES` (``naive, replay, lwf, icarl, der, ewc, gem, er_ace, lpa, lpa_warmup``).
         model: the network; ``icarl`` and ``der`` need a fixed head, ``icarl`` also ``feature_extractor``
             and ``classifier`` attributes (as :class:`~avalanche_lpa.models.LocalityViT` has).
         optimizer: an optimizer over ``model``, or the name of one to build (``"adamw"`` or ``"sgd"``) from
@@ -244,6 +295,7 @@ def build_strategy(
         ValueError: unknown name or option (the message lists the valid ones), or an invalid combination.
     """
     config = _resolve(name, options)
+    own: List[SupervisedPlugin] = []
     if isinstance(optimizer, str):
         optimizer = build_optimizer(
             model,
@@ -252,10 +304,15 @@ def build_strategy(
             weight_decay=config["weight_decay"],
             momentum=config["momentum"],
             param_groups=config["param_groups"],
+            decay_embeddings=config["decay_embeddings"],
         )
+        if len(optimizer.param_groups) > 1:  # keep new head parameters in the right group (avalanche-lib 0.6)
+            skip = () if config["decay_embeddings"] else getattr(model, "no_weight_decay", lambda: ())()
+            own.append(WeightDecayGroupsPlugin(skip))
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    all_plugins = _recipe_plugins(config) + (_lpa_plugins(config) if name == "lpa" else []) + list(plugins or [])
+    recipe = _lpa_plugins(config) if name in RECIPES else []
+    all_plugins = own + _recipe_plugins(config) + recipe + list(plugins or [])
     base: Dict[str, Any] = dict(
         optimizer=optimizer,
         train_mb_size=config["train_mb_size"],
@@ -283,7 +340,7 @@ def build_strategy(
             **base,
         )
     base.update(model=model, criterion=_criterion(config))
-    if name in ("naive", "lpa"):
+    if name in ("naive",) + RECIPES:
         return Naive(**base)
     if name == "replay":
         return Replay(mem_size=config["mem_size"], **base)

@@ -1,0 +1,149 @@
+"""Classification heads that grow with the stream: Avalanche's incremental linear head and per-experience heads.
+
+* :class:`GrowingClassifier`: Avalanche's ``IncrementalClassifier`` (one linear layer that gains units for
+  new classes) that also loads a state dict saved after it grew.
+* :class:`PerExperienceHeads`: the LPA authors' classifier (``ind_clf: 1-1`` in their configs): one
+  ``LayerNorm + Linear`` head per training experience over that experience's new classes, logits written
+  into the columns of their class ids, heads of earlier experiences frozen while a new one trains.
+
+Both are Avalanche ``DynamicModule`` s: strategies grow them in ``model_adaptation`` before each experience
+(and, for classes met only in evaluation, widen the masked output so losses on future classes work).
+"""
+from __future__ import annotations
+
+from typing import Iterable, List, Sequence
+
+import torch
+from avalanche.models import DynamicModule, IncrementalClassifier
+from torch import nn
+
+__all__ = ["GrowingClassifier", "ExperienceHead", "PerExperienceHeads", "HEAD_TYPES"]
+
+#: Growing head types of :class:`~avalanche_lpa.models.LocalityViT` (``num_classes=None``).
+HEAD_TYPES = ("incremental", "per_experience")
+
+
+class GrowingClassifier(IncrementalClassifier):
+    """Avalanche's ``IncrementalClassifier`` that also loads a state dict saved after it grew.
+
+    A fresh model starts with ``initial_out_features`` units; a checkpoint taken after ten experiences holds
+    a larger head. Before loading, the linear layer and the ``active_units`` mask are resized to the shapes
+    in the state dict, so ``model.load_state_dict(torch.load(path))`` just works on a freshly built model.
+    Build the optimizer after loading, since the head's parameters are new objects.
+    """
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        weight = state_dict.get(prefix + "classifier.weight")
+        if weight is not None and weight.shape != self.classifier.weight.shape:
+            device = self.classifier.weight.device
+            self.classifier = nn.Linear(weight.shape[1], weight.shape[0]).to(device)
+        units = state_dict.get(prefix + "active_units")
+        if units is not None and units.shape != self.active_units.shape:
+            self.active_units = torch.zeros_like(units, device=self.active_units.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class ExperienceHead(nn.Module):
+    """``LayerNorm + Linear`` over the classes of one experience (PyTorch's default initialisation).
+
+    Args:
+        in_features: feature width.
+        classes: the class ids this head scores, in the order of its outputs (kept sorted).
+    """
+
+    def __init__(self, in_features: int, classes: Iterable[int]) -> None:
+        super().__init__()
+        ids = sorted({int(c) for c in classes})
+        if not ids:
+            raise ValueError("an experience head needs at least one class")
+        self.norm = nn.LayerNorm(in_features)
+        self.linear = nn.Linear(in_features, len(ids))
+        # Saved with the weights, so a checkpoint says which columns each head fills.
+        self.register_buffer("classes", torch.tensor(ids, dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.norm(x))
+
+
+class PerExperienceHeads(DynamicModule):
+    """One :class:`ExperienceHead` per training experience that brings new classes; logits in class-id order.
+
+    ``forward`` returns ``[B, num_outputs]``: column ``c`` holds the logit of the head that owns class ``c``;
+    columns of classes no head owns yet (future classes met in evaluation, or the ``initial_out_features``
+    of a fresh module) hold ``mask_value``, as Avalanche's ``IncrementalClassifier`` masks inactive units.
+
+    Adaptation (called by every Avalanche strategy before an experience): in training mode, the classes of
+    the experience that no head owns get a new head; with ``freeze_old=True`` the heads of earlier
+    experiences then stop requiring gradients (the authors' ``freeze_task: [old_heads]``), so only the
+    newest head (and the backbone) learns the new task. Plugins that finetune all heads set
+    ``requires_grad`` themselves and restore it. In evaluation mode only the masked width grows.
+
+    A state dict saved after ``k`` experiences loads into a freshly built module (the missing heads are
+    created from the saved shapes and class ids first); build the optimizer after loading.
+
+    Args:
+        in_features: feature width.
+        initial_out_features: masked columns of a fresh module (before any adaptation).
+        mask_value: value of the columns no head owns.
+        freeze_old: freeze earlier heads when a new one is added in training.
+    """
+
+    def __init__(
+        self, in_features: int, initial_out_features: int = 2, mask_value: float = -1000.0, freeze_old: bool = True
+    ) -> None:
+        super().__init__()
+        if in_features < 1 or initial_out_features < 0:
+            raise ValueError(
+                f"need in_features >= 1 and initial_out_features >= 0, got {in_features} and {initial_out_features}"
+            )
+        self.in_features = in_features
+        self.num_outputs = initial_out_features
+        self.mask_value = mask_value
+        self.freeze_old = freeze_old
+        self.heads = nn.ModuleList()
+        self._columns: List[int] = []  # class ids of the heads' outputs, in head order (host-side copy)
+        # A module with no head yet has no parameter to tell its device: this empty buffer does.
+        self.register_buffer("_anchor", torch.zeros(0), persistent=False)
+
+    @property
+    def classes(self) -> List[int]:
+        """Class ids owned by the heads, in head order (the order of their concatenated outputs)."""
+        return list(self._columns)
+
+    def _add_head(self, classes: Sequence[int]) -> ExperienceHead:
+        head = ExperienceHead(self.in_features, classes).to(self._anchor.device)
+        self.heads.append(head)
+        self._columns += head.classes.tolist()
+        self.num_outputs = max(self.num_outputs, max(self._columns) + 1)
+        return head
+
+    @torch.no_grad()
+    def adaptation(self, experience) -> None:
+        classes = {int(c) for c in experience.classes_in_this_experience}
+        if not classes:
+            return
+        self.num_outputs = max(self.num_outputs, max(classes) + 1)
+        new = classes - set(self._columns)
+        if not self.training or not new:
+            return
+        if self.freeze_old:
+            for head in self.heads:
+                head.requires_grad_(False)
+        self._add_head(sorted(new))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.heads) == 0:
+            return x.new_full((x.shape[0], self.num_outputs), self.mask_value)
+        logits = torch.cat([head(x) for head in self.heads], dim=1)
+        if self._columns == list(range(self.num_outputs)):
+            return logits  # every column owned, in order: no scatter needed
+        out = logits.new_full((x.shape[0], self.num_outputs), self.mask_value)
+        return out.index_copy(1, torch.cat([head.classes for head in self.heads]), logits)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Create the heads a checkpoint holds beyond ours, from their saved class ids, before loading them.
+        index = len(self.heads)
+        while prefix + f"heads.{index}.classes" in state_dict:
+            self._add_head(state_dict[prefix + f"heads.{index}.classes"].tolist())
+            index += 1
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
