@@ -36,6 +36,8 @@ from avalanche_lpa.training import build_strategy
 
 from .conftest import make_tiny
 
+# The tests that read the torchrun job take tens of seconds (marked slow: `pytest -m "not slow"` skips them).
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
 TIMEOUT_S = 240  # the job takes ~20 s on 2 cores; the limit only stops a hung collective from hanging the suite
@@ -84,6 +86,7 @@ def _pair(job: Dict[str, Any], run: str) -> List[Dict[str, Any]]:
     return [job["status"][r][run] for r in range(2)]
 
 
+@pytest.mark.slow
 def test_training_completes_on_both_ranks(job):
     assert [(s["rank"], s["world_size"], s["is_main"]) for s in job["status"]] == [(0, 2, True), (1, 2, False)]
     for run in DDP_RUNS + ("control",):
@@ -91,6 +94,7 @@ def test_training_completes_on_both_ranks(job):
             assert len(rank["summary"]["accuracy_matrix"]) == 2  # evaluated after both experiences
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", DDP_RUNS)
 def test_model_is_ddp_wrapped_and_rewrapped_after_the_head_grows(job, run):
     for rank in _pair(job, run):
@@ -101,6 +105,7 @@ def test_model_is_ddp_wrapped_and_rewrapped_after_the_head_grows(job, run):
         assert rank["attention_maps"] == [[1, 9, 16, 16]] * 2  # get_attention_maps through the wrapper
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", DDP_RUNS)
 def test_gradients_are_synchronised(job, run):
     rank0, rank1 = _pair(job, run)
@@ -111,6 +116,7 @@ def test_gradients_are_synchronised(job, run):
     assert rank0["final_fingerprint"] == rank1["final_fingerprint"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", DDP_RUNS)
 def test_training_data_is_sharded_and_reshuffled(job, run):
     rank0, rank1 = _pair(job, run)
@@ -123,6 +129,7 @@ def test_training_data_is_sharded_and_reshuffled(job, run):
     assert set(rank0["samples"]["0/0"]) != set(rank0["samples"]["0/1"])  # a new shard every epoch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", DDP_RUNS)
 def test_ranks_agree_on_metrics(job, run):
     rank0, rank1 = _pair(job, run)
@@ -132,6 +139,7 @@ def test_ranks_agree_on_metrics(job, run):
     assert rank0["summary"] == rank1["summary"]
 
 
+@pytest.mark.slow
 def test_only_rank_0_writes_results(job):
     results = job["out"] / "results"
     assert sorted(p.name for p in results.iterdir()) == [f"{run}.json" for run in sorted(DDP_RUNS)]
@@ -141,6 +149,7 @@ def test_only_rank_0_writes_results(job):
         assert written["summary"] == job["status"][0][run]["summary"]
 
 
+@pytest.mark.slow
 def test_control_without_the_plugin_fails_these_checks(job):
     """Stock avalanche-lib 0.6: no DDP, every rank its own model, each evaluates half the test set."""
     rank0, rank1 = _pair(job, "control")

@@ -107,7 +107,7 @@ def test_content_weights_have_configured_scale():
     torch.testing.assert_close(strong.content_weight, 2.0 * weak.content_weight)
     assert 0.01 < weak.content_weight.std().item() < 0.03
     assert weak.content_weight.abs().max().item() < 0.1
-    assert weak.warmup_factor.item() == 1.0
+    assert weak.content_factor.item() == 1.0
 
 
 def test_value_projection_starts_as_identity_for_positional_layers():

@@ -1,5 +1,6 @@
 """LocalityViT / LPAViT: timm registry, Avalanche head, attention maps, persistence and input checks."""
 import copy
+import inspect
 import io
 
 import pytest
@@ -8,18 +9,32 @@ import torch
 from avalanche.models import IncrementalClassifier
 
 import avalanche_lpa  # noqa: F401  (registers the timm entry points)
-from avalanche_lpa.models import ATTN_TYPES, PRESETS, GrowingClassifier, LocalityViT, LPAViT, model_name
+from avalanche_lpa.layers import collect_attention_maps
+from avalanche_lpa.models import (
+    ATTN_TYPES,
+    PRESETS,
+    GrowingClassifier,
+    LocalityViT,
+    LocalityViTBackbone,
+    LPAViT,
+    model_keywords,
+    model_name,
+)
+from avalanche_lpa.models import presets
 
 from .conftest import TINY, make_tiny
 
 REGISTERED = sorted(model_name(a, p) for a in ATTN_TYPES for p in PRESETS)
 
 
-def test_every_family_member_is_registered_in_timm():
+def test_every_family_member_is_registered_in_timm_by_its_own_function():
     listed = set(timm.list_models("*_vit_*"))
     assert set(REGISTERED) <= listed
     for name in REGISTERED:
         assert timm.is_model(name)
+        entry = getattr(presets, name)  # written out, one function per name (grep finds it)
+        assert entry.__name__ == name and entry.__module__ == presets.__name__ and entry.__doc__
+        assert timm.models.get_pretrained_cfg(name).license == "mit"
 
 
 @pytest.mark.parametrize("name", REGISTERED)
@@ -65,8 +80,10 @@ def test_attention_maps_one_per_local_block(attn_type):
     for attn in maps:
         assert attn.shape == (3, 9, 16, 16)
         torch.testing.assert_close(attn.sum(-1), torch.ones(3, 9, 16))
-    # Recording takes the explicit path: same logits as the fused path.
-    torch.testing.assert_close(model(x), model(x), atol=0, rtol=0)
+    # Recording takes the explicit path (the probabilities materialised); its logits equal the fused path's.
+    recorded = []
+    collect_attention_maps(model, lambda: recorded.append(model.get_features(x)))
+    torch.testing.assert_close(recorded[0], model.get_features(x), atol=1e-5, rtol=1e-5)
     assert all(layer.attention_map is None for layer in model.attention_layers())
 
 
@@ -113,6 +130,28 @@ def test_wrong_input_is_refused_with_expected_and_got(shape, message):
     with pytest.raises(ValueError, match=r"expected images of shape \[B, 1, 8, 8\]") as info:
         model(torch.randn(*shape))
     assert message in str(info.value)
+
+
+def test_keywords_are_stated_once_and_foreign_attention_keywords_are_refused():
+    # The model takes exactly the backbone's keywords (but final_norm, which the head decides) plus its head's.
+    backbone = set(inspect.signature(LocalityViTBackbone.__init__).parameters) - {"self", "final_norm"}
+    assert set(model_keywords()) == backbone | {"num_classes", "initial_out_features", "head_type"}
+    with pytest.raises(ValueError, match="content_init_std: not a keyword of GPSAttention"):
+        make_tiny("gpsa", content_init_std=0.05)
+    with pytest.raises(ValueError, match="lpa_kernel|kernel: not a keyword of MHSAttention"):
+        make_tiny("mhsa", lpa_kernel="sdpa")
+    with pytest.raises(TypeError, match="unexpected keyword.*width"):
+        make_tiny(width=3)
+    lpa = make_tiny("lpa", content_init_std=0.05, locality_strength=2.0)
+    assert lpa.attention_layers()[0].locality_strength == 2.0
+
+
+def test_empty_batch_gives_an_empty_output_and_sizes_must_be_positive():
+    model = make_tiny(num_classes=4)
+    assert model(torch.zeros(0, 1, 8, 8)).shape == (0, 4)
+    for bad in (dict(num_heads=0), dict(embed_dim=0), dict(depth=0), dict(patch_size=0), dict(img_size=0)):
+        with pytest.raises(ValueError, match="must be positive"):
+            make_tiny(**bad)
 
 
 def test_bad_constructor_arguments():

@@ -27,7 +27,7 @@ from avalanche_lpa.plugins import (
     WeightedLwFPlugin,
     distillation_weight,
     herding_buffer,
-    warmup_factor,
+    content_warmup,
 )
 from avalanche_lpa.training import build_optimizer
 
@@ -61,7 +61,7 @@ class Recorder(SupervisedPlugin):
 
     @staticmethod
     def _factors(strategy):
-        return {float(m.warmup_factor) for m in strategy.model.modules() if isinstance(m, LPAttention)}
+        return {float(m.content_factor) for m in strategy.model.modules() if isinstance(m, LPAttention)}
 
     def before_forward(self, strategy, **kwargs):
         (factor,) = self._factors(strategy)  # every LPA layer has the same factor
@@ -74,27 +74,27 @@ class Recorder(SupervisedPlugin):
 
 
 # ---------------------------------------------------------------------------------------------- warm-up
-def test_warmup_factor_function():
-    assert warmup_factor(0.0, 0.2) == pytest.approx(0.2)
-    assert warmup_factor(0.5, 0.2) == pytest.approx(0.6)
-    assert warmup_factor(0.25, 0.0, "cosine") == pytest.approx(0.5 * (1 - math.cos(math.pi / 4)))
-    assert warmup_factor(1.0, 0.3, "cosine") == 1.0
-    assert warmup_factor(7.0, 0.3) == 1.0 and warmup_factor(-1.0, 0.3) == pytest.approx(0.3)
+def test_content_warmup_function():
+    assert content_warmup(0.0, 0.2) == pytest.approx(0.2)
+    assert content_warmup(0.5, 0.2) == pytest.approx(0.6)
+    assert content_warmup(0.25, 0.0, "cosine") == pytest.approx(0.5 * (1 - math.cos(math.pi / 4)))
+    assert content_warmup(1.0, 0.3, "cosine") == 1.0
+    assert content_warmup(7.0, 0.3) == 1.0 and content_warmup(-1.0, 0.3) == pytest.approx(0.3)
     with pytest.raises(ValueError, match="linear, cosine"):
-        warmup_factor(0.5, 0.0, "step")
+        content_warmup(0.5, 0.0, "step")
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_warmup_follows_schedule_per_experience_and_eval_sees_one(schedule, cil_benchmark):
     # 3 epochs of 4 iterations, warm-up over 2 epochs = 8 iterations; periodic eval after every epoch.
-    plugin = LPAWarmupPlugin(start_factor=0.2, warmup_epochs=2, schedule=schedule)
+    plugin = LPAWarmupPlugin(start_factor=0.2, epochs=2, schedule=schedule)
     recorder = Recorder()
     model = make_tiny()
     strategy = _naive(model, [plugin, recorder], epochs=3, eval_every=1)
     for experience in cil_benchmark.train_stream[:2]:
         strategy.train(experience, eval_streams=[cil_benchmark.test_stream[0]])
-        assert all(float(m.warmup_factor) == 1.0 for m in model.modules() if isinstance(m, LPAttention))
-    expected = [warmup_factor(i / 8, 0.2, schedule) for i in range(12)]
+        assert all(float(m.content_factor) == 1.0 for m in model.modules() if isinstance(m, LPAttention))
+    expected = [content_warmup(i / 8, 0.2, schedule) for i in range(12)]
     for exp in (0, 1):
         seen = [f for e, _, f in recorder.train if e == exp]
         assert [i for e, i, _ in recorder.train if e == exp] == list(range(12))
@@ -104,8 +104,8 @@ def test_warmup_follows_schedule_per_experience_and_eval_sees_one(schedule, cil_
     assert set(recorder.eval) == {1.0}
 
 
-def test_warmup_iters_and_skip_first_experience(cil_benchmark):
-    plugin = LPAWarmupPlugin(start_factor=0.0, warmup_iters=3, skip_first_experience=True)
+def test_warmup_iterations_and_skip_first_experience(cil_benchmark):
+    plugin = LPAWarmupPlugin(start_factor=0.0, iterations=3, skip_first_experience=True)
     recorder = Recorder()
     strategy = _naive(make_tiny(), [plugin, recorder], epochs=2)
     for experience in cil_benchmark.train_stream[:2]:
@@ -135,7 +135,7 @@ def _content_grad_norms(model, plugins, benchmark, iterations=3):
 def test_warmup_damps_gradients_into_the_content_path(cil_benchmark):
     model = make_tiny()
     reference = copy.deepcopy(model)
-    damped = _content_grad_norms(model, [LPAWarmupPlugin(start_factor=0.0, warmup_iters=4)], cil_benchmark)
+    damped = _content_grad_norms(model, [LPAWarmupPlugin(start_factor=0.0, iterations=4)], cil_benchmark)
     plain = _content_grad_norms(reference, [], cil_benchmark)
     assert damped[0] == 0.0 and plain[0] > 0.0  # factor 0: no gradient reaches c_h or Q/K
     assert all(d < p for d, p in zip(damped, plain))
@@ -153,20 +153,20 @@ def test_warmup_warns_once_without_lpa_layers(cil_benchmark):
 
 def test_warmup_resets_before_teacher_copy_and_survives_copies(cil_benchmark):
     # Warm-up longer than the experience, listed after LwF: the teacher must still be copied with factor 1.
-    lwf, warmup = WeightedLwFPlugin(), LPAWarmupPlugin(warmup_iters=1000)
+    lwf, warmup = WeightedLwFPlugin(), LPAWarmupPlugin(iterations=1000)
     model = make_tiny()
     strategy = _naive(model, [lwf, warmup])
     strategy.train(cil_benchmark.train_stream[0])
-    teacher_factors = {float(m.warmup_factor) for m in lwf.lwf.prev_model.modules() if isinstance(m, LPAttention)}
+    teacher_factors = {float(m.content_factor) for m in lwf.lwf.prev_model.modules() if isinstance(m, LPAttention)}
     assert teacher_factors == {1.0}
     # Mid warm-up state survives deepcopy and pickling; the factor never enters a state dict.
     warmup.active, warmup.factor = True, 0.25
     for clone in (copy.deepcopy(warmup), pickle.loads(pickle.dumps(warmup))):
-        assert (clone.active, clone.factor, clone.warmup_iters, clone._warned) == (True, 0.25, 1000, False)
-    assert not any(k.endswith("warmup_factor") for k in model.state_dict())
+        assert (clone.active, clone.factor, clone.iterations, clone._warned) == (True, 0.25, 1000, False)
+    assert not any(k.endswith("content_factor") for k in model.state_dict())
     layer = next(m for m in model.modules() if isinstance(m, LPAttention))
-    layer.warmup_factor.fill_(0.5)
-    assert float(next(m for m in copy.deepcopy(model).modules() if isinstance(m, LPAttention)).warmup_factor) == 0.5
+    layer.content_factor.fill_(0.5)
+    assert float(next(m for m in copy.deepcopy(model).modules() if isinstance(m, LPAttention)).content_factor) == 0.5
 
 
 # ------------------------------------------------------------------------------------------- lr schedule

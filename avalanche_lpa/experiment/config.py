@@ -8,13 +8,12 @@ ones. The ``strategy`` section is checked against the options of the chosen stra
 from __future__ import annotations
 
 import copy
-import inspect
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
 import yaml
 
-from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, LocalityViT
+from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, model_keywords
 from ..training import strategy_options
 
 __all__ = ["ConfigError", "DEFAULTS", "DATASETS", "load_config", "apply_overrides", "read_yaml", "set_value", "switch_strategy", "validate", "dump_config"]
@@ -114,7 +113,7 @@ def _validate_section(prefix: str, values: Mapping[str, Any], schema: Mapping[st
 
 def _model_keywords() -> Iterable[str]:
     # attn_type and head_type have their own keys (model.attn_type, model.head).
-    return [p for p in inspect.signature(LocalityViT.__init__).parameters if p not in ("self", "attn_type", "head_type")]
+    return [p for p in model_keywords() if p not in ("attn_type", "head_type")]
 
 
 def validate(config: Mapping[str, Any]) -> Dict[str, Any]:

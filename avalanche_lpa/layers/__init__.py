@@ -6,9 +6,10 @@ from .attention import (
     LPAttention,
     MHSAttention,
     PatchAttention,
+    attention_layer,
     collect_attention_maps,
 )
-from .blocks import ClassAttentionBlock, LocalityBlock
+from .blocks import ClassAttentionBlock, LocalityBlock, build_attention
 from .position import (
     GridSize,
     check_grid,
@@ -28,6 +29,8 @@ __all__ = [
     "LocalityBlock",
     "MHSAttention",
     "PatchAttention",
+    "attention_layer",
+    "build_attention",
     "check_grid",
     "collect_attention_maps",
     "grid_offsets",

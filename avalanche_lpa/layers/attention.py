@@ -14,7 +14,7 @@ strategy wraps the model (ICaRL) and for any future model built from these layer
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,7 @@ __all__ = [
     "GPSAttention",
     "MHSAttention",
     "ATTENTION_LAYERS",
+    "attention_layer",
     "collect_attention_maps",
     "DENORMAL_GUARD",
 ]
@@ -109,10 +110,18 @@ class PatchAttention(nn.Module):
 class _PositionalAttention(PatchAttention):
     """Adds input-independent per-head position logits ``a_h . r_ij`` (shared by LPA and GPSA)."""
 
-    def __init__(self, dim: int, num_heads: int, grid_size: GridSize, locality_strength: float = 1.0, **kwargs):
-        super().__init__(dim, num_heads, grid_size, **kwargs)
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        grid_size: GridSize,
+        locality_strength: float = 1.0,
+        qkv_bias: bool = False,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__(dim, num_heads, grid_size, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
         self.locality_strength = locality_strength
-        qkv_bias = kwargs.get("qkv_bias", False)
         self.qk = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         self.v = nn.Linear(dim, dim, bias=qkv_bias)
         self.pos_weight = nn.Parameter(torch.empty(num_heads, 3))
@@ -162,7 +171,7 @@ class LPAttention(_PositionalAttention):
         content_init_std: standard deviation ``sigma`` of the initial content weights ``c_h``.
         kernel: fused kernel, ``"matmul"`` (one batched matmul plus the bias, then softmax), ``"sdpa"``
             (``scaled_dot_product_attention`` with the bias as mask) or ``"auto"`` (a fixed rule per device).
-        **kwargs: ``qkv_bias``, ``attn_drop``, ``proj_drop`` as in :class:`PatchAttention`.
+        qkv_bias, attn_drop, proj_drop: as in :class:`PatchAttention`.
     """
 
     def __init__(
@@ -173,16 +182,21 @@ class LPAttention(_PositionalAttention):
         locality_strength: float = 1.0,
         content_init_std: float = 0.02,
         kernel: str = "auto",
-        **kwargs,
+        qkv_bias: bool = False,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
     ) -> None:
-        super().__init__(dim, num_heads, grid_size, locality_strength=locality_strength, **kwargs)
+        super().__init__(
+            dim, num_heads, grid_size, locality_strength=locality_strength, qkv_bias=qkv_bias, attn_drop=attn_drop,
+            proj_drop=proj_drop,
+        )
         if kernel not in LPA_KERNELS:
             raise ValueError(f"unknown LPA kernel {kernel!r}; choose one of {', '.join(LPA_KERNELS)}")
         self.kernel = kernel
         self.content_init_std = content_init_std
         self.content_weight = nn.Parameter(torch.empty(num_heads))
         # Multiplies the content term; LPAWarmupPlugin ramps it from 0 to 1 at the start of an experience.
-        self.register_buffer("warmup_factor", torch.ones(()), persistent=False)
+        self.register_buffer("content_factor", torch.ones(()), persistent=False)
         LPAttention.local_init(self)
 
     @torch.no_grad()
@@ -201,7 +215,7 @@ class LPAttention(_PositionalAttention):
         return "sdpa" if device.type == "cuda" else "matmul"
 
     def _content_scale(self) -> torch.Tensor:
-        return (self.content_weight * self.warmup_factor).view(1, -1, 1, 1)
+        return (self.content_weight * self.content_factor).view(1, -1, 1, 1)
 
     @torch.no_grad()
     def content_spread(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -215,7 +229,7 @@ class LPAttention(_PositionalAttention):
         """
         q_norm = q.float().norm(dim=-1).amax(dim=(0, 2))
         k_norm = k.float().norm(dim=-1).amax(dim=(0, 2))
-        weight = (self.content_weight * self.warmup_factor).abs().float()
+        weight = (self.content_weight * self.content_factor).abs().float()
         return 2.0 * weight * self.scale * q_norm * k_norm
 
     def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
@@ -250,11 +264,19 @@ class GPSAttention(_PositionalAttention):
     """
 
     def __init__(
-        self, dim: int, num_heads: int, grid_size: GridSize, locality_strength: float = 1.0, **kwargs
+        self,
+        dim: int,
+        num_heads: int,
+        grid_size: GridSize,
+        locality_strength: float = 1.0,
+        qkv_bias: bool = False,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
     ) -> None:
-        kwargs.pop("content_init_std", None)
-        kwargs.pop("kernel", None)
-        super().__init__(dim, num_heads, grid_size, locality_strength=locality_strength, **kwargs)
+        super().__init__(
+            dim, num_heads, grid_size, locality_strength=locality_strength, qkv_bias=qkv_bias, attn_drop=attn_drop,
+            proj_drop=proj_drop,
+        )
         self.gating_param = nn.Parameter(torch.ones(num_heads))
 
     def forward_explicit(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -270,11 +292,17 @@ class GPSAttention(_PositionalAttention):
 class MHSAttention(PatchAttention):
     """Plain multi-head self-attention (ViT baseline); fused path through ``scaled_dot_product_attention``."""
 
-    def __init__(self, dim: int, num_heads: int, grid_size: GridSize, **kwargs) -> None:
-        for key in ("locality_strength", "content_init_std", "kernel"):
-            kwargs.pop(key, None)
-        super().__init__(dim, num_heads, grid_size, **kwargs)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=kwargs.get("qkv_bias", False))
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        grid_size: GridSize,
+        qkv_bias: bool = False,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__(dim, num_heads, grid_size, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
 
     def _qkv(self, x: torch.Tensor):
         q, k, v = self.qkv(x).chunk(3, dim=-1)
@@ -291,8 +319,18 @@ class MHSAttention(PatchAttention):
         return self._attend(attn, v), attn
 
 
-#: ``attn_type`` name -> layer class, used by the model skeleton.
-ATTENTION_LAYERS = {"lpa": LPAttention, "gpsa": GPSAttention, "mhsa": MHSAttention}
+#: ``attn_type`` name -> layer class: the one registry of attention types (models, configs and CLI read it).
+ATTENTION_LAYERS: Dict[str, Type[PatchAttention]] = {"lpa": LPAttention, "gpsa": GPSAttention, "mhsa": MHSAttention}
+
+
+def attention_layer(attn_type: str) -> Type[PatchAttention]:
+    """The layer class registered as ``attn_type``, or ``ValueError`` naming the valid types."""
+    try:
+        return ATTENTION_LAYERS[attn_type]
+    except KeyError:
+        raise ValueError(
+            f"unknown attn_type {attn_type!r}; choose one of {', '.join(ATTENTION_LAYERS)}"
+        ) from None
 
 
 def collect_attention_maps(module: nn.Module, run: Callable[[], object]) -> List[torch.Tensor]:

@@ -1,6 +1,6 @@
 """Models: the LocalityViT skeleton, LPAViT and their timm entry points (registered on import)."""
 from .heads import HEAD_TYPES, ExperienceHead, GrowingClassifier, PerExperienceHeads
-from .locality_vit import LocalityViT, LocalityViTBackbone, LPAViT
+from .locality_vit import LocalityViT, LocalityViTBackbone, LPAViT, model_keywords
 from .presets import ATTN_TYPES, PRESETS, model_name
 
 __all__ = [
@@ -13,5 +13,6 @@ __all__ = [
     "LocalityViTBackbone",
     "PRESETS",
     "PerExperienceHeads",
+    "model_keywords",
     "model_name",
 ]

@@ -10,17 +10,18 @@ which replace the shared final LayerNorm). ``num_classes=int`` gives a fixed ``n
 """
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Set, Tuple, Union
+import inspect
+from typing import Any, Iterable, List, Optional, Set, Tuple, Union
 
 import torch
 from avalanche.models import BaseModel
 from timm.layers import PatchEmbed, trunc_normal_
 from torch import nn
 
-from ..layers import ClassAttentionBlock, LocalityBlock, collect_attention_maps
+from ..layers import ClassAttentionBlock, LocalityBlock, attention_layer, collect_attention_maps
 from .heads import HEAD_TYPES, GrowingClassifier, PerExperienceHeads
 
-__all__ = ["LocalityViT", "LPAViT", "LocalityViTBackbone"]
+__all__ = ["LocalityViT", "LPAViT", "LocalityViTBackbone", "model_keywords"]
 
 ImageSize = Union[int, Tuple[int, int]]
 
@@ -38,7 +39,31 @@ def _check_positive(**sizes: float) -> None:
 class LocalityViTBackbone(nn.Module):
     """Everything but the classifier: images ``[B, C, H, W]`` to CLS features ``[B, embed_dim]``.
 
-    This is the ``feature_extractor`` that iCaRL and herding use; see :class:`LocalityViT` for arguments.
+    This is the ``feature_extractor`` that iCaRL and herding use, and the one statement of the network's
+    arguments (:class:`LocalityViT` takes the same keywords plus its head's).
+
+    Args:
+        img_size: input height/width (int or pair); fixed after construction.
+        patch_size: patch side; must divide the image size.
+        in_chans: input channels; fixed after construction.
+        embed_dim: token width.
+        depth: number of local (patch self-attention) blocks.
+        num_heads: attention heads; must divide ``embed_dim``.
+        mlp_ratio: MLP hidden width relative to ``embed_dim``.
+        num_class_attn_blocks: class-attention blocks after the CLS token is added.
+        attn_type: ``"lpa"``, ``"gpsa"`` or ``"mhsa"`` (:data:`~avalanche_lpa.layers.ATTENTION_LAYERS`).
+        qkv_bias: bias on the query/key/value projections.
+        drop_rate: dropout after embeddings, projections and MLPs.
+        attn_drop_rate: dropout on attention probabilities.
+        drop_path_rate: stochastic depth, increasing linearly over all blocks.
+        locality_strength: ``alpha`` of the local init (LPA and GPSA only; ``None``: the layer's default 1).
+        content_init_std: initial scale of the content weights (LPA only; ``None``: 0.02).
+        lpa_kernel: fused LPA kernel, ``"auto"``, ``"matmul"`` or ``"sdpa"`` (LPA only; ``None``: ``"auto"``).
+        final_norm: LayerNorm on the output tokens (off under per-experience heads, which normalise).
+
+    Raises:
+        ValueError: a non-positive size, a patch size that does not divide the image, a head count that does
+            not divide the width, or an attention keyword that does not apply to ``attn_type``.
     """
 
     def __init__(
@@ -56,12 +81,13 @@ class LocalityViTBackbone(nn.Module):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
-        locality_strength: float = 1.0,
-        content_init_std: float = 0.02,
-        lpa_kernel: str = "auto",
+        locality_strength: Optional[float] = None,
+        content_init_std: Optional[float] = None,
+        lpa_kernel: Optional[str] = None,
         final_norm: bool = True,
     ) -> None:
         super().__init__()
+        attn_layer = attention_layer(attn_type)
         self.img_size = _pair(img_size)
         self.in_chans = in_chans
         _check_positive(
@@ -91,21 +117,22 @@ class LocalityViTBackbone(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
         rates = torch.linspace(0, drop_path_rate, depth + num_class_attn_blocks).tolist()
+        # Only the attention keywords that were given: one that does not apply to attn_type is an error.
+        given = dict(locality_strength=locality_strength, content_init_std=content_init_std, kernel=lpa_kernel)
+        attn_kwargs = {k: v for k, v in given.items() if v is not None}
         self.blocks = nn.Sequential(
             *[
                 LocalityBlock(
                     embed_dim,
                     num_heads,
                     self.grid_size,
-                    attn_type=attn_type,
+                    attn_layer=attn_layer,
                     mlp_ratio=mlp_ratio,
                     drop=drop_rate,
                     drop_path=rates[i],
                     qkv_bias=qkv_bias,
                     attn_drop=attn_drop_rate,
-                    locality_strength=locality_strength,
-                    content_init_std=content_init_std,
-                    kernel=lpa_kernel,
+                    **attn_kwargs,
                 )
                 for i in range(depth)
             ]
@@ -166,6 +193,15 @@ class LocalityViTBackbone(nn.Module):
         return self.forward_tokens(x)[:, 0]
 
 
+_HEAD_KEYWORDS = ("num_classes", "initial_out_features", "head_type")
+
+
+def model_keywords() -> List[str]:
+    """Every keyword of :class:`LocalityViT`: the backbone's (but ``final_norm``, which the head decides) and the head's."""
+    backbone = [p for p in inspect.signature(LocalityViTBackbone.__init__).parameters if p not in ("self", "final_norm")]
+    return backbone + list(_HEAD_KEYWORDS)
+
+
 def _make_head(
     num_classes: Optional[int], embed_dim: int, initial_out_features: int, head_type: str = "incremental"
 ) -> nn.Module:
@@ -186,81 +222,46 @@ class LocalityViT(nn.Module, BaseModel):
     work) and timm's (``forward_features`` / ``forward_head``, ``reset_classifier``, ``head`` as an alias).
 
     Args:
-        img_size: input height/width (int or pair); fixed after construction.
-        patch_size: patch side; must divide the image size.
-        in_chans: input channels; fixed after construction.
-        embed_dim: token width.
-        depth: number of local (patch self-attention) blocks.
-        num_heads: attention heads; must divide ``embed_dim``.
-        mlp_ratio: MLP hidden width relative to ``embed_dim``.
-        num_class_attn_blocks: class-attention blocks after the CLS token is added.
-        attn_type: ``"lpa"``, ``"gpsa"`` or ``"mhsa"``.
-        qkv_bias: bias on the query/key/value projections.
-        drop_rate: dropout after embeddings, projections and MLPs.
-        attn_drop_rate: dropout on attention probabilities.
-        drop_path_rate: stochastic depth, increasing linearly over all blocks.
-        locality_strength: ``alpha`` of the local init (LPA and GPSA).
-        content_init_std: initial scale of the LPA content weights.
-        lpa_kernel: fused LPA kernel, ``"auto"``, ``"matmul"`` or ``"sdpa"``.
         num_classes: ``None`` for a head that grows with the stream; an int for a fixed ``nn.Linear``.
         initial_out_features: initial (masked) units of the growing head.
         head_type: the growing head: ``"incremental"`` (Avalanche's ``IncrementalClassifier`` after a shared
             LayerNorm) or ``"per_experience"`` (one LayerNorm + Linear per experience, old ones frozen while a
-            new one trains: the authors' classifier).
+            new one trains: the authors' classifier; no shared LayerNorm then).
+        **backbone_args: the network's keywords, stated once in :class:`LocalityViTBackbone` (``img_size,
+            patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, num_class_attn_blocks, attn_type,
+            qkv_bias, drop_rate, attn_drop_rate, drop_path_rate, locality_strength, content_init_std,
+            lpa_kernel``).
     """
 
     def __init__(
         self,
-        img_size: ImageSize = 32,
-        patch_size: int = 4,
-        in_chans: int = 3,
-        embed_dim: int = 384,
-        depth: int = 5,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        num_class_attn_blocks: int = 1,
-        attn_type: str = "lpa",
-        qkv_bias: bool = False,
-        drop_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-        drop_path_rate: float = 0.1,
-        locality_strength: float = 1.0,
-        content_init_std: float = 0.02,
-        lpa_kernel: str = "auto",
+        *,
         num_classes: Optional[int] = None,
         initial_out_features: int = 2,
         head_type: str = "incremental",
+        **backbone_args: Any,
     ) -> None:
         super().__init__()
         if head_type not in HEAD_TYPES:
             raise ValueError(f"unknown head_type {head_type!r}; choose one of {', '.join(HEAD_TYPES)}")
         if head_type == "per_experience" and num_classes is not None:
             raise ValueError("head_type='per_experience' grows with the stream; leave num_classes=None")
+        if "final_norm" in backbone_args:
+            raise ValueError("final_norm follows the head: a shared LayerNorm except under per-experience heads")
+        unknown = sorted(set(backbone_args) - set(model_keywords()))
+        if unknown:
+            raise TypeError(
+                f"LocalityViT got unexpected keyword(s) {', '.join(unknown)}; valid: {', '.join(model_keywords())}"
+            )
         self.backbone = LocalityViTBackbone(
-            img_size=img_size,
-            patch_size=patch_size,
-            in_chans=in_chans,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            num_class_attn_blocks=num_class_attn_blocks,
-            attn_type=attn_type,
-            qkv_bias=qkv_bias,
-            drop_rate=drop_rate,
-            attn_drop_rate=attn_drop_rate,
-            drop_path_rate=drop_path_rate,
-            locality_strength=locality_strength,
-            content_init_std=content_init_std,
-            lpa_kernel=lpa_kernel,
-            final_norm=not (num_classes is None and head_type == "per_experience"),
+            **backbone_args, final_norm=not (num_classes is None and head_type == "per_experience")
         )
-        self.num_features = self.embed_dim = embed_dim
-        self.attn_type = attn_type
+        self.num_features = self.embed_dim = self.backbone.embed_dim
+        self.attn_type = self.backbone.attn_type
         self.initial_out_features = initial_out_features
         self.head_type = head_type
         self.num_classes = num_classes
-        self.classifier = _make_head(num_classes, embed_dim, initial_out_features, head_type)
+        self.classifier = _make_head(num_classes, self.embed_dim, initial_out_features, head_type)
 
     # -- Avalanche / iCaRL view -------------------------------------------------------------------------
     @property

@@ -1,4 +1,4 @@
-"""Presets of the LocalityViT family and their timm entry points.
+"""Presets of the LocalityViT family and their timm entry points, one ``@register_model`` function per name.
 
 After ``import avalanche_lpa`` these names work with ``timm.create_model`` (keyword arguments override the
 preset): ``{lpa,gpsa,mhsa}_vit_cifar`` (the paper's CIFAR network), ``{lpa,gpsa,mhsa}_vit_imagenet``
@@ -8,18 +8,21 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
+from ..layers import ATTENTION_LAYERS
 from .locality_vit import LocalityViT
 
-__all__ = ["PRESETS", "ATTN_TYPES", "model_name"]
+__all__ = ["PRESETS", "ATTN_TYPES", "CIFAR100_MEAN", "CIFAR100_STD", "model_name"]
 
-ATTN_TYPES = ("lpa", "gpsa", "mhsa")
+#: Attention types, from the one registry of attention layers.
+ATTN_TYPES = tuple(ATTENTION_LAYERS)
 
-_CIFAR_MEAN, _CIFAR_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
-_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+#: CIFAR-100 normalisation, as the authors' code uses it (modules/datasets.py); the data room reads it too.
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 
-#: Constructor arguments of each preset (``attn_type`` is set by the entry point).
+#: Network arguments of each preset (``attn_type`` is set by the entry point).
 PRESETS: Dict[str, Dict[str, Any]] = {
     # The authors' CIFAR-100 network: 32 px, patch 4 (64 tokens), width 384, 12 heads, 5 + 1 blocks.
     "cifar": dict(img_size=32, patch_size=4, embed_dim=384, depth=5, num_heads=12, num_class_attn_blocks=1),
@@ -30,9 +33,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 _DATA_CFG = {
-    "cifar": dict(input_size=(3, 32, 32), mean=_CIFAR_MEAN, std=_CIFAR_STD, num_classes=100),
-    "imagenet": dict(input_size=(3, 224, 224), mean=_IMAGENET_MEAN, std=_IMAGENET_STD, num_classes=100),
-    "tiny": dict(input_size=(3, 32, 32), mean=_CIFAR_MEAN, std=_CIFAR_STD, num_classes=100),
+    "cifar": dict(input_size=(3, 32, 32), mean=CIFAR100_MEAN, std=CIFAR100_STD, num_classes=100),
+    "imagenet": dict(input_size=(3, 224, 224), mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, num_classes=100),
+    "tiny": dict(input_size=(3, 32, 32), mean=CIFAR100_MEAN, std=CIFAR100_STD, num_classes=100),
 }
 
 
@@ -48,17 +51,15 @@ def _cfg(preset: str) -> Dict[str, Any]:
         interpolation="bicubic",
         first_conv="backbone.patch_embed.proj",
         classifier="classifier",
-        license="apache-2.0",
+        license="mit",  # this package's licence; no weights are published
         **_DATA_CFG[preset],
     )
 
 
-default_cfgs = generate_default_cfgs(
-    {model_name(a, p): _cfg(p) for a in ATTN_TYPES for p in PRESETS}
-)
+default_cfgs = generate_default_cfgs({model_name(a, p): _cfg(p) for a in ATTN_TYPES for p in PRESETS})
 
 
-def _create(attn_type: str, preset: str, pretrained: bool = False, **kwargs) -> LocalityViT:
+def _create(attn_type: str, preset: str, pretrained: bool = False, **kwargs: Any) -> LocalityViT:
     name = model_name(attn_type, preset)
     if pretrained:
         raise ValueError(
@@ -73,18 +74,55 @@ def _create(attn_type: str, preset: str, pretrained: bool = False, **kwargs) -> 
     return build_model_with_cfg(LocalityViT, name, pretrained=False, **args)
 
 
-def _entry_point(attn_type: str, preset: str):
-    def entry(pretrained: bool = False, **kwargs) -> LocalityViT:
-        return _create(attn_type, preset, pretrained=pretrained, **kwargs)
-
-    entry.__name__ = entry.__qualname__ = model_name(attn_type, preset)
-    entry.__module__ = __name__
-    entry.__doc__ = f"LocalityViT with {attn_type.upper()} attention, {preset} preset: {PRESETS[preset]}."
-    return entry
+@register_model
+def lpa_vit_cifar(pretrained: bool = False, **kwargs: Any) -> LocalityViT:
+    """LPA ViT for 32 px CIFAR: patch 4, width 384, 12 heads, 5 LPA + 1 class-attention block (the paper's)."""
+    return _create("lpa", "cifar", pretrained, **kwargs)
 
 
-for _attn in ATTN_TYPES:
-    for _preset in PRESETS:
-        _fn = register_model(_entry_point(_attn, _preset))
-        globals()[_fn.__name__] = _fn
-        __all__.append(_fn.__name__)
+@register_model
+def gpsa_vit_cifar(pretrained: bool = False, **kwargs: Any) -> LocalityViT:
+    """The CIFAR network with ConViT's GPSA in the local blocks (the paper's baseline)."""
+    return _create("gpsa", "cifar", pretrained, **kwargs)
+
+
+@register_model
+def mhsa_vit_cifar(pretrained: bool = False, **kwargs: Any) -> LocalityViT:
+    """The CIFAR network with plain multi-head self-attention in the local blocks."""
+    return _create("mhsa", "cifar", pretrained, **kwargs)
+
+
+@register_model
+def lpa_vit_imagenet(pretrained: bool = False, **kwargs: Any) -> LocalityViT:
+    """LPA ViT for 224 px ImageNet-100: patch 16, width 384, 12 heads, 5 LPA + 1 class-attention block."""
+    return _create("lpa", "imagenet", pretrained, **kwargs)
+
+
+@register_model
+def gpsa_vit_imagenet(pretrained: bool = False, **kwargs: Any) -> LocalityViT:
+    """The ImageNet network with ConViT's GPSA in the local blocks."""
+    return _create("gpsa", "imagenet", pretrained, **kwargs)
+
+
+@register_model
+def mhsa_vit_imagenet(pretrained: bool = False, **kwargs: Any) -> LocalityViT:
+    """The ImageNet network with plain multi-head self-attention in the local blocks."""
+    return _create("mhsa", "imagenet", pretrained, **kwargs)
+
+
+@register_model
+def lpa_vit_tiny(pretrained: bool = False, **kwargs: Any) -> LocalityViT:
+    """A CPU-sized LPA ViT: 32 px, patch 4, width 72, 9 heads (3x3 local init), 4 LPA + 1 class-attention block."""
+    return _create("lpa", "tiny", pretrained, **kwargs)
+
+
+@register_model
+def gpsa_vit_tiny(pretrained: bool = False, **kwargs: Any) -> LocalityViT:
+    """The tiny network with ConViT's GPSA in the local blocks."""
+    return _create("gpsa", "tiny", pretrained, **kwargs)
+
+
+@register_model
+def mhsa_vit_tiny(pretrained: bool = False, **kwargs: Any) -> LocalityViT:
+    """The tiny network with plain multi-head self-attention in the local blocks."""
+    return _create("mhsa", "tiny", pretrained, **kwargs)

@@ -21,7 +21,7 @@ from .lr_schedule import LR_STEPS, ExperienceEpochsPlugin, ExperienceLRScheduleP
 from .param_groups import WeightDecayGroupsPlugin
 from .precision import PRECISIONS, AutocastPlugin
 from .replay import REPLAY_MODES, ConcatReplayPlugin, RepeatedAugmentationPlugin, update_memory
-from .warmup import LPAWarmupPlugin, lpa_layers, set_warmup_factor, warmup_factor
+from .warmup import LPAWarmupPlugin, content_warmup, lpa_layers, set_content_factor
 
 __all__ = [
     "AutocastPlugin",
@@ -52,7 +52,6 @@ __all__ = [
     "in_finetuning",
     "lpa_layers",
     "old_sample_distillation",
-    "set_warmup_factor",
+    "set_content_factor",
     "update_memory",
-    "warmup_factor",
 ]

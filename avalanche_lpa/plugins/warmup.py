@@ -2,7 +2,7 @@
 
 The LPA layer damps early gradients into Q/K by starting its content weights small; that only helps on the
 first task. :class:`LPAWarmupPlugin` repeats the effect on every new task by scaling the content term
-``c_h * q.k / sqrt(d)`` with each layer's ``warmup_factor`` buffer while the attention re-adapts, so the new
+``c_h * q.k / sqrt(d)`` with each layer's ``content_factor`` buffer while the attention re-adapts, so the new
 task is first learned through the (local) position term.
 """
 from __future__ import annotations
@@ -19,12 +19,12 @@ from ..layers import LPAttention
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
-__all__ = ["SCHEDULES", "warmup_factor", "lpa_layers", "set_warmup_factor", "LPAWarmupPlugin"]
+__all__ = ["SCHEDULES", "content_warmup", "lpa_layers", "set_content_factor", "LPAWarmupPlugin"]
 
 SCHEDULES = ("linear", "cosine")
 
 
-def warmup_factor(progress: float, start_factor: float = 0.0, schedule: str = "linear") -> float:
+def content_warmup(progress: float, start_factor: float = 0.0, schedule: str = "linear") -> float:
     """The content-term factor after a fraction ``progress`` of the warm-up.
 
     Args:
@@ -47,11 +47,11 @@ def lpa_layers(model: nn.Module) -> List[LPAttention]:
     return [m for m in model.modules() if isinstance(m, LPAttention)]
 
 
-def set_warmup_factor(model: nn.Module, factor: float) -> int:
-    """Sets ``warmup_factor`` of every LPA layer in ``model``; returns how many layers were set."""
+def set_content_factor(model: nn.Module, factor: float) -> int:
+    """Sets ``content_factor`` of every LPA layer in ``model``; returns how many layers were set."""
     layers = lpa_layers(model)
     for layer in layers:
-        layer.warmup_factor.fill_(factor)
+        layer.content_factor.fill_(factor)
     return len(layers)
 
 
@@ -59,7 +59,7 @@ class LPAWarmupPlugin(SupervisedPlugin, supports_distributed=True):
     """Ramps the LPA content term from ``start_factor`` to 1 at the start of each training experience.
 
     The factor for the ``i``-th iteration of an experience (0-based, counted by ``strategy.clock``) is
-    ``warmup_factor(i / warmup_iterations, start_factor, schedule)``. Evaluation (also periodic evaluation
+    ``content_warmup(i / n, start_factor, schedule)`` with ``n`` the warm-up length in iterations. Evaluation (also periodic evaluation
     inside training) always runs with factor 1, and the factor is 1 again when an experience ends. The plugin
     keeps only numbers, so it survives ``deepcopy`` and checkpointing; models without LPA layers (GPSA, MHSA)
     are left untouched with a single warning.
@@ -70,8 +70,8 @@ class LPAWarmupPlugin(SupervisedPlugin, supports_distributed=True):
 
     Args:
         start_factor: factor at the first iteration of an experience (0 switches the content term off).
-        warmup_epochs: warm-up length in epochs (fractions allowed), converted with ``len(strategy.dataloader)``.
-        warmup_iters: warm-up length in iterations; overrides ``warmup_epochs`` when given.
+        epochs: warm-up length in epochs (fractions allowed), converted with ``len(strategy.dataloader)``.
+        iterations: warm-up length in iterations; overrides ``epochs`` when given.
         schedule: ``"linear"`` or ``"cosine"``.
         skip_first_experience: leave the first training experience alone (the LPA init already damps it).
     """
@@ -79,38 +79,38 @@ class LPAWarmupPlugin(SupervisedPlugin, supports_distributed=True):
     def __init__(
         self,
         start_factor: float = 0.0,
-        warmup_epochs: float = 1.0,
-        warmup_iters: Optional[int] = None,
+        epochs: float = 1.0,
+        iterations: Optional[int] = None,
         schedule: str = "linear",
         skip_first_experience: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 <= start_factor <= 1.0:
             raise ValueError(f"start_factor must lie in [0, 1], got {start_factor}")
-        if warmup_epochs < 0 or (warmup_iters is not None and warmup_iters < 0):
-            raise ValueError("warmup_epochs and warmup_iters must not be negative")
-        warmup_factor(0.0, start_factor, schedule)  # validates the schedule name
+        if epochs < 0 or (iterations is not None and iterations < 0):
+            raise ValueError(f"the warm-up length must not be negative, got epochs={epochs}, iterations={iterations}")
+        content_warmup(0.0, start_factor, schedule)  # validates the schedule name
         self.start_factor = start_factor
-        self.warmup_epochs = warmup_epochs
-        self.warmup_iters = warmup_iters
+        self.epochs = epochs
+        self.iterations = iterations
         self.schedule = schedule
         self.skip_first_experience = skip_first_experience
         self.active = False  # warming up in the current experience
         self.factor = 1.0  # factor of the latest training iteration
         self._warned = False
 
-    def warmup_iterations(self, strategy: "SupervisedTemplate") -> int:
+    def length(self, strategy: "SupervisedTemplate") -> int:
         """Warm-up length in iterations for the current experience."""
-        if self.warmup_iters is not None:
-            return self.warmup_iters
-        return math.ceil(self.warmup_epochs * len(strategy.dataloader))
+        if self.iterations is not None:
+            return self.iterations
+        return math.ceil(self.epochs * len(strategy.dataloader))
 
     def factor_at(self, iteration: int, total: int) -> float:
         """Factor of iteration ``iteration`` of a warm-up that lasts ``total`` iterations."""
-        return 1.0 if total <= 0 else warmup_factor(iteration / total, self.start_factor, self.schedule)
+        return 1.0 if total <= 0 else content_warmup(iteration / total, self.start_factor, self.schedule)
 
     def _apply(self, strategy: "SupervisedTemplate", factor: float) -> None:
-        if set_warmup_factor(strategy.model, factor) == 0 and not self._warned:
+        if set_content_factor(strategy.model, factor) == 0 and not self._warned:
             self._warned = True
             warnings.warn(
                 f"LPAWarmupPlugin: {type(strategy.model).__name__} has no LPAttention layer; the plugin does "
@@ -122,18 +122,18 @@ class LPAWarmupPlugin(SupervisedPlugin, supports_distributed=True):
         first = strategy.clock.train_exp_counter == 0
         self.active = not (self.skip_first_experience and first)
         # The clock has not reset its per-experience counter yet (it runs last): start from iteration 0.
-        self.factor = self.factor_at(0, self.warmup_iterations(strategy)) if self.active else 1.0
+        self.factor = self.factor_at(0, self.length(strategy)) if self.active else 1.0
         self._apply(strategy, self.factor)
 
     def before_training_iteration(self, strategy: "SupervisedTemplate", **kwargs) -> None:
         if not self.active:
             return
         # Replay plugins may swap the dataloader in before_training_exp, so measure epochs here.
-        total = self.warmup_iterations(strategy)
+        total = self.length(strategy)
         iteration = strategy.clock.train_exp_iterations
         self.factor = self.factor_at(iteration, total)
         self.active = iteration < total
-        set_warmup_factor(strategy.model, self.factor)
+        set_content_factor(strategy.model, self.factor)
 
     def after_training_epoch(self, strategy: "SupervisedTemplate", **kwargs) -> None:
         # Reset before any after_training_exp callback runs, so a model copy taken there (LwF's teacher)
@@ -151,4 +151,4 @@ class LPAWarmupPlugin(SupervisedPlugin, supports_distributed=True):
 
     def before_eval(self, strategy: "SupervisedTemplate", **kwargs) -> None:
         # Periodic evaluation may interrupt a warm-up; the next training iteration sets its factor again.
-        set_warmup_factor(strategy.model, 1.0)
+        set_content_factor(strategy.model, 1.0)

@@ -148,7 +148,7 @@ _AUTHORS = dict(
     mixup=0.8,
     lpa_warmup=False,
 )
-_PRESETS: Dict[str, Dict[str, Any]] = {"lpa": _AUTHORS, "lpa_warmup": {**_AUTHORS, "lpa_warmup": True}}
+_STRATEGY_DEFAULTS: Dict[str, Dict[str, Any]] = {"lpa": _AUTHORS, "lpa_warmup": {**_AUTHORS, "lpa_warmup": True}}
 
 #: Names that build the recipe (and take its options).
 RECIPES = ("lpa", "lpa_warmup")
@@ -160,7 +160,7 @@ def strategy_options(name: str) -> Dict[str, Any]:
     """Valid options of strategy ``name`` and their defaults."""
     if name not in _NAME_OPTIONS:
         raise ValueError(f"unknown strategy {name!r}; valid names: {', '.join(STRATEGIES)}")
-    return {**COMMON_OPTIONS, **_PRESETS.get(name, {}), **_NAME_OPTIONS[name]}
+    return {**COMMON_OPTIONS, **_STRATEGY_DEFAULTS.get(name, {}), **_NAME_OPTIONS[name]}
 
 
 def _resolve(name: str, options: Dict[str, Any]) -> Dict[str, Any]:
@@ -220,8 +220,8 @@ def _recipe_plugins(config: Dict[str, Any]) -> List[SupervisedPlugin]:
         plugins.append(
             LPAWarmupPlugin(
                 start_factor=config["lpa_warmup_start"],
-                warmup_epochs=config["lpa_warmup_epochs"],
-                warmup_iters=config["lpa_warmup_iters"],
+                epochs=config["lpa_warmup_epochs"],
+                iterations=config["lpa_warmup_iters"],
                 schedule=config["lpa_warmup_schedule"],
                 skip_first_experience=config["lpa_warmup_skip_first"],
             )
