@@ -1,6 +1,7 @@
 """Avalanche plugins of the LPA training recipe; each works with any Avalanche ``SupervisedTemplate``."""
 from .criterion import SeenClassesBCE
 from .distillation import WeightedLwFPlugin, distillation_weight
+from .divergence import DivergenceError, DivergenceGuardPlugin
 from .finetune import BalancedFinetuningPlugin
 from .herding import ScopedHerdingSelection, find_module, herding_buffer
 from .precision import PRECISIONS, AutocastPlugin
@@ -10,6 +11,8 @@ from .warmup import LPAWarmupPlugin, lpa_layers, set_warmup_factor, warmup_facto
 __all__ = [
     "AutocastPlugin",
     "BalancedFinetuningPlugin",
+    "DivergenceError",
+    "DivergenceGuardPlugin",
     "ExperienceEpochsPlugin",
     "ExperienceLRSchedulePlugin",
     "LPAWarmupPlugin",
