@@ -30,7 +30,7 @@ from avalanche_lpa.experiment.run import RunInterrupted, run
 from avalanche_lpa.plugins import DivergenceError, DivergenceGuardPlugin
 
 from .conftest import make_tiny
-from .test_experiment import make_fake_cifar100
+from .test_experiment import make_fake_cifar100, make_fake_fashion_mnist_gz
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = "{img_size: 8, patch_size: 2, in_chans: 1, embed_dim: 18, depth: 2, num_heads: 9}"
@@ -403,12 +403,14 @@ def test_errors_found_after_data_loading_leave_no_folder(base_yaml, tmp_path, ca
 # -- 6. datasets the Avalanche way ---------------------------------------------------------------------------
 @pytest.fixture
 def avalanche_home(tmp_path, monkeypatch) -> Path:
-    """Avalanche's dataset location moved to a temporary folder (never the user's ~/.avalanche)."""
+    """A machine without datasets: Avalanche's dataset location moved to an empty temporary folder (never the
+    user's ~/.avalanche), no $AVALANCHE_LPA_DATA and no Debian Fashion-MNIST package."""
     from avalanche.benchmarks.datasets import dataset_utils
 
     location = tmp_path / "avalanche-data"
     monkeypatch.setitem(dataset_utils.AVALANCHE_CONFIG, "dataset_location", str(location))
     monkeypatch.delenv("AVALANCHE_LPA_DATA", raising=False)
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
     return location
 
 
@@ -436,6 +438,13 @@ def test_missing_cifar_is_downloaded_into_avalanches_location(avalanche_home, mo
     assert bench.n_classes == 100
     data_module.split_cifar100(None, n_experiences=10, class_order=list(range(100)))
     assert len(calls) == 1  # found there the second time
+
+
+def test_debian_fashion_mnist_is_a_source_before_any_download(avalanche_home, tmp_path, monkeypatch):
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", make_fake_fashion_mnist_gz(tmp_path / "debian"))
+    bench = data_module.split_fashion_mnist(None, n_experiences=5, class_order=list(range(10)))  # offline here
+    assert (avalanche_home / "fashionmnist" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+    assert bench.n_classes == 10
 
 
 def test_failed_download_is_one_line_with_where_and_how(base_yaml, avalanche_home, tmp_path, capsys):

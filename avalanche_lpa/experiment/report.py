@@ -306,7 +306,7 @@ def locality_figure(
     layers = max((len(step) for values in runs.values() for step in values), default=0)
     if layers == 0:
         raise ValueError("no per-layer locality values to plot")
-    figure = _figure(2.6 * layers + 0.6, 3.2)
+    figure = _figure(2.6 * layers + 2.6, 3.2)  # + room for the legend on the right
     axes = figure.subplots(1, layers, sharey=True, squeeze=False)[0]
     for name, values in runs.items():
         steps = range(1, len(values) + 1)
@@ -324,7 +324,8 @@ def locality_figure(
                                      if v is not None and math.isfinite(v)])
     axes[0].set_ylim(0.0, 1.08 * top if top > 0 else 1.0)  # shared y: from 0, so drifts keep their scale
     axes[0].set_ylabel("mean attention distance (patches)")
-    axes[-1].legend()
+    # Outside the axes: with the y-axis from 0 the free space inside is where the curves are.
+    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.03, 1.0), borderaxespad=0.0, fontsize="small")
     figure.suptitle(title)
     return figure
 

@@ -324,8 +324,11 @@ def run(
 
     with each_deprecation_once():
         RNGManager.set_random_seeds(seed)
-        with DistributedHelper.main_process_first():  # rank 0 downloads / unpacks / checks the data first
-            benchmark = build_benchmark(config["data"], seed)
+        # Rank 0 downloads / unpacks / checks the data first; the others only read it (concurrent downloads into
+        # one folder would corrupt it; on several nodes without a shared filesystem the data must be on each).
+        data_config = config["data"] if info.is_main else {**config["data"], "download": False}
+        with DistributedHelper.main_process_first():
+            benchmark = build_benchmark(data_config, seed)
         model = build_model(config, benchmark.n_classes)
         loggers: List[Any] = []  # filled once the folder exists: loggers create files
         guard = [DivergenceGuardPlugin(hint=_divergence_hint(config))] if divergence_guard else []
