@@ -1,10 +1,13 @@
 #!/usr/bin/env python
 """Split CIFAR-100 (B0) with LPAViT / GPSA / ViT: the paper study from a YAML config.
 
-    python experiments/split_cifar100.py --data-root ~/data                  # authors' recipe, 10 steps
-    python experiments/split_cifar100.py --config experiments/configs/cifar100_quick.yaml --data-root ~/data
-    python experiments/split_cifar100.py --compare --seeds 1993 1994 1995 --data-root ~/data
+    python experiments/split_cifar100.py                                     # authors' recipe, 10 steps
+    python experiments/split_cifar100.py --config experiments/configs/cifar100_quick.yaml
+    python experiments/split_cifar100.py --compare --seeds 1993 1994 1995
     python experiments/split_cifar100.py --output runs/X --resume            # continue an interrupted run
+
+CIFAR-100 is read from Avalanche's dataset location (~/.avalanche/data/cifar100), or --data-root, and
+downloaded there on first use unless --no-download.
 """
 import sys
 from pathlib import Path

@@ -5,6 +5,7 @@ import pickle
 import runpy
 import struct
 from pathlib import Path
+from urllib.error import URLError
 
 import numpy as np
 import pytest
@@ -136,7 +137,7 @@ def test_cifar_loader_reads_torchvision_layout_and_maps_labels_from_zero(fake_ci
 
 def test_missing_cifar_names_layout_and_flag(tmp_path):
     with pytest.raises(data_module.DatasetNotFoundError, match=r"cifar-100-python/\{train,test,meta\}.*--data-root"):
-        data_module.split_cifar100(tmp_path)
+        data_module.split_cifar100(tmp_path, download=False)
 
 
 def test_fashion_mnist_unpacks_gzipped_files_once(tmp_path, monkeypatch):
@@ -150,7 +151,7 @@ def test_fashion_mnist_unpacks_gzipped_files_once(tmp_path, monkeypatch):
     assert x.shape == (1, 28, 28)
     monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
     with pytest.raises(data_module.DatasetNotFoundError, match="apt-get install dataset-fashion-mnist"):
-        data_module.split_fashion_mnist(tmp_path / "empty")
+        data_module.split_fashion_mnist(tmp_path / "empty", download=False)
 
 
 def test_imagenet100_from_a_folder_with_and_without_class_list(tmp_path):
@@ -212,14 +213,19 @@ def test_cifar_script_end_to_end_on_fake_cifar(fake_cifar, tmp_path, monkeypatch
     assert yaml.safe_load((out / "config.yaml").read_text())["strategy"]["name"] == "lpa"
 
 
-def test_offline_without_data_prints_layout_not_traceback(tmp_path, capsys):
+def test_offline_without_data_prints_layout_not_traceback(tmp_path, capsys, monkeypatch):
+    def offline(*args, **kwargs):  # the network is never touched: every urllib request fails as offline
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
     code = main(["--data-root", str(tmp_path / "none"), "--output", str(tmp_path / "out")],
                 description="", default_config=CONFIGS / "cifar100_b0_10steps.yaml")
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: CIFAR-100 not found") and "cifar-100-python/{train,test,meta}" in err
+    assert "download" in err and "failed" in err and "URLError" in err
     assert "--data-root" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "none").exists()
 
 
 def test_cli_bad_key_and_bad_type(capsys):
@@ -253,10 +259,11 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         run(config, stop_after=1)
     path = tmp_path / "corrupt" / "checkpoint.pkl"
     path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(CheckpointError, match="corrupt.*without --resume"):
+    with pytest.raises(CheckpointError, match="corrupt.*--overwrite"):
         run(config, resume=True)
     with pytest.raises(CheckpointError):
         load_checkpoint(object(), path)
+    assert len(run(config, overwrite=True)["accuracy_matrix"]) == 3  # the advice given works
 
 
 def test_eval_only_reevaluates_the_saved_model(tmp_path):

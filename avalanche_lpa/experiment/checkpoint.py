@@ -92,6 +92,7 @@ def load_checkpoint(strategy: T, path: PathLike, map_location=None) -> Tuple[T, 
         return maybe_load_checkpoint(strategy, str(path), map_location=map_location)
     except Exception as error:  # torch/dill raise many types for a damaged file
         raise CheckpointError(
-            f"cannot read checkpoint {path} ({type(error).__name__}: {error}); it is corrupt or from an "
-            "incompatible version: delete it, or run without --resume to start over"
+            f"cannot read checkpoint {path} ({type(error).__name__}: {' '.join(str(error).split())}); it is corrupt "
+            "or from an incompatible version: start the run afresh with --overwrite (deletes this run's files) "
+            "or choose another --output"
         ) from error

@@ -1,4 +1,8 @@
-"""Command line shared by ``experiments/split_*.py``: parse, build the config, run, report errors in one line."""
+"""Command line shared by ``experiments/split_*.py``: parse, build the config, run, report errors in one line.
+
+Exit status: 0 success, 2 bad input (config, flags, device, data, output folder, a folder in use), 1 a run
+that failed (diverged), 130 interrupted.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,27 +12,34 @@ from typing import Any, Dict, Optional, Sequence
 
 from ..distributed import shutdown_distributed
 from ..models import ATTN_TYPES
+from ..plugins import DivergenceError
 from ..training import STRATEGIES
 from .checkpoint import CheckpointError
 from .compare import compare
 from .config import ConfigError, load_config
 from .data import DatasetNotFoundError
-from .run import evaluate_saved_run, output_dir, run
+from .run import evaluate_saved_run, output_dir, read_run_config, run
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
 
 def build_parser(description: str, default_config: Path, imagenet: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--config", type=Path, default=default_config, help="YAML config")
+    parser.add_argument("--config", type=Path, default=None,
+                        help=f"YAML config (default: {default_config}; with --resume / --eval-only: the run's config.yaml)")
     parser.add_argument("--model", choices=ATTN_TYPES, help="attention type (model.attn_type)")
     parser.add_argument("--strategy", choices=STRATEGIES, help="strategy name (strategy.name); config options it does not take are dropped")
     parser.add_argument("--seed", type=int, help="seed (also of the class order when none is given)")
     parser.add_argument("--data-root", help="dataset folder (data.root)")
     parser.add_argument("--output", help="run folder (output.dir); {name} {model} {strategy} {seed} are filled in")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --output from its checkpoint, with the run's own config.yaml")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start the run in --output afresh, deleting the files an earlier run wrote there")
     parser.add_argument("--eval-only", action="store_true", help="re-evaluate the finished run in --output")
+    parser.add_argument("--no-download", action="store_true",
+                        help="never download a missing dataset (data.download: false)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set strategy.lr=1e-3 (repeatable; values are YAML)")
     group = parser.add_argument_group("comparison")
@@ -39,39 +50,70 @@ def build_parser(description: str, default_config: Path, imagenet: bool = False)
     group.add_argument("--no-joint", action="store_true", help="skip the joint-training control runs")
     if imagenet:
         parser.add_argument("--class-list", help="file with one WordNet id per line (data.class_list)")
+    parser.set_defaults(default_config=default_config)
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> Dict[str, Any]:
-    """The validated config: YAML file, then the dedicated flags, then ``--set`` overrides."""
+def _flag_values(args: argparse.Namespace) -> Dict[str, Any]:
     flags = {"model": "model.attn_type", "strategy": "strategy.name", "seed": "seed", "data_root": "data.root",
              "output": "output.dir", "device": "device", "class_list": "data.class_list"}
     values = {key: getattr(args, flag) for flag, key in flags.items() if getattr(args, flag, None) is not None}
-    return load_config(args.config, args.overrides, values)
+    if getattr(args, "no_download", False):
+        values["data.download"] = False
+    return values
+
+
+def config_from_args(args: argparse.Namespace) -> Dict[str, Any]:
+    """The validated config: YAML file, then the dedicated flags, then ``--set`` overrides.
+
+    With ``--resume`` / ``--eval-only`` (single run) and no ``--config``, the run folder's ``config.yaml`` is the
+    starting point instead of the default config file, so the run continues as it was started; flags that
+    change it are refused later by the runner (only harmless keys such as the device may differ).
+    """
+    config_file = args.config if args.config is not None else getattr(args, "default_config", None)
+    values = _flag_values(args)
+    if (args.resume or args.eval_only) and not args.compare and args.config is None:
+        # Locate the run folder (--output, or the default config's output.dir filled in by the flags), then
+        # start from its config.yaml; --set values that only make sense for that config must not stop this.
+        for overrides in (args.overrides, []):
+            try:
+                folder = output_dir(load_config(config_file, overrides, values))
+            except ConfigError:
+                continue
+            saved = read_run_config(folder)
+            if saved is not None:
+                return load_config(None, args.overrides, values, base=saved)
+            break
+    return load_config(config_file, args.overrides, values)
 
 
 def main(argv: Optional[Sequence[str]], *, description: str, default_config: Path, imagenet: bool = False) -> int:
     """Runs the command line; returns the exit status (errors are one line on stderr, no traceback)."""
     args = build_parser(description, default_config, imagenet).parse_args(argv)
     try:
+        if args.overwrite and (args.resume or args.eval_only):
+            raise ConfigError("--overwrite starts a run afresh; it cannot be combined with --resume or --eval-only")
         config = config_from_args(args)
         if args.eval_only:
-            results = evaluate_saved_run(output_dir(config), device=args.device)
+            results = evaluate_saved_run(output_dir(config), config=config)
             print(f"re-evaluated {results['run']}: wrote eval_results.json")
         elif args.compare:
             seeds = args.seeds or [config["seed"]]
             outcome = compare(config, models=args.models, strategies=args.strategies, seeds=seeds,
-                              joint=not args.no_joint, resume=args.resume)
+                              joint=not args.no_joint, resume=args.resume, overwrite=args.overwrite)
             print(outcome["table"])
             print(f"wrote {outcome['folder']}/comparison.md and figures")
         else:
-            results = run(config, resume=args.resume)
+            results = run(config, resume=args.resume, overwrite=args.overwrite)
             summary = results["summary"]
             print(f"avg incremental accuracy {summary['avg_incremental_accuracy']:.4f}, "
                   f"last accuracy {summary['last_accuracy']:.4f}; results in {output_dir(config)}")
     except (ConfigError, DatasetNotFoundError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except DivergenceError as error:  # a failed run, not bad input
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: finished experiences are checkpointed; continue with --resume", file=sys.stderr)
         return 130

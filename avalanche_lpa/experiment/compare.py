@@ -80,15 +80,19 @@ def joint_config(config: Dict[str, Any], total_iterations: int, train_size: int)
     return joint
 
 
-def run_joint(config: Dict[str, Any], incremental: Dict[str, Any]) -> Dict[str, Any]:
-    """Runs the joint control of an incremental run; returns its results with per-milestone locality."""
+def run_joint(config: Dict[str, Any], incremental: Dict[str, Any], *, overwrite: bool = False) -> Dict[str, Any]:
+    """Runs the joint control of an incremental run; returns its results with per-milestone locality.
+
+    ``overwrite`` restarts a control left unfinished in its folder: its milestone measurements cannot be
+    resumed from a checkpoint, and it has a single experience anyway.
+    """
     config = validate(config)
     milestones = incremental["train_iterations"]
     benchmark = build_benchmark({**config["data"], "n_experiences": 1}, config["seed"])
     probe, _ = draw_probe(benchmark.test_stream, config["evaluation"]["locality_probe_size"], config["seed"])
     joint = joint_config(config, milestones[-1], len(benchmark.train_stream[0].dataset))
     tracker = LocalityAtIterations(probe, milestones)
-    results = run(joint, plugins=[tracker])
+    results = run(joint, plugins=[tracker], overwrite=overwrite)
     results["locality_at_milestones"] = {
         "iterations": milestones,
         "layers": [tracker.layers.get(m) for m in milestones],
@@ -162,6 +166,7 @@ def compare(
     seeds: Sequence[int] = (1993,),
     joint: bool = True,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> Dict[str, Any]:
     """Runs every model x strategy x seed (plus joint controls) and writes the comparison files.
 
@@ -172,6 +177,7 @@ def compare(
         seeds: seeds; mean ± std is over them.
         joint: also run the joint-training control of each incremental run.
         resume: reuse finished runs (their ``results.json``, joint controls included) and resume interrupted ones.
+        overwrite: start every run afresh, deleting what earlier runs wrote in their folders.
     """
     config = validate(config)
     root = output_dir(config, model="all", strategy="all", seed="all")
@@ -190,13 +196,16 @@ def compare(
                 run_cfg["name"] = f"{run_name(config, model=model, strategy=strategy, seed=seed)}-{strategy}-s{seed}"
                 run_cfg["output"]["dir"] = str(root / f"{model}-{strategy}-s{seed}")
                 done = Path(run_cfg["output"]["dir"]) / "results.json"
-                results = read_results(done) if resume and done.is_file() else run(run_cfg, resume=resume)
+                if resume and done.is_file():
+                    results = read_results(done)
+                else:
+                    results = run(run_cfg, resume=resume, overwrite=overwrite)
                 groups[label]["incremental"].append(results)
                 joint_done = Path(run_cfg["output"]["dir"] + "-joint") / "results.json"
                 if resume and joint_done.is_file():  # a finished control is reused, also with joint=False
                     groups[label]["joint"].append(read_results(joint_done))
                 elif joint:
-                    groups[label]["joint"].append(run_joint(run_cfg, results))
+                    groups[label]["joint"].append(run_joint(run_cfg, results, overwrite=resume or overwrite))
     table = comparison_table(groups)
     atomic_write_bytes(root / "comparison.md", table.encode())
     atomic_write_bytes(root / "comparison.json", json.dumps(to_jsonable(groups), indent=1).encode())
@@ -214,4 +223,6 @@ def _figures(groups: Dict[str, Dict[str, List[Dict[str, Any]]]], root: Path) -> 
             if all(step is not None for step in layers):
                 locality[f"{label} (joint)"] = layers
     if locality:
-        plot_locality(locality, root / "locality.png", title="Mean attention distance per layer (first seed)")
+        references = {r["locality"].get("uniform_distance") for r in first.values() if r.get("locality")}
+        plot_locality(locality, root / "locality.png", title="Mean attention distance per layer (first seed)",
+                      reference=references.pop() if len(references) == 1 else None)

@@ -8,15 +8,19 @@ ones. The ``strategy`` section is checked against the options of the chosen stra
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
 import yaml
 
 from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, model_keywords
 from ..training import strategy_options
 
-__all__ = ["ConfigError", "DEFAULTS", "DATASETS", "load_config", "apply_overrides", "read_yaml", "set_value", "switch_strategy", "validate", "dump_config"]
+__all__ = [
+    "ConfigError", "DEFAULTS", "DATASETS", "HARMLESS_KEYS", "load_config", "load_yaml", "apply_overrides", "read_yaml",
+    "set_value", "switch_strategy", "validate", "dump_config", "config_differences",
+]
 
 DATASETS = ("cifar100", "fashion_mnist", "imagenet100", "synthetic")
 
@@ -27,7 +31,8 @@ DEFAULTS: Dict[str, Any] = {
     "device": "auto",  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     "data": {
         "dataset": "cifar100",
-        "root": None,  # None: $AVALANCHE_LPA_DATA, else ./data (fashion_mnist also finds the Debian package)
+        "root": None,  # None: $AVALANCHE_LPA_DATA, else Avalanche's ~/.avalanche/data/<name> (+ Debian Fashion-MNIST)
+        "download": True,  # download a missing CIFAR-100 / Fashion-MNIST into the root (--no-download: false)
         "n_experiences": 10,
         "class_order": None,  # explicit list of original class ids, in the order they arrive
         "class_list": None,  # imagenet100: file with one WordNet id per line
@@ -63,6 +68,51 @@ DEFAULTS: Dict[str, Any] = {
 # Sections whose keys are not fixed by the schema (checked separately).
 _FREE_FORM = {("model", "overrides")}
 
+#: Keys that may differ between a run's ``config.yaml`` and a ``--resume`` / ``--eval-only`` of it: they change
+#: where and how a run is shown or read, never what it computes.
+HARMLESS_KEYS = (
+    "device",
+    "data.root",
+    "data.download",
+    "data.num_workers",
+    "evaluation.progress_bar",
+    "evaluation.text_log",
+    "evaluation.tensorboard",
+    "output.dir",
+)
+
+#: Strategy options that must be at least 1 (``None`` allowed where it is the default).
+_POSITIVE_OPTIONS = ("train_mb_size", "eval_mb_size", "batch_size_mem", "train_epochs", "epochs_first")
+
+
+# -- YAML ------------------------------------------------------------------------------------------------------
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads ``1e-3``, ``1e6``, ``1.0e6``, ``1E+6`` as numbers.
+
+    PyYAML follows YAML 1.1, whose floats need a dot and a signed exponent (``1.0e+6``); YAML 1.2 and every
+    programming language accept the other spellings too, and they are what people type.
+    """
+
+
+_Loader.add_implicit_resolver(  # copies the inherited resolvers first: yaml.SafeLoader is unchanged
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parses YAML like ``yaml.safe_load``, with numbers in every common spelling (``1e-3``, ``-2.5E+4``, ``.5``)."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: the problem and where."""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
 
 class ConfigError(ValueError):
     """An invalid configuration (unknown key, wrong type, bad value)."""
@@ -83,6 +133,9 @@ def _check_type(key: str, value: Any, default: Any) -> Any:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
     elif isinstance(default, int):
+        # 2e3 (a float in YAML) is a fine spelling of 2000; 2.5 is not an integer.
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif isinstance(default, (list, tuple)):
         ok = isinstance(value, (list, tuple))
@@ -147,6 +200,18 @@ def validate(config: Mapping[str, Any]) -> Dict[str, Any]:
         )
     if data["n_experiences"] < 1:
         raise ConfigError(f"data.n_experiences: must be at least 1, got {data['n_experiences']}")
+    if data["num_workers"] < 0:
+        raise ConfigError(f"data.num_workers: must be 0 (load in the main process) or more, got {data['num_workers']}")
+    for key in _POSITIVE_OPTIONS:
+        value = out["strategy"].get(key)
+        if isinstance(value, float) and value.is_integer():  # None-default options are not type-checked
+            value = out["strategy"][key] = int(value)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"strategy.{key}: must be an integer of at least 1, got {value!r}")
+    if out["evaluation"]["locality_probe_size"] < 1:
+        raise ConfigError(
+            f"evaluation.locality_probe_size: must be at least 1, got {out['evaluation']['locality_probe_size']}"
+        )
     return out
 
 
@@ -155,9 +220,10 @@ def _parse_override(item: str):
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected key.sub=value, e.g. --set strategy.lr=0.001")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--set {item!r}: cannot parse the value ({error.problem})") from None
+        value = load_yaml(raw) if raw.strip() else None
+    except (yaml.YAMLError, ValueError) as error:
+        problem = _yaml_problem(error) if isinstance(error, yaml.YAMLError) else str(error)
+        raise ConfigError(f"--set {item!r}: cannot parse the value ({problem})") from None
     return key.strip().split("."), value
 
 
@@ -189,6 +255,8 @@ def load_config(
     path: Optional[Union[str, Path]] = None,
     overrides: Iterable[str] = (),
     values: Optional[Mapping[str, Any]] = None,
+    *,
+    base: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Loads a YAML config (or the defaults when ``path`` is None) and validates it.
 
@@ -196,8 +264,12 @@ def load_config(
         path: YAML file.
         overrides: ``key.sub=value`` strings (``--set``), applied last.
         values: ``{"key.sub": value}`` set before the overrides (dedicated command-line flags).
+        base: a config to start from instead of ``path`` (a run's own ``config.yaml`` for ``--resume``).
     """
-    raw = read_yaml(Path(path)) if path is not None else {}
+    if base is not None:
+        raw = copy.deepcopy(dict(base))
+    else:
+        raw = read_yaml(Path(path)) if path is not None else {}
     values = dict(values or {})
     if "strategy.name" in values:
         raw["strategy"] = switch_strategy(raw.get("strategy") or {}, values.pop("strategy.name"))
@@ -220,9 +292,11 @@ def read_yaml(path: Path, _seen: tuple = ()) -> Dict[str, Any]:
     if path.resolve() in _seen:
         raise ConfigError(f"config file {path} includes itself through 'base'")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(error)}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ConfigError(f"cannot read config file {path} ({error}); pass --config with a readable YAML file") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(raw).__name__}")
     base = raw.pop("base", None)
@@ -259,3 +333,31 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def _leaves(value: Any, prefix: str = "") -> Dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: Dict[str, Any] = {}
+        for key, sub in value.items():
+            out.update(_leaves(sub, f"{prefix}.{key}" if prefix else str(key)))
+        return out or {prefix: {}}
+    return {prefix: list(value) if isinstance(value, tuple) else value}
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], ignore: Iterable[str] = ()) -> List[str]:
+    """Dotted keys whose values differ between two configs, as ``key (old -> new)``, skipping ``ignore``."""
+    a, b = _leaves(old), _leaves(new)
+    skip = set(ignore)
+
+    def short(value: Any) -> str:
+        text = "unset" if value is _MISSING else repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    return [
+        f"{key} ({short(a.get(key, _MISSING))} -> {short(b.get(key, _MISSING))})"
+        for key in sorted(set(a) | set(b))
+        if key not in skip and a.get(key, _MISSING) != b.get(key, _MISSING)
+    ]
+
+
+_MISSING = object()

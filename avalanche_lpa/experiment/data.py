@@ -1,7 +1,11 @@
 """Class-incremental benchmarks: Split CIFAR-100, Split Fashion-MNIST, ImageNet-100 and a synthetic one.
 
-Nothing here downloads: datasets are read from a local folder, and a missing one raises
-:class:`DatasetNotFoundError` whose message names the expected layout and the option that points to it.
+Datasets live where Avalanche keeps them (``default_dataset_location(name)``, ``~/.avalanche/data/<name>``)
+unless ``$AVALANCHE_LPA_DATA`` or ``data.root`` (``--data-root``) says otherwise. A missing CIFAR-100 or
+Fashion-MNIST is downloaded there through torchvision, as Avalanche's own benchmarks do, unless
+``download=False`` (``--no-download``); a dataset that is missing and cannot be downloaded, or a data root that
+is a file or unreadable, raises :class:`DatasetNotFoundError` whose one-line message names the expected layout,
+what failed and how to provide the files.
 Class ids are remapped from zero in the order the classes arrive (``class_order``), so the growing head adds
 units 0, 1, 2, ... and the mapping is written to the run folder by the experiment runner.
 
@@ -10,7 +14,9 @@ pattern: learnable by a tiny ViT in a few iterations, with no files involved (te
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import os
 import shutil
 from pathlib import Path
@@ -19,6 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from avalanche.benchmarks import nc_benchmark
 from avalanche.benchmarks.classic import SplitCIFAR100, SplitFMNIST
+from avalanche.benchmarks.datasets import default_dataset_location
 from torch.utils.data import Subset, TensorDataset
 from torchvision import datasets
 
@@ -28,6 +35,7 @@ __all__ = [
     "DatasetNotFoundError",
     "TargetTensorDataset",
     "DEBIAN_FASHION_MNIST",
+    "AVALANCHE_DATASET_NAMES",
     "default_data_root",
     "synthetic_benchmark",
     "split_cifar100",
@@ -48,9 +56,79 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset is not on disk; the message says where it was expected and how to provide it."""
 
 
-def default_data_root() -> Path:
-    """``$AVALANCHE_LPA_DATA`` if set, else ``./data``."""
-    return Path(os.environ.get("AVALANCHE_LPA_DATA", "data")).expanduser()
+#: Avalanche's folder name of each dataset under its default dataset location.
+AVALANCHE_DATASET_NAMES = {"cifar100": "cifar100", "fashion_mnist": "fashionmnist", "imagenet100": "imagenet"}
+
+
+def _root_help(holds: str) -> str:
+    return f"pass the folder that holds {holds} with --data-root (or set $AVALANCHE_LPA_DATA)"
+
+
+def default_data_root(dataset: str = "cifar100") -> Path:
+    """``$AVALANCHE_LPA_DATA`` if set, else Avalanche's default location of ``dataset`` (``~/.avalanche/data/<name>``)."""
+    env = os.environ.get("AVALANCHE_LPA_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path(default_dataset_location(AVALANCHE_DATASET_NAMES.get(dataset, dataset))).expanduser()
+
+
+def _one_line(error: BaseException) -> str:
+    """``Type: message`` on one line (torchvision's download errors span several)."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def check_data_root(root: os.PathLike, holds: str) -> Path:
+    """``root`` expanded; an existing root that is a file or cannot be read is a :class:`DatasetNotFoundError`.
+
+    Args:
+        root: the data root (it may not exist yet: downloads create it).
+        holds: what the root should hold, for the message (e.g. ``"cifar-100-python/"``).
+    """
+    root = Path(root).expanduser()
+    try:
+        is_file = root.exists() and not root.is_dir()
+        unreadable = root.is_dir() and not os.access(root, os.R_OK | os.X_OK)
+    except PermissionError:  # a parent folder is not searchable
+        is_file, unreadable = False, True
+    if is_file:
+        raise DatasetNotFoundError(f"data root {root} is a file, not a folder; {_root_help(holds)}")
+    if unreadable:
+        raise DatasetNotFoundError(
+            f"cannot read data root {root} (permission denied); make it readable or {_root_help(holds)}"
+        )
+    return root
+
+
+def _download(name: str, torchvision_dataset, root: Path, expected: str, size: str, manual: str) -> None:
+    """Downloads ``name`` into ``root`` with torchvision (as Avalanche's benchmarks do); one-line error on failure.
+
+    Args:
+        name: the dataset's name, for messages.
+        torchvision_dataset: the torchvision class, called with ``download=True``.
+        root: where the files go (torchvision's layout below it).
+        expected: the files looked for, for the error.
+        size: the download size, for the notice.
+        manual: how to provide the files by hand, for the error.
+    """
+    print(f"{name} is not in {root}: downloading it there ({size}; --no-download turns this off)", flush=True)
+    created = None  # the topmost folder the download creates, removed again (if left empty) when it fails
+    if not root.exists():
+        created = root
+        while not created.parent.exists():
+            created = created.parent
+    chatter = io.StringIO()  # torchvision prints every failed mirror on several lines; our error says it in one
+    try:
+        with contextlib.redirect_stdout(chatter):
+            torchvision_dataset(str(root), train=True, download=True)
+    except Exception as error:  # URLError, HTTPError, timeouts, md5 mismatch (RuntimeError), disk errors ...
+        if created is not None:  # leave no empty folders behind; anything partly downloaded stays
+            for folder, _, _ in sorted(os.walk(created), key=lambda entry: -len(entry[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+        raise DatasetNotFoundError(
+            f"{name} not found (expected {expected}) and the download into {root} failed ({_one_line(error)}); {manual}"
+        ) from None
 
 
 class TargetTensorDataset(TensorDataset):
@@ -151,8 +229,38 @@ def _classic_split(avalanche_split, torchvision_dataset, root: Path, n_experienc
     return _split(train, test, n_experiences, class_order, seed, train_transform=train_tf, eval_transform=eval_tf)
 
 
+_CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+
+
+def _cifar100_missing(folder: Path) -> List[str]:
+    return [name for name in ("train", "test", "meta") if not (folder / name).is_file()]
+
+
+def _cifar100_root(root: Optional[os.PathLike], download: bool) -> Path:
+    """A folder with ``cifar-100-python/{train,test,meta}``, downloading CIFAR-100 into it if allowed."""
+    root = check_data_root(root if root is not None else default_data_root("cifar100"), "cifar-100-python/")
+    folder = root / "cifar-100-python"
+    missing = _cifar100_missing(folder)
+    if not missing:
+        return root
+    manual = (
+        f"on a machine with internet download {_CIFAR100_URL}, extract it into {root}, "
+        f"or {_root_help('cifar-100-python/')}"
+    )
+    if not download:
+        raise DatasetNotFoundError(
+            f"CIFAR-100 not found: expected {folder}/{{train,test,meta}} (missing: {', '.join(missing)}) and "
+            f"downloading is off (--no-download / data.download: false); drop --no-download to download it "
+            f"there, or {manual}"
+        )
+    _download("CIFAR-100", datasets.CIFAR100, root, f"{folder}/{{train,test,meta}}", "about 170 MB", manual)
+    if _cifar100_missing(folder):  # e.g. an archive of another layout
+        raise DatasetNotFoundError(f"CIFAR-100 was downloaded but {folder}/{{train,test,meta}} is incomplete; {manual}")
+    return root
+
+
 def split_cifar100(
-    root: os.PathLike,
+    root: Optional[os.PathLike] = None,
     n_experiences: int = 10,
     class_order: Optional[Sequence[int]] = None,
     seed: int = 1993,
@@ -160,11 +268,13 @@ def split_cifar100(
     auto_augment: Optional[str] = None,
     max_train_per_class: Optional[int] = None,
     max_test_per_class: Optional[int] = None,
+    download: bool = True,
 ):
     """Split CIFAR-100 (Avalanche's ``SplitCIFAR100``) read from ``<root>/cifar-100-python``.
 
     Args:
-        root: folder holding ``cifar-100-python/{train,test,meta}`` (torchvision's layout).
+        root: folder holding ``cifar-100-python/{train,test,meta}`` (torchvision's layout); ``None``:
+            :func:`default_data_root`.
         n_experiences: number of experiences (10, 20 or 50 for the B0 protocol).
         class_order: original class ids in arrival order (``None``: Avalanche's shuffle with ``seed``).
         seed: seed of the class shuffle (when no order is given) and of subsampling.
@@ -172,15 +282,9 @@ def split_cifar100(
         auto_augment: timm auto-augment policy added to them (the authors: ``"rand-m9-mstd0.5-inc1"``).
         max_train_per_class: keep at most this many training images per class (quick runs).
         max_test_per_class: the same for test images.
+        download: download CIFAR-100 into ``root`` when it is missing there.
     """
-    folder = Path(root).expanduser() / "cifar-100-python"
-    missing = [name for name in ("train", "test", "meta") if not (folder / name).is_file()]
-    if missing:
-        raise DatasetNotFoundError(
-            f"CIFAR-100 not found: expected {folder}/{{train,test,meta}} (missing: {', '.join(missing)}); "
-            "download cifar-100-python.tar.gz on a machine with internet, extract it into a folder and pass "
-            "that folder with --data-root (or set $AVALANCHE_LPA_DATA)"
-        )
+    root = _cifar100_root(root, download)
     mean, std = CIFAR100_STATS
     train_tf = train_transform(
         32, padding=4 if augment else 0, hflip=0.5 if augment else 0.0,
@@ -188,7 +292,7 @@ def split_cifar100(
     )
     eval_tf = eval_transform(mean=mean, std=std)
     return _classic_split(
-        SplitCIFAR100, datasets.CIFAR100, Path(root).expanduser(), n_experiences, class_order, seed,
+        SplitCIFAR100, datasets.CIFAR100, root, n_experiences, class_order, seed,
         max_train_per_class, max_test_per_class, train_tf, eval_tf,
     )
 
@@ -196,19 +300,34 @@ def split_cifar100(
 _FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-def _fashion_mnist_root(root: Optional[os.PathLike]) -> Path:
-    """A folder with ``FashionMNIST/raw/<files>`` un-gzipped, preparing it from the Debian package if needed."""
-    root = Path(root).expanduser() if root is not None else default_data_root()
+def _fashion_mnist_root(root: Optional[os.PathLike], download: bool = True) -> Path:
+    """A folder with ``FashionMNIST/raw/<files>`` un-gzipped: already there, unpacked from gzipped files (the
+    Debian package ``dataset-fashion-mnist``), or downloaded with torchvision if allowed."""
+    root = check_data_root(root if root is not None else default_data_root("fashion_mnist"), "FashionMNIST/raw/")
     raw = root / "FashionMNIST" / "raw"
     if all((raw / name).is_file() for name in _FMNIST_FILES):
         return root
-    sources = [d for d in (root, root / "FashionMNIST", DEBIAN_FASHION_MNIST) if all((d / f"{n}.gz").is_file() for n in _FMNIST_FILES)]
+    sources = [
+        d for d in (root, root / "FashionMNIST", raw, DEBIAN_FASHION_MNIST)
+        if all((d / f"{n}.gz").is_file() for n in _FMNIST_FILES)
+    ]
     if not sources:
-        raise DatasetNotFoundError(
-            f"Fashion-MNIST not found: expected {raw}/{{{','.join(_FMNIST_FILES)}}} or the gzipped files in "
-            f"{DEBIAN_FASHION_MNIST}; install them with `apt-get install dataset-fashion-mnist` or pass "
-            "--data-root pointing to a folder that has them"
+        expected = f"{raw}/{{{','.join(_FMNIST_FILES)}}}"
+        manual = (
+            f"install the Debian package (apt-get install dataset-fashion-mnist, read from {DEBIAN_FASHION_MNIST}), "
+            f"or put the four *-ubyte.gz files from https://github.com/zalandoresearch/fashion-mnist into {raw}, "
+            f"or {_root_help('FashionMNIST/raw/')}"
         )
+        if not download:
+            raise DatasetNotFoundError(
+                f"Fashion-MNIST not found: expected {expected} or the gzipped files in {DEBIAN_FASHION_MNIST}, and "
+                f"downloading is off (--no-download / data.download: false); drop --no-download to download it "
+                f"there, or {manual}"
+            )
+        _download("Fashion-MNIST", datasets.FashionMNIST, root, expected, "about 30 MB", manual)
+        if not all((raw / name).is_file() for name in _FMNIST_FILES):
+            raise DatasetNotFoundError(f"Fashion-MNIST was downloaded but {expected} is incomplete; {manual}")
+        return root
     raw.mkdir(parents=True, exist_ok=True)
     for name in _FMNIST_FILES:
         with gzip.open(sources[0] / f"{name}.gz", "rb") as src, open(raw / f"{name}.tmp", "wb") as dst:
@@ -225,14 +344,16 @@ def split_fashion_mnist(
     augment: bool = True,
     max_train_per_class: Optional[int] = None,
     max_test_per_class: Optional[int] = None,
+    download: bool = True,
 ):
-    """Split Fashion-MNIST (Avalanche's ``SplitFMNIST``; 28 px, 1 channel) from a local copy.
+    """Split Fashion-MNIST (Avalanche's ``SplitFMNIST``; 28 px, 1 channel).
 
     Looks for ``<root>/FashionMNIST/raw`` (torchvision's layout); if only the gzipped files exist (e.g. the
     Debian package ``dataset-fashion-mnist`` in ``/usr/share/datasets/fashion-mnist``) they are unpacked
-    into ``<root>/FashionMNIST/raw`` once. Arguments as in :func:`split_cifar100`.
+    into ``<root>/FashionMNIST/raw`` once; otherwise Fashion-MNIST is downloaded there (unless
+    ``download=False``). Arguments as in :func:`split_cifar100`.
     """
-    root = _fashion_mnist_root(root)
+    root = _fashion_mnist_root(root, download)
     mean, std = FASHION_MNIST_STATS
     train_tf = train_transform(28, padding=2 if augment else 0, hflip=0.5 if augment else 0.0,
                                auto_augment=None, mean=mean, std=std)
@@ -289,7 +410,7 @@ def imagenet100_classes(root: os.PathLike, class_list: Optional[os.PathLike] = N
 
 
 def split_imagenet100(
-    root: os.PathLike,
+    root: Optional[os.PathLike] = None,
     class_list: Optional[os.PathLike] = None,
     n_experiences: int = 10,
     class_order: Optional[Sequence[int]] = None,
@@ -312,7 +433,7 @@ def split_imagenet100(
             evaluation transform.
         Others as in :func:`split_cifar100`.
     """
-    root = Path(root).expanduser()
+    root = check_data_root(root if root is not None else default_data_root("imagenet100"), "train/ and val/")
     for split in ("train", "val"):
         if not (root / split).is_dir():
             raise DatasetNotFoundError(
@@ -363,7 +484,8 @@ def build_benchmark(data_config: Dict[str, Any], seed: int):
     name = data_config["dataset"]
     if name in _NUM_CLASSES or name == "synthetic":
         _check_split(name, _NUM_CLASSES.get(name, 2 * data_config["n_experiences"]), data_config)
-    root = data_config["root"] if data_config["root"] is not None else default_data_root()
+    root = data_config["root"]  # None: each loader's default_data_root(dataset)
+    download = data_config.get("download", True)
     common = dict(
         n_experiences=data_config["n_experiences"],
         class_order=data_config["class_order"],
@@ -372,9 +494,10 @@ def build_benchmark(data_config: Dict[str, Any], seed: int):
         max_test_per_class=data_config["max_test_per_class"],
     )
     if name == "cifar100":
-        return split_cifar100(root, augment=data_config["augment"], auto_augment=data_config["auto_augment"], **common)
+        return split_cifar100(root, augment=data_config["augment"], auto_augment=data_config["auto_augment"],
+                              download=download, **common)
     if name == "fashion_mnist":
-        return split_fashion_mnist(data_config["root"], augment=data_config["augment"], **common)
+        return split_fashion_mnist(root, augment=data_config["augment"], download=download, **common)
     if name == "imagenet100":
         return split_imagenet100(root, class_list=data_config["class_list"], augment=data_config["augment"],
                                  auto_augment=data_config["auto_augment"], **common)

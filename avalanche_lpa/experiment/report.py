@@ -28,20 +28,25 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 import torch
 
 from .. import __version__
+from ..layers import relative_distances
 from ..metrics import locality_history, summarize
 from ..metrics.history import metric_history, values_by_point
+from ..metrics.locality import attention_layers
 
 __all__ = [
     "RESULTS_SCHEMA",
+    "accuracy_matrix_figure",
     "atomic_write_bytes",
     "collect_results",
     "package_versions",
     "plot_accuracy_curves",
     "plot_accuracy_matrix",
     "plot_locality",
+    "locality_figure",
     "plot_runs",
     "read_results",
     "to_jsonable",
+    "uniform_attention_distance",
     "write_results",
 ]
 
@@ -195,14 +200,32 @@ def _percent(values: Sequence[Optional[float]]) -> list:
     return [math.nan if v is None else 100.0 * float(v) for v in values]
 
 
-def plot_accuracy_matrix(
-    matrix: Sequence[Sequence[Optional[float]]], path: PathLike, *, title: str = "Accuracy matrix", dpi: int = 120
-) -> Path:
-    """Heat-map of ``R[i][j]`` (fractions, shown in %); cells not evaluated (``None``/``nan``) stay blank."""
+def uniform_attention_distance(source: Any) -> Optional[float]:
+    """Mean attention distance (patches) of attention spread evenly over the patch grid: the reference value.
+
+    Args:
+        source: a model with attention layers (its first layer's grid is used) or a grid size ``G`` /
+            ``(rows, cols)``. ``None`` if a model has no attention layer.
+    """
+    if isinstance(source, torch.nn.Module):
+        layers = attention_layers(source)
+        if not layers:
+            return None
+        source = layers[0].grid_size
+    return float(relative_distances(source).mean())
+
+
+def accuracy_matrix_figure(
+    matrix: Sequence[Sequence[Optional[float]]], *, title: str = "Accuracy matrix", blank_untrained: bool = True
+):
+    """The accuracy-matrix heat-map as a matplotlib ``Figure`` (see :func:`plot_accuracy_matrix`)."""
     import numpy as np
 
     values = np.array([_percent(row) for row in matrix], dtype=float)
     steps, exps = values.shape
+    if blank_untrained:
+        # R[i][j] for j > i is the accuracy on classes not trained yet: 0 % by construction, not a result.
+        values[np.triu_indices(steps, k=1, m=exps)] = math.nan
     figure = _figure(max(4.0, 2.0 + 0.5 * exps), max(3.2, 1.4 + 0.45 * steps))
     axes = figure.add_subplot()
     image = axes.imshow(np.ma.masked_invalid(values), vmin=0.0, vmax=100.0, cmap="viridis")
@@ -215,7 +238,20 @@ def plot_accuracy_matrix(
     # 1-based like the step axes of the other figures (metric names count experiences from 000).
     axes.set_xticks(range(exps), [str(j + 1) for j in range(exps)])
     axes.set_yticks(range(steps), [str(i + 1) for i in range(steps)])
-    return _save(figure, path, dpi)
+    return figure
+
+
+def plot_accuracy_matrix(
+    matrix: Sequence[Sequence[Optional[float]]],
+    path: PathLike,
+    *,
+    title: str = "Accuracy matrix",
+    blank_untrained: bool = True,
+    dpi: int = 120,
+) -> Path:
+    """Heat-map of ``R[i][j]`` (fractions, shown in %). Cells not evaluated (``None``/``nan``) stay blank, and
+    so do, with ``blank_untrained``, the cells of experiences not trained yet (``j > i``)."""
+    return _save(accuracy_matrix_figure(matrix, title=title, blank_untrained=blank_untrained), path, dpi)
 
 
 def plot_accuracy_curves(
@@ -242,20 +278,35 @@ def plot_locality(
     path: PathLike,
     *,
     title: str = "Locality over experiences",
+    reference: Optional[float] = None,
     dpi: int = 120,
 ) -> Path:
     """The locality-degradation figure: mean attention distance per layer vs experience, one line per run.
+
+    The y-axis starts at 0, and ``reference`` (e.g. :func:`uniform_attention_distance`) is drawn as a dashed
+    line, so a drift reads against the scale of the grid instead of filling the axis.
 
     Args:
         runs: run name -> ``[experience][layer]`` distances (``results["locality"]["layers"]``).
         path: the PNG to write.
         title: figure title.
+        reference: the uniform-attention distance of the grid (``None``: no line).
         dpi: resolution.
     """
+    return _save(locality_figure(runs, title=title, reference=reference), path, dpi)
+
+
+def locality_figure(
+    runs: Mapping[str, Sequence[Sequence[Optional[float]]]],
+    *,
+    title: str = "Locality over experiences",
+    reference: Optional[float] = None,
+):
+    """The locality figure as a matplotlib ``Figure`` (see :func:`plot_locality`)."""
     layers = max((len(step) for values in runs.values() for step in values), default=0)
     if layers == 0:
         raise ValueError("no per-layer locality values to plot")
-    figure = _figure(2.6 * layers + 0.6, 3.2)
+    figure = _figure(2.6 * layers + 2.6, 3.2)  # + room for the legend on the right
     axes = figure.subplots(1, layers, sharey=True, squeeze=False)[0]
     for name, values in runs.items():
         steps = range(1, len(values) + 1)
@@ -263,13 +314,20 @@ def plot_locality(
             series = [step[layer] if layer < len(step) and step[layer] is not None else math.nan for step in values]
             ax.plot(steps, series, marker="o", label=name)
     for layer, ax in enumerate(axes):
+        if reference is not None:
+            ax.axhline(reference, color="grey", linestyle="--", linewidth=1,
+                       label=f"uniform attention ({reference:.2f})" if layer == len(axes) - 1 else None)
         ax.set(title=f"layer {layer}", xlabel="after training experience")
         _integer_steps(ax)
         ax.grid(alpha=0.3)
+    top = max([reference or 0.0] + [v for values in runs.values() for step in values for v in step
+                                     if v is not None and math.isfinite(v)])
+    axes[0].set_ylim(0.0, 1.08 * top if top > 0 else 1.0)  # shared y: from 0, so drifts keep their scale
     axes[0].set_ylabel("mean attention distance (patches)")
-    axes[-1].legend()
+    # Outside the axes: with the y-axis from 0 the free space inside is where the curves are.
+    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.03, 1.0), borderaxespad=0.0, fontsize="small")
     figure.suptitle(title)
-    return _save(figure, path, dpi)
+    return figure
 
 
 def _slug(name: str) -> str:
@@ -290,7 +348,9 @@ def plot_runs(runs: Mapping[str, Mapping[str, Any]], out_dir: PathLike, *, dpi: 
     }
     locality = {name: r["locality"]["layers"] for name, r in runs.items() if (r.get("locality") or {}).get("layers")}
     if locality:
-        paths["locality"] = plot_locality(locality, out / "locality.png", dpi=dpi)
+        references = {r["locality"].get("uniform_distance") for name, r in runs.items() if name in locality}
+        reference = references.pop() if len(references) == 1 else None  # one line only for one grid
+        paths["locality"] = plot_locality(locality, out / "locality.png", reference=reference, dpi=dpi)
     for name, r in runs.items():
         key = f"accuracy_matrix_{_slug(name)}"
         paths[key] = plot_accuracy_matrix(

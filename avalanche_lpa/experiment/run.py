@@ -11,15 +11,24 @@ Everything a run produces lands in one folder (``output.dir``):
     model.pt           the final model's state dict (loads into a freshly built model, head included)
     *.png              accuracy matrix, accuracy curve and locality figures
     tb/                TensorBoard logs (evaluation.tensorboard: true)
+    .lock              held (``fcntl.flock``) while a run uses the folder: one run per folder
+
+Everything that can be checked is checked before the folder is touched (config, device, output folder,
+existing run, dataset, model, strategy options), so a bad input leaves nothing behind. ``--resume`` continues
+with the run's own ``config.yaml`` (only :data:`~.config.HARMLESS_KEYS` may differ). A
+:class:`~avalanche_lpa.plugins.DivergenceGuardPlugin` stops a diverging run: the last good checkpoint stays and
+no results are written.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import timm
 import torch
@@ -30,13 +39,37 @@ from avalanche.training.determinism.rng_manager import RNGManager
 from ..distributed import DistributedPlugin, init_distributed, main_process_loggers, on_main
 from ..metrics import cil_evaluator, experience_sizes
 from ..models import model_name
+from ..plugins import DivergenceError, DivergenceGuardPlugin
 from ..training import build_strategy
 from .checkpoint import load_checkpoint, save_checkpoint_atomic
-from .config import ConfigError, dump_config, validate
+from .config import HARMLESS_KEYS, ConfigError, config_differences, dump_config, load_yaml, validate
 from .data import build_benchmark, class_mapping
-from .report import atomic_write_bytes, collect_results, plot_runs, read_results, write_results
+from .folder import (
+    RunFolderLock,
+    check_not_locked,
+    check_output_folder,
+    clear_run_files,
+    existing_run_files,
+)
+from .report import (
+    atomic_write_bytes,
+    collect_results,
+    plot_runs,
+    read_results,
+    uniform_attention_distance,
+    write_results,
+)
 
-__all__ = ["run", "run_name", "output_dir", "resolve_device", "build_model", "evaluate_saved_run", "RunInterrupted"]
+__all__ = [
+    "run",
+    "run_name",
+    "output_dir",
+    "resolve_device",
+    "build_model",
+    "evaluate_saved_run",
+    "read_run_config",
+    "RunInterrupted",
+]
 
 FIXED_HEAD_STRATEGIES = ("icarl", "der")
 
@@ -62,23 +95,44 @@ def output_dir(config: Dict[str, Any], **fixed: Any) -> Path:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` is CUDA when available, else CPU; a CUDA device on a machine without one is an error."""
+    """``"auto"`` is CUDA when available, else CPU; an unknown device or one this machine lacks is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for but CUDA is not available here; use --device cpu or auto")
-    return device
+    valid = "use --device auto, cpu, cuda, cuda:N or mps"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"device {name!r}: unknown device; {valid}") from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device {name!r} asked for but CUDA is not available here; use --device cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device {name!r}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+        return device
+    backend = getattr(torch, device.type, None) if device.type != "mps" else torch.backends.mps
+    if device.type != "meta" and backend is not None and getattr(backend, "is_available", lambda: False)():
+        return device
+    raise ConfigError(f"device {name!r} is not available here; {valid}")
 
 
 def build_model(config: Dict[str, Any], num_classes: int) -> torch.nn.Module:
-    """The model of a config through timm's registry (fixed head of ``num_classes`` for iCaRL / DER)."""
+    """The model of a config through timm's registry (fixed head of ``num_classes`` for iCaRL / DER).
+
+    Raises:
+        ConfigError: the model refuses ``model.overrides`` (one line, from the model's ``ValueError``).
+    """
     overrides = dict(config["model"]["overrides"])
     if config["strategy"]["name"] in FIXED_HEAD_STRATEGIES:
         overrides.setdefault("num_classes", num_classes)
     else:
         overrides["head_type"] = config["model"]["head"]
-    model = timm.create_model(model_name(config["model"]["attn_type"], config["model"]["preset"]), **overrides)
+    try:
+        model = timm.create_model(model_name(config["model"]["attn_type"], config["model"]["preset"]), **overrides)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"model.overrides: {' '.join(str(error).split())}") from None
     if config["model"]["compile"]:
         # In place (nn.Module.compile): state-dict keys, deepcopy (LwF) and checkpoints stay as they are.
         model.backbone.compile()
@@ -95,6 +149,107 @@ def _loggers(config: Dict[str, Any], folder: Path) -> List[Any]:
     if evaluation["tensorboard"]:
         loggers.append(TensorboardLogger(tb_log_dir=str(folder / "tb")))
     return loggers
+
+
+def _flush_logs(strategy) -> None:
+    """Flushes the text loggers' files, so what was logged survives a kill (before every checkpoint)."""
+    for logger in getattr(getattr(strategy, "evaluator", None), "loggers", None) or []:
+        handle = getattr(logger, "file", None)
+        if handle is not None and hasattr(handle, "flush") and not getattr(handle, "closed", False):
+            handle.flush()
+
+
+def _log_line(strategy, line: str) -> None:
+    """Appends ``line`` to the text loggers' files (not to the console, where the caller reports it)."""
+    for logger in getattr(getattr(strategy, "evaluator", None), "loggers", None) or []:
+        handle = getattr(logger, "file", None)
+        if isinstance(handle, io.TextIOWrapper) and handle.name not in ("<stdout>", "<stderr>") and not handle.closed:
+            print(line, file=handle, flush=True)
+
+
+@contextlib.contextmanager
+def each_deprecation_once() -> Iterator[None]:
+    """Shows every distinct ``DeprecationWarning`` once while the block runs.
+
+    Avalanche's ``@deprecated`` calls ``warnings.simplefilter("once"|"always")`` before each warning; changing
+    the filters resets the registry that "once" relies on, so a filter cannot stop the repeats (one per
+    experience). This wraps ``warnings.showwarning`` for the block instead.
+    """
+    shown = set()
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DeprecationWarning):
+            key = (str(message), category)
+            if key in shown:
+                return
+            shown.add(key)
+        original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
+
+
+def _evaluator(loggers: List[Any], config: Dict[str, Any], seed: int):
+    """The run's evaluator over ``loggers``, a list filled once the run folder exists (after validation)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No loggers specified")
+        return cil_evaluator(loggers, probe_size=config["evaluation"]["locality_probe_size"], probe_seed=seed)
+
+
+def read_run_config(folder: os.PathLike) -> Optional[Dict[str, Any]]:
+    """The validated ``config.yaml`` of a run folder, ``None`` if there is none.
+
+    Raises:
+        ConfigError: the file is not a valid config.
+    """
+    path = Path(folder) / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        return validate(load_yaml(path.read_text()))
+    except Exception as error:  # YAML or schema errors: the folder's file was edited or damaged
+        raise ConfigError(
+            f"{path} is not a valid config ({' '.join(str(error).split())}); fix it, or start the run afresh "
+            "with --overwrite"
+        ) from None
+
+
+def _check_same_experiment(folder: Path, config: Dict[str, Any], what: str) -> None:
+    """A ``--resume`` / ``--eval-only`` config may differ from the folder's ``config.yaml`` in harmless keys only."""
+    saved = read_run_config(folder)
+    if saved is None:
+        return
+    changed = config_differences(saved, config, ignore=HARMLESS_KEYS)
+    if changed:
+        raise ConfigError(
+            f"{what} uses the config {folder} was started with (config.yaml); these settings differ from it: "
+            f"{', '.join(changed)}; drop the flags that change them (only {', '.join(HARMLESS_KEYS)} may differ), "
+            "or start a new run with another --output or --overwrite"
+        )
+
+
+def _check_existing_run(folder: Path, config: Dict[str, Any], resume: bool) -> None:
+    holds = existing_run_files(folder)
+    if holds and not resume:
+        raise ConfigError(
+            f"{folder} already holds a run ({', '.join(holds)}); pass --resume to continue it, --overwrite to start "
+            "it afresh (deletes its files), or choose another --output"
+        )
+    if resume:
+        _check_same_experiment(folder, config, "--resume")
+
+
+def _divergence_hint(config: Dict[str, Any]) -> str:
+    options = config["strategy"]
+    if options.get("lr_first") is not None:
+        lowered = f"strategy.lr_first / strategy.lr (now {options['lr_first']:g} / {options['lr']:g})"
+    else:
+        lowered = f"strategy.lr (now {options['lr']:g})"
+    return f"lower {lowered} and start the run again with --overwrite"
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -128,74 +283,124 @@ def run(
     config: Dict[str, Any],
     *,
     resume: bool = False,
+    overwrite: bool = False,
     stop_after: Optional[int] = None,
     plugins: Optional[List[Any]] = None,
+    divergence_guard: bool = True,
 ) -> Dict[str, Any]:
     """Trains and evaluates one run; returns the ``results.json`` content.
 
     Args:
         config: a config (validated again here, defaults filled in).
-        resume: continue from ``checkpoint.pkl`` in the run folder (no finished experience is recomputed).
-            Without it an existing checkpoint is an error, so nothing already written is overwritten silently.
+        resume: continue from ``checkpoint.pkl`` in the run folder (no finished experience is recomputed). The
+            config must be the folder's ``config.yaml`` up to :data:`~.config.HARMLESS_KEYS`. Without it (and
+            without ``overwrite``) a folder that holds a run is an error, so nothing is overwritten silently.
+        overwrite: start afresh: delete the files a previous run wrote in the folder.
         stop_after: stop (``RunInterrupted``) after training and checkpointing this many experiences; for
             tests of resume and for splitting long runs over jobs.
         plugins: extra Avalanche plugins for the strategy.
+        divergence_guard: stop with :class:`~avalanche_lpa.plugins.DivergenceError` at the first non-finite
+            loss or parameter (the checkpoint of the last finished experience stays, no results are written).
+
+    Raises:
+        ConfigError: invalid config, device or output folder, a folder holding another run or used by a live
+            one (:class:`~.folder.FolderLockedError`); raised before anything is written.
+        DatasetNotFoundError: the dataset is missing and cannot be downloaded.
+        CheckpointError: the checkpoint to resume from cannot be read.
+        DivergenceError: training diverged.
     """
     config = validate(config)
+    if resume and overwrite:
+        raise ConfigError("--resume continues a run and --overwrite starts it afresh; pass only one of them")
     folder = output_dir(config)
     checkpoint = folder / "checkpoint.pkl"
-    if checkpoint.exists() and not resume:
-        raise ConfigError(
-            f"{folder} already holds a run (checkpoint.pkl); pass --resume to continue it or choose another --output"
-        )
     seed = config["seed"]
     # Under torchrun: join the process group, one device per process; otherwise a single-process no-op.
     info = init_distributed(device=resolve_device(config["device"]), seed=seed)
     device = info.device
-    RNGManager.set_random_seeds(seed)
-    with DistributedHelper.main_process_first():  # rank 0 unpacks / checks the data first
-        benchmark = build_benchmark(config["data"], seed)  # fails early (missing data) before anything is written
-    if info.is_main:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(folder / "config.yaml", dump_config(config).encode())
-        _write_json(folder / "classes.json", class_mapping(benchmark))
-    model = build_model(config, benchmark.n_classes)
+    # Cheap checks first (no file is created): output folder, a live run in it, a run it already holds.
+    check_output_folder(folder)
+    check_not_locked(folder)
+    if not overwrite:
+        _check_existing_run(folder, config, resume)
 
-    evaluator = cil_evaluator(
-        main_process_loggers(lambda: _loggers(config, folder)),
-        probe_size=config["evaluation"]["locality_probe_size"],
-        probe_seed=seed,
-    )
-    try:
-        strategy = build_strategy(
-            config["strategy"]["name"], model, evaluator=evaluator, device=device,
-            plugins=list(plugins or []) + [DistributedPlugin(seed=seed)],  # inactive in a single process
-            **_strategy_options(config),
-        )
-    except ValueError as error:  # an invalid combination of options (e.g. mixup with loss=ce)
-        raise ConfigError(f"strategy: {error}") from None
+    with each_deprecation_once():
+        RNGManager.set_random_seeds(seed)
+        # Rank 0 downloads / unpacks / checks the data first; the others only read it (concurrent downloads into
+        # one folder would corrupt it; on several nodes without a shared filesystem the data must be on each).
+        data_config = config["data"] if info.is_main else {**config["data"], "download": False}
+        with DistributedHelper.main_process_first():
+            benchmark = build_benchmark(data_config, seed)
+        model = build_model(config, benchmark.n_classes)
+        loggers: List[Any] = []  # filled once the folder exists: loggers create files
+        guard = [DivergenceGuardPlugin(hint=_divergence_hint(config))] if divergence_guard else []
+        try:
+            strategy = build_strategy(
+                config["strategy"]["name"], model, evaluator=_evaluator(loggers, config, seed), device=device,
+                plugins=list(plugins or []) + guard + [DistributedPlugin(seed=seed)],  # inactive in one process
+                **_strategy_options(config),
+            )
+        except ValueError as error:  # an invalid combination of options (e.g. mixup with loss=ce)
+            raise ConfigError(f"strategy: {error}") from None
 
+        # Everything is checked: from here on the folder is created, locked (rank 0) and written.
+        with RunFolderLock(folder) if info.is_main else contextlib.nullcontext():
+            if info.is_main:
+                if overwrite:
+                    clear_run_files(folder)
+                else:
+                    _check_existing_run(folder, config, resume)  # again, now that no other run can start
+                    for stale in list(folder.glob("checkpoint.pkl.*.tmp")) + list(folder.glob(".*.tmp")):
+                        stale.unlink()  # a write cut short by a kill; ours is the only run in the folder
+            return _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info, resume, stop_after)
+
+
+def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info, resume, stop_after):
+    """The experience loop of :func:`run`, inside the folder lock."""
+    seed, device = config["seed"], info.device
     progress = {"finished_experiences": 0, "wall_time_s": 0.0, "train_iterations": []}
     if resume and checkpoint.exists():
         strategy, start = load_checkpoint(strategy, checkpoint, map_location=device)
         progress = json.loads((folder / "progress.json").read_text())
         if progress["finished_experiences"] != start:
-            raise ConfigError(f"{folder}: progress.json and checkpoint.pkl disagree; delete both to start over")
+            raise ConfigError(
+                f"{folder}: progress.json and checkpoint.pkl disagree; start the run afresh with --overwrite"
+            )
+    fresh = not (folder / "config.yaml").is_file()
+    if info.is_main and fresh:  # a resumed run keeps the config.yaml it was started with
+        atomic_write_bytes(folder / "config.yaml", dump_config(config).encode())
+        _write_json(folder / "classes.json", class_mapping(benchmark))
+    loggers.extend(main_process_loggers(lambda: _loggers(config, folder)))
+    # A resumed strategy carries the loggers it was saved with (pickled); log through this run's instead.
+    strategy.evaluator.loggers = loggers
     start = progress["finished_experiences"]
 
     workers = config["data"]["num_workers"]
-    for experience in benchmark.train_stream[start:]:
-        started = time.perf_counter()
-        strategy.train(experience, num_workers=workers)
-        strategy.eval(benchmark.test_stream, num_workers=workers)
-        progress["finished_experiences"] = experience.current_experience + 1
-        progress["train_iterations"].append(strategy.clock.train_iterations)
-        progress["wall_time_s"] += time.perf_counter() - started
-        if config["output"]["checkpoint"]:
-            on_main(save_checkpoint_atomic, strategy, checkpoint)
-        on_main(_write_json, folder / "progress.json", progress)
-        if stop_after is not None and progress["finished_experiences"] >= stop_after:
-            raise RunInterrupted(f"stopped after experience {stop_after} as asked; resume with --resume")
+    try:
+        for experience in benchmark.train_stream[start:]:
+            started = time.perf_counter()
+            strategy.train(experience, num_workers=workers)
+            strategy.eval(benchmark.test_stream, num_workers=workers)
+            progress["finished_experiences"] = experience.current_experience + 1
+            progress["train_iterations"].append(strategy.clock.train_iterations)
+            progress["wall_time_s"] += time.perf_counter() - started
+            _flush_logs(strategy)  # the log must be at least as far as the checkpoint
+            if config["output"]["checkpoint"]:
+                on_main(save_checkpoint_atomic, strategy, checkpoint)
+            on_main(_write_json, folder / "progress.json", progress)
+            if stop_after is not None and progress["finished_experiences"] >= stop_after:
+                raise RunInterrupted(f"stopped after experience {stop_after} as asked; resume with --resume")
+    except DivergenceError as error:
+        done = progress["finished_experiences"]
+        kept = (
+            f"{checkpoint} ({done} finished experience{'s' if done != 1 else ''}) is kept"
+            if done and config["output"]["checkpoint"] else "no experience had finished, nothing was checkpointed"
+        )
+        message = f"{error}; {kept}, no results were written"
+        _log_line(strategy, f"error: {message}")
+        raise DivergenceError(message) from None
+    finally:
+        _flush_logs(strategy)
 
     results = collect_results(
         strategy,
@@ -213,6 +418,9 @@ def run(
             "world_size": info.world_size,
         },
     )
+    if results.get("locality"):
+        # the reference of the locality figure: what attention spread evenly over the grid would give
+        results["locality"]["uniform_distance"] = uniform_attention_distance(model)
     on_main(_write_outputs, config, folder, results, _trained_model(strategy, model))
     return results
 
@@ -225,36 +433,54 @@ def _write_outputs(config: Dict[str, Any], folder: Path, results: Dict[str, Any]
         plot_runs({run_name(config): results}, folder)
 
 
-def evaluate_saved_run(folder: os.PathLike, *, device: Optional[str] = None) -> Dict[str, Any]:
+def evaluate_saved_run(
+    folder: os.PathLike, *, device: Optional[str] = None, config: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
     """Re-evaluates the final model of a finished run on the whole test stream (``--eval-only``).
 
     Rebuilds the benchmark and model from the run's ``config.yaml``, loads ``model.pt`` (the grown head is
     resized automatically) and writes ``eval_results.json`` next to the original results.
-    """
-    import yaml
 
+    Args:
+        folder: the run folder.
+        device: evaluate on this device instead of the run's.
+        config: the caller's config (command line); it may differ from ``config.yaml`` only in
+            :data:`~.config.HARMLESS_KEYS`, whose values it then supplies (device, data root, workers, ...).
+    """
     folder = Path(folder)
     for name in ("config.yaml", "model.pt"):
         if not (folder / name).is_file():
             raise ConfigError(f"{folder} is not a finished run ({name} missing); point --output at a run folder")
-    config = validate(yaml.safe_load((folder / "config.yaml").read_text()))
+    saved = read_run_config(folder)
+    if config is not None:
+        config = validate(config)
+        _check_same_experiment(folder, config, "--eval-only")
+    else:
+        config = saved
     if device is not None:
         config["device"] = device
-    RNGManager.set_random_seeds(config["seed"])
-    benchmark = build_benchmark(config["data"], config["seed"])
-    model = build_model(config, benchmark.n_classes)
-    model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
-    evaluator = cil_evaluator(_loggers({**config, "evaluation": {**config["evaluation"], "text_log": False}}, folder),
-                              probe_size=config["evaluation"]["locality_probe_size"], probe_seed=config["seed"])
-    # Evaluation only needs Avalanche's eval loop; a plain Naive strategy provides it.
-    options = _strategy_options(config)
-    strategy = build_strategy("naive", model, evaluator=evaluator, device=resolve_device(config["device"]),
-                              **{k: v for k, v in options.items() if k in ("train_mb_size", "eval_mb_size")})
-    metrics = strategy.eval(benchmark.test_stream, num_workers=config["data"]["num_workers"])
-    results = {
-        "run": str(folder),
-        "metrics": {k: (v if isinstance(v, (int, float)) else str(v)) for k, v in metrics.items()},
-        "original_summary": read_results(folder / "results.json")["summary"] if (folder / "results.json").is_file() else None,
-    }
-    _write_json(folder / "eval_results.json", results)
+    torch_device = resolve_device(config["device"])
+    check_not_locked(folder)
+    with each_deprecation_once(), RunFolderLock(folder):
+        RNGManager.set_random_seeds(config["seed"])
+        benchmark = build_benchmark(config["data"], config["seed"])
+        model = build_model(config, benchmark.n_classes)
+        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+        loggers = _loggers({**config, "evaluation": {**config["evaluation"], "text_log": False}}, folder)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="No loggers specified")
+            evaluator = cil_evaluator(loggers, probe_size=config["evaluation"]["locality_probe_size"],
+                                      probe_seed=config["seed"])
+        # Evaluation only needs Avalanche's eval loop; a plain Naive strategy provides it.
+        options = _strategy_options(config)
+        strategy = build_strategy("naive", model, evaluator=evaluator, device=torch_device,
+                                  **{k: v for k, v in options.items() if k in ("train_mb_size", "eval_mb_size")})
+        metrics = strategy.eval(benchmark.test_stream, num_workers=config["data"]["num_workers"])
+        results = {
+            "run": str(folder),
+            "metrics": {k: (v if isinstance(v, (int, float)) else str(v)) for k, v in metrics.items()},
+            "original_summary": read_results(folder / "results.json")["summary"]
+            if (folder / "results.json").is_file() else None,
+        }
+        _write_json(folder / "eval_results.json", results)
     return results

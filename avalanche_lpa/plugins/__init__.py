@@ -8,6 +8,7 @@ from .distillation import (
     distillation_weight,
     old_sample_distillation,
 )
+from .divergence import DivergenceError, DivergenceGuardPlugin
 from .finetune import FINETUNE_FROZEN, BalancedFinetuningPlugin, balanced_indices, in_finetuning
 from .herding import (
     HerdingMemory,
@@ -28,6 +29,8 @@ __all__ = [
     "BalancedFinetuningPlugin",
     "ConcatReplayPlugin",
     "DISTILLATIONS",
+    "DivergenceError",
+    "DivergenceGuardPlugin",
     "ExperienceEpochsPlugin",
     "ExperienceLRSchedulePlugin",
     "FINETUNE_FROZEN",

@@ -14,7 +14,7 @@ import torch
 from avalanche.training import Naive
 
 from avalanche_lpa.experiment.data import synthetic_benchmark
-from avalanche_lpa.experiment.report import collect_results, plot_locality
+from avalanche_lpa.experiment.report import collect_results, plot_locality, uniform_attention_distance
 from avalanche_lpa.metrics import cil_evaluator, experience_sizes
 from avalanche_lpa.models import LocalityViT
 
@@ -45,5 +45,7 @@ if __name__ == "__main__":
     for name, r in results.items():
         print(f"{name}: locality per experience {[round(v, 3) for v in r['locality']['mean']]}, "
               f"last accuracy {r['summary']['last_accuracy']:.3f}")
+    grid = MODEL["img_size"] // MODEL["patch_size"]
     plot_locality({name: r["locality"]["layers"] for name, r in results.items()}, out / "locality_toy.png",
-                  title="Mean attention distance per layer (toy synthetic benchmark)")
+                  title="Mean attention distance per layer (toy synthetic benchmark)",
+                  reference=uniform_attention_distance(grid))

@@ -1,0 +1,157 @@
+"""The run folder: writability check before anything is created, one run per folder, starting afresh.
+
+* :func:`check_output_folder` finds out whether a folder can be created and written without creating it, so a
+  bad ``--output`` is a one-line error before any work is done.
+* :class:`RunFolderLock` is an exclusive ``fcntl.flock`` on ``<folder>/.lock`` held for the whole run. The
+  kernel drops the lock when the process ends, however it ends, so a lock left by a crashed or killed run is
+  free again: there is no stale state to clean up. The file holds the pid of the run holding it, for the
+  message of a second run.
+* :func:`clear_run_files` removes what a run wrote (``--overwrite``), nothing else.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import List, Optional, Union
+
+from .config import ConfigError
+
+__all__ = [
+    "LOCK_NAME",
+    "RUN_MARKERS",
+    "FolderLockedError",
+    "RunFolderLock",
+    "check_output_folder",
+    "check_not_locked",
+    "clear_run_files",
+    "existing_run_files",
+]
+
+PathLike = Union[str, os.PathLike]
+
+LOCK_NAME = ".lock"
+#: Files whose presence means the folder holds a run (started, interrupted or finished).
+RUN_MARKERS = ("config.yaml", "checkpoint.pkl", "progress.json", "results.json", "model.pt")
+#: Everything a run writes; ``--overwrite`` removes exactly these.
+_RUN_FILES = RUN_MARKERS + ("classes.json", "log.txt", "eval_results.json")
+_RUN_GLOBS = ("*.png", ".*.tmp", "checkpoint.pkl.*.tmp")
+
+
+class FolderLockedError(ConfigError):
+    """Another live process holds the run folder's lock."""
+
+
+def check_output_folder(folder: PathLike) -> None:
+    """Raises :class:`ConfigError` (one line) if ``folder`` cannot be created or written; creates nothing in it.
+
+    The test is a real write, an anonymous temporary file in the folder or its nearest existing parent,
+    because permission bits do not tell (root, read-only mounts, ACLs).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"output {folder} is a file, not a folder; choose another --output")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"cannot create output folder {folder}: {existing} is a file; choose another --output")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ConfigError(f"cannot write output folder {folder} ({reason} in {existing}); choose another --output") from None
+
+
+def existing_run_files(folder: PathLike) -> List[str]:
+    """The :data:`RUN_MARKERS` present in ``folder``."""
+    return [name for name in RUN_MARKERS if (Path(folder) / name).exists()]
+
+
+def _holder(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 64).decode(errors="replace").strip()
+    return f"pid {text}" if text.isdigit() else "pid unknown"
+
+
+def _locked_message(folder: Path, holder: str) -> str:
+    return (
+        f"another run is using {folder} ({holder}); wait for it to finish, stop it, or choose another --output"
+    )
+
+
+def check_not_locked(folder: PathLike) -> None:
+    """Raises :class:`FolderLockedError` if a live run holds ``folder``'s lock; creates nothing."""
+    path = Path(folder) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:  # no lock file (or none we can open): nobody to wait for
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FolderLockedError(_locked_message(Path(folder), _holder(fd))) from None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+class RunFolderLock:
+    """Exclusive lock on a run folder (``<folder>/.lock``), as a context manager; creates the folder.
+
+    Raises:
+        FolderLockedError: on entry, when another live process holds the lock.
+    """
+
+    def __init__(self, folder: PathLike) -> None:
+        self.folder = Path(folder)
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> "RunFolderLock":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise FolderLockedError(_locked_message(self.folder, holder)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        # The file stays: removing it would let a process that opened it just before take a lock on a
+        # deleted file while a third one locks a new file of the same name.
+        os.ftruncate(self._fd, 0)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "RunFolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def clear_run_files(folder: PathLike) -> List[str]:
+    """Removes the files a run wrote in ``folder`` (``--overwrite``); returns their names. Other files stay."""
+    folder = Path(folder)
+    removed = []
+    paths = [folder / name for name in _RUN_FILES] + [p for pattern in _RUN_GLOBS for p in folder.glob(pattern)]
+    for path in paths:
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+            removed.append(path.name)
+    if (folder / "tb").is_dir():
+        shutil.rmtree(folder / "tb")
+        removed.append("tb")
+    return removed
