@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import avalanche_lpa  # noqa: E402,F401
-from avalanche_lpa.experiment.data import TargetTensorDataset  # noqa: E402
+from avalanche_lpa.data import TargetTensorDataset  # noqa: E402
 from avalanche_lpa.metrics import cil_evaluator  # noqa: E402
 from avalanche_lpa.training import build_strategy  # noqa: E402
 

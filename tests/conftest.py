@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from avalanche_lpa.experiment.data import synthetic_benchmark
+from avalanche_lpa.data import synthetic_benchmark
 from avalanche_lpa.models import LocalityViT
 
 # Tiny models: one thread avoids thread-pool overhead that dominates at this size and keeps runs repeatable.

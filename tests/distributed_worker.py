@@ -37,7 +37,7 @@ from avalanche_lpa.distributed import (
     shutdown_distributed,
     unwrap_model,
 )
-from avalanche_lpa.experiment.data import TargetTensorDataset, synthetic_benchmark
+from avalanche_lpa.data import TargetTensorDataset, synthetic_benchmark
 from avalanche_lpa.metrics.cil import cil_evaluator, experience_sizes, summarize
 from avalanche_lpa.models import LocalityViT
 from avalanche_lpa.training import build_strategy

@@ -8,7 +8,7 @@ from avalanche.logging import InteractiveLogger
 from avalanche.training import Replay
 from torch import nn
 
-from avalanche_lpa.experiment.data import TargetTensorDataset
+from avalanche_lpa.data import TargetTensorDataset
 from avalanche_lpa.metrics import (
     LocalityPluginMetric,
     accuracy_matrix,

@@ -13,7 +13,8 @@ import torch
 import yaml
 from PIL import Image
 
-from avalanche_lpa.experiment import data as data_module
+from avalanche_lpa.data import datasets as data_module
+from avalanche_lpa.experiment.data import build_benchmark, class_mapping
 from avalanche_lpa.experiment.checkpoint import CheckpointError, load_checkpoint
 from avalanche_lpa.experiment.cli import main
 from avalanche_lpa.experiment.compare import compare
@@ -130,7 +131,7 @@ def test_cifar_loader_reads_torchvision_layout_and_maps_labels_from_zero(fake_ci
     assert len(bench.train_stream[0].dataset) == 40
     x, y, _ = bench.test_stream[1].dataset[0]
     assert x.shape == (3, 32, 32) and 10 <= y < 20
-    assert data_module.class_mapping(bench)["class_order"] == order
+    assert class_mapping(bench)["class_order"] == order
     small = data_module.split_cifar100(fake_cifar, n_experiences=5, class_order=order, max_train_per_class=2)
     assert sum(len(e.dataset) for e in small.train_stream) == 200
 
@@ -290,7 +291,7 @@ def test_class_order_and_split_are_checked_against_the_dataset(tmp_path):
     with pytest.raises(ConfigError, match="data.class_order must list each of the 6 synthetic class ids"):
         run(synthetic_config(tmp_path, "data.class_order=[0, 1, 2]"))
     with pytest.raises(ConfigError, match="n_experiences=3 does not divide the 10 classes of fashion_mnist"):
-        data_module.build_benchmark({**load_config(CONFIGS / "fashion_mnist.yaml")["data"], "n_experiences": 3}, 0)
+        build_benchmark({**load_config(CONFIGS / "fashion_mnist.yaml")["data"], "n_experiences": 3}, 0)
 
 
 def test_compare_resume_adds_seeds_and_reuses_finished_controls(tmp_path):

@@ -9,7 +9,7 @@ from avalanche.training import ICaRL, Naive
 from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
-from avalanche_lpa.experiment.data import TargetTensorDataset
+from avalanche_lpa.data import TargetTensorDataset
 from avalanche_lpa.metrics import (
     LocalityPluginMetric,
     MeanAttentionDistance,

@@ -20,7 +20,8 @@ import yaml
 from avalanche.core import SupervisedPlugin
 from avalanche.training import LwF, Naive
 
-from avalanche_lpa.experiment import data as data_module
+from avalanche_lpa.data import datasets as data_module
+from avalanche_lpa.experiment.data import build_benchmark, class_mapping
 from avalanche_lpa.experiment.checkpoint import load_checkpoint
 from avalanche_lpa.experiment.cli import main
 from avalanche_lpa.experiment.config import ConfigError, load_config
@@ -560,9 +561,9 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(base_yaml, tm
     # The log is at least as far as the checkpoint being written: both evaluations were flushed.
     assert (folder / "log.txt").read_text().count("-- >> End of eval phase << --") == 2
     assert json.loads((folder / "progress.json").read_text())["finished_experiences"] == 1
-    assert list(folder.glob("checkpoint.pkl.*.tmp"))  # the half-written temporary file
+    assert list(folder.glob(".checkpoint.pkl.*.tmp"))  # the half-written temporary file
     code = cli(base_yaml, "--output", str(folder), "--resume")
     assert code == 0, capsys.readouterr().err
     results = json.loads((folder / "results.json").read_text())
     assert len(results["accuracy_matrix"]) == 3 and len(results["train_iterations"]) == 3
-    assert not list(folder.glob("checkpoint.pkl.*.tmp"))  # the stale temporary file is gone
+    assert not list(folder.glob(".checkpoint.pkl.*.tmp"))  # the stale temporary file is gone

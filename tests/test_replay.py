@@ -10,7 +10,7 @@ from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
-from avalanche_lpa.experiment.data import TargetTensorDataset, synthetic_benchmark
+from avalanche_lpa.data import TargetTensorDataset, synthetic_benchmark
 from avalanche_lpa.plugins import (
     ConcatReplayPlugin,
     HerdingMemory,

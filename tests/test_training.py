@@ -26,14 +26,13 @@ from avalanche_lpa.plugins import (
     WeightDecayGroupsPlugin,
     WeightedLwFPlugin,
 )
+from avalanche_lpa.data import eval_transform, train_transform
 from avalanche_lpa.training import (
     STRATEGIES,
     build_optimizer,
     build_strategy,
-    eval_transform,
     multiple_param_groups_supported,
     strategy_options,
-    train_transform,
 )
 
 from .conftest import make_tiny

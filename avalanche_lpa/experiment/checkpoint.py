@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import importlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, TypeVar, Union
 
 import dill
 import torch
 from avalanche.checkpointing import maybe_load_checkpoint, save_checkpoint
+
+from ..files import atomic_path
 
 __all__ = ["CheckpointError", "save_checkpoint_atomic", "load_checkpoint", "register_optimizer_reducers"]
 
@@ -66,17 +67,8 @@ def register_optimizer_reducers() -> None:
 def save_checkpoint_atomic(strategy, path: PathLike, exclude: Optional[Sequence[str]] = None) -> None:
     """Saves ``strategy`` with Avalanche's ``save_checkpoint``, atomically (temp file + ``os.replace``)."""
     register_optimizer_reducers()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_checkpoint(strategy, tmp, exclude=exclude)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        save_checkpoint(strategy, str(tmp), exclude=exclude)
 
 
 def load_checkpoint(strategy: T, path: PathLike, map_location=None) -> Tuple[T, int]:

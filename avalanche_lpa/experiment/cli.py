@@ -17,7 +17,7 @@ from ..training import STRATEGIES
 from .checkpoint import CheckpointError
 from .compare import compare
 from .config import ConfigError, load_config
-from .data import DatasetNotFoundError
+from ..data import DatasetNotFoundError
 from .run import evaluate_saved_run, output_dir, read_run_config, run
 
 __all__ = ["build_parser", "config_from_args", "main"]

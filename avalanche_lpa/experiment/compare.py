@@ -17,53 +17,14 @@ import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import torch
-from avalanche.core import SupervisedPlugin
-
-from ..metrics import MeanAttentionDistance, draw_probe
+from ..files import atomic_write_bytes
+from ..metrics import LocalityAtIterations, draw_probe
 from .config import switch_strategy, validate
 from .data import build_benchmark
-from .report import atomic_write_bytes, plot_accuracy_curves, plot_locality, read_results, to_jsonable, write_results
+from .report import plot_accuracy_curves, plot_locality, read_results, to_jsonable, write_results
 from .run import output_dir, run, run_name
 
-__all__ = ["LocalityAtIterations", "compare", "joint_config", "run_joint", "comparison_table"]
-
-
-class LocalityAtIterations(SupervisedPlugin):
-    """Measures the mean attention distance per layer on a fixed probe at given training iterations.
-
-    Args:
-        probe: images ``[K, C, H, W]``.
-        milestones: training iterations (counted from the start of the run) to measure at.
-    """
-
-    def __init__(self, probe: torch.Tensor, milestones: Sequence[int]) -> None:
-        super().__init__()
-        self.probe = probe
-        self.milestones = sorted(set(int(m) for m in milestones))
-        self.layers: Dict[int, List[float]] = {}
-        self.iterations = 0
-
-    @torch.no_grad()
-    def measure(self, strategy) -> List[float]:
-        model = strategy.model
-        was_training = model.training
-        model.eval()
-        try:
-            metric = MeanAttentionDistance()
-            metric.update_from_model(model, self.probe.to(strategy.device))
-            return [heads.mean().item() for heads in metric.result()]
-        finally:
-            model.train(was_training)
-
-    def after_training_iteration(self, strategy, **kwargs) -> None:
-        # Counted here: Avalanche's clock is itself a plugin and runs after this one, so its count lags by one.
-        self.iterations += 1
-        step = self.iterations
-        if step in self.milestones:
-            self.layers[step] = self.measure(strategy)
-        if step >= self.milestones[-1]:
-            strategy.stop_training()
+__all__ = ["compare", "joint_config", "run_joint", "comparison_table"]
 
 
 def joint_config(config: Dict[str, Any], total_iterations: int, train_size: int) -> Dict[str, Any]:

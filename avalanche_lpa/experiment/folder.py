@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional, Union
 
+from ..files import TEMP_GLOB
 from .config import ConfigError
 
 __all__ = [
@@ -37,7 +38,7 @@ LOCK_NAME = ".lock"
 RUN_MARKERS = ("config.yaml", "checkpoint.pkl", "progress.json", "results.json", "model.pt")
 #: Everything a run writes; ``--overwrite`` removes exactly these.
 _RUN_FILES = RUN_MARKERS + ("classes.json", "log.txt", "eval_results.json")
-_RUN_GLOBS = ("*.png", ".*.tmp", "checkpoint.pkl.*.tmp")
+_RUN_GLOBS = ("*.png", TEMP_GLOB)
 
 
 class FolderLockedError(ConfigError):

@@ -20,23 +20,20 @@ import math
 import os
 import platform
 import re
-import stat
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 
 from .. import __version__
-from ..layers import relative_distances
+from ..files import atomic_write_bytes
+from ..layers import attention_layers, relative_distances
 from ..metrics import locality_history, summarize
 from ..metrics.history import metric_history, values_by_point
-from ..metrics.locality import attention_layers
 
 __all__ = [
     "RESULTS_SCHEMA",
     "accuracy_matrix_figure",
-    "atomic_write_bytes",
     "collect_results",
     "package_versions",
     "plot_accuracy_curves",
@@ -137,27 +134,6 @@ def collect_results(
     }
     results.update(extra or {})
     return results
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    """Writes ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Keep an existing file's permissions; mkstemp's 0600 would hide new results from other users.
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def write_results(path: PathLike, results: Mapping[str, Any]) -> Path:

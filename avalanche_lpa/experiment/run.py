@@ -37,6 +37,7 @@ from avalanche.logging import InteractiveLogger, TensorboardLogger, TextLogger
 from avalanche.training.determinism.rng_manager import RNGManager
 
 from ..distributed import DistributedPlugin, init_distributed, main_process_loggers, on_main
+from ..files import atomic_write_bytes
 from ..metrics import cil_evaluator, experience_sizes
 from ..models import model_name
 from ..plugins import DivergenceError, DivergenceGuardPlugin
@@ -52,7 +53,6 @@ from .folder import (
     existing_run_files,
 )
 from .report import (
-    atomic_write_bytes,
     collect_results,
     plot_runs,
     read_results,

@@ -7,6 +7,7 @@ from .attention import (
     MHSAttention,
     PatchAttention,
     attention_layer,
+    attention_layers,
     collect_attention_maps,
 )
 from .blocks import ClassAttentionBlock, LocalityBlock, build_attention
@@ -30,6 +31,7 @@ __all__ = [
     "MHSAttention",
     "PatchAttention",
     "attention_layer",
+    "attention_layers",
     "build_attention",
     "check_grid",
     "collect_attention_maps",

@@ -29,6 +29,7 @@ __all__ = [
     "MHSAttention",
     "ATTENTION_LAYERS",
     "attention_layer",
+    "attention_layers",
     "collect_attention_maps",
     "DENORMAL_GUARD",
 ]
@@ -333,6 +334,15 @@ def attention_layer(attn_type: str) -> Type[PatchAttention]:
         ) from None
 
 
+def attention_layers(module: nn.Module, kind: Type[PatchAttention] = PatchAttention) -> List[PatchAttention]:
+    """The attention layers of class ``kind`` inside ``module``, in module order (works through wrappers).
+
+    The one way the package finds attention layers: the locality metric, the LPA warm-up and the model's
+    ``attention_layers()`` all call it, never the concrete model class.
+    """
+    return [m for m in module.modules() if isinstance(m, kind)]
+
+
 def collect_attention_maps(module: nn.Module, run: Callable[[], object]) -> List[torch.Tensor]:
     """Runs ``run()`` with attention recording on and returns the maps of every :class:`PatchAttention`.
 
@@ -344,7 +354,7 @@ def collect_attention_maps(module: nn.Module, run: Callable[[], object]) -> List
         module: the model (or any module holding attention layers).
         run: a callable that performs the forward pass, e.g. ``lambda: model(x)``.
     """
-    layers = [m for m in module.modules() if isinstance(m, PatchAttention)]
+    layers = attention_layers(module)
     if not layers:
         raise ValueError(
             f"{type(module).__name__} has no PatchAttention layer to record; build it from "

@@ -9,18 +9,21 @@ from .cil import (
     summarize_matrix,
 )
 from .history import MetricName, locality_history, metric_history, parse_metric_name
+from ..layers import attention_layers
 from .locality import (
+    LocalityAtIterations,
     LocalityPluginMetric,
     MeanAttentionDistance,
-    attention_layers,
     locality_metrics,
     mean_attention_distance,
+    measure_locality,
 )
 from .probe import class_balanced_indices, draw_probe
 
 __all__ = [
     "AccuracyMatrix",
     "CILSummary",
+    "LocalityAtIterations",
     "LocalityPluginMetric",
     "MeanAttentionDistance",
     "MetricName",
@@ -33,6 +36,7 @@ __all__ = [
     "locality_history",
     "locality_metrics",
     "mean_attention_distance",
+    "measure_locality",
     "metric_history",
     "parse_metric_name",
     "summarize",

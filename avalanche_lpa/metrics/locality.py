@@ -16,12 +16,13 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence, TYPE_CHECKING
 
 import torch
+from avalanche.core import SupervisedPlugin
 from avalanche.evaluation import Metric, PluginMetric
 from avalanche.evaluation.metric_results import MetricResult, MetricValue
 from avalanche.evaluation.metric_utils import default_metric_name_template, generic_get_metric_name, stream_type
 from torch import nn
 
-from ..layers import GridSize, PatchAttention, check_grid, collect_attention_maps, relative_distances
+from ..layers import GridSize, attention_layers, check_grid, collect_attention_maps, relative_distances
 from ..layers.position import to_grid
 from .probe import draw_probe, full_stream
 
@@ -29,11 +30,13 @@ if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
 __all__ = [
+    "LocalityAtIterations",
     "LocalityPluginMetric",
     "MeanAttentionDistance",
     "attention_layers",
     "locality_metrics",
     "mean_attention_distance",
+    "measure_locality",
 ]
 
 
@@ -63,11 +66,6 @@ def mean_attention_distance(attn: torch.Tensor, grid_size: Optional[GridSize] = 
         ``[heads]``: ``D_h`` averaged over the batch.
     """
     return _per_sample_distance(attn, grid_size).mean(dim=0)
-
-
-def attention_layers(model: nn.Module) -> List[PatchAttention]:
-    """The :class:`PatchAttention` layers of ``model`` in module order (works through wrappers)."""
-    return [m for m in model.modules() if isinstance(m, PatchAttention)]
 
 
 class MeanAttentionDistance(Metric[List[torch.Tensor]]):
@@ -122,6 +120,33 @@ class MeanAttentionDistance(Metric[List[torch.Tensor]]):
     def reset(self) -> None:
         self._sums = []
         self._count = 0
+
+
+@torch.no_grad()
+def measure_locality(
+    model: nn.Module,
+    images: torch.Tensor,
+    device: Any,
+    batch_size: int = 64,
+    metric: Optional[MeanAttentionDistance] = None,
+) -> MeanAttentionDistance:
+    """Mean attention distance of ``model`` on ``images``, in eval mode, ``batch_size`` images at a time.
+
+    Every submodule's train/eval mode is restored afterwards (also on error). Adds to ``metric`` if given.
+
+    Returns:
+        The metric; ``.result()`` holds one ``[heads]`` tensor per attention layer.
+    """
+    metric = metric if metric is not None else MeanAttentionDistance()
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        for chunk in images.split(batch_size):
+            metric.update_from_model(model, chunk.to(device))
+    finally:
+        for module, mode in modes:
+            module.training = mode
+    return metric
 
 
 class LocalityPluginMetric(PluginMetric[List[torch.Tensor]]):
@@ -195,15 +220,8 @@ class LocalityPluginMetric(PluginMetric[List[torch.Tensor]]):
 
     @torch.no_grad()
     def measure(self, model: nn.Module, images: torch.Tensor, device: Any, batch_size: int) -> None:
-        """Measures ``images`` in eval mode on ``device``; restores every submodule's train/eval mode."""
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
-        try:
-            for chunk in images.split(batch_size):
-                self._metric.update_from_model(model, chunk.to(device))
-        finally:
-            for module, mode in modes:
-                module.training = mode
+        """Measures ``images`` (see :func:`measure_locality`) into this metric."""
+        measure_locality(model, images, device, batch_size, self._metric)
 
     def after_eval(self, strategy: "SupervisedTemplate") -> MetricResult:
         if strategy.experience is None:
@@ -261,3 +279,37 @@ def locality_metrics(
             per_head=per_head,
         )
     ]
+
+
+class LocalityAtIterations(SupervisedPlugin):
+    """Measures the mean attention distance per layer on a fixed probe at given training iterations.
+
+    The joint-training control of a comparison uses it: locality at the iterations where the incremental run
+    finished each experience, and training stops after the last one.
+
+    Args:
+        probe: images ``[K, C, H, W]``.
+        milestones: training iterations (counted from the start of the run) to measure at.
+        batch_size: probe images per forward pass.
+    """
+
+    def __init__(self, probe: torch.Tensor, milestones: Sequence[int], batch_size: int = 64) -> None:
+        super().__init__()
+        if not milestones:
+            raise ValueError("need at least one milestone (a training iteration to measure at)")
+        self.probe = probe
+        self.milestones = sorted(set(int(m) for m in milestones))
+        self.batch_size = batch_size
+        self.layers: Dict[int, List[float]] = {}  # milestone -> mean distance of every layer
+        self.iterations = 0
+
+    def after_training_iteration(self, strategy: "SupervisedTemplate", **kwargs) -> None:
+        # Counted here: Avalanche's clock is itself a plugin and runs after this one, so its count lags by one.
+        self.iterations += 1
+        step = self.iterations
+        if step in self.milestones:
+            metric = measure_locality(strategy.model, self.probe, strategy.device, self.batch_size)
+            self.layers[step] = [heads.mean().item() for heads in metric.result()]
+        if step >= self.milestones[-1]:
+            strategy.stop_training()
+

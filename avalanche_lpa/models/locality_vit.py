@@ -11,14 +11,14 @@ which replace the shared final LayerNorm). ``num_classes=int`` gives a fixed ``n
 from __future__ import annotations
 
 import inspect
-from typing import Any, Iterable, List, Optional, Set, Tuple, Union
+from typing import Any, List, Optional, Set, Tuple, Union
 
 import torch
 from avalanche.models import BaseModel
 from timm.layers import PatchEmbed, trunc_normal_
 from torch import nn
 
-from ..layers import ClassAttentionBlock, LocalityBlock, attention_layer, collect_attention_maps
+from ..layers import ClassAttentionBlock, LocalityBlock, attention_layer, attention_layers, collect_attention_maps
 from .heads import HEAD_TYPES, GrowingClassifier, PerExperienceHeads
 
 __all__ = ["LocalityViT", "LPAViT", "LocalityViTBackbone", "model_keywords"]
@@ -323,9 +323,9 @@ class LocalityViT(nn.Module, BaseModel):
     def no_weight_decay(self) -> Set[str]:
         return {"backbone.pos_embed", "backbone.cls_token"}
 
-    def attention_layers(self) -> Iterable[nn.Module]:
+    def attention_layers(self) -> List[nn.Module]:
         """The attention layers of the local blocks, in forward order."""
-        return [block.attn for block in self.backbone.blocks]
+        return attention_layers(self.backbone)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # State dicts saved before the head was registered as `classifier` (avalanche-lpa 0.1) use `head.*`.

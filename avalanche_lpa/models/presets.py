@@ -8,19 +8,16 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
+from ..data import CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
 from ..layers import ATTENTION_LAYERS
 from .locality_vit import LocalityViT
 
-__all__ = ["PRESETS", "ATTN_TYPES", "CIFAR100_MEAN", "CIFAR100_STD", "model_name"]
+__all__ = ["PRESETS", "ATTN_TYPES", "model_name"]
 
 #: Attention types, from the one registry of attention layers.
 ATTN_TYPES = tuple(ATTENTION_LAYERS)
-
-#: CIFAR-100 normalisation, as the authors' code uses it (modules/datasets.py); the data room reads it too.
-CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 
 #: Network arguments of each preset (``attn_type`` is set by the entry point).
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -34,7 +31,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 
 _DATA_CFG = {
     "cifar": dict(input_size=(3, 32, 32), mean=CIFAR100_MEAN, std=CIFAR100_STD, num_classes=100),
-    "imagenet": dict(input_size=(3, 224, 224), mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, num_classes=100),
+    "imagenet": dict(input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=100),
     "tiny": dict(input_size=(3, 32, 32), mean=CIFAR100_MEAN, std=CIFAR100_STD, num_classes=100),
 }
 

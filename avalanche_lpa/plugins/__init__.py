@@ -22,7 +22,7 @@ from .lr_schedule import LR_STEPS, ExperienceEpochsPlugin, ExperienceLRScheduleP
 from .param_groups import WeightDecayGroupsPlugin
 from .precision import PRECISIONS, AutocastPlugin
 from .replay import REPLAY_MODES, ConcatReplayPlugin, RepeatedAugmentationPlugin, update_memory
-from .warmup import LPAWarmupPlugin, content_warmup, lpa_layers, set_content_factor
+from .warmup import LPAWarmupPlugin, content_warmup, set_content_factor
 
 __all__ = [
     "AutocastPlugin",
@@ -53,7 +53,6 @@ __all__ = [
     "herding_memory",
     "icarl_herding_order",
     "in_finetuning",
-    "lpa_layers",
     "old_sample_distillation",
     "set_content_factor",
     "update_memory",

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, List, Optional
 from avalanche.core import SupervisedPlugin
 from torch import nn
 
-from ..layers import LPAttention
+from ..layers import LPAttention, attention_layers
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
-__all__ = ["SCHEDULES", "content_warmup", "lpa_layers", "set_content_factor", "LPAWarmupPlugin"]
+__all__ = ["SCHEDULES", "content_warmup", "set_content_factor", "LPAWarmupPlugin"]
 
 SCHEDULES = ("linear", "cosine")
 
@@ -42,14 +42,9 @@ def content_warmup(progress: float, start_factor: float = 0.0, schedule: str = "
     return start_factor + (1.0 - start_factor) * ramp
 
 
-def lpa_layers(model: nn.Module) -> List[LPAttention]:
-    """All LPA layers of ``model`` (found by layer class, so wrapped models work too)."""
-    return [m for m in model.modules() if isinstance(m, LPAttention)]
-
-
 def set_content_factor(model: nn.Module, factor: float) -> int:
     """Sets ``content_factor`` of every LPA layer in ``model``; returns how many layers were set."""
-    layers = lpa_layers(model)
+    layers = attention_layers(model, LPAttention)
     for layer in layers:
         layer.content_factor.fill_(factor)
     return len(layers)

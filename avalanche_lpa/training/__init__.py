@@ -1,5 +1,4 @@
 """Strategy builder, optimizer and augmentation helpers for the LPA training recipe."""
-from .augment import eval_transform, train_transform
 from .builder import COMMON_OPTIONS, STRATEGIES, build_strategy, strategy_options
 from .optim import OPTIMIZERS, build_optimizer, multiple_param_groups_supported
 
@@ -9,8 +8,6 @@ __all__ = [
     "STRATEGIES",
     "build_optimizer",
     "build_strategy",
-    "eval_transform",
     "multiple_param_groups_supported",
     "strategy_options",
-    "train_transform",
 ]

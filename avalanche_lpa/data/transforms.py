@@ -1,4 +1,4 @@
-"""Image transforms of the authors' recipe (``modules/datasets.py``), for the experiment layer to put on its datasets.
+"""Image transforms and dataset statistics of the authors' recipe (``modules/datasets.py``).
 
 The authors build their training transform with timm's ``create_transform`` (RandAugment
 ``rand-m9-mstd0.5-inc1``, colour jitter 0.4 which timm skips when an auto-augment policy is given, bicubic
@@ -14,7 +14,25 @@ from timm.data import create_transform
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms
 
-__all__ = ["AUTHORS_AUTO_AUGMENT", "train_transform", "eval_transform"]
+__all__ = [
+    "AUTHORS_AUTO_AUGMENT",
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
+    "FASHION_MNIST_MEAN",
+    "FASHION_MNIST_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "train_transform",
+    "eval_transform",
+]
+
+# The one home of the dataset statistics (the model presets' timm configs read them too).
+#: CIFAR-100 normalisation as the authors' code uses it.
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
+#: Fashion-MNIST normalisation (mean and standard deviation of its training images).
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+#: ImageNet normalisation (timm's defaults, which the authors use for ImageNet-100).
+IMAGENET_MEAN, IMAGENET_STD = tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
 
 #: The authors' RandAugment policy (timm's notation): 2 ops of magnitude 9, magnitude std 0.5, increasing.
 AUTHORS_AUTO_AUGMENT = "rand-m9-mstd0.5-inc1"

@@ -1,0 +1,72 @@
+"""The house plan holds: imports go one way, and nothing below the experiment layer imports it."""
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "avalanche_lpa"
+
+# Each room and the rooms it may import from (data and layers depend on no other room).
+ALLOWED = {
+    "layers": set(),
+    "data": set(),
+    "files": set(),
+    "models": {"layers", "data"},
+    "plugins": {"layers", "models", "data"},
+    "metrics": {"layers", "models", "data"},
+    "distributed": set(),
+    "training": {"layers", "models", "plugins", "metrics", "data"},
+    "experiment": {"layers", "models", "plugins", "metrics", "training", "data", "distributed", "files"},
+}
+
+
+def _room(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0][:-3] if parts[0].endswith(".py") else parts[0]
+
+
+def _package_imports(path: Path):
+    """Rooms of avalanche_lpa that the module at ``path`` imports (absolute and relative imports)."""
+    tree = ast.parse(path.read_text())
+    inside = PACKAGE in path.parents
+    depth = len(path.relative_to(PACKAGE).parts) - 1 if inside else 0  # folders below the package
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level and not inside:  # a script's relative import cannot reach the package
+                continue
+            if node.level:  # relative: climb `level - 1` folders from the module's folder
+                up = node.level - 1
+                if up >= depth + 1 or (up == depth and not node.module):
+                    continue
+                parts = list(path.relative_to(PACKAGE).parts[:-1])
+                base = parts[: len(parts) - up]
+                target = base + (node.module.split(".") if node.module else [])
+                if target:
+                    yield target[0]
+                continue
+            if node.module and node.module.startswith("avalanche_lpa."):
+                yield node.module.split(".")[1]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("avalanche_lpa."):
+                    yield alias.name.split(".")[1]
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_go_one_way(path):
+    room = _room(path)
+    allowed = ALLOWED[room] | {room}
+    used = set(_package_imports(path))
+    assert used <= allowed, f"{path.relative_to(ROOT)} ({room}) imports {sorted(used - allowed)}"
+
+
+def test_only_the_experiment_layer_and_scripts_import_it():
+    # Scripts at the top of the stack (experiments/, docs/figures/) may; the package below it and the
+    # benchmarks, which measure the library, may not.
+    outside = [p for p in MODULES if _room(p) != "experiment"] + sorted((ROOT / "benchmarks").glob("*.py"))
+    offenders = [str(p.relative_to(ROOT)) for p in outside if "experiment" in set(_package_imports(p))]
+    assert offenders == []
