@@ -301,14 +301,18 @@ def test_one_process_torchrun_run_writes_results(backend, device, tmp_path):
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
-    # Own session: on a timeout the launcher and its worker are killed, nothing else.
+    # Own session, killed whole (launcher and worker, nothing else) on a timeout and also when pytest itself is
+    # interrupted (gpu_check.sh stops a step with SIGINT): a stray NCCL worker would hold the GPU.
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         log = proc.communicate(timeout=300)[0].decode(errors="replace")
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        _stop_torchrun(proc)
         pytest.fail(f"torchrun did not finish in 300 s:\n{proc.communicate()[0].decode(errors='replace')[-4000:]}")
+    finally:
+        if proc.poll() is None:  # pytest itself was interrupted
+            _stop_torchrun(proc)
     assert proc.returncode == 0, log[-6000:]
     status = json.loads(status_file.read_text())
     assert status["backend"] == status["info_backend"] == backend and status["world_size"] == 1
@@ -319,6 +323,16 @@ def test_one_process_torchrun_run_writes_results(backend, device, tmp_path):
     assert results["world_size"] == 1 and results["device"] == expected_device
     assert len(results["accuracy_matrix"]) == 2
     assert (out / "checkpoint.pkl").is_file() and (out / "model.pt").is_file()
+
+
+def _stop_torchrun(proc: subprocess.Popen) -> None:
+    """Stops a torchrun launcher and its workers (which run in sessions of their own)."""
+    os.killpg(proc.pid, signal.SIGTERM)  # torchrun passes SIGTERM on to its workers
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _recipe_config(tmp_path: Path, device: str) -> Dict[str, Any]:
