@@ -196,7 +196,7 @@ mkdir -p "$OUT_DIR"
 : >"$SUMMARY"
 rm -f "$OUT_DIR/attention_speed.json" "$OUT_DIR/e2e_throughput.json" "$OUT_DIR/cuda_tests.xml" \
     "$OUT_DIR/environment.json"
-say "GPU check of $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo 'this tree') on $(hostname), device $DEVICE"
+say "GPU check of $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo 'this tree') on $(uname -n), device $DEVICE"
 step preflight 60 preflight || finish
 step install 120 install_wheels || finish
 # The repository first (avalanche_lpa and the tests' helpers), then the installed wheels; children inherit it.

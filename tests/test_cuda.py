@@ -162,8 +162,9 @@ def test_fused_kernels_equal_the_explicit_path(device, kernel, precision, shape)
     for name, ref in reference.items():
         fused_error, explicit_error = relative_error(fused[name], ref), relative_error(explicit[name], ref)
         if precision == "fp32":
-            # float32 lands near 1e-6 (1e-4 with TF32); a wrong term in the logits gives errors of order 1.
-            limit = 1e-3
+            # float32 lands near 1e-6 (TF32 matrix units would give ~1e-3 on some gradients); a wrong term in the
+            # logits, e.g. a dropped warm-up factor, gives errors of order 0.1 to 1.
+            limit = 5e-3
         else:
             # bf16 rounding alone reaches ~1e-1 for some gradients: the fused path may not be much worse than
             # the explicit path in the same precision.
@@ -259,7 +260,8 @@ def test_bf16_autocast_trains_close_to_fp32(device, cil_benchmark):
     fp32 = train_losses(copy.deepcopy(base), cil_benchmark, device)
     bf16 = train_losses(bf16_model, cil_benchmark, device, precision="bf16")
     assert dtypes and set(dtypes) == {torch.bfloat16}  # the forward passes really ran in bf16
-    assert_losses_close(bf16, fp32, first=2e-2, mean=5e-2)
+    # Measured on the CPU: gaps of ~1e-3 (3 seeds, max 3e-3).
+    assert_losses_close(bf16, fp32, first=1e-2, mean=2e-2)
 
 
 @pytest.mark.cuda
