@@ -217,11 +217,13 @@ if [[ $DEVICE == cuda ]]; then
         --autocast bf16
     e2e_args=(--model lpa_vit_cifar --images 4096 --batch 128 --rounds 3)
 else
-    # Rehearsal on a CPU: the same steps, sized for a few seconds each.
+    # Rehearsal on a CPU: the same steps, small. Whole models without the memory column: on a CPU each
+    # candidate's memory is measured in a fresh process, a minute of imports for nothing the GPU path uses.
     small=(--rounds 2 --warmup 1 --batch 2 --candidates mhsa lpa_matmul lpa_sdpa)
     step attention-layer 120 attention layer-fp32 --level layer --shape all "${small[@]}"
-    step attention-cifar-fp32 120 attention cifar-model-fp32 --level model --shape cifar "${small[@]}"
-    step attention-cifar-bf16 120 attention cifar-model-bf16 --level model --shape cifar "${small[@]}" --autocast bf16
+    step attention-cifar-fp32 120 attention cifar-model-fp32 --level model --shape cifar "${small[@]}" --no-memory
+    step attention-cifar-bf16 120 attention cifar-model-bf16 --level model --shape cifar "${small[@]}" --no-memory \
+        --autocast bf16
     e2e_args=(--model lpa_vit_tiny --images 256 --batch 64 --rounds 1)
 fi
 step e2e-fp32 150 e2e e2e-fp32 "${e2e_args[@]}" --precision fp32
