@@ -158,12 +158,13 @@ def init_distributed(
     device: Optional[Union[str, torch.device]] = None,
     seed: Optional[int] = None,
     timeout: Optional[datetime.timedelta] = None,
+    single_process_group: bool = False,
 ) -> DistInfo:
     """Joins the process group that ``torchrun`` describes in the environment; a no-op without one.
 
     Reads ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``. Without ``WORLD_SIZE``
-    (a plain ``python`` run) or with ``WORLD_SIZE=1`` nothing is initialised and a single-process
-    :class:`DistInfo` is returned. Calling it again returns the running group's info.
+    (a plain ``python`` run) or with ``WORLD_SIZE=1`` (unless ``single_process_group``) nothing is initialised
+    and a single-process :class:`DistInfo` is returned. Calling it again returns the running group's info.
 
     Avalanche's ``DistributedHelper.init_distributed`` is not used on purpose: in avalanche-lib 0.6 it selects
     ``cuda:{global rank}``, a device that does not exist on the second node of a multi-node job. Here the
@@ -177,6 +178,8 @@ def init_distributed(
             ``None`` broadcasts a random seed from rank 0. Processes must agree on random draws made
             outside the sharded data (replay-memory selection, new head units).
         timeout: collective-operation timeout (PyTorch's default when ``None``).
+        single_process_group: also create the group when ``WORLD_SIZE=1`` (under ``torchrun``), so that a
+            backend's collectives run on a machine with one device: one GPU can host only one NCCL rank.
 
     Returns:
         This process's :class:`DistInfo`.
@@ -188,7 +191,7 @@ def init_distributed(
         target = torch.device("cuda", local_rank)
     if DistributedHelper.is_distributed:
         return dist_info()
-    if world_size <= 1:
+    if world_size <= 1 and not (single_process_group and "MASTER_ADDR" in os.environ):
         if seed is not None:
             DistributedHelper.set_random_seeds(seed)
         return DistInfo(0, 1, local_rank, target)

@@ -11,12 +11,15 @@ Candidates (one attention layer, one block, or the whole model):
 
 Timing: every round runs each candidate once (order rotated each round, after warm-up), so slow drifts of
 the machine hit all candidates alike; the report gives the median time per candidate and the median over
-rounds of its time divided by the reference's time in the same round. Memory: each candidate runs one
-fwd+bwd in a fresh subprocess (CPU: growth of the resident-set high-water mark, reset
-before the step since ru_maxrss only rises; CUDA: max allocated).
+rounds of its time divided by the reference's time in the same round. On CUDA a step is timed with CUDA
+events around it. Memory: peak extra memory of one fwd+bwd after a warm-up step. CPU: each candidate in a
+fresh subprocess (growth of the resident-set high-water mark, reset before the step since ru_maxrss only
+rises). CUDA: in this process, ``max_memory_allocated`` counts live tensors only, so the other candidates'
+weights and the allocator's cache do not enter the difference.
 
     python benchmarks/attention_speed.py                      # everything at both shapes, CPU
     python benchmarks/attention_speed.py --level model --shape cifar --batch 32 --rounds 15
+    python benchmarks/attention_speed.py --device cuda --level model --shape cifar --batch 128 --autocast bf16
 """
 from __future__ import annotations
 
@@ -153,10 +156,17 @@ def build(level: str, name: str, shape: str, batch: int, device: torch.device) -
     return module.to(device).train(), x.to(device)
 
 
-def step(module: nn.Module, x: torch.Tensor) -> None:
-    """One forward + backward."""
+#: ``--autocast`` value -> dtype of the forward pass (``None``: float32, no autocast).
+AUTOCAST = {"none": None, "bf16": torch.bfloat16}
+
+
+def step(module: nn.Module, x: torch.Tensor, autocast: str = "none") -> None:
+    """One forward + backward (forward under ``torch.autocast`` unless ``autocast == "none"``)."""
     module.zero_grad(set_to_none=True)
-    module(x).float().square().mean().backward()
+    dtype = AUTOCAST[autocast]
+    with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        loss = module(x).float().square().mean()
+    loss.backward()
 
 
 def _sync(device: torch.device) -> None:
@@ -164,22 +174,34 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_candidates(level, names, shape, batch, rounds, warmup, device) -> Dict[str, List[float]]:
+def timed_step(module: nn.Module, x: torch.Tensor, device: torch.device, autocast: str = "none") -> float:
+    """Seconds of one fwd+bwd: CUDA events on a GPU (device time, launches included), a host clock on CPU."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)  # nothing earlier may still be queued before the start event
+        start.record()
+        step(module, x, autocast)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    started = time.perf_counter()
+    step(module, x, autocast)
+    return time.perf_counter() - started
+
+
+def time_candidates(level, names, shape, batch, rounds, warmup, device, autocast="none") -> Dict[str, List[float]]:
     """Seconds per fwd+bwd of every candidate, ``rounds`` samples each, interleaved."""
     built = {name: build(level, name, shape, batch, device) for name in names}
     for name, (module, x) in built.items():
         for _ in range(warmup):
-            step(module, x)
+            step(module, x, autocast)
+    _sync(device)
     times: Dict[str, List[float]] = {name: [] for name in names}
     for r in range(rounds):
         order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
         for name in order:
             module, x = built[name]
-            _sync(device)
-            start = time.perf_counter()
-            step(module, x)
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(timed_step(module, x, device, autocast))
     return times
 
 
@@ -208,31 +230,42 @@ def _return_freed_memory_to_the_os() -> None:
     ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 128 * 1024)
 
 
-def memory_child(level: str, name: str, shape: str, batch: int, device: torch.device) -> int:
-    """Peak extra memory (bytes) of one fwd+bwd, measured in this (fresh) process."""
-    if device.type == "cpu":
-        _return_freed_memory_to_the_os()
-    module, x = build(level, name, shape, batch, device)
-    step(module, x)  # first step allocates gradients; measure the steady state below
+def cuda_peak_bytes(module: nn.Module, x: torch.Tensor, device: torch.device, autocast: str = "none") -> int:
+    """Peak extra CUDA memory (bytes) of one fwd+bwd after a warm-up step (gradients already allocated)."""
+    step(module, x, autocast)  # first step allocates gradients; measure the steady state below
     module.zero_grad(set_to_none=False)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    step(module, x, autocast)
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
+def memory_child(level: str, name: str, shape: str, batch: int, device: torch.device, autocast: str = "none") -> int:
+    """Peak extra memory (bytes) of one fwd+bwd, measured in this (fresh) process."""
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        step(module, x)
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - base
+        return cuda_peak_bytes(*build(level, name, shape, batch, device), device, autocast)
+    _return_freed_memory_to_the_os()
+    module, x = build(level, name, shape, batch, device)
+    step(module, x, autocast)  # first step allocates gradients; measure the steady state below
+    module.zero_grad(set_to_none=False)
     _reset_peak_rss()
     base = _status_bytes("VmRSS")
-    step(module, x)
+    step(module, x, autocast)
     return _status_bytes("VmHWM") - base
 
 
-def measure_memory(level, names, shape, batch, device) -> Dict[str, int]:
+def measure_memory(level, names, shape, batch, device, autocast="none") -> Dict[str, int]:
+    """Peak extra memory per candidate: in this process on CUDA, one fresh subprocess each on CPU."""
     out = {}
     for name in names:
+        if device.type == "cuda":
+            out[name] = cuda_peak_bytes(*build(level, name, shape, batch, device), device, autocast)
+            torch.cuda.empty_cache()
+            continue
         cmd = [sys.executable, __file__, "--memory-child", name, "--level", level, "--shape", shape,
-               "--batch", str(batch), "--device", str(device)]
+               "--batch", str(batch), "--device", str(device), "--autocast", autocast]
         result = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out[name] = int(result.stdout.strip().splitlines()[-1])
     return out
@@ -257,33 +290,39 @@ def main(argv=None) -> Dict:
     parser.add_argument("--candidates", nargs="*", default=None)
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--autocast", choices=sorted(AUTOCAST), default="none", help="forward-pass precision")
     parser.add_argument("--json", default="benchmarks/results/attention_speed.json")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available here")
 
     levels = ["layer", "block", "model"] if args.level == "all" else [args.level]
     shapes = ["cifar", "imagenet"] if args.shape == "all" else [args.shape]
     if args.memory_child:
-        print(memory_child(levels[0], args.memory_child, shapes[0], args.batch, device))
+        print(memory_child(levels[0], args.memory_child, shapes[0], args.batch, device, args.autocast))
         return {}
 
     report = {"device": str(device), "cpu": platform.processor() or platform.machine(),
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "rounds": args.rounds, "results": []}
+              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+              "autocast": args.autocast, "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "rounds": args.rounds, "results": []}
     for shape in shapes:
         for level in levels:
             batch = args.batch or (64 if level != "model" else (32 if shape == "cifar" else 8))
             names = args.candidates or LEVEL_CANDIDATES[level]
             names = [n for n in names if n in LEVEL_CANDIDATES[level]]
-            times = time_candidates(level, names, shape, batch, args.rounds, args.warmup, device)
+            times = time_candidates(level, names, shape, batch, args.rounds, args.warmup, device, args.autocast)
             lpa = "lpa_" + LPAttention.kernel_for(device)  # the kernel the device rule picks
             refs = [r for r in ("mhsa", lpa) if r in names]
             rows = summarise(times, refs)
             if not args.no_memory:
-                for name, peak in measure_memory(level, names, shape, batch, device).items():
+                for name, peak in measure_memory(level, names, shape, batch, device, args.autocast).items():
                     rows[name]["peak_mib"] = peak / 2**20
             report["results"].append({"level": level, "shape": shape, "batch": batch, "candidates": rows})
-            print(f"\n{level} @ {shape} (batch {batch}, {args.rounds} rounds, {device}; ratios = median of paired ratios)")
+            print(f"\n{level} @ {shape} (batch {batch}, {args.rounds} rounds, {device}, autocast {args.autocast}; "
+                  "ratios = median of paired ratios)")
             print(f"  {'candidate':<14}{'median ms':>11}" + "".join(f"{'/ ' + r:>14}" for r in refs) + f"{'peak MiB':>10}")
             for name in names:
                 row = rows[name]

@@ -1,7 +1,9 @@
 """The benchmark baselines compute what they claim (timings themselves live in benchmarks/, not in tests)."""
 import importlib.util
+import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from avalanche_lpa.layers import LPAttention
@@ -33,3 +35,41 @@ def test_summary_pairs_ratios_per_round():
     rows = bench.summarise({"mhsa": [1.0, 2.0, 4.0], "lpa_matmul": [1.0, 3.0, 4.0]}, ["mhsa"])
     assert rows["lpa_matmul"]["ratio_to_mhsa"] == 1.0  # median of 1.0, 1.5, 1.0
     assert rows["mhsa"]["median_ms"] == 2000.0
+
+
+def _junit(tmp_path: Path, tests: int, failures: int = 0, errors: int = 0, skipped: int = 0) -> Path:
+    path = tmp_path / "report.xml"
+    path.write_text(f'<?xml version="1.0"?><testsuites><testsuite name="pytest" tests="{tests}" '
+                    f'failures="{failures}" errors="{errors}" skipped="{skipped}"></testsuite></testsuites>')
+    return path
+
+
+def test_gpu_check_refuses_failed_skipped_or_empty_test_reports(tmp_path):
+    report = _load("gpu_check_report")
+    assert report.check_junit(_junit(tmp_path, 5))["tests"] == 5
+    for counts, message in (({"tests": 0}, "no test ran"), ({"tests": 5, "failures": 1}, "1 failed"),
+                            ({"tests": 5, "errors": 2}, "2 errors"), ({"tests": 5, "skipped": 3}, "3 of 5 skipped")):
+        with pytest.raises(report.CheckError, match=message):
+            report.check_junit(_junit(tmp_path, **counts))
+    assert report.check_junit(_junit(tmp_path, 5, skipped=3), allow_skips=True)["skipped"] == 3  # CPU rehearsal
+    with pytest.raises(report.CheckError, match="missing"):
+        report.check_junit(tmp_path / "absent.xml")
+
+
+def test_gpu_check_merges_runs_and_judges_the_model_target(tmp_path):
+    report = _load("gpu_check_report")
+
+    def run(ratio: float) -> Path:
+        rows = {"mhsa": {"median_ms": 10.0, "ratio_to_mhsa": 1.0},
+                "lpa_sdpa": {"median_ms": 10.0 * ratio, "ratio_to_mhsa": ratio}}
+        path = tmp_path / "run.json"
+        path.write_text(json.dumps({"device": "cuda", "gpu": "Some GPU", "autocast": "none", "results": [
+            {"level": "model", "shape": "cifar", "batch": 128, "candidates": rows}]}))
+        return path
+
+    report.add_run(tmp_path / "attention_speed.json", run(1.10), "fast")
+    report.add_run(tmp_path / "attention_speed.json", run(1.30), "slow")
+    merged = json.loads((tmp_path / "attention_speed.json").read_text())
+    assert [r["label"] for r in merged["runs"]] == ["fast", "slow"]
+    text = report.summary(tmp_path)
+    assert "= 1.100 (meets the target <= 1.15" in text and "= 1.300 (MISSES the target <= 1.15" in text

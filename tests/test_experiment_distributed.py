@@ -32,7 +32,9 @@ def test_split_cifar100_script_runs_under_torchrun(tmp_path):
         "--set", "strategy.train_epochs=1", "--set", "strategy.train_mb_size=16", "--set", "strategy.mem_size=20",
         "--set", "evaluation.progress_bar=false", "--set", "evaluation.locality_probe_size=16",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    # Prepended, not replaced: where avalanche-lib itself comes from PYTHONPATH (gpu_check.sh) it must stay there.
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     # Both ranks print to one pipe, so lines may interleave: find the reports anywhere in the output.
