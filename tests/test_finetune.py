@@ -92,7 +92,7 @@ def test_finetuning_through_the_loop_mixes_and_distils(cil_benchmark):
     class Before(SupervisedPlugin):
         def after_forward(self, strategy, **kwargs):  # SeenClassesBCE mixed the batch in its before_forward
             if in_finetuning(strategy):
-                rows.append({"mixed": strategy._criterion._pending is not None})
+                rows.append({"mixed": strategy._criterion.pending_targets is not None})
 
         def before_backward(self, strategy, **kwargs):
             if in_finetuning(strategy):

@@ -162,7 +162,7 @@ def test_warmup_resets_before_teacher_copy_and_survives_copies(cil_benchmark):
     # Mid warm-up state survives deepcopy and pickling; the factor never enters a state dict.
     warmup.active, warmup.factor = True, 0.25
     for clone in (copy.deepcopy(warmup), pickle.loads(pickle.dumps(warmup))):
-        assert (clone.active, clone.factor, clone.iterations, clone._warned) == (True, 0.25, 1000, False)
+        assert (clone.active, clone.factor, clone.iterations) == (True, 0.25, 1000)
     assert not any(k.endswith("content_factor") for k in model.state_dict())
     layer = next(m for m in model.modules() if isinstance(m, LPAttention))
     layer.content_factor.fill_(0.5)
@@ -337,4 +337,4 @@ def test_seen_classes_bce_mixes_the_batch_in_place_with_matching_soft_targets():
     assert criterion(logits, labels) == pytest.approx(plain.item())
     odd = torch.randn(5, 1, 4, 4)
     criterion.before_forward(SimpleNamespace(mb_x=odd.clone(), mb_y=labels[:5]))
-    assert criterion._pending is None
+    assert criterion.pending_targets is None

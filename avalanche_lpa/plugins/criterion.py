@@ -60,6 +60,11 @@ class SeenClassesBCE(SupervisedPlugin, supports_distributed=True):
         self.seen_classes: Set[int] = set()
         self._pending: Optional[torch.Tensor] = None  # soft targets of the batch mixed last
 
+    @property
+    def pending_targets(self) -> Optional[torch.Tensor]:
+        """Soft targets ``[B, n_columns]`` of the batch mixed last, until the next loss call uses them."""
+        return self._pending
+
     def columns(self, labels: torch.Tensor) -> torch.Tensor:
         """Sorted class ids the loss covers: seen classes plus those in ``labels``."""
         classes = self.seen_classes | {int(c) for c in labels.unique().tolist()}
