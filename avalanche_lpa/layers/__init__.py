@@ -10,7 +10,7 @@ from .attention import (
     attention_layers,
     collect_attention_maps,
 )
-from .blocks import ClassAttentionBlock, LocalityBlock, build_attention
+from .blocks import ClassAttention, ClassAttentionBlock, LocalityBlock, build_attention, joint_token_mask
 from .position import (
     GridSize,
     check_grid,
@@ -24,6 +24,7 @@ __all__ = [
     "ATTENTION_LAYERS",
     "DENORMAL_GUARD",
     "GridSize",
+    "ClassAttention",
     "ClassAttentionBlock",
     "GPSAttention",
     "LPAttention",
@@ -36,6 +37,7 @@ __all__ = [
     "check_grid",
     "collect_attention_maps",
     "grid_offsets",
+    "joint_token_mask",
     "local_position_weights",
     "relative_distances",
     "relative_position_features",

@@ -1,10 +1,13 @@
 """Models: the LocalityViT skeleton, LPAViT and their timm entry points (registered on import)."""
-from .heads import HEAD_TYPES, ExperienceHead, GrowingClassifier, PerExperienceHeads
+from .dytox import DyTox, DyToxBackbone
+from .heads import HEAD_TYPES, ExperienceHead, GrowingClassifier, PerExperienceHeads, TaskTokenHeads
 from .locality_vit import LocalityViT, LocalityViTBackbone, LPAViT, model_keywords
 from .presets import ATTN_TYPES, PRESETS, model_name
 
 __all__ = [
     "ATTN_TYPES",
+    "DyTox",
+    "DyToxBackbone",
     "ExperienceHead",
     "GrowingClassifier",
     "HEAD_TYPES",
@@ -13,6 +16,7 @@ __all__ = [
     "LocalityViTBackbone",
     "PRESETS",
     "PerExperienceHeads",
+    "TaskTokenHeads",
     "model_keywords",
     "model_name",
 ]

@@ -17,7 +17,7 @@ import torch
 from avalanche.models import DynamicModule, IncrementalClassifier
 from torch import nn
 
-__all__ = ["GrowingClassifier", "ExperienceHead", "PerExperienceHeads", "HEAD_TYPES"]
+__all__ = ["GrowingClassifier", "ExperienceHead", "PerExperienceHeads", "TaskTokenHeads", "HEAD_TYPES"]
 
 #: Growing head types of :class:`~avalanche_lpa.models.LocalityViT` (``num_classes=None``).
 HEAD_TYPES = ("incremental", "per_experience")
@@ -131,10 +131,14 @@ class PerExperienceHeads(DynamicModule):
                 head.requires_grad_(False)
         self._add_head(sorted(new))
 
+    def head_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The heads' outputs side by side, ``[B, len(classes)]``: every head reads all of ``x``."""
+        return torch.cat([head(x) for head in self.heads], dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.heads) == 0:
             return x.new_full((x.shape[0], self.num_outputs), self.mask_value)
-        logits = torch.cat([head(x) for head in self.heads], dim=1)
+        logits = self.head_logits(x)
         if self._columns == list(range(self.num_outputs)):
             return logits  # every column owned, in order: no scatter needed
         out = logits.new_full((x.shape[0], self.num_outputs), self.mask_value)
@@ -147,3 +151,18 @@ class PerExperienceHeads(DynamicModule):
             self._add_head(state_dict[prefix + f"heads.{index}.classes"].tolist())
             index += 1
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class TaskTokenHeads(PerExperienceHeads):
+    """:class:`PerExperienceHeads` whose head ``t`` reads only the embedding of task token ``t`` (DyTox's ``1-1``).
+
+    The input is the task-token embeddings side by side, ``[B, T * in_features]`` (``T`` at least the number of
+    heads); everything else (growth, freezing, class-id columns, loading) is as in the base class.
+    """
+
+    def head_logits(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.view(x.shape[0], -1, self.in_features)
+        if tokens.shape[1] < len(self.heads):
+            raise ValueError(f"{len(self.heads)} heads need as many task-token embeddings, got {tokens.shape[1]}")
+        return torch.cat([head(tokens[:, t]) for t, head in enumerate(self.heads)], dim=1)
+

@@ -175,18 +175,30 @@ class LocalityViTBackbone(nn.Module):
                 f"in_chans={x.shape[1] if x.dim() == 4 else '...'}"
             )
 
+    def forward_patches(self, x: torch.Tensor) -> torch.Tensor:
+        """Images to patch tokens ``[B, N, embed_dim]`` after the local blocks (the shared encoder of DyTox)."""
+        self.check_input(x)
+        x = self.pos_drop(self.patch_embed(x) + self.pos_embed)
+        return self.blocks(x)
+
+    def decode(
+        self, patches: torch.Tensor, queries: torch.Tensor, attn_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Query tokens ``[B, T, C]`` through the class-attention blocks over ``patches``; returns ``[B, T, C]``."""
+        x = torch.cat([queries, patches], dim=1)
+        for block in self.cls_blocks:
+            x = block(x, num_queries=queries.shape[1], attn_mask=attn_mask)
+        return x[:, : queries.shape[1]]
+
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Images to normalised tokens ``[B, 1 + N, embed_dim]``, CLS token first."""
-        self.check_input(x)
         if x.shape[0] == 0:  # an empty batch (e.g. the last shard of a tiny dataset): empty tokens
+            self.check_input(x)
             num_tokens = 1 + self.grid_size[0] * self.grid_size[1]
             return x.new_zeros((0, num_tokens, self.embed_dim))
-        x = self.pos_drop(self.patch_embed(x) + self.pos_embed)
-        x = self.blocks(x)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        for block in self.cls_blocks:
-            x = block(x)
-        return self.norm(x)
+        patches = self.forward_patches(x)
+        cls = self.decode(patches, self.cls_token.expand(x.shape[0], -1, -1))
+        return self.norm(torch.cat([cls, patches], dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images to CLS features ``[B, embed_dim]``."""

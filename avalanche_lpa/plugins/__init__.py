@@ -9,6 +9,7 @@ from .distillation import (
     old_sample_distillation,
 )
 from .divergence import DivergenceError, DivergenceGuardPlugin
+from .divergence_head import DivergenceHeadPlugin, divergence_loss, divergence_targets
 from .finetune import FINETUNE_FROZEN, BalancedFinetuningPlugin, balanced_indices, in_finetuning
 from .herding import (
     HerdingMemory,
@@ -30,6 +31,7 @@ __all__ = [
     "ConcatReplayPlugin",
     "DISTILLATIONS",
     "DivergenceError",
+    "DivergenceHeadPlugin",
     "DivergenceGuardPlugin",
     "ExperienceEpochsPlugin",
     "ExperienceLRSchedulePlugin",
@@ -48,6 +50,8 @@ __all__ = [
     "WeightedLwFPlugin",
     "balanced_indices",
     "distillation_weight",
+    "divergence_loss",
+    "divergence_targets",
     "find_module",
     "herding_buffer",
     "herding_memory",

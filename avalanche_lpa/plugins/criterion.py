@@ -59,6 +59,9 @@ class SeenClassesBCE(SupervisedPlugin, supports_distributed=True):
             )
         self.seen_classes: Set[int] = set()
         self._pending: Optional[torch.Tensor] = None  # soft targets of the batch mixed last
+        # What the last loss call used (DyTox's divergence loss derives its targets from them).
+        self.last_targets: Optional[torch.Tensor] = None
+        self.last_columns: Optional[torch.Tensor] = None
 
     @property
     def pending_targets(self) -> Optional[torch.Tensor]:
@@ -87,4 +90,8 @@ class SeenClassesBCE(SupervisedPlugin, supports_distributed=True):
         targets, self._pending = self._pending, None
         if targets is None or targets.shape != (len(labels), len(columns)):
             targets = mixup_target(torch.searchsorted(columns, labels), len(columns), 1.0, self.label_smoothing)
+        self.last_targets, self.last_columns = targets.detach(), columns
         return F.binary_cross_entropy_with_logits(logits[:, columns], targets.to(logits.dtype))
+
+    def after_training_iteration(self, strategy: "SupervisedTemplate", **kwargs) -> None:
+        self.last_targets = self.last_columns = None  # nothing of a batch outlives its iteration (checkpoints)

@@ -1,0 +1,156 @@
+"""DyTox and DyTox+LPA: task tokens, per-token heads, joint-token decoding, the divergence head and its loss."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from avalanche.core import SupervisedPlugin
+from avalanche.training import Naive
+from avalanche.training.plugins import EvaluationPlugin
+
+from avalanche_lpa.models import DyTox
+from avalanche_lpa.plugins import (
+    BalancedFinetuningPlugin,
+    ConcatReplayPlugin,
+    DivergenceHeadPlugin,
+    SeenClassesBCE,
+    divergence_loss,
+    divergence_targets,
+    herding_memory,
+    in_finetuning,
+)
+
+from .conftest import TINY
+
+DYTOX_FROZEN = ("backbone.encoder.patch_embed", "backbone.encoder.pos_embed", "backbone.encoder.blocks",
+                "divergence_head")
+
+
+def make_dytox(attn_type="lpa", **overrides):
+    return DyTox(**{**TINY, "attn_type": attn_type, **overrides})
+
+
+def _grow(model, classes_per_experience):
+    model.train()
+    for classes in classes_per_experience:
+        model.adaptation(SimpleNamespace(classes_in_this_experience=classes))
+        model.classifier.adaptation(SimpleNamespace(classes_in_this_experience=classes))
+
+
+@pytest.mark.parametrize("attn_type", ["lpa", "gpsa", "mhsa"])
+def test_joint_tokens_give_the_same_logits_as_one_pass_per_token(attn_type):
+    model = make_dytox(attn_type)
+    _grow(model, [[0, 1], [2, 3], [4, 5]])
+    model.eval()
+    x = torch.randn(4, 1, 8, 8)
+    looped = model(x)
+    model.backbone.joint_tokens = True
+    joint = model(x)
+    assert looped.shape == (4, 6)
+    assert (joint - looped).abs().max() < 1e-5
+
+
+def test_one_token_and_head_per_experience_and_a_fresh_divergence_head():
+    model = make_dytox()
+    assert model.divergence_head is None and len(model.task_tokens) == 1
+    _grow(model, [[0, 1]])
+    assert len(model.task_tokens) == 1 and len(model.classifier.heads) == 1 and model.divergence_head is None
+    _grow(model, [[2, 3, 4]])
+    first_div = model.divergence_head
+    assert len(model.task_tokens) == 2 and first_div.linear.out_features == 3 + 1
+    _grow(model, [[5, 6]])
+    assert len(model.task_tokens) == 3 and model.divergence_head is not first_div
+    assert model.divergence_head.linear.out_features == 2 + 1
+    assert [t.requires_grad for t in model.task_tokens] == [False, False, True]
+    assert model.task_tokens[0] is model.backbone.encoder.cls_token  # token 0 is the CLS token, as in DyTox
+    # A new token is a fresh truncated-normal parameter of the first token's shape.
+    assert model.task_tokens[2].shape == model.task_tokens[0].shape and model.task_tokens[2].abs().max() <= 0.04
+    _grow(model, [[5, 6]])  # classes already owned: nothing grows
+    assert len(model.task_tokens) == 3
+
+
+def test_a_saved_dytox_reloads_into_a_fresh_model():
+    model = make_dytox()
+    _grow(model, [[0, 1], [2, 3], [4, 5]])
+    model.eval()
+    fresh = make_dytox().eval()
+    fresh.load_state_dict(model.state_dict())
+    x = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(fresh(x), model(x))
+    assert len(fresh.task_tokens) == 3 and fresh.divergence_head.linear.out_features == 3
+    torch.testing.assert_close(fresh.divergence_logits(fresh.get_features(x)), model.divergence_logits(model.get_features(x)))
+
+
+def test_divergence_targets_and_loss_hard_and_soft():
+    new = [2, 3]  # classes 0, 1 are old
+    labels = torch.tensor([0, 3, 1, 2])
+    hard = divergence_targets(new, labels=labels)
+    assert hard.tolist() == [0, 2, 0, 1]  # old -> 0, new c -> c - C_old + 1
+    logits = torch.tensor([[1.0, -1.0, 0.5], [0.0, 2.0, -1.0], [0.3, 0.3, 0.3], [-2.0, 1.0, 0.0]])
+    want_bce = F.binary_cross_entropy_with_logits(logits, torch.eye(3)[[0, 2, 0, 1]])
+    assert divergence_loss(logits, hard, "bce").item() == pytest.approx(want_bce.item())
+    assert divergence_loss(logits, hard, "ce").item() == pytest.approx(F.cross_entropy(logits, hard).item())
+    # Mixup soft targets over the seen classes (columns 0..3): old mass summed into column 0.
+    soft = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.0, 0.0, 0.4, 0.6], [0.25, 0.25, 0.25, 0.25], [0.0, 0.5, 0.5, 0.0]])
+    targets = divergence_targets(new, soft_targets=soft, columns=torch.tensor([0, 1, 2, 3]))
+    torch.testing.assert_close(targets, torch.tensor([[0.8, 0.1, 0.1], [0.0, 0.4, 0.6], [0.5, 0.25, 0.25],
+                                                      [0.5, 0.5, 0.0]]))
+    assert divergence_loss(logits, targets).item() == pytest.approx(
+        F.binary_cross_entropy_with_logits(logits, targets).item())
+
+
+class Probe(SupervisedPlugin):
+    """Per iteration: loss before / after the divergence plugin, and which tokens / heads got gradients."""
+
+    def __init__(self, divergence):
+        super().__init__()
+        self.divergence, self.rows = divergence, []
+
+    def after_backward(self, strategy, **kwargs):
+        model = strategy.model
+        self.rows.append(dict(
+            exp=strategy.clock.train_exp_counter, finetuning=in_finetuning(strategy),
+            tokens=[t.grad is not None and bool(t.grad.abs().sum() > 0) for t in model.task_tokens],
+            heads=[h.linear.weight.grad is not None and bool(h.linear.weight.grad.abs().sum() > 0)
+                   for h in model.classifier.heads],
+            encoder=model.backbone.encoder.blocks[0].attn.qk.weight.grad is not None,
+        ))
+        for p in model.parameters():
+            p.grad = None
+
+
+def test_dytox_trains_with_the_divergence_loss_and_the_finetuning_freeze_set(cil_benchmark):
+    model = make_dytox(joint_tokens=True)
+    memory = herding_memory(12)
+    divergence = DivergenceHeadPlugin(weight=0.1)
+    probe = Probe(divergence)
+    losses = []
+
+    class LossCheck(SupervisedPlugin):  # listed before / after the divergence plugin
+        def __init__(self, key):
+            super().__init__()
+            self.key = key
+
+        def before_backward(self, strategy, **kwargs):
+            if self.key == "before":
+                losses.append({"before": strategy.loss.item(), "finetuning": in_finetuning(strategy)})
+            else:
+                losses[-1]["after"] = strategy.loss.item()
+
+    criterion = SeenClassesBCE(label_smoothing=0.1, mixup_alpha=0.8)
+    strategy = Naive(
+        model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3), criterion=criterion, train_mb_size=16,
+        device="cpu", evaluator=EvaluationPlugin(loggers=[]),
+        plugins=[ConcatReplayPlugin(memory), BalancedFinetuningPlugin(memory, epochs=1, batch_size=4, frozen=DYTOX_FROZEN),
+                 LossCheck("before"), divergence, LossCheck("after"), probe],
+    )
+    for experience in cil_benchmark.train_stream:
+        strategy.train(experience)
+    train = [r for r in losses if not r["finetuning"]]
+    assert all(r["after"] == r["before"] for r in train[:4])  # experience 0: no divergence head yet
+    assert all(r["after"] != r["before"] for r in train[4:])  # later experiences: the loss is added
+    assert all(r["after"] == r["before"] for r in losses if r["finetuning"])  # off in finetuning (mode "tr")
+    third = [r for r in probe.rows if r["exp"] == 2 and not r["finetuning"]]
+    assert third and all(r["tokens"] == [False, False, True] and r["heads"] == [False, False, True] for r in third)
+    finetune = [r for r in probe.rows if r["exp"] == 2 and r["finetuning"]]
+    assert finetune and all(all(r["tokens"]) and all(r["heads"]) and not r["encoder"] for r in finetune)
