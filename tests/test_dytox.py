@@ -154,3 +154,19 @@ def test_dytox_trains_with_the_divergence_loss_and_the_finetuning_freeze_set(cil
     assert third and all(r["tokens"] == [False, False, True] and r["heads"] == [False, False, True] for r in third)
     finetune = [r for r in probe.rows if r["exp"] == 2 and r["finetuning"]]
     assert finetune and all(all(r["tokens"]) and all(r["heads"]) and not r["encoder"] for r in finetune)
+
+
+@pytest.mark.parametrize("attn_type", ["lpa", "gpsa", "mhsa"])
+def test_dytox_timm_entry_points(attn_type):
+    import timm
+
+    from avalanche_lpa.models import PRESETS, dytox_model_name, presets
+
+    for preset in PRESETS:
+        name = dytox_model_name(attn_type, preset)
+        assert timm.is_model(name) and getattr(presets, name).__name__ == name
+    model = timm.create_model(dytox_model_name(attn_type, "tiny"), **{k: v for k, v in TINY.items() if k != "drop_path_rate"})
+    assert isinstance(model, DyTox) and model.attn_type == attn_type
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 2)  # masked until a strategy adapts it
+    with pytest.raises(ValueError, match="grows one head per experience"):
+        timm.create_model(dytox_model_name(attn_type, "tiny"), num_classes=10)

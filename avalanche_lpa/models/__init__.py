@@ -2,7 +2,7 @@
 from .dytox import DyTox, DyToxBackbone
 from .heads import HEAD_TYPES, ExperienceHead, GrowingClassifier, PerExperienceHeads, TaskTokenHeads
 from .locality_vit import LocalityViT, LocalityViTBackbone, LPAViT, model_keywords
-from .presets import ATTN_TYPES, PRESETS, model_name
+from .presets import ATTN_TYPES, PRESETS, dytox_model_name, model_name
 
 __all__ = [
     "ATTN_TYPES",
@@ -17,6 +17,7 @@ __all__ = [
     "PRESETS",
     "PerExperienceHeads",
     "TaskTokenHeads",
+    "dytox_model_name",
     "model_keywords",
     "model_name",
 ]

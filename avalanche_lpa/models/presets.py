@@ -1,8 +1,11 @@
-"""Presets of the LocalityViT family and their timm entry points, one ``@register_model`` function per name.
+"""Presets of the LocalityViT and DyTox families and their timm entry points, one ``@register_model`` function
+per name.
 
 After ``import avalanche_lpa`` these names work with ``timm.create_model`` (keyword arguments override the
 preset): ``{lpa,gpsa,mhsa}_vit_cifar`` (the paper's CIFAR network), ``{lpa,gpsa,mhsa}_vit_imagenet``
-(224 px, patch 16) and ``{lpa,gpsa,mhsa}_vit_tiny`` (a CPU-sized network for quick runs).
+(224 px, patch 16), ``{lpa,gpsa,mhsa}_vit_tiny`` (a CPU-sized network for quick runs), and the same networks
+as DyTox models, ``dytox_{lpa,gpsa,mhsa}_{cifar,imagenet,tiny}`` (``dytox_gpsa_*`` is DyTox, ``dytox_lpa_*`` the
+authors' DyTox+LPA).
 """
 from __future__ import annotations
 
@@ -12,9 +15,10 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from ..data import CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
 from ..layers import ATTENTION_LAYERS
+from .dytox import DyTox
 from .locality_vit import LocalityViT
 
-__all__ = ["PRESETS", "ATTN_TYPES", "model_name"]
+__all__ = ["PRESETS", "ATTN_TYPES", "model_name", "dytox_model_name"]
 
 #: Attention types, from the one registry of attention layers.
 ATTN_TYPES = tuple(ATTENTION_LAYERS)
@@ -41,6 +45,11 @@ def model_name(attn_type: str, preset: str) -> str:
     return f"{attn_type}_vit_{preset}"
 
 
+def dytox_model_name(attn_type: str, preset: str) -> str:
+    """The registered timm name of a DyTox model, e.g. ``dytox_model_name("lpa", "cifar") == "dytox_lpa_cifar"``."""
+    return f"dytox_{attn_type}_{preset}"
+
+
 def _cfg(preset: str) -> Dict[str, Any]:
     return dict(
         url="",
@@ -53,7 +62,9 @@ def _cfg(preset: str) -> Dict[str, Any]:
     )
 
 
-default_cfgs = generate_default_cfgs({model_name(a, p): _cfg(p) for a in ATTN_TYPES for p in PRESETS})
+default_cfgs = generate_default_cfgs(
+    {name(a, p): _cfg(p) for name in (model_name, dytox_model_name) for a in ATTN_TYPES for p in PRESETS}
+)
 
 
 def _create(attn_type: str, preset: str, pretrained: bool = False, **kwargs: Any) -> LocalityViT:
@@ -69,6 +80,18 @@ def _create(attn_type: str, preset: str, pretrained: bool = False, **kwargs: Any
     kwargs.pop("cache_dir", None)
     args = {**PRESETS[preset], "attn_type": attn_type, **kwargs}
     return build_model_with_cfg(LocalityViT, name, pretrained=False, **args)
+
+
+def _create_dytox(attn_type: str, preset: str, pretrained: bool = False, **kwargs: Any) -> DyTox:
+    name = dytox_model_name(attn_type, preset)
+    if pretrained:
+        raise ValueError(f"no pretrained weights exist for {name}; create it with pretrained=False and train it")
+    kwargs.pop("cache_dir", None)
+    if kwargs.pop("num_classes", None) is not None:
+        raise ValueError(f"{name} grows one head per experience; do not pass num_classes")
+    args = {**PRESETS[preset], "attn_type": attn_type, **kwargs}
+    # timm fills num_classes from the data config; DyTox has no such argument, so timm filters it out again.
+    return build_model_with_cfg(DyTox, name, pretrained=False, kwargs_filter=("num_classes",), **args)
 
 
 @register_model
@@ -123,3 +146,57 @@ def gpsa_vit_tiny(pretrained: bool = False, **kwargs: Any) -> LocalityViT:
 def mhsa_vit_tiny(pretrained: bool = False, **kwargs: Any) -> LocalityViT:
     """The tiny network with plain multi-head self-attention in the local blocks."""
     return _create("mhsa", "tiny", pretrained, **kwargs)
+
+
+@register_model
+def dytox_lpa_cifar(pretrained: bool = False, **kwargs: Any) -> DyTox:
+    """The authors' DyTox+LPA for 32 px CIFAR: the CIFAR network's LPA encoder, task tokens decoded by its TAB."""
+    return _create_dytox("lpa", "cifar", pretrained, **kwargs)
+
+
+@register_model
+def dytox_gpsa_cifar(pretrained: bool = False, **kwargs: Any) -> DyTox:
+    """DyTox for 32 px CIFAR (ConViT GPSA encoder, as Douillard et al.)."""
+    return _create_dytox("gpsa", "cifar", pretrained, **kwargs)
+
+
+@register_model
+def dytox_mhsa_cifar(pretrained: bool = False, **kwargs: Any) -> DyTox:
+    """DyTox for 32 px CIFAR with plain attention in the encoder."""
+    return _create_dytox("mhsa", "cifar", pretrained, **kwargs)
+
+
+@register_model
+def dytox_lpa_imagenet(pretrained: bool = False, **kwargs: Any) -> DyTox:
+    """DyTox+LPA for 224 px ImageNet-100 (patch 16)."""
+    return _create_dytox("lpa", "imagenet", pretrained, **kwargs)
+
+
+@register_model
+def dytox_gpsa_imagenet(pretrained: bool = False, **kwargs: Any) -> DyTox:
+    """DyTox for 224 px ImageNet-100 (GPSA encoder)."""
+    return _create_dytox("gpsa", "imagenet", pretrained, **kwargs)
+
+
+@register_model
+def dytox_mhsa_imagenet(pretrained: bool = False, **kwargs: Any) -> DyTox:
+    """DyTox for 224 px ImageNet-100 with plain attention in the encoder."""
+    return _create_dytox("mhsa", "imagenet", pretrained, **kwargs)
+
+
+@register_model
+def dytox_lpa_tiny(pretrained: bool = False, **kwargs: Any) -> DyTox:
+    """A CPU-sized DyTox+LPA (the tiny network's encoder)."""
+    return _create_dytox("lpa", "tiny", pretrained, **kwargs)
+
+
+@register_model
+def dytox_gpsa_tiny(pretrained: bool = False, **kwargs: Any) -> DyTox:
+    """A CPU-sized DyTox (GPSA encoder)."""
+    return _create_dytox("gpsa", "tiny", pretrained, **kwargs)
+
+
+@register_model
+def dytox_mhsa_tiny(pretrained: bool = False, **kwargs: Any) -> DyTox:
+    """A CPU-sized DyTox with plain attention in the encoder."""
+    return _create_dytox("mhsa", "tiny", pretrained, **kwargs)
