@@ -125,8 +125,11 @@ def _trained_model(strategy, model: torch.nn.Module) -> torch.nn.Module:
         model, features = features, features.backbone
     model.backbone = features
     head = getattr(trained, "train_classifier", None)
-    if head is not None and (isinstance(head, type(model.classifier)) or isinstance(model.classifier, torch.nn.Identity)):
-        model.classifier = head  # iCaRL's and FeatureReplay's trained head (SCR's projection is not one)
+    # iCaRL's and FeatureReplay's trained head (SCR's train_classifier is a projection, not a head). For
+    # FeatureReplay this puts the head back into the strategy's own module: the run is over by now.
+    taken_off = isinstance(model.classifier, torch.nn.Identity)
+    if head is not None and (isinstance(head, type(model.classifier)) or taken_off):
+        model.classifier = head
     return model
 
 

@@ -315,7 +315,6 @@ def _check_feature_replay(config: Dict[str, Any], n_classes: Optional[int]) -> O
     return None
 
 
-_OWN_BCE = "its own BCE loss"
 _SPECS: Dict[str, _Spec] = {
     # -- the original names (their options, defaults and behaviour are unchanged) ----------------------------
     "naive": _Spec(Naive),
@@ -325,7 +324,7 @@ _SPECS: Dict[str, _Spec] = {
     # build_strategy keeps the paper's fixed output layer, as it always has.
     "icarl": _Spec(
         ICaRL, dict(mem_size=2000, fixed_memory=True), head="fixed", why="the paper's fixed output layer",
-        rename=dict(mem_size="memory_size"), parts=_icarl, loss=_OWN_BCE,
+        rename=dict(mem_size="memory_size"), parts=_icarl, loss="its own BCE loss",
     ),
     "der": _Spec(
         DER, dict(mem_size=2000, batch_size_mem=None, alpha=0.1, beta=0.5), head="fixed",
@@ -376,7 +375,8 @@ _SPECS: Dict[str, _Spec] = {
     ),
     "feature_replay": _Spec(
         FeatureReplay, dict(mem_size=2000, batch_size_mem=10), parts=_feature_replay,
-        loss="its own masked cross-entropy", check=_check_feature_replay, plugins=lambda: [MemoryGuard("feature_replay")],
+        loss="its own masked cross-entropy", check=_check_feature_replay,
+        plugins=lambda: [MemoryGuard("feature_replay")],
     ),
     "cope": _Spec(
         CoPE, dict(mem_size=2000, alpha=0.99, temperature=0.1), head="fixed", rename=dict(temperature="T"),
@@ -385,7 +385,6 @@ _SPECS: Dict[str, _Spec] = {
     ),
     "mer": _Spec(MER, dict(mem_size=2000, batch_size_mem=10, n_inner_steps=5, beta=0.1, gamma=0.1)),
 }
-assert all(spec.head in HEADS for spec in _SPECS.values())
 
 #: Common options whose defaults a name overrides. ``lpa`` is exactly the authors' recipe (global batch 256 =
 #: their 128 per GPU x 2; peak lr = their lr / 2; cosine of 600 epochs stepped per epoch, a fresh optimizer per
@@ -586,7 +585,8 @@ def build_strategy(
             :class:`~avalanche_lpa.models.LocalityViT` has).
         optimizer: an optimizer over ``model``, or the name of one to build (``"adamw"`` or ``"sgd"``) from
             the ``lr`` (``lr_first`` if set), ``weight_decay``, ``momentum`` and ``param_groups`` options
-            (SCR's over its model: our feature extractor plus its projection).
+            (SCR's over its model: our feature extractor plus its projection; an optimizer you pass for SCR
+            must cover that projection too, so prefer the name there).
         plugins: extra plugins, run after the recipe's own.
         evaluator: Avalanche evaluation plugin (or factory); ``None`` keeps Avalanche's default.
         device: ``None`` picks CUDA when available.
