@@ -160,7 +160,8 @@ def test_lfl_regularises_the_features_of_our_base_model(cil_benchmark):
 
         def after_update(self, strategy, **kwargs):
             lfl = next(p for p in strategy.plugins if isinstance(p, LFLPlugin))
-            penalty = float(lfl.penalty(strategy.mb_x, strategy.model, 1.0))
+            with torch.no_grad():
+                penalty = float(lfl.penalty(strategy.mb_x, strategy.model, 1.0))
             self.values.append((strategy.clock.train_exp_counter, penalty))
 
     model = make_tiny()

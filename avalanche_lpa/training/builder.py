@@ -350,7 +350,7 @@ _SPECS: Dict[str, _Spec] = {
     "from_scratch": _Spec(FromScratchTraining, parts=lambda model, config, n_classes: dict(
         model=model, reset_optimizer=config["reset_optimizer"])),
     "bic": _Spec(
-        BiC, dict(mem_size=2000, val_percentage=0.1, temperature=2, stage_2_epochs=200, lamb=-1.0, stage_2_lr=0.1),
+        BiC, dict(mem_size=2000, val_percentage=0.1, temperature=2.0, stage_2_epochs=200, lamb=-1.0, stage_2_lr=0.1),
         rename=dict(temperature="T", stage_2_lr="lr"),
     ),
     "lfl": _Spec(LFL, dict(lambda_e=1.0)),
