@@ -82,9 +82,25 @@ def stream():
                                train_per_class=20, test_per_class=4)
 
 
-def _model(name, head_type="incremental"):
+#: Smaller than conftest's tiny model (one local block, 3 heads): ~2.5k parameters, every strategy x head in ~0.2 s.
+SMALLEST = dict(embed_dim=12, depth=1, num_heads=3, mlp_ratio=2.0)
+
+
+def _model(head):
     torch.manual_seed(0)
-    return make_tiny(num_classes=6) if needs_fixed_head(name) else make_tiny(head_type=head_type)
+    return make_tiny(num_classes=6, **SMALLEST) if head == "fixed" else make_tiny(head_type=head, **SMALLEST)
+
+
+def _heads(name):
+    """Every head the registry accepts for ``name``: both growing heads and the fixed one, or fewer."""
+    requirement = head_requirement(name)
+    return {"fixed": ["fixed"], "single": ["incremental", "fixed"]}.get(
+        requirement, ["incremental", "per_experience", "fixed"]
+    )
+
+
+CASES = [(class_name, head) for class_name in sorted(n for n in DISCOVERED if n not in EXCLUDED)
+         for head in (_heads(_name_of(DISCOVERED[class_name])) if _name_of(DISCOVERED[class_name]) else ["-"])]
 
 
 def _build(name, model, **options):
@@ -109,11 +125,11 @@ def test_every_avalanche_strategy_has_a_build_strategy_name():
     assert not set(EXCLUDED) & {n for n, cls in DISCOVERED.items() if _name_of(cls)}  # excluded means unbuilt
 
 
-@pytest.mark.parametrize("class_name", sorted(n for n in DISCOVERED if n not in EXCLUDED))
-def test_strategy_trains_and_evaluates_a_tiny_lpavit(class_name, stream):
+@pytest.mark.parametrize("class_name, head", CASES)
+def test_strategy_trains_and_evaluates_a_tiny_lpavit(class_name, head, stream):
     name = _name_of(DISCOVERED[class_name])
     assert name is not None, f"{class_name} has no build_strategy name"
-    model = _model(name)
+    model = _model(head)
     before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     # SLDA reads the stream's class count from num_classes; the runner passes it to every strategy.
     strategy = _build(name, model, num_classes=6)
@@ -136,6 +152,8 @@ def test_strategy_trains_and_evaluates_a_tiny_lpavit(class_name, stream):
         assert changed, f"{name}: the backbone did not train"
     if strategy.model is model and isinstance(model.classifier, GrowingClassifier):
         assert model.classifier.active_units.tolist() == [1] * 6  # the growing head grew with the stream
+    if strategy.model is model and isinstance(model.classifier, PerExperienceHeads):
+        assert len(model.classifier.heads) == 3
 
 
 @pytest.mark.parametrize("name", [n for n in STRATEGIES if needs_fixed_head(n)])

@@ -343,9 +343,15 @@ _SPECS: Dict[str, _Spec] = {
         MIR, dict(mem_size=2000, subsample=50, batch_size_mem=10), head="single",
         why="it differentiates every parameter, and per-experience heads freeze the old ones",
     ),
-    "gdumb": _Spec(GDumb, dict(mem_size=2000)),
+    "gdumb": _Spec(
+        GDumb, dict(mem_size=2000), head="single",
+        why="it retrains from the initial weights, where per-experience heads keep the old heads frozen",
+    ),
     "cumulative": _Spec(Cumulative),
-    "joint": _Spec(JointTraining),
+    "joint": _Spec(
+        JointTraining, head="single",
+        why="it adapts the model to every experience first, and per-experience heads would freeze all but the last",
+    ),
     # FromScratchTraining takes the common option reset_optimizer (default True here, as Avalanche's).
     "from_scratch": _Spec(FromScratchTraining, parts=lambda model, config, n_classes: dict(
         model=model, reset_optimizer=config["reset_optimizer"])),
