@@ -56,7 +56,7 @@ process, which :func:`init_distributed` arranges):
 training-phase metrics (if added)                   per process: each reports its own shard, nothing is reduced.
 ==================================================  ==============================================================
 
-Strategies: every name of ``build_strategy`` (``naive, replay, lwf, icarl, der, ewc, gem, er_ace, lpa``) trained
+Strategies: the ``build_strategy`` names ``naive, replay, lwf, icarl, der, ewc, gem, er_ace, lpa`` were trained
 two experiences on 2 CPU processes with the parameters equal in both after every epoch and identical metrics
 (``tests/test_distributed.py`` runs ``replay`` and ``naive``). Task-aware multi-head models (``MultiTaskModule``)
 are not supported (see :class:`DistributedPlugin`).

@@ -27,10 +27,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from avalanche_lpa.experiment.checkpoint import load_checkpoint
 from avalanche_lpa.experiment.config import load_config
-from avalanche_lpa.experiment.run import FIXED_HEAD_STRATEGIES, RunInterrupted, build_model, run
+from avalanche_lpa.experiment.run import RunInterrupted, build_model, run
 from avalanche_lpa.layers import LPAttention
 from avalanche_lpa.models import LocalityViT
-from avalanche_lpa.training import STRATEGIES, build_strategy, strategy_options
+from avalanche_lpa.training import STRATEGIES, build_strategy, needs_fixed_head, strategy_options
 
 REPO = Path(__file__).resolve().parents[1]
 ON_CUDA = pytest.param("cuda", marks=pytest.mark.cuda)
@@ -220,7 +220,7 @@ def test_whole_model_runs_no_math_sdpa_kernel_on_cuda(precision):
 @pytest.mark.cuda
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_every_strategy_trains_on_cuda(name, cil_benchmark, monkeypatch):
-    model = LocalityViT(**TINY, num_classes=6 if name in FIXED_HEAD_STRATEGIES else None)
+    model = LocalityViT(**TINY, num_classes=6 if needs_fixed_head(name) else None)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     biased_sdpa_calls: List[str] = []
     original = torch.nn.functional.scaled_dot_product_attention

@@ -41,7 +41,7 @@ from ..files import atomic_write_bytes
 from ..metrics import cil_evaluator, experience_sizes
 from ..models import model_name
 from ..plugins import DivergenceError, DivergenceGuardPlugin
-from ..training import build_strategy
+from ..training import build_strategy, needs_fixed_head
 from .checkpoint import load_checkpoint, save_checkpoint_atomic
 from .config import HARMLESS_KEYS, ConfigError, config_differences, dump_config, load_yaml, validate
 from .data import build_benchmark, class_mapping
@@ -70,9 +70,6 @@ __all__ = [
     "read_run_config",
     "RunInterrupted",
 ]
-
-FIXED_HEAD_STRATEGIES = ("icarl", "der")
-
 
 class RunInterrupted(RuntimeError):
     """Raised by ``run(..., stop_after=k)`` after experience ``k`` was trained and checkpointed."""
@@ -119,13 +116,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(config: Dict[str, Any], num_classes: int) -> torch.nn.Module:
-    """The model of a config through timm's registry (fixed head of ``num_classes`` for iCaRL / DER).
+    """The model of a config through timm's registry (a fixed head of ``num_classes`` for the strategies that
+    need one, :func:`~avalanche_lpa.training.needs_fixed_head`; ``model.head`` picks the growing head of the rest).
 
     Raises:
         ConfigError: the model refuses ``model.overrides`` (one line, from the model's ``ValueError``).
     """
     overrides = dict(config["model"]["overrides"])
-    if config["strategy"]["name"] in FIXED_HEAD_STRATEGIES:
+    if needs_fixed_head(config["strategy"]["name"]):
         overrides.setdefault("num_classes", num_classes)
     else:
         overrides["head_type"] = config["model"]["head"]
@@ -263,13 +261,30 @@ def _save_model(model: torch.nn.Module, path: Path) -> None:
 
 
 def _trained_model(strategy, model: torch.nn.Module) -> torch.nn.Module:
-    """The trained network as the model class we built: after a resume the strategy holds unpickled copies."""
+    """The trained network as the model class we built: after a resume the strategy holds unpickled copies.
+
+    Strategies that take the model apart train its parts inside their own module: iCaRL (``TrainEvalModel``),
+    FeatureReplay (``FeatureExtractorModel`` of our model, its head swapped for ``Identity``, and the head),
+    SCR (``SCRModel`` of the backbone, a projection and class means), StreamingLDA (the backbone alone).
+    Their trained backbone and, where they train one, head go back into our model; CoPE's head comes back
+    without its L2 normalisation. Nearest-mean / LDA classifiers live in the strategy, not in ``model.pt``.
+    """
     trained = strategy.model
     if isinstance(trained, type(model)):
+        head = trained.classifier
+        if isinstance(head, torch.nn.Sequential) and isinstance(head[0], torch.nn.Linear):  # CoPE's embedding
+            trained.classifier = head[0]
         return trained
-    # iCaRL wraps the parts in a TrainEvalModel; put the trained parts back into our model.
-    model.backbone = trained.feature_extractor
-    model.classifier = trained.train_classifier
+    features = getattr(trained, "feature_extractor", trained)
+    if isinstance(features, type(model)):  # FeatureReplay's feature extractor is our model without its head
+        model, features = features, features.backbone
+    model.backbone = features
+    head = getattr(trained, "train_classifier", None)
+    # iCaRL's and FeatureReplay's trained head (SCR's train_classifier is a projection, not a head). For
+    # FeatureReplay this puts the head back into the strategy's own module: the run is over by now.
+    taken_off = isinstance(model.classifier, torch.nn.Identity)
+    if head is not None and (isinstance(head, type(model.classifier)) or taken_off):
+        model.classifier = head
     return model
 
 
@@ -312,6 +327,11 @@ def run(
     config = validate(config)
     if resume and overwrite:
         raise ConfigError("--resume continues a run and --overwrite starts it afresh; pass only one of them")
+    if config["strategy"]["name"] == "joint":
+        raise ConfigError(
+            "strategy 'joint' trains once on the whole stream, the runner experience by experience; for the joint "
+            "upper bound run strategy naive with data.n_experiences: 1 (what compare's joint controls do)"
+        )
     folder = output_dir(config)
     checkpoint = folder / "checkpoint.pkl"
     seed = config["seed"]
@@ -337,6 +357,7 @@ def run(
         try:
             strategy = build_strategy(
                 config["strategy"]["name"], model, evaluator=_evaluator(loggers, config, seed), device=device,
+                num_classes=benchmark.n_classes,
                 plugins=list(plugins or []) + guard + [DistributedPlugin(seed=seed)],  # inactive in one process
                 **_strategy_options(config),
             )

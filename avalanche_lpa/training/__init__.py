@@ -1,13 +1,32 @@
-"""Strategy builder, optimizer and augmentation helpers for the LPA training recipe."""
-from .builder import COMMON_OPTIONS, STRATEGIES, build_strategy, strategy_options
+"""Strategy builder (every Avalanche strategy by name), optimizer helper and fixes of Avalanche strategies."""
+from .builder import (
+    COMMON_OPTIONS,
+    HEADS,
+    RECIPES,
+    STRATEGIES,
+    build_strategy,
+    head_requirement,
+    needs_fixed_head,
+    strategy_class,
+    strategy_options,
+)
+from .fixes import BiC, BiCPlugin, MemoryGuard
 from .optim import OPTIMIZERS, build_optimizer, multiple_param_groups_supported
 
 __all__ = [
+    "BiC",
+    "BiCPlugin",
     "COMMON_OPTIONS",
+    "HEADS",
+    "MemoryGuard",
     "OPTIMIZERS",
+    "RECIPES",
     "STRATEGIES",
     "build_optimizer",
     "build_strategy",
+    "head_requirement",
     "multiple_param_groups_supported",
+    "needs_fixed_head",
+    "strategy_class",
     "strategy_options",
 ]

@@ -1,0 +1,147 @@
+"""Our side of Avalanche strategies that fail with current PyTorch or hang on a small memory, in one place.
+
+* :class:`BiC` / :class:`BiCPlugin`: Avalanche's BiC, runnable on current torch.
+* :class:`MemoryGuard`: turns the endless loops (ER_AML, FeatureReplay) and the crash (GSS_greedy) of a too
+  small memory into a one-line error before the experience.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable, Optional
+
+from avalanche.core import SupervisedPlugin
+from avalanche.training import BiC as _AvalancheBiC
+from avalanche.training.plugins import bic as _bic_module
+from avalanche.training.plugins.gss_greedy import GSS_greedyPlugin
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import MultiStepLR
+
+if TYPE_CHECKING:
+    from avalanche.training.templates import SupervisedTemplate
+
+__all__ = ["BiC", "BiCPlugin", "MemoryGuard", "REPLAY_LOADER_MEM_BATCH"]
+
+#: Memory part of every batch of Avalanche's ``ReplayDataLoader`` when a strategy leaves it unset (GSS does).
+REPLAY_LOADER_MEM_BATCH = 32
+
+
+class _MultiStepLRWithoutVerbose(MultiStepLR):
+    """torch's ``MultiStepLR`` that accepts the ``verbose`` argument torch removed, and drops it."""
+
+    def __init__(
+        self, optimizer: Optimizer, milestones: Iterable[int], gamma: float = 0.1, last_epoch: int = -1,
+        verbose: Optional[Any] = None,
+    ) -> None:
+        super().__init__(optimizer, milestones, gamma=gamma, last_epoch=last_epoch)
+
+
+class BiCPlugin(_bic_module.BiCPlugin):
+    """Avalanche's ``BiCPlugin`` whose bias-correction stage runs on current torch.
+
+    Why: avalanche-lib 0.5.0 and 0.6.0 (``avalanche/training/plugins/bic.py``, ``bias_correction_step``)
+    build ``MultiStepLR(..., verbose=False)``; torch deprecated ``verbose`` on its LR schedulers in 2.2 and
+    has since removed it (torch 2.14 raises ``TypeError: ... unexpected keyword argument 'verbose'``), so
+    BiC fails after its second experience. During that step the module's ``MultiStepLR`` name points at a
+    subclass that takes and ignores ``verbose``; everything else is Avalanche's. Remove this class once
+    Avalanche stops passing ``verbose``.
+    """
+
+    def bias_correction_step(self, strategy: "SupervisedTemplate", *args: Any, **kwargs: Any) -> None:
+        original = _bic_module.MultiStepLR
+        _bic_module.MultiStepLR = _MultiStepLRWithoutVerbose
+        try:
+            super().bias_correction_step(strategy, *args, **kwargs)
+        finally:
+            _bic_module.MultiStepLR = original
+
+
+class BiC(_AvalancheBiC):
+    """Avalanche's ``BiC`` strategy with :class:`BiCPlugin` in place of its own plugin (same arguments)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for index, plugin in enumerate(self.plugins):
+            if type(plugin) is _bic_module.BiCPlugin:  # the one Avalanche's BiC just made from our arguments
+                self.plugins[index] = BiCPlugin(
+                    mem_size=plugin.mem_size,
+                    val_percentage=plugin.val_percentage,
+                    T=plugin.T,
+                    stage_2_epochs=plugin.stage_2_epochs,
+                    lamb=plugin.lamb,
+                    lr=plugin.lr,
+                )
+
+
+def _er_aml_problem(strategy: "SupervisedTemplate") -> Optional[str]:
+    # ER_AML (avalanche-lib 0.5.0, 0.6.0) draws positives and negatives from one drop_last loader of
+    # train_mb_size per class of its class-balanced memory, cycled forever: a class holding fewer images gives
+    # an empty loader and the cycle never yields. The memory keeps about mem_size // n_seen_classes per class.
+    if getattr(strategy, "replay_loader", None) is None:  # no replay in this experience (the first one)
+        return None
+    groups = strategy.storage_policy.buffer_groups
+    smallest = min(len(group.buffer) for group in groups.values())
+    batch = strategy.train_mb_size
+    if smallest >= batch:
+        return None
+    return (
+        f"er_aml would hang: its memory holds {smallest} images of a class, fewer than train_mb_size={batch}; use "
+        f"mem_size >= {batch * len(groups)} (train_mb_size x {len(groups)} classes seen so far; train_mb_size x "
+        "all classes of the stream) or a smaller train_mb_size"
+    )
+
+
+def _gss_problem(strategy: "SupervisedTemplate") -> Optional[str]:
+    # GSS_greedy (avalanche-lib 0.5.0, 0.6.0) compares each batch with memory subsets of the batch's size; with
+    # fewer images in memory than in the batch it gets none and fails ("max() arg is an empty sequence").
+    # Replay batches hold train_mb_size images plus the replay loader's memory batch (32, GSS leaves it unset).
+    gss = next((p for p in strategy.plugins if isinstance(p, GSS_greedyPlugin)), None)
+    if gss is None or gss.ext_mem_list_current_index == 0:  # no replay yet
+        return None
+    batch = strategy.train_mb_size + min(REPLAY_LOADER_MEM_BATCH, gss.mem_size)
+    if gss.ext_mem_list_current_index >= batch:
+        return None
+    return (
+        f"gss would fail: its memory holds {gss.ext_mem_list_current_index} images, fewer than a replay batch of "
+        f"train_mb_size + {REPLAY_LOADER_MEM_BATCH} = {batch}; use mem_size >= {batch} and let the first "
+        "experience bring at least as many images, or a smaller train_mb_size"
+    )
+
+
+def _feature_replay_problem(strategy: "SupervisedTemplate") -> Optional[str]:
+    # FeatureReplay (avalanche-lib 0.5.0, 0.6.0) cycles a drop_last loader of batch_size_mem over its memory of
+    # features: a smaller memory gives an empty loader and the cycle never yields.
+    if getattr(strategy, "replay_loader", None) is None:
+        return None
+    held, batch = len(strategy.storage_policy.buffer), strategy.batch_size_mem
+    if held >= batch:
+        return None
+    return (
+        f"feature_replay would hang: its memory holds {held} features, fewer than batch_size_mem={batch}; use "
+        f"mem_size >= {batch} (and a first experience of at least as many images) or a smaller batch_size_mem"
+    )
+
+
+class MemoryGuard(SupervisedPlugin):
+    """Raises a one-line ``ValueError`` before an experience on which a strategy's memory would hang or crash it.
+
+    Avalanche's ER_AML and FeatureReplay cycle a ``drop_last`` loader over their memory forever, and GSS_greedy
+    indexes memory subsets by batch size; with too small a memory the first two hang and the last crashes
+    mid-experience. :func:`~avalanche_lpa.training.build_strategy` refuses the memory sizes it can judge
+    before training; this guard checks the memory the strategy actually holds, before the experience's first
+    batch (a tiny first experience, a class with few images, a growing head of unknown final width).
+
+    Args:
+        strategy: the guarded strategy's name: ``"er_aml"``, ``"gss"`` or ``"feature_replay"``.
+    """
+
+    CHECKS = {"er_aml": _er_aml_problem, "gss": _gss_problem, "feature_replay": _feature_replay_problem}
+
+    def __init__(self, strategy: str) -> None:
+        super().__init__()
+        if strategy not in self.CHECKS:
+            raise ValueError(f"no memory guard for {strategy!r}; choose one of {', '.join(self.CHECKS)}")
+        self.strategy = strategy
+
+    def before_training_exp(self, strategy: "SupervisedTemplate", **kwargs: Any) -> None:
+        problem = self.CHECKS[self.strategy](strategy)
+        if problem:
+            raise ValueError(problem)
