@@ -170,3 +170,70 @@ def test_dytox_timm_entry_points(attn_type):
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 2)  # masked until a strategy adapts it
     with pytest.raises(ValueError, match="grows one head per experience"):
         timm.create_model(dytox_model_name(attn_type, "tiny"), num_classes=10)
+
+
+def _dytox_config(tmp_path, name, *extra):
+    from avalanche_lpa.experiment.config import load_config
+
+    tiny = "{img_size: 8, patch_size: 2, in_chans: 1, embed_dim: 18, depth: 2, num_heads: 9, drop_path_rate: 0.0}"
+    return load_config(None, [
+        "data.dataset=synthetic", "data.n_experiences=3", "model.preset=tiny", f"model.overrides={tiny}",
+        "model.attn_type=lpa", "strategy.name=dytox", "strategy.train_epochs=1", "strategy.epochs_first=1",
+        "strategy.train_mb_size=16", "strategy.schedule_epochs=null", "strategy.lr_step=iteration",
+        "strategy.lr_warmup_epochs=0.5", "strategy.lr=0.003", "strategy.lr_first=0.003", "strategy.mem_size=12",
+        "strategy.finetune_epochs=1", "strategy.repeated_aug=3", "evaluation.progress_bar=false",
+        "evaluation.locality_probe_size=12", f"output.dir={tmp_path / name}", "seed=3", *extra,
+    ])
+
+
+def test_dytox_runs_in_the_runner_and_resumes_identically(tmp_path):
+    from avalanche_lpa.experiment.run import RunInterrupted, run
+
+    straight = run(_dytox_config(tmp_path, "straight"))
+    assert straight["model"] == "dytox_lpa_tiny" and len(straight["accuracy_matrix"]) == 3
+    assert len(straight["locality"]["layers"][-1]) == 2  # the shared encoder's local blocks are measured
+    interrupted = _dytox_config(tmp_path, "resumed")
+    with pytest.raises(RunInterrupted):
+        run(interrupted, stop_after=2)
+    resumed = run(interrupted, resume=True)
+    assert resumed["accuracy_matrix"] == straight["accuracy_matrix"]
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    fresh = make_dytox(joint_tokens=True)
+    fresh.load_state_dict(a)  # the saved model loads into a freshly built one
+    assert len(fresh.task_tokens) == 3 and len(fresh.classifier.heads) == 3
+
+
+@pytest.mark.slow
+def test_dytox_trains_under_torchrun_with_two_processes(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+        str(repo / "experiments" / "split_cifar100.py"), "--device", "cpu", "--output", str(out),
+        "--strategy", "dytox", "--set", "data.dataset=synthetic", "--set", "data.n_experiences=2",
+        "--set", "data.class_order=null", "--set", "data.num_workers=0", "--set", "model.preset=tiny",
+        "--set", "model.overrides={img_size: 8, patch_size: 2, in_chans: 1, embed_dim: 18, depth: 2, num_heads: 9}",
+        "--set", "strategy.train_epochs=1", "--set", "strategy.epochs_first=1", "--set", "strategy.train_mb_size=8",
+        "--set", "strategy.mem_size=16", "--set", "strategy.finetune_epochs=1", "--set", "strategy.schedule_epochs=null",
+        "--set", "strategy.lr_step=iteration", "--set", "strategy.lr_warmup_epochs=0",
+        "--set", "evaluation.progress_bar=false", "--set", "evaluation.locality_probe_size=16",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import json
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["world_size"] == 2 and results["model"] == "dytox_lpa_tiny" and len(results["accuracy_matrix"]) == 2

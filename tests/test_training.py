@@ -116,6 +116,8 @@ def test_lpa_preset_is_the_authors_recipe_and_lpa_warmup_only_adds_the_warmup():
 def test_unknown_names_keys_and_bad_combinations_are_explained():
     model = make_tiny()
     with pytest.raises(ValueError, match="valid names: naive, replay, lwf, icarl, der, ewc, gem, er_ace, lpa, lpa_warmup"):
+        build_strategy("l2p", model)
+    with pytest.raises(ValueError, match="strategy 'dytox' needs a DyTox model"):
         build_strategy("dytox", model)
     with pytest.raises(ValueError, match=r"unknown option\(s\) memsize.*valid options: .*mem_size"):
         build_strategy("replay", model, memsize=10)

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
 import yaml
 
-from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, model_keywords
+from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, dytox_keywords, model_keywords
 from ..training import strategy_options
 
 __all__ = [
@@ -164,8 +164,10 @@ def _validate_section(prefix: str, values: Mapping[str, Any], schema: Mapping[st
     return out
 
 
-def _model_keywords() -> Iterable[str]:
-    # attn_type and head_type have their own keys (model.attn_type, model.head).
+def _model_keywords(strategy: str = "") -> Iterable[str]:
+    # attn_type and head_type have their own keys (model.attn_type, model.head); DyTox grows its own heads.
+    if strategy == "dytox":
+        return [p for p in dytox_keywords() if p != "attn_type"]
     return [p for p in model_keywords() if p not in ("attn_type", "head_type")]
 
 
@@ -193,10 +195,11 @@ def validate(config: Mapping[str, Any]) -> Dict[str, Any]:
         raise ConfigError(f"model.preset: unknown {model['preset']!r}; valid: {', '.join(PRESETS)}")
     if model["head"] not in HEAD_TYPES:
         raise ConfigError(f"model.head: unknown {model['head']!r}; valid: {', '.join(HEAD_TYPES)}")
-    unknown = sorted(set(model["overrides"]) - set(_model_keywords()))
+    keywords = _model_keywords(out["strategy"]["name"])
+    unknown = sorted(set(model["overrides"]) - set(keywords))
     if unknown:
         raise ConfigError(
-            f"unknown config key(s) {', '.join(unknown)} in 'model.overrides'; valid keys: {', '.join(sorted(_model_keywords()))}"
+            f"unknown config key(s) {', '.join(unknown)} in 'model.overrides'; valid keys: {', '.join(sorted(keywords))}"
         )
     if data["n_experiences"] < 1:
         raise ConfigError(f"data.n_experiences: must be at least 1, got {data['n_experiences']}")

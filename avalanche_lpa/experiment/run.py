@@ -39,7 +39,7 @@ from avalanche.training.determinism.rng_manager import RNGManager
 from ..distributed import DistributedPlugin, init_distributed, main_process_loggers, on_main
 from ..files import atomic_write_bytes
 from ..metrics import cil_evaluator, experience_sizes
-from ..models import model_name
+from ..models import dytox_model_name, model_name
 from ..plugins import DivergenceError, DivergenceGuardPlugin
 from ..training import build_strategy, needs_fixed_head
 from .checkpoint import load_checkpoint, save_checkpoint_atomic
@@ -115,6 +115,14 @@ def resolve_device(name: str) -> torch.device:
     raise ConfigError(f"device {name!r} is not available here; {valid}")
 
 
+def registered_model_name(config: Dict[str, Any]) -> str:
+    """The timm name of the config's model: ``<attn>_vit_<preset>``, or ``dytox_<attn>_<preset>`` for DyTox."""
+    attn_type, preset = config["model"]["attn_type"], config["model"]["preset"]
+    if config["strategy"]["name"] == "dytox":  # DyTox is a model family of its own
+        return dytox_model_name(attn_type, preset)
+    return model_name(attn_type, preset)
+
+
 def build_model(config: Dict[str, Any], num_classes: int) -> torch.nn.Module:
     """The model of a config through timm's registry (a fixed head of ``num_classes`` for the strategies that
     need one, :func:`~avalanche_lpa.training.needs_fixed_head`; ``model.head`` picks the growing head of the rest).
@@ -123,12 +131,13 @@ def build_model(config: Dict[str, Any], num_classes: int) -> torch.nn.Module:
         ConfigError: the model refuses ``model.overrides`` (one line, from the model's ``ValueError``).
     """
     overrides = dict(config["model"]["overrides"])
-    if needs_fixed_head(config["strategy"]["name"]):
+    name, strategy = registered_model_name(config), config["strategy"]["name"]
+    if needs_fixed_head(strategy):
         overrides.setdefault("num_classes", num_classes)
-    else:
+    elif strategy != "dytox":  # DyTox grows one head per task token: no head keywords
         overrides["head_type"] = config["model"]["head"]
     try:
-        model = timm.create_model(model_name(config["model"]["attn_type"], config["model"]["preset"]), **overrides)
+        model = timm.create_model(name, **overrides)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"model.overrides: {' '.join(str(error).split())}") from None
     if config["model"]["compile"]:
@@ -431,7 +440,7 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
         wall_time_s=progress["wall_time_s"],
         exp_sizes=experience_sizes(benchmark.test_stream),
         extra={
-            "model": model_name(config["model"]["attn_type"], config["model"]["preset"]),
+            "model": registered_model_name(config),
             "params": sum(p.numel() for p in model.parameters()),
             # cumulative training iterations at the end of each experience (the joint control matches them)
             "train_iterations": progress["train_iterations"],

@@ -19,7 +19,15 @@ from ..layers import attention_layers, collect_attention_maps, joint_token_mask
 from .heads import ExperienceHead, TaskTokenHeads
 from .locality_vit import LocalityViTBackbone, model_keywords
 
-__all__ = ["DyTox", "DyToxBackbone"]
+__all__ = ["DyTox", "DyToxBackbone", "dytox_keywords"]
+
+_OWN_KEYWORDS = ("joint_tokens", "divergence_head", "freeze_old", "initial_out_features")
+
+
+def dytox_keywords() -> List[str]:
+    """Every keyword of :class:`DyTox`: the network's (as :class:`LocalityViT`'s, without its head's) and DyTox's."""
+    heads = ("num_classes", "initial_out_features", "head_type")
+    return [k for k in model_keywords() if k not in heads] + list(_OWN_KEYWORDS)
 
 
 class DyToxBackbone(nn.Module):

@@ -89,6 +89,7 @@ def _create_dytox(attn_type: str, preset: str, pretrained: bool = False, **kwarg
     kwargs.pop("cache_dir", None)
     if kwargs.pop("num_classes", None) is not None:
         raise ValueError(f"{name} grows one head per experience; do not pass num_classes")
+    kwargs.setdefault("joint_tokens", True)  # the authors' DyTox configs (joint_tokens: true); equal results
     args = {**PRESETS[preset], "attn_type": attn_type, **kwargs}
     # timm fills num_classes from the data config; DyTox has no such argument, so timm filters it out again.
     return build_model_with_cfg(DyTox, name, pretrained=False, kwargs_filter=("num_classes",), **args)

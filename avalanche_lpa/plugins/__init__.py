@@ -10,7 +10,13 @@ from .distillation import (
 )
 from .divergence import DivergenceError, DivergenceGuardPlugin
 from .divergence_head import DivergenceHeadPlugin, divergence_loss, divergence_targets
-from .finetune import FINETUNE_FROZEN, BalancedFinetuningPlugin, balanced_indices, in_finetuning
+from .finetune import (
+    DYTOX_FINETUNE_FROZEN,
+    FINETUNE_FROZEN,
+    BalancedFinetuningPlugin,
+    balanced_indices,
+    in_finetuning,
+)
 from .herding import (
     HerdingMemory,
     ScopedHerdingSelection,
@@ -30,6 +36,7 @@ __all__ = [
     "BalancedFinetuningPlugin",
     "ConcatReplayPlugin",
     "DISTILLATIONS",
+    "DYTOX_FINETUNE_FROZEN",
     "DivergenceError",
     "DivergenceHeadPlugin",
     "DivergenceGuardPlugin",

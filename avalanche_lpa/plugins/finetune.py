@@ -15,12 +15,19 @@ from ._sampling import RepeatedAugmentationSampler, distributed_rank
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
-__all__ = ["FINETUNE_FROZEN", "BalancedFinetuningPlugin", "in_finetuning", "balanced_indices"]
+__all__ = ["FINETUNE_FROZEN", "DYTOX_FINETUNE_FROZEN", "BalancedFinetuningPlugin", "in_finetuning", "balanced_indices"]
 
 #: The authors' finetuning freeze set on :class:`~avalanche_lpa.models.LocalityViT`: patch and position
 #: embedding and the local blocks (``sab``), and the class-attention blocks (``tab``). The CLS token and every
 #: head stay trainable.
 FINETUNE_FROZEN = ("backbone.patch_embed", "backbone.pos_embed", "backbone.blocks", "backbone.cls_blocks")
+
+#: DyTox's finetuning freeze set on :class:`~avalanche_lpa.models.DyTox` (``freeze_ft: [sab]``): the shared
+#: encoder's embeddings and local blocks. The class-attention block, every task token and head train; the
+#: divergence head is frozen too (the authors zero its loss in finetuning, ``head_div_mode: tr``).
+DYTOX_FINETUNE_FROZEN = (
+    "backbone.encoder.patch_embed", "backbone.encoder.pos_embed", "backbone.encoder.blocks", "divergence_head",
+)
 
 # Set on the strategy while the finetuning epochs run, for plugins that must not act on them (lr schedule).
 _FLAG = "_lpa_finetuning"

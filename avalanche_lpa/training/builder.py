@@ -62,12 +62,14 @@ from torchvision.transforms import Compose, RandomHorizontalFlip, RandomResizedC
 from ..models import PerExperienceHeads
 from ..plugins import (
     DISTILLATIONS,
+    DYTOX_FINETUNE_FROZEN,
     FINETUNE_FROZEN,
     LR_STEPS,
     REPLAY_MODES,
     AutocastPlugin,
     BalancedFinetuningPlugin,
     ConcatReplayPlugin,
+    DivergenceHeadPlugin,
     ExperienceEpochsPlugin,
     ExperienceLRSchedulePlugin,
     LPAWarmupPlugin,
@@ -147,6 +149,14 @@ _RECIPE_OPTIONS: Dict[str, Any] = dict(
     finetune_frozen=FINETUNE_FROZEN,  # the authors' freeze_ft: [sab, tab]
 )
 
+#: DyTox's recipe: the same, plus the divergence head's loss, and a finetuning that freezes only the encoder
+#: (the authors' DyTox config: ``freeze_ft: [sab]``; the divergence head is off in finetuning, ``head_div_mode: tr``).
+_DYTOX_OPTIONS: Dict[str, Any] = dict(
+    _RECIPE_OPTIONS,
+    divergence_weight=0.1,  # the authors' head_div (0: off)
+    finetune_frozen=DYTOX_FINETUNE_FROZEN,
+)
+
 #: Head requirements of the registry: ``any`` (growing or fixed), ``fixed`` (``num_classes=int``: a plain
 #: ``nn.Linear``), ``single`` (one head over all classes: fixed or ``head_type="incremental"``, not
 #: per-experience heads).
@@ -188,6 +198,15 @@ class _Spec:
     trains: bool = True
     check: Optional[Check] = None
     plugins: Callable[[], List[SupervisedPlugin]] = list
+
+
+def _dytox_model(model: nn.Module, config: Dict[str, Any], n_classes: Optional[int]) -> Dict[str, Any]:
+    if not hasattr(model, "divergence_logits"):
+        raise ValueError(
+            "strategy 'dytox' needs a DyTox model: timm.create_model('dytox_lpa_cifar') (DyTox+LPA), "
+            "'dytox_gpsa_cifar' (DyTox) or avalanche_lpa.models.DyTox(...)"
+        )
+    return {"model": model}
 
 
 def _part(model: nn.Module, name: str, attribute: str) -> Any:
@@ -335,6 +354,7 @@ _SPECS: Dict[str, _Spec] = {
     "er_ace": _Spec(ER_ACE, dict(mem_size=2000, batch_size_mem=10)),
     "lpa": _Spec(Naive, _RECIPE_OPTIONS, rename={key: None for key in _RECIPE_OPTIONS}),
     "lpa_warmup": _Spec(Naive, _RECIPE_OPTIONS, rename={key: None for key in _RECIPE_OPTIONS}),
+    "dytox": _Spec(Naive, _DYTOX_OPTIONS, rename={key: None for key in _DYTOX_OPTIONS}, parts=_dytox_model),
     # -- the rest of avalanche.training ------------------------------------------------------------------
     "agem": _Spec(AGEM, dict(patterns_per_exp=200, sample_size=64)),
     "si": _Spec(SynapticIntelligence, dict(si_lambda=1.0, eps=1e-7)),
@@ -418,11 +438,12 @@ _AUTHORS = dict(
 _STRATEGY_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "lpa": _AUTHORS,
     "lpa_warmup": {**_AUTHORS, "lpa_warmup": True},
+    "dytox": _AUTHORS,  # the authors' DyTox+LPA config trains with the same hyper-parameters
     "from_scratch": dict(reset_optimizer=True),  # Avalanche's default: a fresh optimizer with the fresh weights
 }
 
 #: Names that build the recipe (and take its options).
-RECIPES = ("lpa", "lpa_warmup")
+RECIPES = ("lpa", "lpa_warmup", "dytox")
 
 #: Every name of :func:`build_strategy`.
 STRATEGIES = tuple(_SPECS)
@@ -553,6 +574,8 @@ def _lpa_plugins(config: Dict[str, Any]) -> List[SupervisedPlugin]:
         plugins.append(OldSampleDistillationPlugin(temperature=config["temperature"]))
     elif config["distillation"] == "weighted_lwf":
         plugins.append(WeightedLwFPlugin(temperature=config["temperature"]))
+    if config.get("divergence_weight"):
+        plugins.append(DivergenceHeadPlugin(config["divergence_weight"], loss=config["loss"]))
     return plugins
 
 
