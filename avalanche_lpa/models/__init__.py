@@ -1,10 +1,25 @@
-"""Models: the LocalityViT skeleton, LPAViT and their timm entry points (registered on import)."""
-from .heads import HEAD_TYPES, ExperienceHead, GrowingClassifier, PerExperienceHeads
+"""Models: the LocalityViT skeleton, LPAViT and their timm entry points (registered on import), any timm model
+under a growing head, and the adapters that read attention maps from our layers and from timm's."""
+from .attention_adapters import (
+    AttentionAdapter,
+    AttentionSite,
+    attention_adapters,
+    attention_sites,
+    patch_attention,
+    record_attention_maps,
+    record_dropout_input,
+    register_attention_adapter,
+    supported_attention_classes,
+)
+from .heads import HEAD_TYPES, ExperienceHead, GrowingClassifier, PerExperienceHeads, build_head
 from .locality_vit import LocalityViT, LocalityViTBackbone, LPAViT, model_keywords
 from .presets import ATTN_TYPES, PRESETS, model_name
+from .timm_classifier import TIMM_PREFIX, TimmClassifier, timm_classifier, timm_model_name
 
 __all__ = [
     "ATTN_TYPES",
+    "AttentionAdapter",
+    "AttentionSite",
     "ExperienceHead",
     "GrowingClassifier",
     "HEAD_TYPES",
@@ -13,6 +28,18 @@ __all__ = [
     "LocalityViTBackbone",
     "PRESETS",
     "PerExperienceHeads",
+    "TIMM_PREFIX",
+    "TimmClassifier",
+    "attention_adapters",
+    "attention_sites",
+    "build_head",
     "model_keywords",
     "model_name",
+    "patch_attention",
+    "record_attention_maps",
+    "record_dropout_input",
+    "register_attention_adapter",
+    "supported_attention_classes",
+    "timm_classifier",
+    "timm_model_name",
 ]
