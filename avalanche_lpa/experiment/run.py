@@ -9,7 +9,8 @@ Everything a run produces lands in one folder (``output.dir``):
     progress.json      finished experiences and the wall time spent so far
     results.json       accuracy matrix, CIL summary, locality per experience/layer/head, versions, ...
     model.pt           the final model's state dict (loads into a freshly built model, head included)
-    *.png              accuracy matrix, accuracy curve and locality figures
+    attention_maps.json  per-image attention of a few probe images after every experience (evaluation.attention_maps)
+    *.png              accuracy matrix, accuracy curve, locality and per-image attention figures
     tb/                TensorBoard logs (evaluation.tensorboard: true)
     .lock              held (``fcntl.flock``) while a run uses the folder: one run per folder
 
@@ -38,7 +39,7 @@ from avalanche.training.determinism.rng_manager import RNGManager
 
 from ..distributed import DistributedPlugin, init_distributed, main_process_loggers, on_main
 from ..files import atomic_write_bytes
-from ..metrics import cil_evaluator, experience_sizes
+from ..metrics import AttentionMapsPluginMetric, cil_evaluator, experience_sizes, find_attention_maps_metric
 from ..models import model_name
 from ..plugins import DivergenceError, DivergenceGuardPlugin
 from ..training import build_strategy
@@ -54,11 +55,13 @@ from .folder import (
 )
 from .report import (
     collect_results,
+    plot_attention_maps,
     plot_runs,
     read_results,
     uniform_attention_distance,
     write_results,
 )
+from .timm_model import build_timm_model, model_label, model_slug
 
 __all__ = [
     "run",
@@ -79,7 +82,7 @@ class RunInterrupted(RuntimeError):
 
 
 def _fields(config: Dict[str, Any], **fixed: Any) -> Dict[str, Any]:
-    fields = dict(model=config["model"]["attn_type"], strategy=config["strategy"]["name"], seed=config["seed"])
+    fields = dict(model=model_slug(config), strategy=config["strategy"]["name"], seed=config["seed"])
     fields.update(fixed)
     return {"name": config["name"].format(**fields), **fields}
 
@@ -122,8 +125,11 @@ def build_model(config: Dict[str, Any], num_classes: int) -> torch.nn.Module:
     """The model of a config through timm's registry (fixed head of ``num_classes`` for iCaRL / DER).
 
     Raises:
-        ConfigError: the model refuses ``model.overrides`` (one line, from the model's ``ValueError``).
+        ConfigError: the model refuses ``model.overrides`` (one line, from the model's ``ValueError``), or the timm
+            model of ``model.name`` cannot be built or cannot take the dataset's images.
     """
+    if config["model"]["name"] is not None:  # timm:<name>: any timm model under our head (experiment/timm_model.py)
+        return build_timm_model(config, num_classes if config["strategy"]["name"] in FIXED_HEAD_STRATEGIES else None)
     overrides = dict(config["model"]["overrides"])
     if config["strategy"]["name"] in FIXED_HEAD_STRATEGIES:
         overrides.setdefault("num_classes", num_classes)
@@ -197,7 +203,10 @@ def _evaluator(loggers: List[Any], config: Dict[str, Any], seed: int):
     """The run's evaluator over ``loggers``, a list filled once the run folder exists (after validation)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No loggers specified")
-        return cil_evaluator(loggers, probe_size=config["evaluation"]["locality_probe_size"], probe_seed=seed)
+        images = config["evaluation"]["attention_maps"]
+        extra = [AttentionMapsPluginMetric(num_images=images, seed=seed)] if images else []
+        return cil_evaluator(loggers, probe_size=config["evaluation"]["locality_probe_size"], probe_seed=seed,
+                             extra_metrics=extra)
 
 
 def read_run_config(folder: os.PathLike) -> Optional[Dict[str, Any]]:
@@ -385,6 +394,7 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
             progress["train_iterations"].append(strategy.clock.train_iterations)
             progress["wall_time_s"] += time.perf_counter() - started
             _flush_logs(strategy)  # the log must be at least as far as the checkpoint
+            on_main(_write_attention_maps, strategy, folder)
             if config["output"]["checkpoint"]:
                 on_main(save_checkpoint_atomic, strategy, checkpoint)
             on_main(_write_json, folder / "progress.json", progress)
@@ -410,7 +420,7 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
         wall_time_s=progress["wall_time_s"],
         exp_sizes=experience_sizes(benchmark.test_stream),
         extra={
-            "model": model_name(config["model"]["attn_type"], config["model"]["preset"]),
+            "model": model_label(config),
             "params": sum(p.numel() for p in model.parameters()),
             # cumulative training iterations at the end of each experience (the joint control matches them)
             "train_iterations": progress["train_iterations"],
@@ -425,12 +435,21 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
     return results
 
 
+def _write_attention_maps(strategy, folder: Path) -> None:
+    """Writes the per-image attention record (``attention_maps.json``) kept by the evaluator so far."""
+    metric = find_attention_maps_metric(strategy.evaluator.metrics)
+    if metric is not None and metric.snapshots:
+        _write_json(folder / "attention_maps.json", metric.as_dict())
+
+
 def _write_outputs(config: Dict[str, Any], folder: Path, results: Dict[str, Any], model: torch.nn.Module) -> None:
     write_results(folder / "results.json", results)
     if config["output"]["save_model"]:
         _save_model(model, folder / "model.pt")
     if config["output"]["plots"]:
         plot_runs({run_name(config): results}, folder)
+        if (folder / "attention_maps.json").is_file():
+            plot_attention_maps(folder)
 
 
 def evaluate_saved_run(

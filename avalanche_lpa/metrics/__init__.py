@@ -1,5 +1,6 @@
 """Evaluation: the locality metric (mean attention distance) of any registered attention family (our layers, timm
 ViT/DeiT/ConViT, user adapters) and class-incremental metrics and summary."""
+from .attention_maps import ATTENTION_MAPS_FORMAT, AttentionMapsPluginMetric, find_attention_maps_metric
 from .cil import (
     AccuracyMatrix,
     CILSummary,
@@ -31,7 +32,9 @@ from .locality import (
 from .probe import class_balanced_indices, draw_probe
 
 __all__ = [
+    "ATTENTION_MAPS_FORMAT",
     "AccuracyMatrix",
+    "AttentionMapsPluginMetric",
     "AttentionSite",
     "CILSummary",
     "LocalityAtIterations",
@@ -46,6 +49,7 @@ __all__ = [
     "collect_attention_maps",
     "draw_probe",
     "experience_sizes",
+    "find_attention_maps_metric",
     "locality_history",
     "locality_metrics",
     "mean_attention_distance",
