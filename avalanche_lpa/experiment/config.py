@@ -3,7 +3,8 @@
 A config is a nested dict with the sections of :data:`DEFAULTS`. Every key is checked: an unknown key or a
 value of the wrong type is a :class:`ConfigError` whose one-line message names the key and lists the valid
 ones. The ``strategy`` section is checked against the options of the chosen strategy
-(:func:`avalanche_lpa.training.strategy_options`) and ``model.overrides`` against the model constructor.
+(:func:`avalanche_lpa.training.strategy_options`) and ``model.overrides`` against the model constructor;
+``model.name`` (``timm:<name>``) against timm's registry, its ``model.kwargs`` by timm when the model is built.
 """
 from __future__ import annotations
 
@@ -47,9 +48,10 @@ DEFAULTS: Dict[str, Any] = {
         "attn_type": "lpa",  # lpa | gpsa | mhsa
         "preset": "cifar",  # cifar | imagenet | tiny (see avalanche_lpa.models.PRESETS)
         "head": "incremental",  # incremental | per_experience (fixed-head strategies get a fixed Linear)
-        "overrides": {},  # any LocalityViT keyword, e.g. {embed_dim: 72, img_size: 28, in_chans: 1}
+        "overrides": {},  # any LocalityViT keyword, e.g. {embed_dim: 72, img_size: 28, in_chans: 1} (timm: patch_size only)
         "name": None,  # a timm model instead: "timm:<name>", e.g. timm:deit_tiny_patch16_224 (experiment/timm_model.py)
-        "kwargs": {},  # its timm.create_model keywords (img_size, in_chans: the data's; patch_size: the config's)
+        "kwargs": {},  # its timm.create_model keywords, read by timm models only (img_size, in_chans default to the
+                       # data's, patch_size to the config's; null drops one); pretrained: true downloads weights
         "compile": False,  # torch.compile the backbone (GPU runs; the first forward compiles for a minute)
     },
     "strategy": {"name": "lpa"},  # plus the options of that strategy (avalanche_lpa.training.strategy_options)
@@ -222,19 +224,18 @@ def validate(config: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def _validate_timm(model: Dict[str, Any]) -> None:
-    """``model.name`` is ``None`` or ``timm:<a timm model>``; ``model.kwargs`` belongs to such a model."""
+    """``model.name`` is ``None`` or ``timm:<a timm model>``; ``model.kwargs`` never sets the head.
+
+    ``model.kwargs`` is used by timm models only, as ``model.overrides`` by the LocalityViT family only (but its
+    ``patch_size``), so one config can compare both (``--compare --models lpa timm:<name>``). timm checks the
+    keywords when it builds the model, before the run folder is touched.
+    """
     model["kwargs"] = model["kwargs"] or {}  # `kwargs: null` in YAML means none
-    if model["name"] is None:
-        if model["kwargs"]:
-            raise ConfigError(
-                "model.kwargs: keywords of a timm model; set model.name: timm:<name> (or --model timm:<name>), "
-                "or put LocalityViT keywords in model.overrides"
-            )
-        return
-    try:
-        timm_model_name(model["name"])
-    except ValueError as error:
-        raise ConfigError(f"model.name: {error}") from None
+    if model["name"] is not None:
+        try:
+            timm_model_name(model["name"])
+        except ValueError as error:
+            raise ConfigError(f"model.name: {error}") from None
     if "num_classes" in model["kwargs"]:
         raise ConfigError(
             "model.kwargs.num_classes: the timm model is built as a feature extractor (num_classes=0) under the "

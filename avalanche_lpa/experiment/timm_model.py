@@ -47,13 +47,13 @@ def model_slug(config: Dict[str, Any]) -> str:
 def select_model(config: Dict[str, Any], model: str) -> Dict[str, Any]:
     """A copy of ``config`` that trains ``model``: an attention type (``lpa``) or a timm spec (``timm:<name>``).
 
-    Choosing a LocalityViT type clears ``model.name`` and ``model.kwargs`` (the timm model's keywords).
+    Choosing a LocalityViT type clears ``model.name``; ``model.kwargs`` stays (only timm models read it).
     """
     config = copy.deepcopy(config)
     if model.startswith(TIMM_PREFIX):
         config["model"]["name"] = model
     else:
-        config["model"].update(attn_type=model, name=None, kwargs={})
+        config["model"].update(attn_type=model, name=None)
     return config
 
 
