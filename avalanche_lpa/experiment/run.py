@@ -439,7 +439,9 @@ def _write_attention_maps(strategy, folder: Path) -> None:
     """Writes the per-image attention record (``attention_maps.json``) kept by the evaluator so far."""
     metric = find_attention_maps_metric(strategy.evaluator.metrics)
     if metric is not None and metric.snapshots:
-        _write_json(folder / "attention_maps.json", metric.as_dict())
+        # Compact: the images are nested lists of small integers, one per line with an indent.
+        text = json.dumps(metric.as_dict(), separators=(",", ":"))
+        atomic_write_bytes(folder / "attention_maps.json", text.encode())
 
 
 def _write_outputs(config: Dict[str, Any], folder: Path, results: Dict[str, Any], model: torch.nn.Module) -> None:
