@@ -359,8 +359,11 @@ def read_attention_maps(source: AttentionSource) -> Dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _draw_attention_grid(container, data: Mapping[str, Any], layer: int) -> None:
-    """Rows = images, columns = evaluations: the query patch's attention over the image, titled d and p."""
+def _draw_attention_grid(container: Any, data: Mapping[str, Any], layer: int) -> None:
+    """Rows = images, columns = evaluations: the query patch's attention over the image, titled d and p.
+
+    ``container`` is a matplotlib ``Figure`` or ``SubFigure`` (one panel of the comparison).
+    """
     import numpy as np
     from matplotlib.patches import Rectangle
 

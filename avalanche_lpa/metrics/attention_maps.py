@@ -133,9 +133,17 @@ class AttentionMapsPluginMetric(PluginMetric[Dict[str, Any]]):
         finally:
             for module, mode in modes:
                 module.training = mode
-        grids = [site.grid_size for site in sites]
-        maps_and_grids = [(attn, grid) for attn, grid in zip(maps, grids) if attn is not None]
-        rows, cols = maps_and_grids[0][1] or to_grid(check_grid(maps_and_grids[0][0].shape[-1]))
+        # One query patch for every layer: the layers must share the patch grid (true of ViT-family models).
+        maps_and_grids = [(attn, site.grid_size or to_grid(check_grid(attn.shape[-1])))
+                          for attn, site in zip(maps, sites) if attn is not None]
+        if not maps_and_grids:
+            raise ValueError(f"no attention layer of {type(model).__name__} ran in the forward pass")
+        rows, cols = maps_and_grids[0][1]
+        if any(grid != (rows, cols) for _, grid in maps_and_grids):
+            raise ValueError(
+                f"the attention layers work on different patch grids ({sorted({g for _, g in maps_and_grids})}); "
+                "per-image maps need one grid for all layers"
+            )
         self.grid = (rows, cols)
         row, col = self.query if self.query is not None else (rows // 2, cols // 2)
         if not (0 <= row < rows and 0 <= col < cols):
