@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from ..distributed import shutdown_distributed
-from ..models import ATTN_TYPES
+from ..models import ATTN_TYPES, TIMM_PREFIX
 from ..plugins import DivergenceError
 from ..training import STRATEGIES
 from .checkpoint import CheckpointError
@@ -19,15 +19,27 @@ from .compare import compare
 from .config import ConfigError, load_config
 from ..data import DatasetNotFoundError
 from .run import evaluate_saved_run, output_dir, read_run_config, run
+from .timm_model import select_model
 
 __all__ = ["build_parser", "config_from_args", "main"]
+
+
+MODEL_CHOICES = f"{{{','.join(ATTN_TYPES)},timm:NAME}}"
+
+
+def model_choice(value: str) -> str:
+    """An attention type of the LocalityViT family or ``timm:<name>`` (the name is checked with the config)."""
+    if value in ATTN_TYPES or (value.startswith(TIMM_PREFIX) and len(value) > len(TIMM_PREFIX)):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: choose {', '.join(ATTN_TYPES)} or timm:<name> (a timm model)")
 
 
 def build_parser(description: str, default_config: Path, imagenet: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", type=Path, default=None,
                         help=f"YAML config (default: {default_config}; with --resume / --eval-only: the run's config.yaml)")
-    parser.add_argument("--model", choices=ATTN_TYPES, help="attention type (model.attn_type)")
+    parser.add_argument("--model", type=model_choice, metavar=MODEL_CHOICES,
+                        help="attention type (model.attn_type), or timm:<name> for any timm model (model.name)")
     parser.add_argument("--strategy", choices=STRATEGIES, help="strategy name (strategy.name); config options it does not take are dropped")
     parser.add_argument("--seed", type=int, help="seed (also of the class order when none is given)")
     parser.add_argument("--data-root", help="dataset folder (data.root)")
@@ -44,7 +56,8 @@ def build_parser(description: str, default_config: Path, imagenet: bool = False)
                         help="override a config key, e.g. --set strategy.lr=1e-3 (repeatable; values are YAML)")
     group = parser.add_argument_group("comparison")
     group.add_argument("--compare", action="store_true", help="run every --models x --strategies x --seeds")
-    group.add_argument("--models", nargs="+", choices=ATTN_TYPES, default=list(ATTN_TYPES))
+    group.add_argument("--models", nargs="+", type=model_choice, metavar=MODEL_CHOICES, default=list(ATTN_TYPES),
+                       help="models to compare: attention types and timm:<name> specs")
     group.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=None)
     group.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the config's seed")
     group.add_argument("--no-joint", action="store_true", help="skip the joint-training control runs")
@@ -55,11 +68,14 @@ def build_parser(description: str, default_config: Path, imagenet: bool = False)
 
 
 def _flag_values(args: argparse.Namespace) -> Dict[str, Any]:
-    flags = {"model": "model.attn_type", "strategy": "strategy.name", "seed": "seed", "data_root": "data.root",
+    flags = {"strategy": "strategy.name", "seed": "seed", "data_root": "data.root",
              "output": "output.dir", "device": "device", "class_list": "data.class_list"}
     values = {key: getattr(args, flag) for flag, key in flags.items() if getattr(args, flag, None) is not None}
     if getattr(args, "no_download", False):
         values["data.download"] = False
+    if getattr(args, "model", None) is not None:  # the model keys as select_model sets them
+        chosen = select_model({"model": {}}, args.model)["model"]
+        values.update({f"model.{key}": value for key, value in chosen.items()})
     return values
 
 

@@ -21,8 +21,16 @@ from ..files import atomic_write_bytes
 from ..metrics import LocalityAtIterations, draw_probe
 from .config import switch_strategy, validate
 from .data import build_benchmark
-from .report import plot_accuracy_curves, plot_locality, read_results, to_jsonable, write_results
+from .report import (
+    plot_accuracy_curves,
+    plot_attention_comparison,
+    plot_locality,
+    read_results,
+    to_jsonable,
+    write_results,
+)
 from .run import output_dir, run, run_name
+from .timm_model import model_slug, select_model
 
 __all__ = ["compare", "joint_config", "run_joint", "comparison_table"]
 
@@ -133,7 +141,7 @@ def compare(
 
     Args:
         config: the base config; ``output.dir`` becomes the comparison folder.
-        models: attention types to compare.
+        models: attention types and ``timm:<name>`` specs to compare.
         strategies: strategy names (default: the config's strategy).
         seeds: seeds; mean ± std is over them.
         joint: also run the joint-training control of each incremental run.
@@ -149,13 +157,13 @@ def compare(
             label = f"{model} / {strategy}"
             groups[label] = {"incremental": [], "joint": []}
             for seed in seeds:
-                run_cfg = copy.deepcopy(config)
-                run_cfg["model"]["attn_type"] = model
+                run_cfg = select_model(config, model)
+                slug = model_slug(run_cfg)
                 if strategy != config["strategy"]["name"]:
                     run_cfg["strategy"] = switch_strategy(config["strategy"], strategy)
                 run_cfg["seed"] = seed
-                run_cfg["name"] = f"{run_name(config, model=model, strategy=strategy, seed=seed)}-{strategy}-s{seed}"
-                run_cfg["output"]["dir"] = str(root / f"{model}-{strategy}-s{seed}")
+                run_cfg["name"] = f"{run_name(config, model=slug, strategy=strategy, seed=seed)}-{strategy}-s{seed}"
+                run_cfg["output"]["dir"] = str(root / f"{slug}-{strategy}-s{seed}")
                 done = Path(run_cfg["output"]["dir"]) / "results.json"
                 if resume and done.is_file():
                     results = read_results(done)
@@ -187,3 +195,8 @@ def _figures(groups: Dict[str, Dict[str, List[Dict[str, Any]]]], root: Path) -> 
         references = {r["locality"].get("uniform_distance") for r in first.values() if r.get("locality")}
         plot_locality(locality, root / "locality.png", title="Mean attention distance per layer (first seed)",
                       reference=references.pop() if len(references) == 1 else None)
+    # The per-image attention of every model side by side (first seed; the probe images are the same).
+    maps = {label: output_dir(r["config"]) / "attention_maps.json" for label, r in first.items()}
+    maps = {label: path for label, path in maps.items() if path.is_file()}
+    if maps:
+        plot_attention_comparison(maps, root / "attention_maps.png")

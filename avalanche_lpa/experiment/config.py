@@ -3,7 +3,8 @@
 A config is a nested dict with the sections of :data:`DEFAULTS`. Every key is checked: an unknown key or a
 value of the wrong type is a :class:`ConfigError` whose one-line message names the key and lists the valid
 ones. The ``strategy`` section is checked against the options of the chosen strategy
-(:func:`avalanche_lpa.training.strategy_options`) and ``model.overrides`` against the model constructor.
+(:func:`avalanche_lpa.training.strategy_options`) and ``model.overrides`` against the model constructor;
+``model.name`` (``timm:<name>``) against timm's registry, its ``model.kwargs`` by timm when the model is built.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
 import yaml
 
-from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, dytox_keywords, model_keywords
+from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, dytox_keywords, model_keywords, timm_model_name
 from ..training import strategy_options
 
 __all__ = [
@@ -47,12 +48,16 @@ DEFAULTS: Dict[str, Any] = {
         "attn_type": "lpa",  # lpa | gpsa | mhsa
         "preset": "cifar",  # cifar | imagenet | tiny (see avalanche_lpa.models.PRESETS)
         "head": "incremental",  # incremental | per_experience (fixed-head strategies get a fixed Linear)
-        "overrides": {},  # any LocalityViT keyword, e.g. {embed_dim: 72, img_size: 28, in_chans: 1}
+        "overrides": {},  # any LocalityViT keyword, e.g. {embed_dim: 72, img_size: 28, in_chans: 1} (timm: patch_size only)
+        "name": None,  # a timm model instead: "timm:<name>", e.g. timm:deit_tiny_patch16_224 (experiment/timm_model.py)
+        "kwargs": {},  # its timm.create_model keywords, read by timm models only (img_size, in_chans default to the
+                       # data's, patch_size to the config's; null drops one); pretrained: true downloads weights
         "compile": False,  # torch.compile the backbone (GPU runs; the first forward compiles for a minute)
     },
     "strategy": {"name": "lpa"},  # plus the options of that strategy (avalanche_lpa.training.strategy_options)
     "evaluation": {
         "locality_probe_size": 256,
+        "attention_maps": 4,  # probe images of the per-image attention figure (attention_maps.png); 0: off
         "tensorboard": False,
         "text_log": True,
         "progress_bar": True,
@@ -66,7 +71,7 @@ DEFAULTS: Dict[str, Any] = {
 }
 
 # Sections whose keys are not fixed by the schema (checked separately).
-_FREE_FORM = {("model", "overrides")}
+_FREE_FORM = {("model", "overrides"), ("model", "kwargs")}
 
 #: Keys that may differ between a run's ``config.yaml`` and a ``--resume`` / ``--eval-only`` of it: they change
 #: where and how a run is shown or read, never what it computes.
@@ -201,6 +206,9 @@ def validate(config: Mapping[str, Any]) -> Dict[str, Any]:
         raise ConfigError(
             f"unknown config key(s) {', '.join(unknown)} in 'model.overrides'; valid keys: {', '.join(sorted(keywords))}"
         )
+    _validate_timm(model)
+    if out["evaluation"]["attention_maps"] < 0:
+        raise ConfigError(f"evaluation.attention_maps: must be 0 (off) or more, got {out['evaluation']['attention_maps']}")
     if data["n_experiences"] < 1:
         raise ConfigError(f"data.n_experiences: must be at least 1, got {data['n_experiences']}")
     if data["num_workers"] < 0:
@@ -216,6 +224,26 @@ def validate(config: Mapping[str, Any]) -> Dict[str, Any]:
             f"evaluation.locality_probe_size: must be at least 1, got {out['evaluation']['locality_probe_size']}"
         )
     return out
+
+
+def _validate_timm(model: Dict[str, Any]) -> None:
+    """``model.name`` is ``None`` or ``timm:<a timm model>``; ``model.kwargs`` never sets the head.
+
+    ``model.kwargs`` is used by timm models only, as ``model.overrides`` by the LocalityViT family only (but its
+    ``patch_size``), so one config can compare both (``--compare --models lpa timm:<name>``). timm checks the
+    keywords when it builds the model, before the run folder is touched.
+    """
+    model["kwargs"] = model["kwargs"] or {}  # `kwargs: null` in YAML means none
+    if model["name"] is not None:
+        try:
+            timm_model_name(model["name"])
+        except ValueError as error:
+            raise ConfigError(f"model.name: {error}") from None
+    if "num_classes" in model["kwargs"]:
+        raise ConfigError(
+            "model.kwargs.num_classes: the timm model is built as a feature extractor (num_classes=0) under the "
+            "run's head (model.head); drop it"
+        )
 
 
 def _parse_override(item: str):

@@ -1,12 +1,12 @@
 """The benchmark a config describes, built from the data room (:mod:`avalanche_lpa.data`), and its class map."""
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 from ..data import split_cifar100, split_fashion_mnist, split_imagenet100, synthetic_benchmark
 from .config import ConfigError
 
-__all__ = ["build_benchmark", "class_mapping"]
+__all__ = ["build_benchmark", "class_mapping", "input_shape"]
 
 
 def class_mapping(benchmark) -> Dict[str, Any]:
@@ -16,6 +16,17 @@ def class_mapping(benchmark) -> Dict[str, Any]:
 
 
 _NUM_CLASSES = {"cifar100": 100, "fashion_mnist": 10}
+# (channels, height, width) of the images each loader yields (ImageNet-100 at the loaders' default 224 px).
+_INPUT_SHAPES = {"cifar100": (3, 32, 32), "fashion_mnist": (1, 28, 28), "imagenet100": (3, 224, 224)}
+
+
+def input_shape(data_config: Dict[str, Any]) -> Tuple[int, int, int]:
+    """``(channels, height, width)`` of the images of the benchmark a validated ``data`` section describes."""
+    name = data_config["dataset"]
+    if name == "synthetic":
+        synthetic = data_config["synthetic"]
+        return synthetic["in_chans"], synthetic["img_size"], synthetic["img_size"]
+    return _INPUT_SHAPES[name]
 
 
 def _check_split(name: str, num_classes: int, data_config: Dict[str, Any]) -> None:

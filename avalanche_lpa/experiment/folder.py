@@ -37,7 +37,7 @@ LOCK_NAME = ".lock"
 #: Files whose presence means the folder holds a run (started, interrupted or finished).
 RUN_MARKERS = ("config.yaml", "checkpoint.pkl", "progress.json", "results.json", "model.pt")
 #: Everything a run writes; ``--overwrite`` removes exactly these.
-_RUN_FILES = RUN_MARKERS + ("classes.json", "log.txt", "eval_results.json")
+_RUN_FILES = RUN_MARKERS + ("classes.json", "log.txt", "eval_results.json", "attention_maps.json")
 _RUN_GLOBS = ("*.png", TEMP_GLOB)
 
 

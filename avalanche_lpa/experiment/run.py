@@ -9,7 +9,8 @@ Everything a run produces lands in one folder (``output.dir``):
     progress.json      finished experiences and the wall time spent so far
     results.json       accuracy matrix, CIL summary, locality per experience/layer/head, versions, ...
     model.pt           the final model's state dict (loads into a freshly built model, head included)
-    *.png              accuracy matrix, accuracy curve and locality figures
+    attention_maps.json  per-image attention of a few probe images after every experience (evaluation.attention_maps)
+    *.png              accuracy matrix, accuracy curve, locality and per-image attention figures
     tb/                TensorBoard logs (evaluation.tensorboard: true)
     .lock              held (``fcntl.flock``) while a run uses the folder: one run per folder
 
@@ -38,8 +39,7 @@ from avalanche.training.determinism.rng_manager import RNGManager
 
 from ..distributed import DistributedPlugin, init_distributed, main_process_loggers, on_main
 from ..files import atomic_write_bytes
-from ..metrics import cil_evaluator, experience_sizes
-from ..models import dytox_model_name, model_name
+from ..metrics import AttentionMapsPluginMetric, cil_evaluator, experience_sizes, find_attention_maps_metric
 from ..plugins import DivergenceError, DivergenceGuardPlugin
 from ..training import build_strategy, needs_fixed_head
 from .checkpoint import load_checkpoint, save_checkpoint_atomic
@@ -54,11 +54,13 @@ from .folder import (
 )
 from .report import (
     collect_results,
+    plot_attention_maps,
     plot_runs,
     read_results,
     uniform_attention_distance,
     write_results,
 )
+from .timm_model import build_timm_model, model_label, model_slug
 
 __all__ = [
     "run",
@@ -76,7 +78,7 @@ class RunInterrupted(RuntimeError):
 
 
 def _fields(config: Dict[str, Any], **fixed: Any) -> Dict[str, Any]:
-    fields = dict(model=config["model"]["attn_type"], strategy=config["strategy"]["name"], seed=config["seed"])
+    fields = dict(model=model_slug(config), strategy=config["strategy"]["name"], seed=config["seed"])
     fields.update(fixed)
     return {"name": config["name"].format(**fields), **fields}
 
@@ -115,23 +117,18 @@ def resolve_device(name: str) -> torch.device:
     raise ConfigError(f"device {name!r} is not available here; {valid}")
 
 
-def registered_model_name(config: Dict[str, Any]) -> str:
-    """The timm name of the config's model: ``<attn>_vit_<preset>``, or ``dytox_<attn>_<preset>`` for DyTox."""
-    attn_type, preset = config["model"]["attn_type"], config["model"]["preset"]
-    if config["strategy"]["name"] == "dytox":  # DyTox is a model family of its own
-        return dytox_model_name(attn_type, preset)
-    return model_name(attn_type, preset)
-
-
 def build_model(config: Dict[str, Any], num_classes: int) -> torch.nn.Module:
     """The model of a config through timm's registry (a fixed head of ``num_classes`` for the strategies that
     need one, :func:`~avalanche_lpa.training.needs_fixed_head`; ``model.head`` picks the growing head of the rest).
 
     Raises:
-        ConfigError: the model refuses ``model.overrides`` (one line, from the model's ``ValueError``).
+        ConfigError: the model refuses ``model.overrides`` (one line, from the model's ``ValueError``), or the timm
+            model of ``model.name`` cannot be built or cannot take the dataset's images.
     """
+    if config["model"]["name"] is not None:  # timm:<name>: any timm model under our head (experiment/timm_model.py)
+        return build_timm_model(config, num_classes if needs_fixed_head(config["strategy"]["name"]) else None)
     overrides = dict(config["model"]["overrides"])
-    name, strategy = registered_model_name(config), config["strategy"]["name"]
+    name, strategy = model_label(config), config["strategy"]["name"]
     if needs_fixed_head(strategy):
         overrides.setdefault("num_classes", num_classes)
     elif strategy != "dytox":  # DyTox grows one head per task token: no head keywords
@@ -204,7 +201,10 @@ def _evaluator(loggers: List[Any], config: Dict[str, Any], seed: int):
     """The run's evaluator over ``loggers``, a list filled once the run folder exists (after validation)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No loggers specified")
-        return cil_evaluator(loggers, probe_size=config["evaluation"]["locality_probe_size"], probe_seed=seed)
+        images = config["evaluation"]["attention_maps"]
+        extra = [AttentionMapsPluginMetric(num_images=images, seed=seed)] if images else []
+        return cil_evaluator(loggers, probe_size=config["evaluation"]["locality_probe_size"], probe_seed=seed,
+                             extra_metrics=extra)
 
 
 def read_run_config(folder: os.PathLike) -> Optional[Dict[str, Any]]:
@@ -415,6 +415,7 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
             progress["train_iterations"].append(strategy.clock.train_iterations)
             progress["wall_time_s"] += time.perf_counter() - started
             _flush_logs(strategy)  # the log must be at least as far as the checkpoint
+            on_main(_write_attention_maps, strategy, folder)
             if config["output"]["checkpoint"]:
                 on_main(save_checkpoint_atomic, strategy, checkpoint)
             on_main(_write_json, folder / "progress.json", progress)
@@ -440,7 +441,7 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
         wall_time_s=progress["wall_time_s"],
         exp_sizes=experience_sizes(benchmark.test_stream),
         extra={
-            "model": registered_model_name(config),
+            "model": model_label(config),
             "params": sum(p.numel() for p in model.parameters()),
             # cumulative training iterations at the end of each experience (the joint control matches them)
             "train_iterations": progress["train_iterations"],
@@ -455,12 +456,23 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
     return results
 
 
+def _write_attention_maps(strategy, folder: Path) -> None:
+    """Writes the per-image attention record (``attention_maps.json``) kept by the evaluator so far."""
+    metric = find_attention_maps_metric(strategy.evaluator.metrics)
+    if metric is not None and metric.snapshots:
+        # Compact: the images are nested lists of small integers, one per line with an indent.
+        text = json.dumps(metric.as_dict(), separators=(",", ":"))
+        atomic_write_bytes(folder / "attention_maps.json", text.encode())
+
+
 def _write_outputs(config: Dict[str, Any], folder: Path, results: Dict[str, Any], model: torch.nn.Module) -> None:
     write_results(folder / "results.json", results)
     if config["output"]["save_model"]:
         _save_model(model, folder / "model.pt")
     if config["output"]["plots"]:
         plot_runs({run_name(config): results}, folder)
+        if (folder / "attention_maps.json").is_file():
+            plot_attention_maps(folder)
 
 
 def evaluate_saved_run(

@@ -84,12 +84,13 @@ def cil_evaluator(
     Args:
         loggers: Avalanche loggers; ``None`` gives an ``InteractiveLogger`` as Avalanche's default evaluator
             does, ``[]`` logs nothing (the history is still collected).
-        locality: add the locality metric (needs a model built from ``avalanche_lpa.layers``).
+        locality: add the locality metric (needs attention layers of a registered family: ours, timm's
+            ViT/DeiT/ConViT, or one added with ``register_attention_adapter``).
         probe_size: images in the locality probe.
         probe_dataset: where to draw the probe from; ``None`` draws from the evaluated stream.
         probe_seed: seed of the probe draw.
         accuracy_matrix_metric: add Avalanche's accuracy-matrix metric (its rows count calls to ``train``).
-        extra_metrics: more plugin metrics to add.
+        extra_metrics: more plugin metrics to add (e.g. :class:`~.attention_maps.AttentionMapsPluginMetric`).
         strict_checks: passed to ``EvaluationPlugin``.
     """
     metrics: List[Any] = [

@@ -8,12 +8,16 @@ note, "How locality is measured"). Three levels, in the style of Avalanche's ``m
 * :class:`LocalityPluginMetric` (via :func:`locality_metrics`), which measures a fixed probe set at the end
   of every evaluation phase and emits ``Locality_Stream/eval_phase/<stream>_stream[/LayerXX[/HeadYY]]``.
 
-Layers are found as :class:`~avalanche_lpa.layers.PatchAttention` submodules, so any model built from
-them works, also when a strategy wraps it (iCaRL's ``TrainEvalModel``).
+Attention layers are found through the adapter registry (:mod:`avalanche_lpa.models.attention_adapters`): our
+:class:`~avalanche_lpa.layers.PatchAttention` layers, timm's ViT/DeiT ``Attention`` and ConViT's ``GPSA`` / ``MHSA``,
+and any family added with :func:`~avalanche_lpa.models.register_attention_adapter`. They are found as submodules,
+never by the model class, so a model works also when a strategy wraps it (iCaRL's ``TrainEvalModel``). Prefix
+tokens (CLS, distillation token, registers) are left out: the distance is measured on the patch-to-patch block
+of each map with its rows renormalised (:func:`~avalanche_lpa.models.patch_attention`).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, TYPE_CHECKING
+from typing import Any, Callable, Dict, List, Optional, Sequence, TYPE_CHECKING
 
 import torch
 from avalanche.core import SupervisedPlugin
@@ -22,8 +26,9 @@ from avalanche.evaluation.metric_results import MetricResult, MetricValue
 from avalanche.evaluation.metric_utils import default_metric_name_template, generic_get_metric_name, stream_type
 from torch import nn
 
-from ..layers import GridSize, attention_layers, check_grid, collect_attention_maps, relative_distances
+from ..layers import GridSize, check_grid, relative_distances
 from ..layers.position import to_grid
+from ..models.attention_adapters import attention_sites, record_attention_maps
 from .probe import draw_probe, full_stream
 
 if TYPE_CHECKING:
@@ -34,10 +39,37 @@ __all__ = [
     "LocalityPluginMetric",
     "MeanAttentionDistance",
     "attention_layers",
+    "collect_attention_maps",
     "locality_metrics",
     "mean_attention_distance",
     "measure_locality",
 ]
+
+
+def attention_layers(module: nn.Module, kind: Optional[type] = None) -> List[nn.Module]:
+    """The attention modules of ``module`` of any registered family (of class ``kind`` if given), in module order.
+
+    ``avalanche_lpa.layers.attention_layers`` stays the finder of our own layers only.
+    """
+    layers = [site.module for site in attention_sites(module)]
+    return layers if kind is None else [layer for layer in layers if isinstance(layer, kind)]
+
+
+def collect_attention_maps(module: nn.Module, run: Callable[[], object]) -> List[torch.Tensor]:
+    """Runs ``run()`` and returns the patch-to-patch maps ``[B, heads, N, N]`` of every attention layer that ran.
+
+    Any registered family (our layers, timm ViT/DeiT/ConViT, user adapters); prefix tokens dropped, rows
+    renormalised; every module is restored afterwards.
+
+    Raises:
+        ValueError: ``module`` holds no attention layer of a registered family (the message names them).
+    """
+    return [m for m in record_attention_maps(module, run) if m is not None]
+
+
+def per_sample_distance(attn: torch.Tensor, grid_size: Optional[GridSize]) -> torch.Tensor:
+    """Per-image, per-head mean attention distances ``[B, H]`` of ``[B, H, N, N]`` (or ``[H, N, N]``) maps."""
+    return _per_sample_distance(attn, grid_size)
 
 
 def _per_sample_distance(attn: torch.Tensor, grid_size: Optional[GridSize]) -> torch.Tensor:
@@ -100,16 +132,19 @@ class MeanAttentionDistance(Metric[List[torch.Tensor]]):
     def update_from_model(self, model: nn.Module, inputs: torch.Tensor) -> None:
         """Runs ``model(inputs)`` with attention recording on and adds the maps of all its attention layers.
 
+        Layers of any registered family count (see the module docstring); prefix tokens are left out.
+
         The caller chooses train/eval mode and device, as with Avalanche's ``MAC.update``.
         """
-        layers = attention_layers(model)
-        maps = collect_attention_maps(model, lambda: model(inputs))
-        if len(maps) != len(layers):
+        sites = attention_sites(model)
+        maps = record_attention_maps(model, lambda: model(inputs), sites)
+        idle = [site.name for site, attn in zip(sites, maps) if attn is None]
+        if idle:
             raise ValueError(
-                f"{len(layers) - len(maps)} of the {len(layers)} attention layers did not run in the forward "
-                "pass; the locality metric needs every PatchAttention layer of the model to be used"
+                f"{len(idle)} of the {len(sites)} attention layers did not run in the forward pass ({', '.join(idle)}); "
+                "the locality metric needs every attention layer of the model to be used"
             )
-        self.update(maps, [layer.grid_size for layer in layers])
+        self.update(maps, [site.grid_size for site in sites])
 
     def result(self) -> Optional[List[torch.Tensor]]:
         """Per layer, the ``[heads]`` mean attention distances; ``None`` before any update."""

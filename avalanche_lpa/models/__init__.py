@@ -1,11 +1,26 @@
-"""Models: the LocalityViT skeleton, LPAViT and their timm entry points (registered on import)."""
+"""Models: the LocalityViT skeleton, LPAViT and their timm entry points (registered on import), any timm model
+under a growing head, and the adapters that read attention maps from our layers and from timm's."""
+from .attention_adapters import (
+    AttentionAdapter,
+    AttentionSite,
+    attention_adapters,
+    attention_sites,
+    patch_attention,
+    record_attention_maps,
+    record_dropout_input,
+    register_attention_adapter,
+    supported_attention_classes,
+)
 from .dytox import DyTox, DyToxBackbone, dytox_keywords
-from .heads import HEAD_TYPES, ExperienceHead, GrowingClassifier, PerExperienceHeads, TaskTokenHeads
+from .heads import HEAD_TYPES, ExperienceHead, GrowingClassifier, PerExperienceHeads, TaskTokenHeads, build_head
 from .locality_vit import LocalityViT, LocalityViTBackbone, LPAViT, model_keywords
 from .presets import ATTN_TYPES, PRESETS, dytox_model_name, model_name
+from .timm_classifier import TIMM_PREFIX, TimmClassifier, timm_classifier, timm_model_name
 
 __all__ = [
     "ATTN_TYPES",
+    "AttentionAdapter",
+    "AttentionSite",
     "DyTox",
     "DyToxBackbone",
     "ExperienceHead",
@@ -16,9 +31,21 @@ __all__ = [
     "LocalityViTBackbone",
     "PRESETS",
     "PerExperienceHeads",
+    "TIMM_PREFIX",
     "TaskTokenHeads",
+    "TimmClassifier",
+    "attention_adapters",
+    "attention_sites",
+    "build_head",
     "dytox_keywords",
     "dytox_model_name",
     "model_keywords",
     "model_name",
+    "patch_attention",
+    "record_attention_maps",
+    "record_dropout_input",
+    "register_attention_adapter",
+    "supported_attention_classes",
+    "timm_classifier",
+    "timm_model_name",
 ]

@@ -11,13 +11,13 @@ Both are Avalanche ``DynamicModule`` s: strategies grow them in ``model_adaptati
 """
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 import torch
 from avalanche.models import DynamicModule, IncrementalClassifier
 from torch import nn
 
-__all__ = ["GrowingClassifier", "ExperienceHead", "PerExperienceHeads", "TaskTokenHeads", "HEAD_TYPES"]
+__all__ = ["GrowingClassifier", "ExperienceHead", "PerExperienceHeads", "TaskTokenHeads", "HEAD_TYPES", "build_head"]
 
 #: Growing head types of :class:`~avalanche_lpa.models.LocalityViT` (``num_classes=None``).
 HEAD_TYPES = ("incremental", "per_experience")
@@ -166,3 +166,21 @@ class TaskTokenHeads(PerExperienceHeads):
             raise ValueError(f"{len(self.heads)} heads need as many task-token embeddings, got {tokens.shape[1]}")
         return torch.cat([head(tokens[:, t]) for t, head in enumerate(self.heads)], dim=1)
 
+
+def build_head(
+    num_classes: Optional[int], in_features: int, initial_out_features: int = 2, head_type: str = "incremental"
+) -> nn.Module:
+    """The classifier of a model: growing (``num_classes=None``, of ``head_type``), none (``0``) or a fixed linear layer.
+
+    Raises:
+        ValueError: an unknown ``head_type`` or a negative ``num_classes``.
+    """
+    if num_classes is None:
+        if head_type not in HEAD_TYPES:
+            raise ValueError(f"unknown head_type {head_type!r}; choose one of {', '.join(HEAD_TYPES)}")
+        if head_type == "per_experience":
+            return PerExperienceHeads(in_features, initial_out_features=initial_out_features)
+        return GrowingClassifier(in_features, initial_out_features=initial_out_features)
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be None (growing head), 0 (no head) or positive, got {num_classes}")
+    return nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()

@@ -19,7 +19,7 @@ from timm.layers import PatchEmbed, trunc_normal_
 from torch import nn
 
 from ..layers import ClassAttentionBlock, LocalityBlock, attention_layer, attention_layers, collect_attention_maps
-from .heads import HEAD_TYPES, GrowingClassifier, PerExperienceHeads
+from .heads import HEAD_TYPES, build_head
 
 __all__ = ["LocalityViT", "LPAViT", "LocalityViTBackbone", "model_keywords"]
 
@@ -214,18 +214,6 @@ def model_keywords() -> List[str]:
     return backbone + list(_HEAD_KEYWORDS)
 
 
-def _make_head(
-    num_classes: Optional[int], embed_dim: int, initial_out_features: int, head_type: str = "incremental"
-) -> nn.Module:
-    if num_classes is None:
-        if head_type == "per_experience":
-            return PerExperienceHeads(embed_dim, initial_out_features=initial_out_features)
-        return GrowingClassifier(embed_dim, initial_out_features=initial_out_features)
-    if num_classes < 0:
-        raise ValueError(f"num_classes must be None (growing head), 0 (no head) or positive, got {num_classes}")
-    return nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-
-
 class LocalityViT(nn.Module, BaseModel):
     """Vision Transformer skeleton with LPA, GPSA or plain attention, ready for Avalanche strategies.
 
@@ -273,7 +261,7 @@ class LocalityViT(nn.Module, BaseModel):
         self.initial_out_features = initial_out_features
         self.head_type = head_type
         self.num_classes = num_classes
-        self.classifier = _make_head(num_classes, self.embed_dim, initial_out_features, head_type)
+        self.classifier = build_head(num_classes, self.embed_dim, initial_out_features, head_type)
 
     # -- Avalanche / iCaRL view -------------------------------------------------------------------------
     @property
@@ -329,7 +317,7 @@ class LocalityViT(nn.Module, BaseModel):
             raise ValueError(f"LocalityViT pools with its CLS token only; got global_pool={global_pool!r}")
         device = self.backbone.cls_token.device
         self.num_classes = num_classes
-        self.classifier = _make_head(num_classes, self.embed_dim, self.initial_out_features, self.head_type).to(device)
+        self.classifier = build_head(num_classes, self.embed_dim, self.initial_out_features, self.head_type).to(device)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> Set[str]:
