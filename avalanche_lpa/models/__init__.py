@@ -12,7 +12,7 @@ from .attention_adapters import (
     supported_attention_classes,
 )
 from .dytox import DyTox, DyToxBackbone, dytox_keywords
-from .heads import HEAD_TYPES, ExperienceHead, GrowingClassifier, PerExperienceHeads, TaskTokenHeads, build_head
+from .heads import HEAD_TYPES, BackboneWithHead, ExperienceHead, GrowingClassifier, PerExperienceHeads, TaskTokenHeads, build_head
 from .locality_vit import LocalityViT, LocalityViTBackbone, LPAViT, model_keywords
 from .presets import ATTN_TYPES, PRESETS, dytox_model_name, model_name
 from .timm_classifier import TIMM_PREFIX, TimmClassifier, timm_classifier, timm_model_name
@@ -21,6 +21,7 @@ __all__ = [
     "ATTN_TYPES",
     "AttentionAdapter",
     "AttentionSite",
+    "BackboneWithHead",
     "DyTox",
     "DyToxBackbone",
     "ExperienceHead",

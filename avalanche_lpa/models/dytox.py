@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Any, List, Optional, Set
 
 import torch
-from avalanche.models import BaseModel, DynamicModule
+from avalanche.models import DynamicModule
 from timm.layers import trunc_normal_
 from torch import nn
 
 from ..layers import attention_layers, collect_attention_maps, joint_token_mask
-from .heads import ExperienceHead, TaskTokenHeads
+from .heads import BackboneWithHead, ExperienceHead, TaskTokenHeads
 from .locality_vit import LocalityViTBackbone, model_keywords
 
 __all__ = ["DyTox", "DyToxBackbone", "dytox_keywords"]
@@ -72,7 +72,7 @@ class DyToxBackbone(nn.Module):
         return decoded.flatten(1)
 
 
-class DyTox(DynamicModule, BaseModel):
+class DyTox(DynamicModule, BackboneWithHead):
     """DyTox (``attn_type="gpsa"``) and the authors' DyTox+LPA (``attn_type="lpa"``) for Avalanche strategies.
 
     Adaptation (parent first, then the heads): in training mode, an experience with classes no head owns gets,
@@ -146,15 +146,6 @@ class DyTox(DynamicModule, BaseModel):
 
     # -- Avalanche / timm views ------------------------------------------------------------------------------
     @property
-    def feature_extractor(self) -> DyToxBackbone:
-        """Images to the task-token embeddings ``[B, T * embed_dim]``."""
-        return self.backbone
-
-    @property
-    def head(self) -> nn.Module:
-        return self.classifier
-
-    @property
     def task_tokens(self) -> nn.ParameterList:
         return self.backbone.task_tokens
 
@@ -166,12 +157,8 @@ class DyTox(DynamicModule, BaseModel):
     def in_chans(self) -> int:
         return self.backbone.encoder.in_chans
 
-    def get_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Through the backbone module, so a forward hook on "backbone" sees the features (herding, divergence).
-        return self.classifier(self.backbone(x))
+    # feature_extractor / get_features (the task-token embeddings side by side) and forward through the backbone
+    # module (herding and the divergence loss hook it): BackboneWithHead.
 
     def get_attention_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
         """Patch-to-patch attention probabilities ``[B, heads, N, N]`` of the shared encoder's local blocks."""

@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Iterable, List, Optional, Sequence
 
 import torch
-from avalanche.models import DynamicModule, IncrementalClassifier
+from avalanche.models import BaseModel, DynamicModule, IncrementalClassifier
 from torch import nn
 
-__all__ = ["GrowingClassifier", "ExperienceHead", "PerExperienceHeads", "TaskTokenHeads", "HEAD_TYPES", "build_head"]
+__all__ = ["BackboneWithHead", "GrowingClassifier", "ExperienceHead", "PerExperienceHeads", "TaskTokenHeads", "HEAD_TYPES", "build_head"]
 
 #: Growing head types of :class:`~avalanche_lpa.models.LocalityViT` (``num_classes=None``).
 HEAD_TYPES = ("incremental", "per_experience")
@@ -184,3 +184,35 @@ def build_head(
     if num_classes < 0:
         raise ValueError(f"num_classes must be None (growing head), 0 (no head) or positive, got {num_classes}")
     return nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+class BackboneWithHead(nn.Module, BaseModel):
+    """A model made of a ``backbone`` submodule (images to features) and a ``classifier`` submodule (the head).
+
+    The views Avalanche strategies and timm users expect, stated once for every model family of the package
+    (LocalityViT, DyTox, any timm network): ``feature_extractor`` (what iCaRL takes apart and herding hooks),
+    ``get_features`` (Avalanche's ``BaseModel``, used by LFL), ``head`` / ``get_classifier`` (timm's names) and
+    ``forward`` through the ``backbone`` module, so a forward hook on ``backbone`` sees the features.
+    Subclasses set ``self.backbone`` and ``self.classifier``.
+    """
+
+    @property
+    def feature_extractor(self) -> nn.Module:
+        """Images to features (iCaRL and herding take the model apart with this)."""
+        return self.backbone
+
+    @property
+    def head(self) -> nn.Module:
+        """timm's name of the classifier (read-only alias of the submodule ``classifier``)."""
+        return self.classifier
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def get_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Features before the classifier."""
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.backbone(x))
+

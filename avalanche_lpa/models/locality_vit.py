@@ -14,12 +14,11 @@ import inspect
 from typing import Any, List, Optional, Set, Tuple, Union
 
 import torch
-from avalanche.models import BaseModel
 from timm.layers import PatchEmbed, trunc_normal_
 from torch import nn
 
 from ..layers import ClassAttentionBlock, LocalityBlock, attention_layer, attention_layers, collect_attention_maps
-from .heads import HEAD_TYPES, build_head
+from .heads import HEAD_TYPES, BackboneWithHead, build_head
 
 __all__ = ["LocalityViT", "LPAViT", "LocalityViTBackbone", "model_keywords"]
 
@@ -214,7 +213,7 @@ def model_keywords() -> List[str]:
     return backbone + list(_HEAD_KEYWORDS)
 
 
-class LocalityViT(nn.Module, BaseModel):
+class LocalityViT(BackboneWithHead):
     """Vision Transformer skeleton with LPA, GPSA or plain attention, ready for Avalanche strategies.
 
     Follows Avalanche's model conventions (an ``avalanche.models.BaseModel`` with ``get_features``, the head
@@ -263,21 +262,7 @@ class LocalityViT(nn.Module, BaseModel):
         self.num_classes = num_classes
         self.classifier = build_head(num_classes, self.embed_dim, initial_out_features, head_type)
 
-    # -- Avalanche / iCaRL view -------------------------------------------------------------------------
-    @property
-    def feature_extractor(self) -> LocalityViTBackbone:
-        """Images to features ``[B, embed_dim]`` (iCaRL and herding take the model apart with this)."""
-        return self.backbone
-
-    @property
-    def head(self) -> nn.Module:
-        """timm's name of the classifier (read-only alias of the submodule ``classifier``)."""
-        return self.classifier
-
-    def get_features(self, x: torch.Tensor) -> torch.Tensor:
-        """CLS features ``[B, embed_dim]`` before the classifier."""
-        return self.backbone(x)
-
+    # -- Avalanche / iCaRL view (feature_extractor, get_features, head: BackboneWithHead) ------------------
     def get_attention_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
         """Patch-to-patch attention probabilities ``[B, heads, N, N]``, one tensor per local block."""
         return collect_attention_maps(self.backbone, lambda: self.backbone(x))
@@ -300,13 +285,8 @@ class LocalityViT(nn.Module, BaseModel):
         cls = x[:, 0]
         return cls if pre_logits else self.classifier(cls)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Through the backbone module (not forward_features), so a forward hook on "backbone" sees the CLS
-        # features [B, D]: herding replay reads them that way. Same result as forward_head(forward_features(x)).
-        return self.classifier(self.backbone(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
+    # forward (BackboneWithHead) runs through the backbone module, not forward_features, so a forward hook on
+    # "backbone" sees the CLS features [B, D] (herding reads them); same result as forward_head(forward_features(x)).
 
     def reset_classifier(self, num_classes: Optional[int], global_pool: Optional[str] = None) -> None:
         """Replaces the head: ``None`` growing (of ``head_type``), ``0`` none (features out), ``n`` a fixed linear layer.

@@ -13,11 +13,10 @@ from typing import Any, List, Optional, Set
 
 import timm
 import torch
-from avalanche.models import BaseModel
 from torch import nn
 
 from .attention_adapters import attention_sites, record_attention_maps
-from .heads import HEAD_TYPES, build_head
+from .heads import HEAD_TYPES, BackboneWithHead, build_head
 
 __all__ = ["TIMM_PREFIX", "TimmClassifier", "timm_classifier", "timm_model_name"]
 
@@ -42,7 +41,7 @@ def timm_model_name(spec: str) -> str:
     return name
 
 
-class TimmClassifier(nn.Module, BaseModel):
+class TimmClassifier(BackboneWithHead):
     """A timm network (built with ``num_classes=0``) and a classifier that grows with the stream.
 
     Args:
@@ -76,20 +75,6 @@ class TimmClassifier(nn.Module, BaseModel):
         self.head_type = head_type
         self.classifier = build_head(num_classes, width, initial_out_features, head_type)
 
-    @property
-    def feature_extractor(self) -> nn.Module:
-        """Images to features ``[B, num_features]`` (iCaRL and herding take the model apart with this)."""
-        return self.backbone
-
-    @property
-    def head(self) -> nn.Module:
-        """timm's name of the classifier (read-only alias of the submodule ``classifier``)."""
-        return self.classifier
-
-    def get_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features ``[B, num_features]`` before the classifier."""
-        return self.backbone(x)
-
     def get_attention_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
         """Patch-to-patch attention probabilities ``[B, heads, N, N]``, one per attention layer that ran.
 
@@ -101,10 +86,6 @@ class TimmClassifier(nn.Module, BaseModel):
     def attention_layers(self) -> List[nn.Module]:
         """The attention modules a registered adapter can read, in module order."""
         return [site.module for site in attention_sites(self.backbone)]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Through the backbone module, so a forward hook on "backbone" sees the features (herding reads them).
-        return self.classifier(self.backbone(x))
 
     @torch.jit.ignore
     def no_weight_decay(self) -> Set[str]:
