@@ -203,37 +203,3 @@ def test_dytox_runs_in_the_runner_and_resumes_identically(tmp_path):
     fresh = make_dytox(joint_tokens=True)
     fresh.load_state_dict(a)  # the saved model loads into a freshly built one
     assert len(fresh.task_tokens) == 3 and len(fresh.classifier.heads) == 3
-
-
-@pytest.mark.slow
-def test_dytox_trains_under_torchrun_with_two_processes(tmp_path):
-    import os
-    import socket
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[1]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    out = tmp_path / "ddp"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-        str(repo / "experiments" / "split_cifar100.py"), "--device", "cpu", "--output", str(out),
-        "--strategy", "dytox", "--set", "data.dataset=synthetic", "--set", "data.n_experiences=2",
-        "--set", "data.class_order=null", "--set", "data.num_workers=0", "--set", "model.preset=tiny",
-        "--set", "model.overrides={img_size: 8, patch_size: 2, in_chans: 1, embed_dim: 18, depth: 2, num_heads: 9}",
-        "--set", "strategy.train_epochs=1", "--set", "strategy.epochs_first=1", "--set", "strategy.train_mb_size=8",
-        "--set", "strategy.mem_size=16", "--set", "strategy.finetune_epochs=1", "--set", "strategy.schedule_epochs=null",
-        "--set", "strategy.lr_step=iteration", "--set", "strategy.lr_warmup_epochs=0",
-        "--set", "evaluation.progress_bar=false", "--set", "evaluation.locality_probe_size=16",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    import json
-
-    results = json.loads((out / "results.json").read_text())
-    assert results["world_size"] == 2 and results["model"] == "dytox_lpa_tiny" and len(results["accuracy_matrix"]) == 2

@@ -21,16 +21,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_split_cifar100_script_runs_under_torchrun(tmp_path):
+# Per strategy: the options a 2-experience synthetic run needs besides the common ones. DyTox (a model family
+# of its own: task tokens, per-token heads, a divergence head) also finetunes through DDP with a frozen encoder.
+RUNS = {
+    "replay": ["--set", "strategy.train_mb_size=16", "--set", "strategy.mem_size=20"],
+    "dytox": ["--set", "strategy.train_mb_size=8", "--set", "strategy.mem_size=16", "--set", "strategy.epochs_first=1",
+              "--set", "strategy.finetune_epochs=1", "--set", "strategy.schedule_epochs=null",
+              "--set", "strategy.lr_step=iteration", "--set", "strategy.lr_warmup_epochs=0"],
+}
+MODELS = {"replay": "lpa_vit_tiny", "dytox": "dytox_lpa_tiny"}
+
+
+@pytest.mark.parametrize("strategy", sorted(RUNS))
+def test_split_cifar100_script_runs_under_torchrun(strategy, tmp_path):
     out = tmp_path / "run"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
         str(REPO / "experiments" / "split_cifar100.py"), "--device", "cpu", "--output", str(out),
-        "--strategy", "replay", "--set", "data.dataset=synthetic", "--set", "data.n_experiences=2",
+        "--strategy", strategy, "--set", "data.dataset=synthetic", "--set", "data.n_experiences=2",
         "--set", "data.class_order=null", "--set", "data.num_workers=0", "--set", "model.preset=tiny",
         "--set", "model.overrides={img_size: 8, patch_size: 2, in_chans: 1, embed_dim: 18, depth: 2, num_heads: 9}",
-        "--set", "strategy.train_epochs=1", "--set", "strategy.train_mb_size=16", "--set", "strategy.mem_size=20",
-        "--set", "evaluation.progress_bar=false", "--set", "evaluation.locality_probe_size=16",
+        "--set", "strategy.train_epochs=1", "--set", "evaluation.progress_bar=false",
+        "--set", "evaluation.locality_probe_size=16", *RUNS[strategy],
     ]
     # Prepended, not replaced: where avalanche-lib itself comes from PYTHONPATH (gpu_check.sh) it must stay there.
     env = {**os.environ, "OMP_NUM_THREADS": "1",
@@ -42,5 +54,6 @@ def test_split_cifar100_script_runs_under_torchrun(tmp_path):
     assert len(summaries) == 2 and summaries[0] == summaries[1]  # every rank reports the same metrics
     results = json.loads((out / "results.json").read_text())
     assert results["world_size"] == 2 and len(results["accuracy_matrix"]) == 2
+    assert results["model"] == MODELS[strategy]
     assert (out / "checkpoint.pkl").is_file() and (out / "model.pt").is_file()
     assert len(list(out.glob("*.tmp"))) == 0
