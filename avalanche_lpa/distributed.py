@@ -455,8 +455,9 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
       strategy, Avalanche's optimizer bookkeeping (by parameter *name*), model adaptation, evaluation, other
       plugins' end-of-experience work (LwF's teacher copy, herding, finetuning) and checkpoints always see the
       unwrapped model. The wrapper is reused between iterations and rebuilt at the first iteration of every
-      experience and whenever the set of trainable parameters changed (the growing head grows in
-      ``model_adaptation`` before the experience, and may grow during a periodic evaluation): a wrapper built
+      experience, of every epoch, and whenever the set of trainable parameters changed (the growing head grows in
+      ``model_adaptation`` before the experience, and may grow during a periodic evaluation; finetuning freezes
+      the backbone for its epochs): a wrapper built
       before the growth would not average the new head's gradients. Avalanche has already added the new
       parameters to the optimizer (``make_optimizer``) by then, and DDP wraps those very tensors. Building
       the wrapper also broadcasts rank 0's weights, realigning any drift.
@@ -467,14 +468,13 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
       parallelised (each process does all of it). Reducing metrics instead would need every Avalanche metric's
       internal state all-reduced and the padding of ``DistributedSampler`` (repeated samples) removed; since
       evaluation is a few passes over the test set against hundreds of training epochs, exact and simple wins.
-    * ``after_training_exp``: rank 0's parameters and buffers are broadcast, so work done outside DDP in every
-      process (e.g. ``BalancedFinetuningPlugin``) or buffers that DDP does not synchronise (BatchNorm running
-      statistics) cannot make the processes' evaluations or teachers differ.
+    * ``after_training_exp``: rank 0's parameters and buffers are broadcast, so work a plugin does outside the
+      training iterations in every process, or buffers that DDP does not synchronise (BatchNorm running
+      statistics), cannot make the processes' evaluations or teachers differ.
 
     Every backward pass through the wrapper inside a training iteration averages gradients (also the extra
-    passes of GEM, DER or ER-ACE, which go through ``strategy.model``). Work a plugin does on the model outside
-    the iterations (e.g. finetuning after the experience) runs in every process unsynchronised; rank 0's result
-    is then broadcast. Not supported: task-aware ``MultiTaskModule`` models (Avalanche passes task labels only
+    passes of GEM, DER or ER-ACE, which go through ``strategy.model``, and the epochs of
+    ``BalancedFinetuningPlugin``, which run through the strategy's own loop). Not supported: task-aware ``MultiTaskModule`` models (Avalanche passes task labels only
     to an unwrapped ``MultiTaskModule``), which raise ``NotImplementedError``.
 
     Args:
