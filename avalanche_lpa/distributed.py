@@ -474,8 +474,9 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
 
     Every backward pass through the wrapper inside a training iteration averages gradients (also the extra
     passes of GEM, DER or ER-ACE, which go through ``strategy.model``, and the epochs of
-    ``BalancedFinetuningPlugin``, which run through the strategy's own loop). Not supported: task-aware ``MultiTaskModule`` models (Avalanche passes task labels only
-    to an unwrapped ``MultiTaskModule``), which raise ``NotImplementedError``.
+    ``BalancedFinetuningPlugin``, which run through the strategy's own loop). Not supported: task-aware
+    ``MultiTaskModule`` models (Avalanche passes task labels only to an unwrapped ``MultiTaskModule``), which
+    raise ``NotImplementedError``.
 
     Args:
         seed: seed of the data shards (``DistributedSampler`` seed); experience ``e``, epoch ``k`` uses
