@@ -117,6 +117,21 @@ def test_unknown_keys_and_bad_values_are_one_line_errors(tmp_path):
         load_config(bad)
 
 
+def test_switching_a_validated_config_gives_the_new_strategy_its_own_defaults():
+    # compare switches strategies on validated configs, where every option is filled in: a value that is only
+    # the old strategy's default must not override the new strategy's (the bug: lpa_warmup ran without warm-up).
+    from avalanche_lpa.experiment.config import switch_strategy, validate
+
+    config = load_config(CONFIGS / "fashion_mnist.yaml")
+    warm = validate({**config, "strategy": switch_strategy(config["strategy"], "lpa_warmup")})["strategy"]
+    assert warm["lpa_warmup"] is True and warm["lr"] == config["strategy"]["lr"]  # the budget stays
+    dytox = validate({**config, "strategy": switch_strategy(config["strategy"], "dytox")})["strategy"]
+    assert dytox["finetune_frozen"][0] == "backbone.encoder.patch_embed"  # DyTox's freeze set, not LocalityViT's
+    assert dytox["replay_mode"] == "balanced_batches"  # an option the config set is kept
+    replay = validate({**config, "strategy": switch_strategy(config["strategy"], "replay")})["strategy"]
+    assert replay["decay_embeddings"] is False and replay["lr_schedule"] is False
+
+
 def test_strategy_flag_keeps_the_budget_and_drops_recipe_only_options():
     config = load_config(CONFIGS / "cifar100_quick.yaml", values={"strategy.name": "naive"})
     assert config["strategy"]["name"] == "naive"

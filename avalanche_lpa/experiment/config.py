@@ -344,13 +344,21 @@ def switch_strategy(section: Mapping[str, Any], name: str) -> Dict[str, Any]:
     """A ``strategy`` section for strategy ``name`` that keeps the options ``name`` also takes.
 
     Lets ``--strategy naive`` reuse a recipe's training budget (epochs, batch size, lr, ...) while dropping
-    what only the recipe understands (memory size, distillation, ...).
+    what only the recipe understands (memory size, distillation, ...). A value equal to the old strategy's
+    default is not kept: in a validated section it is only that default filled in, and ``name`` gets its own
+    (``lpa`` -> ``lpa_warmup`` turns the warm-up on; ``lpa`` -> ``dytox`` freezes DyTox's finetuning set).
     """
     try:
         valid = strategy_options(name)
     except ValueError as error:
         raise ConfigError(f"strategy.name: {error}") from None
-    return {"name": name, **{k: v for k, v in section.items() if k in valid}}
+    old_name = section.get("name")
+    try:
+        old = strategy_options(old_name) if old_name is not None else {}
+    except ValueError:  # an unknown old name is reported where it is validated
+        old = {}
+    unchanged = {k for k, v in section.items() if k in old and _plain(old[k]) == _plain(v)}
+    return {"name": name, **{k: v for k, v in section.items() if k in valid and k not in unchanged and k != "name"}}
 
 
 def dump_config(config: Mapping[str, Any]) -> str:
