@@ -14,7 +14,6 @@ from avalanche_lpa.models import (
     ATTN_TYPES,
     PRESETS,
     GrowingClassifier,
-    LocalityViT,
     LocalityViTBackbone,
     LPAViT,
     model_keywords,

@@ -16,7 +16,7 @@ from avalanche.training.storage_policy import HerdingSelectionStrategy
 from timm.data.mixup import mixup_target
 from torch import nn
 
-from avalanche_lpa.data import TargetTensorDataset, synthetic_benchmark
+from avalanche_lpa.data import TargetTensorDataset
 from avalanche_lpa.layers import LPAttention
 from avalanche_lpa.plugins import (
     ExperienceEpochsPlugin,

@@ -16,12 +16,10 @@ from urllib.error import URLError
 
 import pytest
 import torch
-import yaml
 from avalanche.core import SupervisedPlugin
 from avalanche.training import LwF, Naive
 
 from avalanche_lpa.data import datasets as data_module
-from avalanche_lpa.experiment.data import build_benchmark, class_mapping
 from avalanche_lpa.experiment.checkpoint import load_checkpoint
 from avalanche_lpa.experiment.cli import main
 from avalanche_lpa.experiment.config import ConfigError, load_config

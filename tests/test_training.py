@@ -8,7 +8,6 @@ from packaging.version import Version
 from avalanche.training import DER, EWC, GEM, ER_ACE, ICaRL, LwF, Naive, Replay
 from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training.plugins import EvaluationPlugin, LwFPlugin, ReplayPlugin
-from avalanche.training.storage_policy import ParametricBuffer
 from PIL import Image
 
 from avalanche_lpa.experiment.checkpoint import load_checkpoint, save_checkpoint_atomic

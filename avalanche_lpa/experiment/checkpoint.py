@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib
 import os
 import types
-from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Tuple, TypeVar, Union
 
 import dill

@@ -56,6 +56,7 @@ __all__ = [
     "WeightDecayGroupsPlugin",
     "WeightedLwFPlugin",
     "balanced_indices",
+    "content_warmup",
     "distillation_weight",
     "divergence_loss",
     "divergence_targets",

@@ -1,0 +1,290 @@
+"""The registry of ``build_strategy`` names: one :class:`Spec` per name (Avalanche class, options with defaults,
+the head it needs, how it takes our model apart, the checks that refuse a config before training)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from avalanche.core import SupervisedPlugin
+from avalanche.models import IncrementalClassifier, SCRModel
+from avalanche.training import (
+    AGEM,
+    DER,
+    ER_ACE,
+    ER_AML,
+    EWC,
+    GEM,
+    LFL,
+    MAS,
+    MER,
+    MIR,
+    SCR,
+    CoPE,
+    Cumulative,
+    CWRStar,
+    FeatureReplay,
+    FromScratchTraining,
+    GDumb,
+    GSS_greedy,
+    ICaRL,
+    JointTraining,
+    LwF,
+    Naive,
+    Replay,
+    StreamingLDA,
+    SynapticIntelligence,
+)
+from avalanche.training.losses import MaskedCrossEntropy
+from torch import nn
+from torchvision.transforms import Compose, RandomHorizontalFlip, RandomResizedCrop
+
+from .fixes import REPLAY_LOADER_MEM_BATCH, BiC, MemoryGuard
+from .recipe import DYTOX_OPTIONS, RECIPE_OPTIONS, dytox_model
+
+__all__ = ["HEADS", "SPECS", "Spec", "head_width"]
+
+#: Head requirements of the registry: ``any`` (growing or fixed), ``fixed`` (``num_classes=int``: a plain
+#: ``nn.Linear``), ``single`` (one head over all classes: fixed or ``head_type="incremental"``, not
+#: per-experience heads).
+HEADS = ("any", "fixed", "single")
+
+Parts = Callable[[nn.Module, Dict[str, Any], Optional[int]], Dict[str, Any]]
+Check = Callable[[Dict[str, Any], Optional[int]], Optional[str]]
+
+
+def _model(model: nn.Module, config: Dict[str, Any], n_classes: Optional[int]) -> Dict[str, Any]:
+    return {"model": model}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How ``build_strategy`` builds one name.
+
+    Attributes:
+        cls: the Avalanche strategy class.
+        options: the name's own options and defaults (passed to ``cls`` under the same name unless ``rename``
+            maps them to another argument, or to ``None``: used by ``parts`` only).
+        head: the head it needs (:data:`HEADS`).
+        why: why it needs that head (for the error message).
+        parts: the arguments taken from the model and the stream's class count, when known (default
+            ``model=model``); a ``"model"`` entry is also what the optimizer is built over.
+        loss: the strategy's own loss, when it ignores ours (``loss``, ``label_smoothing``, ... are refused).
+        trains: whether it optimises weights (StreamingLDA does not: no optimizer, no lr schedule).
+        check: the one-line problem of a config (and the stream's class count, when known), or ``None``.
+        plugins: plugins the name always adds.
+    """
+
+    cls: type
+    options: Dict[str, Any] = field(default_factory=dict)
+    head: str = "any"
+    why: str = ""
+    rename: Dict[str, Optional[str]] = field(default_factory=dict)
+    parts: Parts = _model
+    loss: Optional[str] = None
+    trains: bool = True
+    check: Optional[Check] = None
+    plugins: Callable[[], List[SupervisedPlugin]] = list
+
+
+def _part(model: nn.Module, name: str, attribute: str) -> Any:
+    if not hasattr(model, attribute):
+        raise ValueError(
+            f"strategy {name!r} needs model.{attribute}; build the model as a LocalityViT (which has "
+            "feature_extractor, classifier and embed_dim) or use another strategy"
+        )
+    return getattr(model, attribute)
+
+
+def head_width(model: nn.Module) -> Optional[int]:
+    """Classes of a fixed linear head (``None`` for growing or missing heads)."""
+    head = getattr(model, "classifier", None)
+    return head.out_features if isinstance(head, nn.Linear) else None
+
+
+def _icarl(model: nn.Module, config: Dict[str, Any], n_classes: Optional[int]) -> Dict[str, Any]:
+    return dict(
+        feature_extractor=_part(model, "icarl", "feature_extractor"),
+        classifier=_part(model, "icarl", "classifier"),
+        buffer_transform=None,
+    )
+
+
+def _cwr(model: nn.Module, config: Dict[str, Any], n_classes: Optional[int]) -> Dict[str, Any]:
+    # CWR* rewrites rows of one linear layer by class id: a fixed head's, or the Linear inside the growing
+    # IncrementalClassifier (looked up by name each time, so it follows the head as it grows).
+    head = _part(model, "cwr", "classifier")
+    if isinstance(head, nn.Linear):
+        return dict(model=model, cwr_layer_name="classifier")
+    if isinstance(head, IncrementalClassifier):
+        return dict(model=model, cwr_layer_name="classifier.classifier")
+    raise ValueError(
+        f"strategy 'cwr' needs a head whose rows are the class ids, got {type(head).__name__}; build the model "
+        "with num_classes=<total classes> or head_type='incremental'"
+    )
+
+
+def _scr(model: nn.Module, config: Dict[str, Any], n_classes: Optional[int]) -> Dict[str, Any]:
+    # SCR trains the backbone through a projection MLP (contrastive loss) and classifies by nearest class mean.
+    width = _part(model, "scr", "embed_dim")
+    projection = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, config["projection_dim"]))
+    size = tuple(_part(model, "scr", "img_size"))
+    # Applied to the whole batch tensor: a second, augmented view of every image (SCR's positive pairs).
+    views = Compose([RandomResizedCrop(size, scale=(0.2, 1.0), antialias=True), RandomHorizontalFlip()])
+    return dict(
+        model=SCRModel(_part(model, "scr", "feature_extractor"), projection),
+        augmentations=views if config["augment"] else Compose([]),
+    )
+
+
+def _slda(model: nn.Module, config: Dict[str, Any], n_classes: Optional[int]) -> Dict[str, Any]:
+    # SLDA never uses the head: it fits class means and a shared covariance on the feature extractor's output.
+    if not n_classes:
+        raise ValueError(
+            "strategy 'slda' needs the number of classes of the stream: pass build_strategy(..., num_classes=<total "
+            "classes>) or build the model with num_classes=<total classes>"
+        )
+    return dict(
+        slda_model=_part(model, "slda", "feature_extractor"),
+        input_size=_part(model, "slda", "embed_dim"),
+        num_classes=n_classes,
+        criterion=nn.CrossEntropyLoss(),  # only reported: SLDA fits class means and a shared covariance
+    )
+
+
+def _gss(model: nn.Module, config: Dict[str, Any], n_classes: Optional[int]) -> Dict[str, Any]:
+    return dict(model=model, input_size=[_part(model, "gss", "in_chans"), *_part(model, "gss", "img_size")])
+
+
+def _er_aml(model: nn.Module, config: Dict[str, Any], n_classes: Optional[int]) -> Dict[str, Any]:
+    return dict(model=model, feature_extractor=_part(model, "er_aml", "feature_extractor"))
+
+
+def _cope(model: nn.Module, config: Dict[str, Any], n_classes: Optional[int]) -> Dict[str, Any]:
+    # CoPE turns the fixed head into an L2-normalised embedding of its width, one prototype per class.
+    if not head_width(model):
+        raise ValueError("strategy 'cope' needs a fixed linear head (model.classifier); build the model with "
+                         "num_classes=<total number of classes>")
+    width = head_width(model)
+    return dict(model=model, n_classes=width, p_size=width, criterion=nn.CrossEntropyLoss())  # replaced by its loss
+
+
+def _feature_replay(model: nn.Module, config: Dict[str, Any], n_classes: Optional[int]) -> Dict[str, Any]:
+    # A fresh MaskedCrossEntropy per strategy: FeatureReplay's default is one instance made at import
+    # (avalanche-lib 0.5.0, 0.6.0) that remembers the classes it has seen, so a second FeatureReplay in the same
+    # process would mask columns its new head does not have yet (IndexError).
+    return dict(model=model, criterion=MaskedCrossEntropy())
+
+
+def _check_gss(config: Dict[str, Any], n_classes: Optional[int]) -> Optional[str]:
+    # GSS_greedy scores a batch against memory subsets of the batch's size: a batch larger than the memory gets
+    # none and fails with "max() arg is an empty sequence". Later batches hold train_mb_size images plus the
+    # replay loader's memory batch of 32 (GSS leaves it unset).
+    least = config["train_mb_size"] + REPLAY_LOADER_MEM_BATCH
+    if config["mem_size"] < least:
+        return (
+            f"gss needs mem_size >= train_mb_size + {REPLAY_LOADER_MEM_BATCH} = {least} (its batches hold "
+            f"train_mb_size images plus a memory batch of {REPLAY_LOADER_MEM_BATCH}), got mem_size="
+            f"{config['mem_size']}; raise mem_size or lower train_mb_size"
+        )
+    return None
+
+
+def _check_er_aml(config: Dict[str, Any], n_classes: Optional[int]) -> Optional[str]:
+    # See MemoryGuard: every class needs train_mb_size images in the class-balanced memory.
+    if n_classes is not None and config["mem_size"] // n_classes < config["train_mb_size"]:
+        return (
+            f"er_aml needs mem_size >= train_mb_size x classes = {config['train_mb_size'] * n_classes} (a batch of "
+            f"every class from its class-balanced memory; it hangs otherwise), got mem_size={config['mem_size']}; "
+            "raise mem_size or lower train_mb_size"
+        )
+    return None
+
+
+def _check_feature_replay(config: Dict[str, Any], n_classes: Optional[int]) -> Optional[str]:
+    # FeatureReplay cycles a drop_last loader of batch_size_mem over its memory: a smaller memory never yields.
+    batch = config["batch_size_mem"] or config["train_mb_size"]
+    if config["mem_size"] < batch:
+        return (
+            f"feature_replay needs mem_size >= batch_size_mem = {batch} (it hangs otherwise), got mem_size="
+            f"{config['mem_size']}; raise mem_size or lower batch_size_mem"
+        )
+    return None
+
+
+SPECS: Dict[str, Spec] = {
+    # -- the original names (their options, defaults and behaviour are unchanged) ----------------------------
+    "naive": Spec(Naive),
+    "replay": Spec(Replay, dict(mem_size=2000)),
+    "lwf": Spec(LwF, dict(alpha=1.0, temperature=2.0)),
+    # Avalanche's ICaRL also trains with a growing head (avalanche-lib 0.5.0, 0.6.0: tests/test_strategies.py);
+    # build_strategy keeps the paper's fixed output layer, as it always has.
+    "icarl": Spec(
+        ICaRL, dict(mem_size=2000, fixed_memory=True), head="fixed", why="the paper's fixed output layer",
+        rename=dict(mem_size="memory_size"), parts=_icarl, loss="its own BCE loss",
+    ),
+    "der": Spec(
+        DER, dict(mem_size=2000, batch_size_mem=None, alpha=0.1, beta=0.5), head="fixed",
+        why="its memory stores logits of the head's width",
+    ),
+    "ewc": Spec(EWC, dict(ewc_lambda=1.0, ewc_mode="separate", decay_factor=None), rename=dict(ewc_mode="mode")),
+    "gem": Spec(GEM, dict(patterns_per_exp=200, memory_strength=0.5)),
+    "er_ace": Spec(ER_ACE, dict(mem_size=2000, batch_size_mem=10)),
+    "lpa": Spec(Naive, RECIPE_OPTIONS, rename={key: None for key in RECIPE_OPTIONS}),
+    "lpa_warmup": Spec(Naive, RECIPE_OPTIONS, rename={key: None for key in RECIPE_OPTIONS}),
+    "dytox": Spec(Naive, DYTOX_OPTIONS, rename={key: None for key in DYTOX_OPTIONS}, parts=dytox_model),
+    # -- the rest of avalanche.training ------------------------------------------------------------------
+    "agem": Spec(AGEM, dict(patterns_per_exp=200, sample_size=64)),
+    "si": Spec(SynapticIntelligence, dict(si_lambda=1.0, eps=1e-7)),
+    "mas": Spec(MAS, dict(lambda_reg=1.0, alpha=0.5)),
+    "mir": Spec(
+        MIR, dict(mem_size=2000, subsample=50, batch_size_mem=10), head="single",
+        why="it differentiates every parameter, and per-experience heads freeze the old ones",
+    ),
+    "gdumb": Spec(
+        GDumb, dict(mem_size=2000), head="single",
+        why="it retrains from the initial weights, where per-experience heads keep the old heads frozen",
+    ),
+    "cumulative": Spec(Cumulative),
+    "joint": Spec(
+        JointTraining, head="single",
+        why="it adapts the model to every experience first, and per-experience heads would freeze all but the last",
+    ),
+    # FromScratchTraining takes the common option reset_optimizer (default True here, as Avalanche's).
+    "from_scratch": Spec(FromScratchTraining, parts=lambda model, config, n_classes: dict(
+        model=model, reset_optimizer=config["reset_optimizer"])),
+    "bic": Spec(
+        BiC, dict(mem_size=2000, val_percentage=0.1, temperature=2.0, stage_2_epochs=200, lamb=-1.0, stage_2_lr=0.1),
+        rename=dict(temperature="T", stage_2_lr="lr"),
+    ),
+    "lfl": Spec(LFL, dict(lambda_e=1.0)),
+    "cwr": Spec(CWRStar, head="single", why="it rewrites the rows of one linear layer by class id", parts=_cwr),
+    "scr": Spec(
+        SCR, dict(mem_size=2000, batch_size_mem=100, temperature=0.1, projection_dim=128, augment=True),
+        rename=dict(projection_dim=None, augment=None), parts=_scr,
+        loss="its own supervised contrastive loss (and a nearest-class-mean classifier)",
+    ),
+    "slda": Spec(
+        StreamingLDA, dict(shrinkage_param=1e-4, streaming_update_sigma=True), parts=_slda,
+        loss="no loss (it fits class means on the frozen features)", trains=False,
+    ),
+    "gss": Spec(
+        GSS_greedy, dict(mem_size=2000, mem_strength=1), parts=_gss, check=_check_gss,
+        plugins=lambda: [MemoryGuard("gss")],
+    ),
+    "er_aml": Spec(
+        ER_AML, dict(mem_size=2000, batch_size_mem=10, temperature=0.1, base_temperature=0.07, same_task_neg=True),
+        rename=dict(temperature="temp", base_temperature="base_temp"), parts=_er_aml, check=_check_er_aml,
+        plugins=lambda: [MemoryGuard("er_aml")],
+    ),
+    "feature_replay": Spec(
+        FeatureReplay, dict(mem_size=2000, batch_size_mem=10), parts=_feature_replay,
+        loss="its own masked cross-entropy", check=_check_feature_replay,
+        plugins=lambda: [MemoryGuard("feature_replay")],
+    ),
+    "cope": Spec(
+        CoPE, dict(mem_size=2000, alpha=0.99, temperature=0.1), head="fixed", rename=dict(temperature="T"),
+        why="its prototypes have the head's width",
+        parts=_cope, loss="its own pseudo-prototypical proxy loss",
+    ),
+    "mer": Spec(MER, dict(mem_size=2000, batch_size_mem=10, n_inner_steps=5, beta=0.1, gamma=0.1)),
+}
