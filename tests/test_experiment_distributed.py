@@ -25,11 +25,17 @@ def _free_port() -> int:
 # of its own: task tokens, per-token heads, a divergence head) also finetunes through DDP with a frozen encoder.
 RUNS = {
     "replay": ["--set", "strategy.train_mb_size=16", "--set", "strategy.mem_size=20"],
+    # The authors' recipe on per-experience heads: concatenated replay with repeated augmentation (the sampler
+    # shards itself), the authors' distillation, finetuning through DDP with the backbone frozen.
+    "lpa": ["--set", "model.head=per_experience", "--set", "strategy.train_mb_size=8", "--set", "strategy.mem_size=16",
+            "--set", "strategy.epochs_first=1", "--set", "strategy.finetune_epochs=1",
+            "--set", "strategy.schedule_epochs=null", "--set", "strategy.lr_step=iteration",
+            "--set", "strategy.lr_warmup_epochs=0"],
     "dytox": ["--set", "strategy.train_mb_size=8", "--set", "strategy.mem_size=16", "--set", "strategy.epochs_first=1",
               "--set", "strategy.finetune_epochs=1", "--set", "strategy.schedule_epochs=null",
               "--set", "strategy.lr_step=iteration", "--set", "strategy.lr_warmup_epochs=0"],
 }
-MODELS = {"replay": "lpa_vit_tiny", "dytox": "dytox_lpa_tiny"}
+MODELS = {"replay": "lpa_vit_tiny", "lpa": "lpa_vit_tiny", "dytox": "dytox_lpa_tiny"}
 
 
 @pytest.mark.parametrize("strategy", sorted(RUNS))
