@@ -64,9 +64,10 @@ DYTOX_OPTIONS: Dict[str, Any] = dict(
     finetune_frozen=DYTOX_FINETUNE_FROZEN,
 )
 
-#: Common options whose defaults a name overrides. ``lpa`` is exactly the authors' recipe (global batch 256 =
-#: their 128 per GPU x 2; peak lr = their lr / 2; cosine of 600 epochs stepped per epoch, a fresh optimizer per
-#: task); ``lpa_warmup`` adds our content warm-up to it.
+#: Common options whose defaults a name overrides. ``lpa`` is the authors' recipe: global batch 256 = their 128
+#: per GPU x 2; peak lr = their lr / 2; cosine of 600 epochs stepped per epoch, a fresh optimizer per task (the
+#: README's fidelity table lists every element and the two small differences: herding's transform, repeated
+#: augmentation's seeds); ``lpa_warmup`` adds our content warm-up to it.
 AUTHORS = dict(
     lr=4e-4,
     lr_first=2.5e-4,
