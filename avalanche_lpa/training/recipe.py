@@ -99,10 +99,12 @@ STRATEGY_DEFAULTS: Dict[str, Dict[str, Any]] = {
 RECIPES = ("lpa", "lpa_warmup", "dytox")
 
 def dytox_model(model: nn.Module, config: Dict[str, Any], n_classes: Optional[int]) -> Dict[str, Any]:
+    """The registry's ``parts`` of ``dytox``: the model itself, which must be a DyTox model."""
     if not hasattr(model, "divergence_logits"):
         raise ValueError(
-            "strategy 'dytox' needs a DyTox model: timm.create_model('dytox_lpa_cifar') (DyTox+LPA), "
-            "'dytox_gpsa_cifar' (DyTox) or avalanche_lpa.models.DyTox(...)"
+            f"strategy 'dytox' needs a DyTox model, got {type(model).__name__}: timm.create_model('dytox_lpa_cifar') "
+            "(DyTox+LPA), 'dytox_gpsa_cifar' (DyTox) or avalanche_lpa.models.DyTox(...); in the runner use --model "
+            "lpa, gpsa or mhsa (its encoder's attention), not a timm model"
         )
     return {"model": model}
 
