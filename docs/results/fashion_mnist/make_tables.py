@@ -1,0 +1,90 @@
+"""Prints the README's Split Fashion-MNIST tables from the run folders the README's commands write.
+
+    python docs/results/fashion_mnist/make_tables.py runs/fmnist
+
+Every number is a mean ± sample standard deviation over the seeds found (``<model>-<strategy>-s<seed>``
+folders, each with its ``results.json``); ``-joint`` folders are the joint-training controls.
+"""
+import glob
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def mean_std(values, digits=3):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    mean = statistics.fmean(values)
+    return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def load(folder, seeds=None):
+    incremental, joint = [], []
+    for path in sorted(glob.glob(str(folder) + "-s*/results.json")):
+        name = Path(path).parent.name
+        seed = int(name.rsplit("-s", 1)[1].split("-")[0])
+        if seeds is None or seed in seeds:
+            (joint if name.endswith("-joint") else incremental).append(json.load(open(path)))
+    return incremental, joint
+
+
+def row(label, runs, joint=None):
+    summary = lambda key: mean_std([r["summary"][key] for r in runs])
+    locality = [r["locality"]["mean"] for r in runs]
+    cells = [label, str(len(runs)), summary("avg_incremental_accuracy"), summary("last_accuracy"),
+             summary("avg_forgetting_max"), mean_std([m[0] for m in locality], 2), mean_std([m[-1] for m in locality], 2)]
+    if joint is not None:
+        layers = [r["locality_at_milestones"]["layers"] for r in joint]
+        first = [statistics.fmean(m[0]) for m in layers]
+        last = [statistics.fmean(m[-1]) for m in layers]
+        cells += [mean_std([r["summary"]["last_accuracy"] for r in joint]),
+                  f"{mean_std(first, 2)} → {mean_std(last, 2)}" if layers else "–"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def new_and_old(runs):
+    """Accuracy on the experience just learned, and on the earlier ones, after each experience."""
+    matrices = [r["accuracy_matrix"] for r in runs]
+    steps = len(matrices[0])
+    new = [statistics.fmean(m[i][i] for m in matrices) for i in range(steps)]
+    old = [statistics.fmean(statistics.fmean(m[i][:i]) for m in matrices) for i in range(1, steps)]
+    return " ".join(f"{v:.2f}" for v in new), " ".join(f"{v:.2f}" for v in old)
+
+
+def main(root):
+    root = Path(root)
+    header = "| run | seeds | avg incr. acc | last acc | forgetting (max) | locality after exp 1 | after exp 5 |"
+    print(header + " joint acc | joint locality (same iterations) |\n|" + "---|" * 9)
+    for label, model in [("LPA", "lpa"), ("GPSA", "gpsa"), ("ViT (MHSA)", "mhsa")]:
+        runs, joint = load(root / "main" / f"{model}-lpa")
+        print(row(label, runs, joint))
+    print("\n" + header + "\n|" + "---|" * 7)
+    variants = [("LPA, `lpa`", "main/lpa-lpa"), ("LPA, `lpa_warmup`", "warmup/lpa-lpa_warmup"),
+                ("LPA, Avalanche `replay` (the floor)", "replay/lpa-replay"),
+                ("DyTox (GPSA), `dytox`", "dytox/gpsa-dytox"), ("DyTox+LPA, `dytox`", "dytox/lpa-dytox")]
+    for label, folder in variants:
+        print(row(label, load(root / folder)[0]))
+    print("\n" + header + " new-class acc after exp 1…5 | old-class acc after exp 2…5 |\n|" + "---|" * 9)
+    ablations = [("CPU settings (seeds 1993, 1994)", "main/lpa-lpa"), ("− finetuning", "abl_noft/lpa-lpa"),
+                 ("+ the authors' distillation", "abl_kd/lpa-lpa"), ("+ the authors' lr schedule", "abl_sched/lpa-lpa"),
+                 ("+ the authors' replay by concatenation", "abl_concat/lpa-lpa")]
+    for label, folder in ablations:
+        runs = load(root / folder, seeds={1993, 1994})[0]
+        new, old = new_and_old(runs)
+        print(row(label, runs)[:-1] + f"| {new} | {old} |")
+    print("\nMean attention distance per layer (local blocks 1-4), after experience 1 → after experience 5\n")
+    print("| run | block 1 | block 2 | block 3 | block 4 |\n|---|---|---|---|---|")
+    for label, folder in [("LPA, `lpa`", "main/lpa-lpa"), ("GPSA, `lpa`", "main/gpsa-lpa"),
+                          ("ViT, `lpa`", "main/mhsa-lpa"), ("LPA, `replay`", "replay/lpa-replay"),
+                          ("DyTox (GPSA)", "dytox/gpsa-dytox"), ("DyTox+LPA", "dytox/lpa-dytox")]:
+        runs = load(root / folder)[0]
+        layers = [r["locality"]["layers"] for r in runs]
+        cells = [f"{statistics.fmean(l[0][b] for l in layers):.2f} → {statistics.fmean(l[-1][b] for l in layers):.2f}"
+                 for b in range(len(layers[0][0]))]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "runs/fmnist")
