@@ -38,7 +38,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from avalanche_lpa.layers import LocalityBlock, LPAttention  # noqa: E402
+from avalanche_lpa.layers import ATTENTION_LAYERS, LocalityBlock, LPAttention  # noqa: E402
 from avalanche_lpa.models import LocalityViT  # noqa: E402
 
 SHAPES = {"cifar": dict(img_size=32, patch_size=4), "imagenet": dict(img_size=224, patch_size=16)}
@@ -115,7 +115,7 @@ def _block(name: str, grid: int) -> nn.Module:
     if name in ("timm_vit", "timm_gpsa"):
         return _timm_block(name)
     attn_type = {"gpsa": "gpsa", "mhsa": "mhsa"}.get(name, "lpa")
-    block = LocalityBlock(WIDTH, HEADS, grid, attn_type=attn_type)
+    block = LocalityBlock(WIDTH, HEADS, grid, attn_layer=ATTENTION_LAYERS[attn_type])
     if name.startswith("lpa") or name == "authors":
         block.attn = _layer(name, grid)
     return block
@@ -123,7 +123,7 @@ def _block(name: str, grid: int) -> nn.Module:
 
 def _model(name: str, shape: str) -> nn.Module:
     attn_type = {"gpsa": "gpsa", "mhsa": "mhsa"}.get(name, "lpa")
-    kernel = {"lpa_sdpa": "sdpa", "lpa_matmul": "matmul"}.get(name, "auto")
+    kernel = {"lpa_sdpa": "sdpa", "lpa_matmul": "matmul"}.get(name, "auto") if attn_type == "lpa" else None
     model = LocalityViT(
         attn_type=attn_type, embed_dim=WIDTH, depth=DEPTH, num_heads=HEADS, num_classes=100,
         drop_path_rate=0.0, lpa_kernel=kernel, **SHAPES[shape],

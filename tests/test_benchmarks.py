@@ -30,6 +30,31 @@ def test_authors_style_baseline_equals_our_lpa():
     torch.testing.assert_close(theirs(x), ours(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("level", ["layer", "block", "model"])
+def test_every_attention_candidate_builds_and_trains(level, monkeypatch):
+    """Every candidate of every level runs forward + backward (the script times them; this keeps them runnable)."""
+    bench = _load("attention_speed")
+    monkeypatch.setattr(bench, "WIDTH", 36)
+    monkeypatch.setattr(bench, "HEADS", 9)
+    monkeypatch.setattr(bench, "DEPTH", 1)
+    for name in bench.LEVEL_CANDIDATES[level]:
+        module, x = bench.build(level, name, "cifar", 2, torch.device("cpu"))
+        out = module(x)
+        out.float().sum().backward()
+        expected = (2, 100) if level == "model" else (2, x.shape[1], 36)
+        assert tuple(out.shape) == expected, name
+        assert any(p.grad is not None for p in module.parameters()), name
+
+
+def test_e2e_throughput_runs_every_candidate(tmp_path):
+    bench = _load("e2e_throughput")
+    report = bench.main(["--images", "24", "--classes", "3", "--batch", "12", "--rounds", "1",
+                         "--json", str(tmp_path / "e2e.json")])
+    assert set(report["candidates"]) == {"bare", "naive", "naive+ev", "recipe"}
+    assert all(c["images_per_s"] > 0 for c in report["candidates"].values())
+    assert json.loads((tmp_path / "e2e.json").read_text())["images"] == 24
+
+
 def test_summary_pairs_ratios_per_round():
     bench = _load("attention_speed")
     rows = bench.summarise({"mhsa": [1.0, 2.0, 4.0], "lpa_matmul": [1.0, 3.0, 4.0]}, ["mhsa"])
