@@ -289,7 +289,9 @@ def main(argv=None) -> Dict:
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--autocast", choices=sorted(AUTOCAST), default="none", help="forward-pass precision")
-    parser.add_argument("--json", default="benchmarks/results/attention_speed.json")
+    parser.add_argument("--json", default=None,
+                        help="output file (default: benchmarks/results/attention_speed_<shape>_<level>.json, so runs "
+                             "at other shapes or levels do not overwrite each other)")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -326,9 +328,10 @@ def main(argv=None) -> Dict:
                 row = rows[name]
                 ratios = "".join(f"{row['ratio_to_' + r]:>14.3f}" for r in refs)
                 print(f"  {name:<14}{row['median_ms']:>11.2f}{ratios}{row.get('peak_mib', float('nan')):>10.1f}")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {args.json}")
+    out = Path(args.json or f"benchmarks/results/attention_speed_{args.shape}_{args.level}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {out}")
     return report
 
 
