@@ -60,7 +60,10 @@ class AuthorsStyleLPA(LPAttention):
 
 
 def _timm_vit_attention():
-    from timm.layers import Attention
+    try:
+        from timm.layers import Attention
+    except ImportError:  # timm < 1.0 keeps it in the ViT module
+        from timm.models.vision_transformer import Attention
 
     return Attention(WIDTH, num_heads=HEADS)
 
