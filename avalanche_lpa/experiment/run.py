@@ -460,7 +460,7 @@ def _write_attention_maps(strategy, folder: Path) -> None:
     """Writes the per-image attention record (``attention_maps.json``) kept by the evaluator so far."""
     metric = find_attention_maps_metric(strategy.evaluator.metrics)
     if metric is not None and metric.snapshots:
-        # Compact: the images are nested lists of small integers, one per line with an indent.
+        # Compact separators, no indent: the images are long nested lists of small integers.
         text = json.dumps(metric.as_dict(), separators=(",", ":"))
         atomic_write_bytes(folder / "attention_maps.json", text.encode())
 

@@ -23,6 +23,7 @@ from ..models import (
     dytox_model_name,
     model_name,
     record_attention_maps,
+    restored_modes,
     supported_attention_classes,
     timm_classifier,
     timm_model_name,
@@ -85,42 +86,37 @@ def check_timm_input(model: TimmClassifier, shape: Tuple[int, int, int], spec: s
     channels, height, width = shape
     fix = "set model.kwargs (img_size, in_chans, patch_size) to fit them"
     x = torch.zeros(2, channels, height, width)
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            try:
-                features = model.backbone(x)
-            except Exception as error:  # whatever the model raises for an input it cannot take
-                raise ConfigError(
-                    f"model.name {spec}: the model cannot take the dataset's {channels}x{height}x{width} images "
-                    f"({_one_line(error)}); {fix}"
-                ) from None
-            if tuple(features.shape) != (2, model.num_features):
-                raise ConfigError(
-                    f"model.name {spec}: the model returns features of shape {list(features.shape)} for 2 images, "
-                    f"not [2, {model.num_features}]; give it a pooling (e.g. model.kwargs.global_pool: token)"
-                )
-            sites = attention_sites(model.backbone)
-            if not sites:
-                raise ConfigError(
-                    f"model.name {spec}: it has no attention layer the locality metric can read (supported: "
-                    f"{', '.join(supported_attention_classes())}); choose a ViT, DeiT or ConViT, or register the "
-                    "family with avalanche_lpa.metrics.register_attention_adapter"
-                )
-            try:
-                maps = record_attention_maps(model.backbone, lambda: model.backbone(x), sites)
-            except ValueError as error:
-                raise ConfigError(f"model.name {spec}: the locality metric cannot read its attention ({_one_line(error)})") from None
-            idle = [site.name for site, attn in zip(sites, maps) if attn is None]
-            if idle:
-                raise ConfigError(
-                    f"model.name {spec}: attention layers {', '.join(idle)} do not run in the forward pass; the "
-                    "locality metric needs every attention layer to be used"
-                )
-    finally:
-        for module, mode in modes:
-            module.training = mode
+    with restored_modes(model), torch.no_grad():
+        model.eval()
+        try:
+            features = model.backbone(x)
+        except Exception as error:  # whatever the model raises for an input it cannot take
+            raise ConfigError(
+                f"model.name {spec}: the model cannot take the dataset's {channels}x{height}x{width} images "
+                f"({_one_line(error)}); {fix}"
+            ) from None
+        if tuple(features.shape) != (2, model.num_features):
+            raise ConfigError(
+                f"model.name {spec}: the model returns features of shape {list(features.shape)} for 2 images, "
+                f"not [2, {model.num_features}]; give it a pooling (e.g. model.kwargs.global_pool: token)"
+            )
+        sites = attention_sites(model.backbone)
+        if not sites:
+            raise ConfigError(
+                f"model.name {spec}: it has no attention layer the locality metric can read (supported: "
+                f"{', '.join(supported_attention_classes())}); choose a ViT, DeiT or ConViT, or register the "
+                "family with avalanche_lpa.metrics.register_attention_adapter"
+            )
+        try:
+            maps = record_attention_maps(model.backbone, lambda: model.backbone(x), sites)
+        except ValueError as error:
+            raise ConfigError(f"model.name {spec}: the locality metric cannot read its attention ({_one_line(error)})") from None
+        idle = [site.name for site, attn in zip(sites, maps) if attn is None]
+        if idle:
+            raise ConfigError(
+                f"model.name {spec}: attention layers {', '.join(idle)} do not run in the forward pass; the "
+                "locality metric needs every attention layer to be used"
+            )
 
 
 def build_timm_model(config: Dict[str, Any], num_classes: Optional[int]) -> TimmClassifier:

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..layers import check_grid
 from ..layers.position import to_grid
-from ..models.attention_adapters import attention_sites, record_attention_maps
+from ..models.attention_adapters import attention_sites, record_attention_maps, restored_modes
 from .locality import per_sample_distance
 from .probe import draw_probe, full_stream
 
@@ -125,14 +125,10 @@ class AttentionMapsPluginMetric(PluginMetric[Dict[str, Any]]):
         """One snapshot of ``model`` on ``images`` (eval mode, modes restored afterwards)."""
         sites = attention_sites(model)
         outputs: List[torch.Tensor] = []
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
-        try:
+        with restored_modes(model):
+            model.eval()
             x = images.to(device)
             maps = record_attention_maps(model, lambda: outputs.append(model(x)), sites)
-        finally:
-            for module, mode in modes:
-                module.training = mode
         # One query patch for every layer: the layers must share the patch grid (true of ViT-family models).
         maps_and_grids = [(attn, site.grid_size or to_grid(check_grid(attn.shape[-1])))
                           for attn, site in zip(maps, sites) if attn is not None]

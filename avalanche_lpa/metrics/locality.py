@@ -17,7 +17,7 @@ of each map with its rows renormalised (:func:`~avalanche_lpa.models.patch_atten
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, TYPE_CHECKING
+from typing import Any, Dict, List, Optional, Sequence, TYPE_CHECKING
 
 import torch
 from avalanche.core import SupervisedPlugin
@@ -28,7 +28,13 @@ from torch import nn
 
 from ..layers import GridSize, check_grid, relative_distances
 from ..layers.position import to_grid
-from ..models.attention_adapters import attention_sites, record_attention_maps
+from ..models.attention_adapters import (
+    attention_layers,
+    attention_sites,
+    collect_attention_maps,
+    record_attention_maps,
+    restored_modes,
+)
 from .probe import draw_probe, full_stream
 
 if TYPE_CHECKING:
@@ -46,34 +52,8 @@ __all__ = [
 ]
 
 
-def attention_layers(module: nn.Module, kind: Optional[type] = None) -> List[nn.Module]:
-    """The attention modules of ``module`` of any registered family (of class ``kind`` if given), in module order.
-
-    ``avalanche_lpa.layers.attention_layers`` stays the finder of our own layers only.
-    """
-    layers = [site.module for site in attention_sites(module)]
-    return layers if kind is None else [layer for layer in layers if isinstance(layer, kind)]
-
-
-def collect_attention_maps(module: nn.Module, run: Callable[[], object]) -> List[torch.Tensor]:
-    """Runs ``run()`` and returns the patch-to-patch maps ``[B, heads, N, N]`` of every attention layer that ran.
-
-    Any registered family (our layers, timm ViT/DeiT/ConViT, user adapters); prefix tokens dropped, rows
-    renormalised; every module is restored afterwards.
-
-    Raises:
-        ValueError: ``module`` holds no attention layer of a registered family (the message names them).
-    """
-    return [m for m in record_attention_maps(module, run) if m is not None]
-
-
 def per_sample_distance(attn: torch.Tensor, grid_size: Optional[GridSize]) -> torch.Tensor:
     """Per-image, per-head mean attention distances ``[B, H]`` of ``[B, H, N, N]`` (or ``[H, N, N]``) maps."""
-    return _per_sample_distance(attn, grid_size)
-
-
-def _per_sample_distance(attn: torch.Tensor, grid_size: Optional[GridSize]) -> torch.Tensor:
-    """``[B, H, N, N]`` (or ``[H, N, N]``) probabilities to per-image, per-head distances ``[B, H]``."""
     if attn.dim() == 3:
         attn = attn.unsqueeze(0)
     if attn.dim() != 4 or attn.shape[-1] != attn.shape[-2]:
@@ -97,7 +77,7 @@ def mean_attention_distance(attn: torch.Tensor, grid_size: Optional[GridSize] = 
     Returns:
         ``[heads]``: ``D_h`` averaged over the batch.
     """
-    return _per_sample_distance(attn, grid_size).mean(dim=0)
+    return per_sample_distance(attn, grid_size).mean(dim=0)
 
 
 class MeanAttentionDistance(Metric[List[torch.Tensor]]):
@@ -115,7 +95,7 @@ class MeanAttentionDistance(Metric[List[torch.Tensor]]):
         """Adds one batch: one ``[B, heads, N, N]`` map and one grid size per layer, same ``B`` for all."""
         if len(attention_maps) != len(grid_sizes):
             raise ValueError(f"got {len(attention_maps)} attention maps but {len(grid_sizes)} grid sizes")
-        per_layer = [_per_sample_distance(a, g) for a, g in zip(attention_maps, grid_sizes)]
+        per_layer = [per_sample_distance(a, g) for a, g in zip(attention_maps, grid_sizes)]
         if not per_layer:
             raise ValueError("no attention maps to measure")
         batch = per_layer[0].shape[0]
@@ -173,14 +153,10 @@ def measure_locality(
         The metric; ``.result()`` holds one ``[heads]`` tensor per attention layer.
     """
     metric = metric if metric is not None else MeanAttentionDistance()
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with restored_modes(model):
+        model.eval()
         for chunk in images.split(batch_size):
             metric.update_from_model(model, chunk.to(device))
-    finally:
-        for module, mode in modes:
-            module.training = mode
     return metric
 
 

@@ -9,6 +9,7 @@ from .attention_adapters import (
     record_attention_maps,
     record_dropout_input,
     register_attention_adapter,
+    restored_modes,
     supported_attention_classes,
 )
 from .dytox import DyTox, DyToxBackbone, dytox_keywords
@@ -46,6 +47,7 @@ __all__ = [
     "record_attention_maps",
     "record_dropout_input",
     "register_attention_adapter",
+    "restored_modes",
     "supported_attention_classes",
     "timm_classifier",
     "timm_model_name",

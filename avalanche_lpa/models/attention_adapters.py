@@ -44,11 +44,14 @@ __all__ = [
     "AttentionAdapter",
     "AttentionSite",
     "attention_adapters",
+    "attention_layers",
     "attention_sites",
+    "collect_attention_maps",
     "patch_attention",
     "record_attention_maps",
     "record_dropout_input",
     "register_attention_adapter",
+    "restored_modes",
     "supported_attention_classes",
 ]
 
@@ -89,6 +92,21 @@ def _adapter_for(module: nn.Module) -> Optional[AttentionAdapter]:
         if cls in _ADAPTERS:
             return _ADAPTERS[cls]
     return None
+
+
+@contextlib.contextmanager
+def restored_modes(model: nn.Module) -> Iterator[nn.Module]:
+    """Gives every submodule of ``model`` back its train/eval mode on exit (also on error).
+
+    For probes that switch a model to eval mode (the locality metric, the attention maps, input checks) or
+    set some parts' modes (finetuning) while the model belongs to a strategy that expects its own modes back.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        yield model
+    finally:
+        for module, mode in modes:
+            module.training = mode
 
 
 @contextlib.contextmanager
@@ -242,3 +260,24 @@ def record_attention_maps(
         recorded = [stack.enter_context(_adapter_for(site.module)(site.module)) for site in sites]
         run()
     return [patch_attention(maps[-1], site.grid_size) if maps else None for site, maps in zip(sites, recorded)]
+
+
+def attention_layers(module: nn.Module, kind: Optional[type] = None) -> List[nn.Module]:
+    """The attention modules of ``module`` of any registered family (of class ``kind`` if given), in module order.
+
+    ``avalanche_lpa.layers.attention_layers`` stays the finder of our own layers only.
+    """
+    layers = [site.module for site in attention_sites(module)]
+    return layers if kind is None else [layer for layer in layers if isinstance(layer, kind)]
+
+
+def collect_attention_maps(module: nn.Module, run: Callable[[], object]) -> List[torch.Tensor]:
+    """Runs ``run()`` and returns the patch-to-patch maps ``[B, heads, N, N]`` of every attention layer that ran.
+
+    Any registered family (our layers, timm ViT/DeiT/ConViT, user adapters); prefix tokens dropped, rows
+    renormalised; every module is restored afterwards.
+
+    Raises:
+        ValueError: ``module`` holds no attention layer of a registered family (the message names them).
+    """
+    return [m for m in record_attention_maps(module, run) if m is not None]

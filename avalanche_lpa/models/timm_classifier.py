@@ -15,7 +15,7 @@ import timm
 import torch
 from torch import nn
 
-from .attention_adapters import attention_sites, record_attention_maps
+from .attention_adapters import attention_layers, collect_attention_maps
 from .heads import HEAD_TYPES, BackboneWithHead, build_head
 
 __all__ = ["TIMM_PREFIX", "TimmClassifier", "timm_classifier", "timm_model_name"]
@@ -80,12 +80,11 @@ class TimmClassifier(BackboneWithHead):
 
         Prefix tokens are dropped and rows renormalised (see :mod:`~avalanche_lpa.models.attention_adapters`).
         """
-        maps = record_attention_maps(self.backbone, lambda: self.backbone(x))
-        return [m for m in maps if m is not None]
+        return collect_attention_maps(self.backbone, lambda: self.backbone(x))
 
     def attention_layers(self) -> List[nn.Module]:
         """The attention modules a registered adapter can read, in module order."""
-        return [site.module for site in attention_sites(self.backbone)]
+        return attention_layers(self.backbone)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> Set[str]:
