@@ -9,7 +9,7 @@ timm's auto-augment ops on Pillow
 ---------------------------------
 * **Posterize at 0 bits** (Pillow >= 13 raises, every timm version asks for it). timm's ``PosterizeIncreasing``
   keeps ``4 - int(level / 10 * 4)`` bits: at level 10, which ``rand-m9-mstd0.5-inc1``'s magnitude noise
-  reaches in about 1 of 500 calls, it asks Pillow to keep 0 bits (``Posterize`` of the original AutoAugment does
+  reaches in about 1 of 700 calls, it asks Pillow to keep 0 bits (``Posterize`` of the original AutoAugment does
   so at level 0). Pillow up to 12 masked every channel with ``~(2 ** 8 - 1)`` and so returned a black image, which
   is what the authors' runs got; Pillow 13 raises ``ValueError: bits must be between or equal to 1 and 8``.
   :class:`PillowSafeOp` returns the black image on every Pillow.
