@@ -2,7 +2,7 @@
 """Split CIFAR-100 (B0) with LPAViT / GPSA / ViT: the paper study from a YAML config.
 
     python experiments/split_cifar100.py                                     # authors' recipe, 10 steps
-    python experiments/split_cifar100.py --config experiments/configs/cifar100_quick.yaml
+    python experiments/split_cifar100.py --config cifar100_quick
     python experiments/split_cifar100.py --compare --seeds 1993 1994 1995
     python experiments/split_cifar100.py --output runs/X --resume            # continue an interrupted run
 
@@ -10,11 +10,9 @@ CIFAR-100 is read from Avalanche's dataset location (~/.avalanche/data/cifar100)
 downloaded there on first use unless --no-download.
 """
 import sys
-from pathlib import Path
 
+from avalanche_lpa.configs import config_path
 from avalanche_lpa.experiment.cli import main
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:], description=__doc__, default_config=CONFIGS / "cifar100_b0_10steps.yaml"))
+    sys.exit(main(sys.argv[1:], description=__doc__, default_config=config_path("cifar100_b0_10steps")))

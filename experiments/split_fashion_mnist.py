@@ -8,11 +8,9 @@ it (unless --no-download).
     python experiments/split_fashion_mnist.py --compare --seeds 1993 --output runs/fmnist
 """
 import sys
-from pathlib import Path
 
+from avalanche_lpa.configs import config_path
 from avalanche_lpa.experiment.cli import main
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:], description=__doc__, default_config=CONFIGS / "fashion_mnist.yaml"))
+    sys.exit(main(sys.argv[1:], description=__doc__, default_config=config_path("fashion_mnist")))

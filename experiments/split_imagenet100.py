@@ -6,11 +6,9 @@
 Without --class-list the first 100 classes of <root>/train in sorted order are used (a warning says so).
 """
 import sys
-from pathlib import Path
 
+from avalanche_lpa.configs import config_path
 from avalanche_lpa.experiment.cli import main
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:], description=__doc__, default_config=CONFIGS / "imagenet100_10steps.yaml", imagenet=True))
+    sys.exit(main(sys.argv[1:], description=__doc__, default_config=config_path("imagenet100_10steps"), imagenet=True))

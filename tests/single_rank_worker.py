@@ -25,7 +25,7 @@ from avalanche.distributed import DistributedHelper
 from avalanche_lpa.distributed import DistributedModel, DistributedPlugin, init_distributed
 from avalanche_lpa.experiment.cli import main as cli_main
 
-CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+from avalanche_lpa.configs import CONFIG_DIR as CONFIGS  # the shipped configs (package data)
 
 
 def main(argv: List[str]) -> int:

@@ -9,6 +9,7 @@ import torch
 import yaml
 from PIL import Image
 
+from avalanche_lpa.configs import CONFIG_DIR
 from avalanche_lpa.data import datasets as data_module
 from avalanche_lpa.experiment.data import build_benchmark, class_mapping
 from avalanche_lpa.experiment.checkpoint import CheckpointError, load_checkpoint
@@ -20,7 +21,7 @@ from avalanche_lpa.experiment.run import RunInterrupted, evaluate_saved_run, run
 from .fake_datasets import make_fake_cifar100, make_fake_fashion_mnist_gz
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "experiments" / "configs"
+CONFIGS = CONFIG_DIR  # the shipped configs (package data)
 TINY_MODEL = "{img_size: 8, patch_size: 2, in_chans: 1, embed_dim: 18, depth: 2, num_heads: 9}"
 
 

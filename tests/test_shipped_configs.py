@@ -22,6 +22,7 @@ from typing import Dict, List, Optional
 import pytest
 
 import avalanche_lpa.experiment.cli as cli
+from avalanche_lpa.configs import CONFIG_DIR
 from avalanche_lpa.data import datasets as data_module
 from avalanche_lpa.experiment.config import load_config
 
@@ -29,7 +30,7 @@ from .fake_datasets import make_fake_cifar100, make_fake_fashion_mnist_gz, make_
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO / "experiments").glob("*.py"))
-CONFIGS = sorted((REPO / "experiments" / "configs").glob("*.yaml"))
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 FIGURES = ("accuracy_curves.png", "locality.png", "attention_maps.png")
 
 

@@ -1,7 +1,7 @@
-"""Command line shared by ``experiments/split_*.py``: parse, build the config, run, report errors in one line.
+"""The command line: ``avalanche-lpa`` / ``python -m avalanche_lpa`` and ``experiments/split_*.py``.
 
-Exit status: 0 success, 2 bad input (config, flags, device, data, output folder, a folder in use), 1 a run
-that failed (diverged), 130 interrupted.
+Parse, build the config, run, report errors in one line. Exit status: 0 success, 2 bad input (config, flags,
+device, data, output folder, a folder in use), 1 a run that failed (diverged), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -10,18 +10,19 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+from ..configs import CONFIG_DIR, config_path, descriptions
 from ..distributed import shutdown_distributed
 from ..models import ATTN_TYPES, TIMM_PREFIX
 from ..plugins import DivergenceError
 from ..training import STRATEGIES
 from .checkpoint import CheckpointError
 from .compare import compare
-from .config import ConfigError, load_config
+from .config import ConfigError, dump_config, load_config
 from ..data import DatasetNotFoundError
 from .run import evaluate_saved_run, output_dir, read_run_config, run
 from .timm_model import select_model
 
-__all__ = ["build_parser", "config_from_args", "main"]
+__all__ = ["build_parser", "config_from_args", "main", "console"]
 
 
 MODEL_CHOICES = f"{{{','.join(ATTN_TYPES)},timm:NAME}}"
@@ -34,13 +35,34 @@ def model_choice(value: str) -> str:
     raise argparse.ArgumentTypeError(f"{value!r}: choose {', '.join(ATTN_TYPES)} or timm:<name> (a timm model)")
 
 
-def build_parser(description: str, default_config: Path, imagenet: bool = False) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--config", type=Path, default=None,
-                        help=f"YAML config (default: {default_config}; with --resume / --eval-only: the run's config.yaml)")
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's examples as written and shows a default only where there is one to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or action.default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _config_label(path: Path) -> str:
+    """A shipped config by its name, any other file by its path."""
+    path = Path(path)
+    return path.stem if path.parent.resolve() == CONFIG_DIR else str(path)
+
+
+def build_parser(description: str, default_config: Path, imagenet: bool = False,
+                 prog: Optional[str] = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=_HelpFormatter)
+    parser.add_argument("--config", default=None, metavar="NAME|FILE",
+                        help=f"a shipped config by name (avalanche-lpa configs lists them) or a YAML file; default: "
+                             f"{_config_label(default_config)}; with --resume / --eval-only: the run's config.yaml")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (file, flags and --set values, defaults filled in) as YAML and exit")
     parser.add_argument("--model", type=model_choice, metavar=MODEL_CHOICES,
                         help="attention type (model.attn_type), or timm:<name> for any timm model (model.name)")
-    parser.add_argument("--strategy", choices=STRATEGIES, help="strategy name (strategy.name); config options it does not take are dropped")
+    parser.add_argument("--strategy", choices=STRATEGIES, metavar="NAME",
+                        help=f"strategy (strategy.name): {', '.join(STRATEGIES)}; config options it does not take are dropped")
     parser.add_argument("--seed", type=int, help="seed (also of the class order when none is given)")
     parser.add_argument("--data-root", help="dataset folder (data.root)")
     parser.add_argument("--output", help="run folder (output.dir); {name} {model} {strategy} {seed} are filled in")
@@ -58,7 +80,8 @@ def build_parser(description: str, default_config: Path, imagenet: bool = False)
     group.add_argument("--compare", action="store_true", help="run every --models x --strategies x --seeds")
     group.add_argument("--models", nargs="+", type=model_choice, metavar=MODEL_CHOICES, default=list(ATTN_TYPES),
                        help="models to compare: attention types and timm:<name> specs")
-    group.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=None)
+    group.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=None, metavar="NAME",
+                       help="strategies to compare (names as --strategy)")
     group.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the config's seed")
     group.add_argument("--no-joint", action="store_true", help="skip the joint-training control runs")
     if imagenet:
@@ -103,14 +126,17 @@ def config_from_args(args: argparse.Namespace) -> Dict[str, Any]:
     return load_config(config_file, args.overrides, values)
 
 
-def main(argv: Optional[Sequence[str]], *, description: str, default_config: Path, imagenet: bool = False) -> int:
+def main(argv: Optional[Sequence[str]], *, description: str, default_config: Path, imagenet: bool = False,
+         prog: Optional[str] = None) -> int:
     """Runs the command line; returns the exit status (errors are one line on stderr, no traceback)."""
-    args = build_parser(description, default_config, imagenet).parse_args(argv)
+    args = build_parser(description, default_config, imagenet, prog).parse_args(argv)
     try:
         if args.overwrite and (args.resume or args.eval_only):
             raise ConfigError("--overwrite starts a run afresh; it cannot be combined with --resume or --eval-only")
         config = config_from_args(args)
-        if args.eval_only:
+        if args.print_config:
+            print(dump_config(config), end="")
+        elif args.eval_only:
             results = evaluate_saved_run(output_dir(config), config=config)
             print(f"re-evaluated {results['run']}: wrote eval_results.json")
         elif args.compare:
@@ -135,3 +161,42 @@ def main(argv: Optional[Sequence[str]], *, description: str, default_config: Pat
         return 130
     shutdown_distributed()  # after success only: torchrun stops every rank when one fails
     return 0
+
+
+CONSOLE_DESCRIPTION = """Class-incremental learning with Locality-Preserved Attention ViTs in Avalanche.
+
+  avalanche-lpa                                          the authors' recipe, Split CIFAR-100 B0 10 steps (GPU-sized)
+  avalanche-lpa --config cifar100_quick --output runs/my-run      a CPU-sized run
+  avalanche-lpa --config fashion_mnist --model gpsa --seed 1994
+  avalanche-lpa --config imagenet100_10steps --data-root /data/imagenet
+  avalanche-lpa --compare --seeds 1993 1994 1995         LPA vs GPSA vs ViT + joint controls
+  avalanche-lpa --output runs/my-run --resume            continue an interrupted run, as it was started
+  avalanche-lpa --config cifar100_quick --print-config   the resolved config as YAML
+  avalanche-lpa configs                                  the shipped configs, one line each
+
+Datasets are read from Avalanche's location (~/.avalanche/data/<name>) or --data-root, and CIFAR-100 /
+Fashion-MNIST are downloaded there on first use unless --no-download.
+"""
+
+#: The config ``avalanche-lpa`` runs without ``--config``: the paper's main study.
+DEFAULT_CONFIG = "cifar100_b0_10steps"
+
+
+def list_configs() -> str:
+    """One line per shipped config: its name and the first sentence of its leading comment."""
+    described = descriptions()
+    width = max(map(len, described))
+    return "\n".join(f"{name:<{width}}  {text}" for name, text in described.items())
+
+
+def console(argv: Optional[Sequence[str]] = None) -> int:
+    """``avalanche-lpa``: ``configs`` lists the shipped configs; anything else runs (see ``--help``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["configs"]:
+        if len(argv) > 1:
+            print(f"error: 'configs' takes no arguments, got {' '.join(argv[1:])}", file=sys.stderr)
+            return 2
+        print(list_configs())
+        return 0
+    return main(argv, description=CONSOLE_DESCRIPTION, default_config=config_path(DEFAULT_CONFIG), imagenet=True,
+                prog="avalanche-lpa")

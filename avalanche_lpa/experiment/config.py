@@ -15,6 +15,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
 import yaml
 
+from ..configs import config_names, resolve_config
 from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, dytox_keywords, model_keywords, timm_model_name
 from ..training import strategy_options
 
@@ -300,7 +301,7 @@ def load_config(
     if base is not None:
         raw = copy.deepcopy(dict(base))
     else:
-        raw = read_yaml(Path(path)) if path is not None else {}
+        raw = read_yaml(resolve_config(path)) if path is not None else {}
     values = dict(values or {})
     if "strategy.name" in values:
         raw["strategy"] = switch_strategy(raw.get("strategy") or {}, values.pop("strategy.name"))
@@ -319,7 +320,8 @@ def _merge(base: Dict[str, Any], update: Mapping[str, Any]) -> Dict[str, Any]:
 def read_yaml(path: Path, _seen: tuple = ()) -> Dict[str, Any]:
     """Reads a config file; a top-level ``base: other.yaml`` (relative to the file) is merged in first."""
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file (see experiments/configs/)")
+        raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file or the name of a shipped "
+                          f"config ({', '.join(config_names())})")
     if path.resolve() in _seen:
         raise ConfigError(f"config file {path} includes itself through 'base'")
     try:
