@@ -366,7 +366,7 @@ def run(
         try:
             strategy = build_strategy(
                 config["strategy"]["name"], model, evaluator=_evaluator(loggers, config, seed), device=device,
-                num_classes=benchmark.n_classes,
+                num_classes=benchmark.n_classes, divergence_guard=divergence_guard,  # the guard is ours (its hint)
                 plugins=list(plugins or []) + guard + [DistributedPlugin(seed=seed)],  # inactive in one process
                 **_strategy_options(config),
             )

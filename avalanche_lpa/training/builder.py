@@ -30,7 +30,7 @@ from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
 from ..models import PerExperienceHeads
-from ..plugins import LR_STEPS, SeenClassesBCE, WeightDecayGroupsPlugin
+from ..plugins import LR_STEPS, DivergenceGuardPlugin, SeenClassesBCE, WeightDecayGroupsPlugin
 from .optim import build_optimizer
 from .recipe import RECIPES, STRATEGY_DEFAULTS, check_recipe, common_plugins, recipe_plugins
 from .registry import HEADS, SPECS, Spec, head_width
@@ -142,6 +142,12 @@ def _resolve(name: str, options: Dict[str, Any]) -> Dict[str, Any]:
     return config
 
 
+def _divergence_hint(config: Dict[str, Any]) -> str:
+    if config["lr_first"] is not None:
+        return f"lower lr_first / lr (now {config['lr_first']:g} / {config['lr']:g}) or check the data for NaN/inf"
+    return f"lower lr (now {config['lr']:g}) or check the data for NaN/inf"
+
+
 def _criterion(config: Dict[str, Any]) -> Callable:
     if config["loss"] == "bce":
         return SeenClassesBCE(config["label_smoothing"], mixup_alpha=config["mixup"], cutmix_alpha=config["cutmix"])
@@ -170,6 +176,7 @@ def build_strategy(
     evaluator: Optional[Union[EvaluationPlugin, Callable[[], EvaluationPlugin]]] = None,
     device: Optional[Union[str, torch.device]] = None,
     num_classes: Optional[int] = None,
+    divergence_guard: bool = True,
     **options: Any,
 ):
     """Builds the Avalanche strategy ``name`` around ``model``.
@@ -190,6 +197,9 @@ def build_strategy(
         device: ``None`` picks CUDA when available.
         num_classes: classes of the whole stream, when known (the runner passes it; a fixed head's width is
             used otherwise): lets checks that depend on it (ER_AML's memory) refuse before training.
+        divergence_guard: add a :class:`~avalanche_lpa.plugins.DivergenceGuardPlugin` (last, after ``plugins``),
+            so a non-finite loss or parameter raises :class:`~avalanche_lpa.plugins.DivergenceError` instead of
+            training on NaNs; not added twice when ``plugins`` already holds one (the runner's, with its hint).
         **options: see :func:`strategy_options` (common options plus those of ``name``).
 
     Raises:
@@ -222,6 +232,9 @@ def build_strategy(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     recipe = recipe_plugins(config) if name in RECIPES else []
     all_plugins = own + common_plugins(config) + recipe + list(plugins or [])
+    if divergence_guard and not any(isinstance(p, DivergenceGuardPlugin) for p in all_plugins):
+        # Last: it checks the loss after every plugin has added its terms, and the parameters after finetuning.
+        all_plugins.append(DivergenceGuardPlugin(hint=_divergence_hint(config)))
     kwargs: Dict[str, Any] = dict(
         train_mb_size=config["train_mb_size"],
         train_epochs=config["train_epochs"],
