@@ -215,7 +215,8 @@ def test_the_douillard_presets_hold_his_cifar100_b0_10_config_and_dytox_stays_th
     assert (his["distillation"], his["finetune_teacher"], his["finetune_sampling"], his["finetune_lr"]) == (
         "all_samples", False, "none", 2.5e-5)
     assert (his["mixup"], his["label_smoothing"], his["loss"], his["divergence_weight"]) == (0.0, 0.0, "bce", 0.1)
-    assert (his["mem_size"], his["memory_scope"], his["finetune_epochs"], his["repeated_aug"]) == (2000, "global", 20, 3)
+    assert (his["mem_size"], his["memory_scope"], his["finetune_epochs"], his["repeated_aug"]) == (
+        2000, "global", 20, 3)
     assert his["finetune_frozen"][:3] == DYTOX_FROZEN[:3] and his["finetune_frozen_mode"] == "train"
     plus = strategy_options("dytox_plus_douillard")
     assert {k: v for k, v in plus.items() if his[k] != v} == {"mixup": 0.8, "label_smoothing": 0.1}
@@ -291,8 +292,9 @@ def test_douillards_dytox_trains_in_the_strategy_api(cil_benchmark):
     from avalanche_lpa.training import build_strategy
 
     for name in ("dytox_douillard", "dytox_plus_douillard"):
-        strategy = build_strategy(name, make_dytox(joint_tokens=True), device="cpu", evaluator=EvaluationPlugin(loggers=[]),
-                                  train_mb_size=16, mem_size=12, train_epochs=1, finetune_epochs=1, schedule_epochs=None)
+        strategy = build_strategy(name, make_dytox(joint_tokens=True), device="cpu",
+                                  evaluator=EvaluationPlugin(loggers=[]), train_mb_size=16, mem_size=12,
+                                  train_epochs=1, finetune_epochs=1, schedule_epochs=None)
         for experience in cil_benchmark.train_stream[:2]:
             strategy.train(experience)
         assert len(strategy.model.task_tokens) == 2

@@ -143,13 +143,15 @@ def _guards(strategy):
 def test_build_strategy_fails_loudly_on_a_nan_image(name, cil_benchmark):
     from avalanche_lpa.training import build_strategy
 
-    options = dict(train_epochs=1, epochs_first=None, finetune_epochs=0, repeated_aug=1, mem_size=12) if name == "lpa" else {}
+    small = dict(train_epochs=1, epochs_first=None, finetune_epochs=0, repeated_aug=1, mem_size=12)
+    options = small if name == "lpa" else {}
     strategy = build_strategy(name, make_tiny(head_type="incremental"), device="cpu", evaluator=None,
                               train_mb_size=16, plugins=[_NaNImage()], **options)
     (guard,) = _guards(strategy)
     given = next(i for i, p in enumerate(strategy.plugins) if isinstance(p, _NaNImage))
     assert strategy.plugins.index(guard) > given  # after the recipe's and the given plugins: sees the final loss
-    with pytest.raises(DivergenceError, match=r"^training diverged at experience 0, epoch 0, iteration 1 .*: the loss is nan; lower lr"):
+    with pytest.raises(DivergenceError,
+                       match=r"^training diverged at experience 0, epoch 0, iteration 1 .*: the loss is nan; lower lr"):
         strategy.train(cil_benchmark.train_stream[0])
 
 

@@ -116,7 +116,8 @@ def test_unknown_names_keys_and_bad_combinations_are_explained():
     model = make_tiny()
     with pytest.raises(ValueError, match="valid names: naive, replay, lwf, icarl, der, ewc, gem, er_ace, lpa, lpa_warmup"):
         build_strategy("l2p", model)
-    with pytest.raises(ValueError, match="strategy 'dytox' needs a DyTox model"):
+    with pytest.raises(ValueError,
+                       match=r"the DyTox strategies \(dytox, dytox_douillard, dytox_plus_douillard\) need a DyTox model"):
         build_strategy("dytox", model)
     with pytest.raises(ValueError, match=r"unknown option\(s\) memsize.*valid options: .*mem_size"):
         build_strategy("replay", model, memsize=10)
@@ -135,10 +136,10 @@ def test_unknown_names_keys_and_bad_combinations_are_explained():
         build_strategy("naive", model, lr_first=1e-4)
     with pytest.raises(ValueError, match="adamw, sgd"):
         build_strategy("naive", model, optimizer="lamb")
-    with pytest.raises(ValueError, match="distillation must be one of old_samples, weighted_lwf, none"):
+    with pytest.raises(ValueError, match="distillation must be one of old_samples, all_samples, weighted_lwf, none"):
         build_strategy("lpa", model, distillation=True)
-    with pytest.raises(ValueError, match="replay_mode='concat'"):
-        build_strategy("lpa", model, replay_mode="balanced_batches")  # with repeated augmentation
+    with pytest.raises(ValueError, match="replay_mode='concat'"):  # repeated augmentation asked for explicitly
+        build_strategy("lpa", model, replay_mode="balanced_batches", repeated_aug=3)
     with pytest.raises(ValueError, match="iteration, epoch"):
         build_strategy("naive", model, lr_step="batch")
 

@@ -190,7 +190,8 @@ def dytox_model(model: nn.Module, config: Dict[str, Any], n_classes: Optional[in
     """The registry's ``parts`` of the DyTox names: the model itself, which must be a DyTox model."""
     if not hasattr(model, "divergence_logits"):
         raise ValueError(
-            f"the DyTox strategies ({', '.join(DYTOX_NAMES)}) need a DyTox model, got {type(model).__name__}: timm.create_model('dytox_lpa_cifar') "
+            f"the DyTox strategies ({', '.join(DYTOX_NAMES)}) need a DyTox model, got {type(model).__name__}: "
+            "timm.create_model('dytox_lpa_cifar') "
             "(DyTox+LPA), 'dytox_gpsa_cifar' (DyTox) or avalanche_lpa.models.DyTox(...); in the runner use --model "
             "lpa, gpsa or mhsa (its encoder's attention), not a timm model"
         )
