@@ -49,6 +49,8 @@ process, which :func:`init_distributed` arranges):
                                                     wraps them (re-wrapped for the frozen parameter set).
 ``ConcatReplayPlugin``, ``RepeatedAugmentationPlugin``  safe: the memory is selected alike in every process; the
                                                     repeated-augmentation sampler shards by itself.
+``HerdingMemory(scope="per_rank")``                 per process on purpose (``memory_scope: per_rank``, the
+                                                    authors' two-GPU runs): each herds from its own shard.
 ``OldSampleDistillationPlugin``                     safe: the teacher is copied from the unwrapped model.
 ``cil_evaluator`` metrics, ``summarize``            safe: every process evaluates the whole stream.
 ``LocalityPluginMetric``                            safe: the probe comes from its own seeded generator and the

@@ -8,7 +8,9 @@ group (startup dominates the test's time):
 * ``naive_new_api``: ``build_strategy("naive")`` on the same data as a new-API ``class_incremental_benchmark``
   (a plain ``DataLoader``) with :class:`DistributedPlugin`;
 * ``control``: the ``replay`` run without the plugin, i.e. stock avalanche-lib; the test expects it to fail the
-  checks the other runs pass, which shows that the checks can fail.
+  checks the other runs pass, which shows that the checks can fail;
+* ``memory_global`` / ``memory_per_rank``: the ``lpa`` recipe with ``memory_scope`` global / per_rank: the
+  memory each rank holds after every experience, then a checkpoint written by rank 0 and loaded by every rank.
 
 Each process writes what it observed to ``OUT_DIR/status/rank<r>.json``; rank 0 alone writes
 ``OUT_DIR/results/<run>.json`` through :func:`on_main`. The test compares the files.
@@ -154,6 +156,40 @@ def run(name: str, strategy_name: str, benchmark: Any, distributed: bool, out: P
     )
 
 
+def memory_run(scope: str, out: Path) -> Dict[str, Any]:
+    """The ``lpa`` recipe with ``memory_scope=scope``: each rank's memory after every experience, and a checkpoint."""
+    from avalanche_lpa.experiment.checkpoint import load_checkpoint, save_checkpoint_atomic
+    from avalanche_lpa.plugins import ConcatReplayPlugin
+
+    torch.manual_seed(0)
+    model = LocalityViT(attn_type="lpa", img_size=8, patch_size=2, in_chans=1, embed_dim=18, depth=2, num_heads=9,
+                        head_type="per_experience")
+    benchmark = synthetic_benchmark(**BENCHMARK)
+    strategy = build_strategy(
+        "lpa", model, evaluator=cil_evaluator(loggers=[], probe_size=16, accuracy_matrix_metric=False), device="cpu",
+        plugins=[DistributedPlugin(check_consistency=True)], memory_scope=scope, mem_size=8, train_mb_size=8,
+        train_epochs=1, epochs_first=None, finetune_epochs=1, schedule_epochs=None,
+    )
+    replay = next(p for p in strategy.plugins if isinstance(p, ConcatReplayPlugin))
+    memories = []
+    for experience in benchmark.train_stream:
+        strategy.train(experience, eval_streams=[])
+        strategy.eval(benchmark.test_stream)
+        memories.append(sorted(float(x.flatten()[0]) for x, *_ in replay.storage_policy.buffer))
+    path = out / f"checkpoint_{scope}.pkl"
+    on_main(save_checkpoint_atomic, strategy, path)
+    loaded, finished = load_checkpoint(strategy, path)
+    reloaded = next(p for p in loaded.plugins if isinstance(p, ConcatReplayPlugin))
+    return dict(
+        memories=memories,
+        reloaded_memory=sorted(float(x.flatten()[0]) for x, *_ in reloaded.storage_policy.buffer),
+        finished=finished,
+        final_fingerprint=model_fingerprint(unwrap_model(strategy.model)).tolist(),
+        accuracy_rows=len(summarize(strategy, exp_sizes=experience_sizes(benchmark.test_stream)).as_dict()[
+            "accuracy_matrix"]),
+    )
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     info = init_distributed(backend="gloo", device="cpu", seed=0)
@@ -162,6 +198,8 @@ def main() -> None:
     status["replay"] = run("replay", "replay", synthetic_benchmark(**BENCHMARK), True, out)
     status["naive_new_api"] = run("naive_new_api", "naive", new_api_benchmark(), True, out)
     status["control"] = run("control", "replay", synthetic_benchmark(**BENCHMARK), False, out)
+    for scope in ("global", "per_rank"):
+        status[f"memory_{scope}"] = memory_run(scope, out)
     (out / "status").mkdir(parents=True, exist_ok=True)
     (out / "status" / f"rank{info.rank}.json").write_text(json.dumps(status))
     shutdown_distributed()

@@ -160,6 +160,20 @@ def test_control_without_the_plugin_fails_these_checks(job):
     assert rank0["metrics"] != rank1["metrics"]
 
 
+@pytest.mark.slow
+def test_memory_scope_global_is_one_memory_and_per_rank_one_memory_per_rank(job):
+    glob, per_rank = _pair(job, "memory_global"), _pair(job, "memory_per_rank")
+    for rank0, rank1 in (glob, per_rank):
+        assert [len(m) for m in rank0["memories"]] == [len(m) for m in rank1["memories"]] == [8, 8]  # mem_size each
+        assert rank0["accuracy_rows"] == rank1["accuracy_rows"] == 2  # both trained through 2 experiences
+        assert rank0["final_fingerprint"] == rank1["final_fingerprint"]  # DDP still keeps one model
+        assert rank0["finished"] == rank1["finished"] == 2  # the checkpoint loads on every rank
+        assert rank0["reloaded_memory"] == rank1["reloaded_memory"] == rank0["memories"][-1]  # rank 0's memory
+    assert glob[0]["memories"] == glob[1]["memories"]  # global: identical on every rank
+    for exp in range(2):  # per rank: each herds from its own shard, nothing exchanged
+        assert set(per_rank[0]["memories"][exp]).isdisjoint(per_rank[1]["memories"][exp])
+
+
 # -- single process ---------------------------------------------------------------------------------------------
 def test_init_distributed_is_a_no_op_without_torchrun(monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):

@@ -203,3 +203,98 @@ def test_dytox_runs_in_the_runner_and_resumes_identically(tmp_path):
     fresh = make_dytox(joint_tokens=True)
     fresh.load_state_dict(a)  # the saved model loads into a freshly built one
     assert len(fresh.task_tokens) == 3 and len(fresh.classifier.heads) == 3
+
+
+# -- DyTox as Douillard published it, beside the LPA authors' version (issue 20, point 3) --------------------
+def test_the_douillard_presets_hold_his_cifar100_b0_10_config_and_dytox_stays_the_lpa_authors():
+    from avalanche_lpa.training import strategy_options
+
+    his = strategy_options("dytox_douillard")
+    assert {k: his[k] for k in ("lr", "lr_first", "train_epochs", "epochs_first", "schedule_epochs")} == dict(
+        lr=2.5e-4, lr_first=None, train_epochs=500, epochs_first=None, schedule_epochs=500.0)  # 5e-4 x 128 x 2 / 512
+    assert (his["distillation"], his["finetune_teacher"], his["finetune_sampling"], his["finetune_lr"]) == (
+        "all_samples", False, "none", 2.5e-5)
+    assert (his["mixup"], his["label_smoothing"], his["loss"], his["divergence_weight"]) == (0.0, 0.0, "bce", 0.1)
+    assert (his["mem_size"], his["memory_scope"], his["finetune_epochs"], his["repeated_aug"]) == (
+        2000, "global", 20, 3)
+    assert his["finetune_frozen"][:3] == DYTOX_FROZEN[:3] and his["finetune_frozen_mode"] == "train"
+    plus = strategy_options("dytox_plus_douillard")
+    assert {k: v for k, v in plus.items() if his[k] != v} == {"mixup": 0.8, "label_smoothing": 0.1}
+    lpa_authors = strategy_options("dytox")
+    assert (lpa_authors["lr"], lpa_authors["lr_first"], lpa_authors["train_epochs"], lpa_authors["epochs_first"]) == (
+        4e-4, 2.5e-4, 600, 500)
+    assert (lpa_authors["distillation"], lpa_authors["finetune_teacher"], lpa_authors["finetune_sampling"],
+            lpa_authors["finetune_lr"], lpa_authors["mixup"]) == ("old_samples", True, "repeated_aug", 5e-5, 0.8)
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")  # his reduction, as ours
+def test_douillards_distillation_covers_every_sample_and_always_scales_the_classification_loss():
+    from avalanche_lpa.plugins import OldSampleDistillationPlugin, old_sample_distillation
+
+    torch.manual_seed(0)
+    student, teacher = torch.randn(6, 5), torch.randn(6, 3)
+    labels = torch.tensor([0, 3, 4, 3, 4, 3])  # one sample of an old class (0, 1, 2)
+    tau = 2.0
+    # His engine.forward: kl_div(log_softmax(s[:, :C_old] / tau), log_softmax(t / tau), "mean", log_target) * tau^2.
+    his = F.kl_div(F.log_softmax(student[:, :3] / tau, 1), F.log_softmax(teacher / tau, 1), reduction="mean",
+                   log_target=True) * tau**2
+    ours = old_sample_distillation(student, teacher, labels, [0, 1, 2], tau, all_samples=True)
+    assert torch.allclose(ours, his)
+    assert not torch.allclose(old_sample_distillation(student, teacher, labels, [0, 1, 2], tau), his)
+
+    def step(plugin, labels, finetuning=False):
+        plugin.teacher, plugin.weight, plugin.old_classes = (lambda x: teacher), 0.6, {0, 1, 2}
+        strategy = SimpleNamespace(mb_x=None, mb_output=student, mb_y=labels, loss=torch.tensor(1.0),
+                                   _lpa_finetuning=finetuning)
+        plugin.before_backward(strategy)
+        return strategy.loss
+
+    new_only = torch.tensor([3, 4, 3, 4, 3, 4])
+    assert step(OldSampleDistillationPlugin(), new_only) == 1.0  # the LPA authors': no old sample, no scaling
+    kd = old_sample_distillation(student, teacher, new_only, [0, 1, 2], 1.0, all_samples=True)
+    assert torch.allclose(step(OldSampleDistillationPlugin(all_samples=True), new_only), 0.4 * 1.0 + 0.6 * kd)
+    assert step(OldSampleDistillationPlugin(all_samples=True, finetuning=False), labels, finetuning=True) == 1.0
+    assert step(OldSampleDistillationPlugin(all_samples=True), labels, finetuning=True) != 1.0
+
+
+def test_douillards_finetuning_loader_reads_the_set_in_order_in_every_process():
+    from torch.utils.data import TensorDataset
+
+    from avalanche_lpa.distributed import shard_loader
+
+    data = TensorDataset(torch.arange(10).float(), torch.zeros(10, dtype=torch.long))
+    plugin = BalancedFinetuningPlugin(herding_memory(4), batch_size=4, sampling="none")
+    loader = plugin._loader(SimpleNamespace(train_mb_size=4), data, experience=1)
+    assert shard_loader(loader, rank=1, world_size=2) is loader  # not sharded: each process the whole set
+    assert [x.tolist() for x, _ in loader] == [[0, 1, 2, 3], [4, 5, 6, 7]]  # dataset order, last batch dropped
+    small = plugin._loader(SimpleNamespace(train_mb_size=4), TensorDataset(torch.zeros(3), torch.zeros(3)), 1)
+    assert len(list(small)) == 1  # a set of at most one batch is kept (drop_last only when len > batch)
+    with pytest.raises(ValueError, match="sampling must be one of repeated_aug, none"):
+        BalancedFinetuningPlugin(herding_memory(4), sampling="shuffle")
+
+
+def test_joint_token_drop_path_draws_per_token_as_separate_passes_would():
+    from avalanche_lpa.layers.blocks import ClassAttentionBlock
+
+    block = ClassAttentionBlock(8, num_heads=2, drop_path=0.5).train()
+    torch.manual_seed(0)
+    kept = block._token_drop_path(torch.ones(64, 3, 8))[..., 0] != 0  # [sample, token]
+    assert kept.any() and not kept.all()
+    assert (kept[:, 0] != kept[:, 1]).any()  # one sample keeps one token's path and drops another's
+    single = torch.randn(16, 1, 8)
+    torch.manual_seed(1)
+    ours = block._token_drop_path(single)
+    torch.manual_seed(1)
+    assert torch.equal(ours, block.drop_path(single))  # one token: timm's per-sample drop-path, same draws
+
+
+def test_douillards_dytox_trains_in_the_strategy_api(cil_benchmark):
+    from avalanche_lpa.training import build_strategy
+
+    for name in ("dytox_douillard", "dytox_plus_douillard"):
+        strategy = build_strategy(name, make_dytox(joint_tokens=True), device="cpu",
+                                  evaluator=EvaluationPlugin(loggers=[]), train_mb_size=16, mem_size=12,
+                                  train_epochs=1, finetune_epochs=1, schedule_epochs=None)
+        for experience in cil_benchmark.train_stream[:2]:
+            strategy.train(experience)
+        assert len(strategy.model.task_tokens) == 2

@@ -26,6 +26,7 @@ from avalanche_lpa.experiment.run import build_model, evaluate_saved_run, run
 from avalanche_lpa.models import DyTox, GrowingClassifier, PerExperienceHeads
 from avalanche_lpa.training import (
     COMMON_OPTIONS,
+    DYTOX_NAMES,
     RECIPES,
     STRATEGIES,
     MemoryGuard,
@@ -188,7 +189,7 @@ def test_runner_gives_a_fixed_head_exactly_to_the_strategies_that_need_one(tmp_p
         model = build_model(load_config(None, options), 6)
         if needs_fixed_head(name):
             assert isinstance(model.classifier, torch.nn.Linear) and model.classifier.out_features == 6
-        elif name == "dytox":  # a model family of its own, with one head per task token
+        elif name in DYTOX_NAMES:  # a model family of its own, with one head per task token
             assert isinstance(model, DyTox) and isinstance(model.classifier, PerExperienceHeads)
         else:
             assert isinstance(model.classifier, PerExperienceHeads)  # model.head is honoured

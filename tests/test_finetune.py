@@ -1,4 +1,5 @@
 """BalancedFinetuningPlugin: the authors' freeze set, through the strategy's own loop, everything restored."""
+import pytest
 import torch
 from avalanche.core import SupervisedPlugin
 from avalanche.training import Naive
@@ -46,10 +47,13 @@ def test_balanced_indices_cut_every_class_to_the_smallest():
     assert balanced_indices([]) == []
 
 
-def test_finetuning_freezes_the_authors_set_trains_cls_token_and_all_heads(cil_benchmark):
-    model = make_tiny(head_type="per_experience")
+@pytest.mark.parametrize("frozen_mode", [None, "train", "eval"])
+def test_finetuning_freezes_the_authors_set_trains_cls_token_and_all_heads(frozen_mode, cil_benchmark):
+    # Drop-path on: in training mode the frozen blocks drop paths, and their parameters must still not move.
+    model = make_tiny(head_type="per_experience", drop_path_rate=0.5)
     memory = herding_memory(10)  # 10 // 4 classes = 2 per class after experience 1
-    finetune = BalancedFinetuningPlugin(memory, epochs=2, lr=1e-2, batch_size=4)
+    mode = {} if frozen_mode is None else {"frozen_mode": frozen_mode}  # None: the default, the authors' "train"
+    finetune = BalancedFinetuningPlugin(memory, epochs=2, lr=1e-2, batch_size=4, **mode)
     before, after = Probe(), Probe()
     criterion = SeenClassesBCE(mixup_alpha=1.0)
     strategy = Naive(
@@ -75,7 +79,8 @@ def test_finetuning_freezes_the_authors_set_trains_cls_token_and_all_heads(cil_b
     for row in after.rows:
         assert row["lr"] == 1e-2  # the experience's lr schedule is paused
         assert row["optimized"] == trainable
-        assert not row["blocks_train"] and not row["cls_train"] and row["head_train"]
+        frozen_train = frozen_mode != "eval"
+        assert row["blocks_train"] is frozen_train and row["cls_train"] is frozen_train and row["head_train"]
     # Restored afterwards: the strategy's optimizer, every flag and mode (old head frozen again).
     assert strategy.optimizer.param_groups[0]["lr"] != 1e-2
     heads = model.classifier.heads

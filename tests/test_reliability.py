@@ -123,6 +123,87 @@ def test_guard_stops_on_non_finite_parameters_with_any_strategy(cil_benchmark):
         strategy.train(cil_benchmark.train_stream[1])
 
 
+class _NaNImage(SupervisedPlugin):
+    """Puts one NaN pixel into the first image of one training batch (a corrupt sample)."""
+
+    def __init__(self, experience: int = 0, iteration: int = 1) -> None:
+        super().__init__()
+        self.at = (experience, iteration)
+
+    def before_forward(self, strategy, **kwargs):
+        if (strategy.experience.current_experience, strategy.clock.train_exp_iterations) == self.at:
+            strategy.mb_x[0].view(-1)[0] = float("nan")
+
+
+def _guards(strategy):
+    return [p for p in strategy.plugins if isinstance(p, DivergenceGuardPlugin)]
+
+
+@pytest.mark.parametrize("name", ["naive", "lpa"])
+def test_build_strategy_fails_loudly_on_a_nan_image(name, cil_benchmark):
+    from avalanche_lpa.training import build_strategy
+
+    small = dict(train_epochs=1, epochs_first=None, finetune_epochs=0, repeated_aug=1, mem_size=12)
+    options = small if name == "lpa" else {}
+    strategy = build_strategy(name, make_tiny(head_type="incremental"), device="cpu", evaluator=None,
+                              train_mb_size=16, plugins=[_NaNImage()], **options)
+    (guard,) = _guards(strategy)
+    given = next(i for i, p in enumerate(strategy.plugins) if isinstance(p, _NaNImage))
+    assert strategy.plugins.index(guard) > given  # after the recipe's and the given plugins: sees the final loss
+    with pytest.raises(DivergenceError,
+                       match=r"^training diverged at experience 0, epoch 0, iteration 1 .*: the loss is nan; lower lr"):
+        strategy.train(cil_benchmark.train_stream[0])
+
+
+def test_the_guard_can_be_switched_off_and_is_never_added_twice(cil_benchmark):
+    from avalanche_lpa.training import build_strategy
+
+    model = make_tiny(head_type="incremental")
+    off = build_strategy("naive", model, device="cpu", evaluator=None, train_mb_size=16, plugins=[_NaNImage()],
+                         divergence_guard=False)
+    assert _guards(off) == []
+    off.train(cil_benchmark.train_stream[0])  # trains on silently: what the guard is for
+    assert not all(torch.isfinite(p).all() for p in model.parameters())
+    own = DivergenceGuardPlugin(hint="the runner's hint")
+    strategy = build_strategy("naive", make_tiny(), device="cpu", evaluator=None, plugins=[own])
+    assert _guards(strategy) == [own]
+
+
+def test_the_runner_ends_up_with_exactly_one_guard(base_yaml, tmp_path):
+    seen = []
+
+    class Capture(SupervisedPlugin):
+        def before_training(self, strategy, **kwargs):
+            seen.append(_guards(strategy))
+
+    config = load_config(base_yaml, ["data.n_experiences=2", "strategy.train_epochs=1", f"output.dir={tmp_path}"])
+    with pytest.raises(RunInterrupted):
+        run(config, plugins=[Capture()], stop_after=1)
+    assert len(seen[0]) == 1 and "--overwrite" in seen[0][0].hint  # the runner's guard, with its hint
+    seen.clear()
+    with pytest.raises(RunInterrupted):
+        run(config, plugins=[Capture()], stop_after=1, overwrite=True, divergence_guard=False)
+    assert seen[0] == []
+
+
+def test_bic_on_small_experiences_says_the_size_it_needs():
+    from avalanche_lpa.data import synthetic_benchmark
+    from avalanche_lpa.training import build_strategy
+
+    benchmark = synthetic_benchmark(n_experiences=2, classes_per_experience=2, train_per_class=20, test_per_class=4)
+    assert [len(e.dataset) for e in benchmark.train_stream] == [40, 40]
+    strategy = build_strategy("bic", make_tiny(head_type="incremental"), device="cpu", evaluator=None,
+                              train_mb_size=16, stage_2_epochs=1)
+    with pytest.raises(ValueError, match=r"^bic sets int\(val_percentage x mem_size\) = 200 .*class 0 of experience 0 "
+                                         r"has only 20.*at least 101 training images.*to at most 38$"):
+        strategy.train(benchmark.train_stream[0])
+    fitting = build_strategy("bic", make_tiny(head_type="incremental"), device="cpu", evaluator=None,
+                             train_mb_size=16, stage_2_epochs=1, mem_size=200)  # 20 aside: 10 of 20 per class
+    for experience in benchmark.train_stream:
+        fitting.train(experience)
+    assert fitting.clock.train_exp_counter == 2
+
+
 def test_guard_ignores_large_finite_values():
     model = make_tiny()
     with torch.no_grad():

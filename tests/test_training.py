@@ -116,7 +116,8 @@ def test_unknown_names_keys_and_bad_combinations_are_explained():
     model = make_tiny()
     with pytest.raises(ValueError, match="valid names: naive, replay, lwf, icarl, der, ewc, gem, er_ace, lpa, lpa_warmup"):
         build_strategy("l2p", model)
-    with pytest.raises(ValueError, match="strategy 'dytox' needs a DyTox model"):
+    with pytest.raises(ValueError,
+                       match=r"the DyTox strategies \(dytox, dytox_douillard, dytox_plus_douillard\) need a DyTox model"):
         build_strategy("dytox", model)
     with pytest.raises(ValueError, match=r"unknown option\(s\) memsize.*valid options: .*mem_size"):
         build_strategy("replay", model, memsize=10)
@@ -135,10 +136,10 @@ def test_unknown_names_keys_and_bad_combinations_are_explained():
         build_strategy("naive", model, lr_first=1e-4)
     with pytest.raises(ValueError, match="adamw, sgd"):
         build_strategy("naive", model, optimizer="lamb")
-    with pytest.raises(ValueError, match="distillation must be one of old_samples, weighted_lwf, none"):
+    with pytest.raises(ValueError, match="distillation must be one of old_samples, all_samples, weighted_lwf, none"):
         build_strategy("lpa", model, distillation=True)
-    with pytest.raises(ValueError, match="replay_mode='concat'"):
-        build_strategy("lpa", model, replay_mode="balanced_batches")  # with repeated augmentation
+    with pytest.raises(ValueError, match="replay_mode='concat'"):  # repeated augmentation asked for explicitly
+        build_strategy("lpa", model, replay_mode="balanced_batches", repeated_aug=3)
     with pytest.raises(ValueError, match="iteration, epoch"):
         build_strategy("naive", model, lr_step="batch")
 
@@ -217,3 +218,56 @@ def test_augmentation_transforms():
     assert big == ["Resize", "CenterCrop", "ToTensor"]
     plain = eval_transform((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))(image)
     torch.testing.assert_close(plain[:, 0, 0], torch.tensor([1.0, -1.0, -1.0]))
+
+
+# -- presets compose (issue 20, point 4) ---------------------------------------------------------------------
+def _preset_cases():
+    from avalanche_lpa.training import PRESET_SWITCHES, RECIPES
+
+    for name in RECIPES:
+        valid = strategy_options(name)
+        for key, value in PRESET_SWITCHES:
+            if key in valid:
+                yield pytest.param(name, key, value, id=f"{name}-{key}={value}")
+
+
+def _preset_model(name):
+    from avalanche_lpa.training import DYTOX_NAMES
+
+    from .test_dytox import make_dytox
+
+    return make_dytox(joint_tokens=True) if name in DYTOX_NAMES else make_tiny(head_type="per_experience")
+
+
+@pytest.mark.parametrize("name,key,value", list(_preset_cases()))
+def test_every_documented_switch_of_every_preset_builds_and_trains(name, key, value, cil_benchmark):
+    small = dict(mem_size=12, train_epochs=1, epochs_first=None, finetune_epochs=1, schedule_epochs=None)
+    strategy = build_strategy(name, _preset_model(name), evaluator=EvaluationPlugin(loggers=[]), device="cpu",
+                              train_mb_size=16, **{**small, key: value})
+    for experience in cil_benchmark.train_stream[:2]:  # the second one distils and finetunes
+        strategy.train(experience)
+    assert strategy.clock.train_exp_counter == 2
+
+
+def test_switching_a_part_of_a_preset_off_switches_off_its_dependent_defaults():
+    model = make_tiny(head_type="per_experience")
+    strategy = build_strategy("lpa", model, lr_schedule=False, device="cpu")  # the preset's lr_first goes with it
+    assert not any(isinstance(p, ExperienceLRSchedulePlugin) for p in strategy.plugins)
+    assert strategy.optimizer.param_groups[0]["lr"] == strategy_options("lpa")["lr"]
+    assert strategy_options("lpa", {"lr_schedule": False})["lr_first"] is None
+    assert strategy_options("lpa", {"loss": "ce"})["mixup"] == 0.0
+    assert strategy_options("dytox_plus_douillard", {"replay_mode": "balanced_batches"})["repeated_aug"] == 1
+    assert strategy_options("lpa", {"lr_schedule": True})["lr_first"] == 2.5e-4  # on: the preset's value stays
+    # What the caller sets explicitly is still checked: the message names the fix.
+    with pytest.raises(ValueError, match="lr_first is the first experience's peak of the lr schedule; set lr_sched"):
+        build_strategy("lpa", model, lr_schedule=False, lr_first=1e-4, device="cpu")
+    with pytest.raises(ValueError, match="mixup / cutmix need loss='bce'"):
+        build_strategy("lpa", model, loss="ce", mixup=0.8, device="cpu")
+
+
+def test_a_yaml_preset_composes_like_the_api():
+    from avalanche_lpa.experiment.config import load_config
+
+    config = load_config(None, ["strategy.name=lpa", "strategy.lr_schedule=false", "strategy.loss=ce"])
+    assert config["strategy"]["lr_first"] is None and config["strategy"]["mixup"] == 0.0
+    assert load_config(None, ["strategy.name=lpa"])["strategy"]["lr_first"] == 2.5e-4

@@ -17,7 +17,7 @@ import yaml
 
 from ..configs import config_names, resolve_config
 from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, dytox_keywords, model_keywords, timm_model_name
-from ..training import strategy_options
+from ..training import DYTOX_NAMES, strategy_options
 
 __all__ = [
     "ConfigError", "DEFAULTS", "DATASETS", "HARMLESS_KEYS", "load_config", "load_yaml", "apply_overrides", "read_yaml",
@@ -172,7 +172,7 @@ def _validate_section(prefix: str, values: Mapping[str, Any], schema: Mapping[st
 
 def _model_keywords(strategy: str = "") -> Iterable[str]:
     # attn_type and head_type have their own keys (model.attn_type, model.head); DyTox grows its own heads.
-    if strategy == "dytox":
+    if strategy in DYTOX_NAMES:
         return [p for p in dytox_keywords() if p != "attn_type"]
     return [p for p in model_keywords() if p not in ("attn_type", "head_type")]
 
@@ -191,6 +191,9 @@ def validate(config: Mapping[str, Any]) -> Dict[str, Any]:
         raise ConfigError(f"strategy.name: {error}") from None
     schema = {**DEFAULTS, "strategy": strategy_schema}
     out = _validate_section("", {**config, "strategy": {"name": name, **strategy}}, schema)
+    # The preset's defaults that a switched-off part implies (lr_schedule: false drops the preset's lr_first, ...).
+    given = {key: out["strategy"][key] for key in strategy}
+    out["strategy"] = {"name": name, **strategy_options(name, given)}
 
     data, model = out["data"], out["model"]
     if data["dataset"] not in DATASETS:

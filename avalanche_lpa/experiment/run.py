@@ -41,7 +41,7 @@ from ..distributed import DistributedPlugin, init_distributed, main_process_logg
 from ..files import atomic_write_bytes
 from ..metrics import AttentionMapsPluginMetric, cil_evaluator, experience_sizes, find_attention_maps_metric
 from ..plugins import DivergenceError, DivergenceGuardPlugin
-from ..training import build_strategy, needs_fixed_head
+from ..training import DYTOX_NAMES, build_strategy, needs_fixed_head
 from .checkpoint import load_checkpoint, save_checkpoint_atomic
 from .config import HARMLESS_KEYS, ConfigError, config_differences, dump_config, load_yaml, validate
 from .data import build_benchmark, class_mapping
@@ -131,7 +131,7 @@ def build_model(config: Dict[str, Any], num_classes: int) -> torch.nn.Module:
     name, strategy = model_label(config), config["strategy"]["name"]
     if needs_fixed_head(strategy):
         overrides.setdefault("num_classes", num_classes)
-    elif strategy != "dytox":  # DyTox grows one head per task token: no head keywords
+    elif strategy not in DYTOX_NAMES:  # DyTox grows one head per task token: no head keywords
         overrides["head_type"] = config["model"]["head"]
     try:
         model = timm.create_model(name, **overrides)
@@ -366,7 +366,7 @@ def run(
         try:
             strategy = build_strategy(
                 config["strategy"]["name"], model, evaluator=_evaluator(loggers, config, seed), device=device,
-                num_classes=benchmark.n_classes,
+                num_classes=benchmark.n_classes, divergence_guard=divergence_guard,  # the guard is ours (its hint)
                 plugins=list(plugins or []) + guard + [DistributedPlugin(seed=seed)],  # inactive in one process
                 **_strategy_options(config),
             )

@@ -28,6 +28,7 @@ from ..models import (
     timm_classifier,
     timm_model_name,
 )
+from ..training import DYTOX_NAMES
 from .config import ConfigError
 from .data import input_shape
 
@@ -40,7 +41,7 @@ def model_label(config: Dict[str, Any]) -> str:
     model = config["model"]
     if model.get("name"):
         return model["name"]
-    if config["strategy"]["name"] == "dytox":
+    if config["strategy"]["name"] in DYTOX_NAMES:
         return dytox_model_name(model["attn_type"], model["preset"])
     return model_name(model["attn_type"], model["preset"])
 

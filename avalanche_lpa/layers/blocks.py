@@ -131,6 +131,11 @@ class ClassAttention(nn.Module):
 class ClassAttentionBlock(nn.Module):
     """Class-attention block: the query tokens attend to themselves and all patches; only they change.
 
+    Drop-path draws one keep/drop per sample *and query token*, so decoding ``T`` task tokens in one masked pass
+    (DyTox's joint tokens) drops paths as ``T`` separate passes would (the LPA authors' ``sep_droppath`` in their
+    ``TaskAttentionBlock``; Douillard's default is one pass per token). With one query token it is timm's
+    per-sample drop-path, with the same random draws.
+
     Args:
         dim: token width.
         num_heads: attention heads.
@@ -161,6 +166,11 @@ class ClassAttentionBlock(nn.Module):
     ) -> torch.Tensor:
         """``x``: ``[B, T + N, C]`` with the ``T = num_queries`` query tokens (CLS / task tokens) first."""
         queries = x[:, :num_queries]
-        queries = queries + self.drop_path(self.attn(self.norm1(x), num_queries, attn_mask))
-        queries = queries + self.drop_path(self.mlp(self.norm2(queries)))
+        queries = queries + self._token_drop_path(self.attn(self.norm1(x), num_queries, attn_mask))
+        queries = queries + self._token_drop_path(self.mlp(self.norm2(queries)))
         return torch.cat([queries, x[:, num_queries:]], dim=1)
+
+    def _token_drop_path(self, residual: torch.Tensor) -> torch.Tensor:
+        """``drop_path`` with one draw per (sample, token) of ``[B, T, C]``: rows of ``[B * T, 1, C]``."""
+        batch, tokens, dim = residual.shape
+        return self.drop_path(residual.reshape(batch * tokens, 1, dim)).reshape(batch, tokens, dim)

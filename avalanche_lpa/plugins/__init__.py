@@ -13,11 +13,14 @@ from .divergence_head import DivergenceHeadPlugin, divergence_loss, divergence_t
 from .finetune import (
     DYTOX_FINETUNE_FROZEN,
     FINETUNE_FROZEN,
+    FINETUNE_SAMPLINGS,
+    FROZEN_MODES,
     BalancedFinetuningPlugin,
     balanced_indices,
     in_finetuning,
 )
 from .herding import (
+    MEMORY_SCOPES,
     HerdingMemory,
     ScopedHerdingSelection,
     find_module,
@@ -43,7 +46,10 @@ __all__ = [
     "ExperienceEpochsPlugin",
     "ExperienceLRSchedulePlugin",
     "FINETUNE_FROZEN",
+    "FINETUNE_SAMPLINGS",
+    "FROZEN_MODES",
     "HerdingMemory",
+    "MEMORY_SCOPES",
     "LPAWarmupPlugin",
     "LR_STEPS",
     "OldSampleDistillationPlugin",

@@ -5,6 +5,8 @@
   ``KL(log_softmax(s / T) || log_softmax(t / T))`` averaged over *all elements* (``reduction="mean"``, i.e.
   divided by ``n_old_samples * C_old``; the authors warn not to change it to ``batchmean``) times ``T^2``, and
   ``loss = (1 - lambda) * classification + lambda * KD`` with ``lambda = C_old / C_total``.
+* ``OldSampleDistillationPlugin(all_samples=True)`` (Douillard's DyTox, ``auto_kd`` in ``continual/engine.py``): the
+  same KL term over *every* sample of the batch, and the classification loss always scaled by ``1 - lambda``.
 * :class:`WeightedLwFPlugin`: the same weighting around Avalanche's ``LwFPlugin`` (every sample distilled,
   ``batchmean``), kept as an option; its KD is ``C_old`` times stronger than the authors'.
 """
@@ -21,6 +23,7 @@ from avalanche.training.plugins import LwFPlugin
 from torch import nn
 
 from ._classes import experience_classes
+from .finetune import in_finetuning
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -33,8 +36,9 @@ __all__ = [
     "old_sample_distillation",
 ]
 
-#: Distillation choices of ``build_strategy(..., distillation=...)``.
-DISTILLATIONS = ("old_samples", "weighted_lwf", "none")
+#: Distillation choices of ``build_strategy(..., distillation=...)``: the LPA authors' term, Douillard's (every
+#: sample), the LwF-based alternative, none.
+DISTILLATIONS = ("old_samples", "all_samples", "weighted_lwf", "none")
 
 
 def distillation_weight(n_old: int, n_total: int) -> float:
@@ -50,6 +54,7 @@ def old_sample_distillation(
     labels: torch.Tensor,
     old_classes: Sequence[int],
     temperature: float = 1.0,
+    all_samples: bool = False,
 ) -> Optional[torch.Tensor]:
     """The authors' KD term (before the ``lambda`` weight); ``None`` when no sample of an old class is in the batch.
 
@@ -59,13 +64,14 @@ def old_sample_distillation(
         labels: ``[B]`` class ids (before mixup: a mixed sample counts by its own label, as theirs).
         old_classes: class ids learned before the current experience (the distilled columns).
         temperature: ``T``.
+        all_samples: distil every sample (Douillard's DyTox), not only those of old classes.
 
     Returns:
         ``kl_div(log_softmax(s/T), log_softmax(t/T), reduction="mean", log_target=True) * T^2`` over the old
         samples' old-class columns.
     """
     columns = torch.as_tensor(sorted(old_classes), device=logits.device, dtype=torch.long)
-    old = torch.isin(labels, columns)
+    old = torch.ones_like(labels, dtype=torch.bool) if all_samples else torch.isin(labels, columns)
     if len(columns) == 0 or not bool(old.any()):
         return None
     student = logits[old][:, columns] / temperature
@@ -86,17 +92,24 @@ class OldSampleDistillationPlugin(SupervisedPlugin, supports_distributed=True):
     ``(1 - lambda) * loss + lambda * KD``; without such samples the loss is left as it is (their
     ``distillation_loss`` returns 0 before scaling the classification loss). Anything other plugins added to
     the loss before this one is scaled too. It stays on during the finetuning phase of
-    :class:`BalancedFinetuningPlugin`. The teacher is dropped after ``train`` returns and never pickled.
+    :class:`BalancedFinetuningPlugin` unless ``finetuning=False``. The teacher is dropped after ``train``
+    returns and never pickled.
 
     Args:
         temperature: ``T`` (the authors use 1).
+        all_samples: Douillard's DyTox (``auto_kd``): distil every sample and always scale the classification
+            loss by ``1 - lambda`` once a teacher exists.
+        finetuning: distil during the finetuning epochs too (the LPA authors; Douillard's
+            ``finetuning_teacher`` is off: no teacher, no ``1 - lambda`` there).
     """
 
-    def __init__(self, temperature: float = 1.0) -> None:
+    def __init__(self, temperature: float = 1.0, all_samples: bool = False, finetuning: bool = True) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.temperature = temperature
+        self.all_samples = all_samples
+        self.finetuning = finetuning
         self.seen_classes: Set[int] = set()  # classes of the finished experiences
         self.old_classes: Set[int] = set()  # classes distilled during the current experience
         self.weight = 0.0
@@ -114,12 +127,13 @@ class OldSampleDistillationPlugin(SupervisedPlugin, supports_distributed=True):
             self.teacher.requires_grad_(False)
 
     def before_backward(self, strategy: "SupervisedTemplate", **kwargs) -> None:
-        if self.teacher is None or self.weight == 0.0:
+        if self.teacher is None or self.weight == 0.0 or (not self.finetuning and in_finetuning(strategy)):
             return
         with torch.no_grad():
             teacher_logits = self.teacher(strategy.mb_x)
         kd = old_sample_distillation(
-            strategy.mb_output, teacher_logits, strategy.mb_y, sorted(self.old_classes), self.temperature
+            strategy.mb_output, teacher_logits, strategy.mb_y, sorted(self.old_classes), self.temperature,
+            all_samples=self.all_samples,
         )
         if kd is not None:
             strategy.loss = (1.0 - self.weight) * strategy.loss + self.weight * kd

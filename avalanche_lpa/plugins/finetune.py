@@ -3,19 +3,27 @@ with the feature layers frozen (``main.py``, ``freeze_ft: [sab, tab]``), run thr
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from avalanche.core import SupervisedPlugin
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from ._sampling import RepeatedAugmentationSampler, distributed_rank
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
-__all__ = ["FINETUNE_FROZEN", "DYTOX_FINETUNE_FROZEN", "BalancedFinetuningPlugin", "in_finetuning", "balanced_indices"]
+__all__ = [
+    "FINETUNE_FROZEN",
+    "DYTOX_FINETUNE_FROZEN",
+    "FROZEN_MODES",
+    "FINETUNE_SAMPLINGS",
+    "BalancedFinetuningPlugin",
+    "in_finetuning",
+    "balanced_indices",
+]
 
 #: The authors' finetuning freeze set on :class:`~avalanche_lpa.models.LocalityViT`: patch and position
 #: embedding and the local blocks (``sab``), and the class-attention blocks (``tab``). The CLS token and every
@@ -28,6 +36,16 @@ FINETUNE_FROZEN = ("backbone.patch_embed", "backbone.pos_embed", "backbone.block
 DYTOX_FINETUNE_FROZEN = (
     "backbone.encoder.patch_embed", "backbone.encoder.pos_embed", "backbone.encoder.blocks", "divergence_head",
 )
+
+#: Modes of the frozen modules while finetuning: ``"train"`` (what the authors' runs do: their ``freeze`` puts the
+#: frozen blocks in eval mode, then their engine calls ``model.train()`` at every epoch, so drop-path stays
+#: active in them) or ``"eval"`` (what their ``freeze`` alone would do).
+FROZEN_MODES = ("train", "eval")
+
+#: Sample orders of the finetuning epochs: ``"repeated_aug"`` (the LPA authors': their repeated-augmentation
+#: sampler, sharded over the processes) or ``"none"`` (Douillard's ``ft_no_sampling``: a plain loader in dataset
+#: order, every process the whole set).
+FINETUNE_SAMPLINGS = ("repeated_aug", "none")
 
 # Set on the strategy while the finetuning epochs run, for plugins that must not act on them (lr schedule).
 _FLAG = "_lpa_finetuning"
@@ -53,6 +71,28 @@ def _matches(name: str, prefixes: Sequence[str]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
+class _WholeSetSampler(Sampler[int]):
+    """Dataset order, the whole set in every process (Douillard's ``ft_no_sampling`` under DDP).
+
+    ``num_replicas`` and ``set_epoch`` mark it as a sampler that shards by itself (into one shard), so
+    :func:`~avalanche_lpa.distributed.shard_loader` leaves it alone instead of giving it a ``DistributedSampler``.
+    """
+
+    num_replicas = 1
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.length))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+
 class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
     """After each experience ``t > 0``, trains ``epochs`` more epochs on the class-balanced memory.
 
@@ -60,10 +100,11 @@ class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
     (``training_epoch`` with every plugin callback), so mixup (:class:`SeenClassesBCE`), distillation,
     autocast and DDP apply as in the main training, with a fresh AdamW (``lr``, ``weight_decay``; no decay on
     1-D parameters, as timm's ``create_optimizer``) over the trainable parameters and the experience's lr
-    schedule paused. Parameters under the ``frozen`` name prefixes stop requiring gradients and their modules
-    go to eval mode (the authors' ``freeze``); everything else trains (with :class:`LocalityViT`: the CLS
-    token and all heads, also the frozen old ones of :class:`PerExperienceHeads`). The strategy's
-    optimizer, dataloader, ``requires_grad`` flags and module modes are restored afterwards.
+    schedule paused. Parameters under the ``frozen`` name prefixes stop requiring gradients; their modules stay
+    in training mode (``frozen_mode="train"``, what the authors' runs do: drop-path active) or go to eval mode
+    (``"eval"``); everything else trains (with :class:`LocalityViT`: the CLS token and all heads, also the
+    frozen old ones of :class:`PerExperienceHeads`). The strategy's optimizer, dataloader, ``requires_grad``
+    flags and module modes are restored afterwards.
 
     The finetuning set is the memory's samples with their training transforms, cut to the same number per
     class (a no-op for a class-balanced memory such as :func:`~avalanche_lpa.plugins.herding_memory`). List
@@ -79,6 +120,9 @@ class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
         repeats: repeated augmentation (each drawn image this many times per epoch, see
             :class:`RepeatedAugmentationSampler`); 1 draws every image once.
         seed: seed of the sample order.
+        frozen_mode: ``"train"`` or ``"eval"``, the mode of the frozen modules (:data:`FROZEN_MODES`).
+        sampling: ``"repeated_aug"`` or ``"none"`` (:data:`FINETUNE_SAMPLINGS`); with ``"none"`` ``repeats`` is
+            unused and the last batch is dropped only when the set holds more than one batch (as Douillard's).
     """
 
     def __init__(
@@ -91,10 +135,18 @@ class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
         batch_size: Optional[int] = None,
         repeats: int = 1,
         seed: int = 0,
+        frozen_mode: str = "train",
+        sampling: str = "repeated_aug",
     ) -> None:
         super().__init__()
         if epochs < 0 or lr <= 0 or repeats < 1:
             raise ValueError(f"need epochs >= 0, lr > 0 and repeats >= 1, got {epochs}, {lr}, {repeats}")
+        if frozen_mode not in FROZEN_MODES:
+            raise ValueError(f"frozen_mode must be one of {', '.join(FROZEN_MODES)}, got {frozen_mode!r}")
+        if sampling not in FINETUNE_SAMPLINGS:
+            raise ValueError(f"sampling must be one of {', '.join(FINETUNE_SAMPLINGS)}, got {sampling!r}")
+        self.frozen_mode = frozen_mode
+        self.sampling = sampling
         self.storage_policy = storage_policy
         self.epochs = epochs
         self.lr = lr
@@ -114,13 +166,16 @@ class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
 
     def _loader(self, strategy: "SupervisedTemplate", data: Any, experience: int) -> DataLoader:
         batch_size = self.batch_size or strategy.train_mb_size
+        collate = getattr(data, "collate_fn", None)
+        if self.sampling == "none":  # Douillard's ft_no_sampling: no sampler, no shuffle, no sharding
+            return DataLoader(data, batch_size=batch_size, sampler=_WholeSetSampler(len(data)),
+                              drop_last=len(data) > batch_size, collate_fn=collate)
         rank, world_size = distributed_rank()
         sampler = RepeatedAugmentationSampler(
             len(data), repeats=self.repeats, num_replicas=world_size, rank=rank,
             seed=self.seed + 100003 * experience, multiple_of=batch_size * world_size,
         )
-        return DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=True,
-                          collate_fn=getattr(data, "collate_fn", None))
+        return DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=True, collate_fn=collate)
 
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         decay, no_decay = [], []
@@ -149,15 +204,17 @@ class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
             for name, param in params.items():
                 param.requires_grad_(name not in frozen)
             model.train()
-            for name, module in model.named_modules():
-                if _matches(name, self.frozen):
-                    module.eval()
+            if self.frozen_mode == "eval":
+                for name, module in model.named_modules():
+                    if _matches(name, self.frozen):
+                        module.eval()
             loader = self._loader(strategy, data, experience)
             strategy.optimizer = self._optimizer(model)
             strategy.dataloader = loader
             setattr(strategy, _FLAG, True)
             for epoch in range(self.epochs):
-                loader.sampler.set_epoch(epoch)
+                if hasattr(loader.sampler, "set_epoch"):
+                    loader.sampler.set_epoch(epoch)
                 strategy._before_training_epoch(**kwargs)
                 strategy.training_epoch(**kwargs)
                 self.iterations += len(loader)

@@ -15,11 +15,14 @@ from avalanche.training.storage_policy import HerdingSelectionStrategy, Parametr
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ._sampling import distributed_rank
+
 if TYPE_CHECKING:
     from avalanche.benchmarks.utils import AvalancheDataset
     from avalanche.training.templates import SupervisedTemplate
 
 __all__ = [
+    "MEMORY_SCOPES",
     "HerdingMemory",
     "ScopedHerdingSelection",
     "find_module",
@@ -27,6 +30,12 @@ __all__ = [
     "herding_memory",
     "icarl_herding_order",
 ]
+
+
+#: Memory scopes under DDP: ``"global"`` (one memory, identical in every process: ``mem_size`` exemplars in all)
+#: or ``"per_rank"`` (each process herds its own ``mem_size`` from its own shard, nothing is exchanged: the LPA
+#: authors' two-GPU runs and Douillard's ``distributed_memory``, up to ``world_size x mem_size`` exemplars).
+MEMORY_SCOPES = ("global", "per_rank")
 
 
 def find_module(model: nn.Module, name: str) -> nn.Module:
@@ -151,12 +160,23 @@ class HerdingMemory(ParametricBuffer):
         max_size: exemplars in total.
         layer_name: submodule whose output are the ``[B, D]`` features (``"backbone"``: the CLS features).
         normalize: L2-normalise the features (iCaRL and the authors do).
+        scope: ``"global"`` (every process herds from the whole experience with the same model: one memory,
+            identical everywhere) or ``"per_rank"`` (under ``torchrun`` each process herds its own ``max_size``
+            from its shard of the experience, a permutation seeded with ``seed`` + the experience's index dealt
+            round-robin; the same as ``"global"`` in a single process). See :data:`MEMORY_SCOPES`.
+        seed: seed of the per-rank shards.
     """
 
-    def __init__(self, max_size: int, layer_name: str = "backbone", normalize: bool = True) -> None:
+    def __init__(
+        self, max_size: int, layer_name: str = "backbone", normalize: bool = True, scope: str = "global", seed: int = 0
+    ) -> None:
         if max_size < 1:
             raise ValueError(f"mem_size must be positive, got {max_size}")
+        if scope not in MEMORY_SCOPES:
+            raise ValueError(f"memory_scope must be one of {', '.join(MEMORY_SCOPES)}, got {scope!r}")
         super().__init__(max_size, groupby="class", selection_strategy=ScopedHerdingSelection(layer_name, normalize))
+        self.scope = scope
+        self.seed = seed
 
     def get_group_lengths(self, num_groups: int) -> List[int]:
         return [self.max_size // num_groups] * num_groups
@@ -167,8 +187,17 @@ class HerdingMemory(ParametricBuffer):
     def post_adapt(self, agent: "SupervisedTemplate", exp: Any) -> None:  # avalanche-lib 0.6
         self._add(agent, exp.dataset)
 
+    def _shard(self, strategy: "SupervisedTemplate", data: "AvalancheDataset") -> "AvalancheDataset":
+        """This process's shard of ``data`` (``per_rank`` under DDP), else ``data``."""
+        rank, world_size = distributed_rank()
+        if getattr(self, "scope", "global") != "per_rank" or world_size == 1:  # pickles from before scopes: global
+            return data
+        experience = strategy.clock.train_exp_counter
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed + 100003 * experience))
+        return data.subset(sorted(order[rank::world_size].tolist()))
+
     def _add(self, strategy: "SupervisedTemplate", data: "AvalancheDataset") -> None:
-        new_groups = self._make_groups(strategy, data)
+        new_groups = self._make_groups(strategy, self._shard(strategy, data))
         self.seen_groups.update(new_groups)
         share = self.max_size // len(self.seen_groups)
         for group, stored in self.buffer_groups.items():
@@ -184,9 +213,11 @@ class HerdingMemory(ParametricBuffer):
             self.buffer_groups[group] = kept
 
 
-def herding_memory(mem_size: int, layer_name: str = "backbone", normalize: bool = True) -> HerdingMemory:
-    """The authors' memory: :class:`HerdingMemory` of ``mem_size`` exemplars."""
-    return HerdingMemory(mem_size, layer_name, normalize)
+def herding_memory(
+    mem_size: int, layer_name: str = "backbone", normalize: bool = True, scope: str = "global", seed: int = 0
+) -> HerdingMemory:
+    """The authors' memory: :class:`HerdingMemory` of ``mem_size`` exemplars (``scope``: :data:`MEMORY_SCOPES`)."""
+    return HerdingMemory(mem_size, layer_name, normalize, scope=scope, seed=seed)
 
 
 def herding_buffer(mem_size: int, layer_name: str = "backbone", normalize: bool = True) -> ParametricBuffer:

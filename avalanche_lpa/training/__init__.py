@@ -11,15 +11,19 @@ from .builder import (
     strategy_options,
 )
 from .fixes import BiC, BiCPlugin, MemoryGuard
+from .recipe import DEPENDENT_OPTIONS, DYTOX_NAMES, PRESET_SWITCHES
 from .optim import OPTIMIZERS, build_optimizer, multiple_param_groups_supported
 
 __all__ = [
     "BiC",
     "BiCPlugin",
     "COMMON_OPTIONS",
+    "DEPENDENT_OPTIONS",
+    "DYTOX_NAMES",
     "HEADS",
     "MemoryGuard",
     "OPTIMIZERS",
+    "PRESET_SWITCHES",
     "RECIPES",
     "STRATEGIES",
     "build_optimizer",

@@ -10,7 +10,13 @@ Avalanche class, options with defaults, the head it needs, how it takes our mode
 (``herding_memory``) + ``BalancedFinetuningPlugin`` + ``OldSampleDistillationPlugin`` +
 ``ExperienceEpochsPlugin`` / ``ExperienceLRSchedulePlugin`` + ``SeenClassesBCE`` (mixup 0.8, label smoothing
 0.1); use it with per-experience heads (``LocalityViT(head_type="per_experience")``); ``lpa_warmup`` adds our
-LPA content warm-up (``LPAWarmupPlugin``), not part of the authors' recipe; ``dytox`` builds DyTox on it.
+LPA content warm-up (``LPAWarmupPlugin``), not part of the authors' recipe; ``dytox`` builds the LPA authors' DyTox
+on it, ``dytox_douillard`` / ``dytox_plus_douillard`` DyTox / DyTox+ as Douillard's code trains them.
+
+Presets compose: switching a part off resets the options that only mean something with it
+(:data:`~avalanche_lpa.training.recipe.DEPENDENT_OPTIONS`: ``lr_schedule=False`` drops the preset's
+``lr_first``, ``loss="ce"`` its mixup, ``replay_mode="balanced_batches"`` its repeated augmentation) unless the
+caller set them too.
 
 Strategies that need parts of the model take them from :class:`~avalanche_lpa.models.LocalityViT`:
 ``model.feature_extractor`` (images to CLS features ``[B, embed_dim]``), ``model.classifier`` (the head) and
@@ -30,9 +36,9 @@ from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
 from ..models import PerExperienceHeads
-from ..plugins import LR_STEPS, SeenClassesBCE, WeightDecayGroupsPlugin
+from ..plugins import LR_STEPS, DivergenceGuardPlugin, SeenClassesBCE, WeightDecayGroupsPlugin
 from .optim import build_optimizer
-from .recipe import RECIPES, STRATEGY_DEFAULTS, check_recipe, common_plugins, recipe_plugins
+from .recipe import RECIPES, STRATEGY_DEFAULTS, check_recipe, common_plugins, compose_options, recipe_plugins
 from .registry import HEADS, SPECS, Spec, head_width
 
 __all__ = [
@@ -96,9 +102,12 @@ def _spec(name: str) -> Spec:
     return SPECS[name]
 
 
-def strategy_options(name: str) -> Dict[str, Any]:
-    """Valid options of strategy ``name`` and their defaults."""
-    return {**COMMON_OPTIONS, **STRATEGY_DEFAULTS.get(name, {}), **_spec(name).options}
+def strategy_options(name: str, given: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Valid options of strategy ``name`` and their defaults; with ``given`` (options the caller sets), the
+    defaults those imply (a switched-off part's dependents reset, see
+    :func:`~avalanche_lpa.training.recipe.compose_options`)."""
+    defaults = {**COMMON_OPTIONS, **STRATEGY_DEFAULTS.get(name, {}), **_spec(name).options}
+    return compose_options(defaults, dict(given)) if given else defaults
 
 
 def strategy_class(name: str) -> type:
@@ -123,7 +132,7 @@ def _resolve(name: str, options: Dict[str, Any]) -> Dict[str, Any]:
         raise ValueError(
             f"unknown option(s) {', '.join(unknown)} for strategy {name!r}; valid options: {', '.join(sorted(valid))}"
         )
-    config = {**valid, **options}
+    config = compose_options(valid, options)
     if config["loss"] not in ("ce", "bce"):
         raise ValueError(f"loss must be 'ce' or 'bce', got {config['loss']!r}")
     if config["loss"] == "ce" and (config["mixup"] or config["cutmix"]):
@@ -140,6 +149,12 @@ def _resolve(name: str, options: Dict[str, Any]) -> Dict[str, Any]:
     if not spec.trains and config["lr_schedule"]:
         raise ValueError(f"{name} trains no weights (no optimizer); leave lr_schedule unset")
     return config
+
+
+def _divergence_hint(config: Dict[str, Any]) -> str:
+    if config["lr_first"] is not None:
+        return f"lower lr_first / lr (now {config['lr_first']:g} / {config['lr']:g}) or check the data for NaN/inf"
+    return f"lower lr (now {config['lr']:g}) or check the data for NaN/inf"
 
 
 def _criterion(config: Dict[str, Any]) -> Callable:
@@ -170,6 +185,7 @@ def build_strategy(
     evaluator: Optional[Union[EvaluationPlugin, Callable[[], EvaluationPlugin]]] = None,
     device: Optional[Union[str, torch.device]] = None,
     num_classes: Optional[int] = None,
+    divergence_guard: bool = True,
     **options: Any,
 ):
     """Builds the Avalanche strategy ``name`` around ``model``.
@@ -190,6 +206,9 @@ def build_strategy(
         device: ``None`` picks CUDA when available.
         num_classes: classes of the whole stream, when known (the runner passes it; a fixed head's width is
             used otherwise): lets checks that depend on it (ER_AML's memory) refuse before training.
+        divergence_guard: add a :class:`~avalanche_lpa.plugins.DivergenceGuardPlugin` (last, after ``plugins``),
+            so a non-finite loss or parameter raises :class:`~avalanche_lpa.plugins.DivergenceError` instead of
+            training on NaNs; not added twice when ``plugins`` already holds one (the runner's, with its hint).
         **options: see :func:`strategy_options` (common options plus those of ``name``).
 
     Raises:
@@ -222,6 +241,9 @@ def build_strategy(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     recipe = recipe_plugins(config) if name in RECIPES else []
     all_plugins = own + common_plugins(config) + recipe + list(plugins or [])
+    if divergence_guard and not any(isinstance(p, DivergenceGuardPlugin) for p in all_plugins):
+        # Last: it checks the loss after every plugin has added its terms, and the parameters after finetuning.
+        all_plugins.append(DivergenceGuardPlugin(hint=_divergence_hint(config)))
     kwargs: Dict[str, Any] = dict(
         train_mb_size=config["train_mb_size"],
         train_epochs=config["train_epochs"],

@@ -6,7 +6,8 @@
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Optional
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional
 
 from avalanche.core import SupervisedPlugin
 from avalanche.training import BiC as _AvalancheBiC
@@ -44,6 +45,28 @@ class BiCPlugin(_bic_module.BiCPlugin):
     subclass that takes and ignores ``verbose``; everything else is Avalanche's. Remove this class once
     Avalanche stops passing ``verbose``.
     """
+
+    def before_train_dataset_adaptation(self, strategy: "SupervisedTemplate", **kwargs: Any) -> None:
+        # Avalanche's BiC moves int(val_percentage * mem_size) images, split over the seen classes, from the
+        # experience's training data into its validation buffer; a class with no more images than its share
+        # is not trained on, and when no class has more the empty training set dies with a bare IndexError
+        # inside Avalanche's loader (avalanche-lib 0.5.0, 0.6.0). Refuse with the size it needs instead.
+        counts: Dict[int, int] = defaultdict(int)
+        for target in strategy.experience.dataset.targets:
+            counts[int(target)] += 1
+        seen = len(set(self.seen_classes) | set(counts))
+        share = max(self.get_group_lengths(seen))
+        short = sorted(c for c, n in counts.items() if n <= share)
+        if short:
+            held = int(self.val_percentage * self.mem_size)
+            raise ValueError(
+                f"bic sets int(val_percentage x mem_size) = {held} training images aside for its bias correction, "
+                f"up to {share} of each of the {seen} classes seen so far; class {short[0]} of experience "
+                f"{strategy.experience.current_experience} has only {counts[short[0]]}, leaving nothing to train "
+                f"on: give every class at least {share + 1} training images, or lower val_percentage x mem_size "
+                f"(now {self.val_percentage:g} x {self.mem_size}) to at most {(min(counts.values()) - 1) * seen}"
+            )
+        super().before_train_dataset_adaptation(strategy, **kwargs)
 
     def bias_correction_step(self, strategy: "SupervisedTemplate", *args: Any, **kwargs: Any) -> None:
         original = _bic_module.MultiStepLR

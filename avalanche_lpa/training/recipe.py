@@ -1,4 +1,5 @@
-"""The authors' recipe as options and plugins: ``lpa`` / ``lpa_warmup`` (method ``raw``) and ``dytox``.
+"""The authors' recipe as options and plugins: ``lpa`` / ``lpa_warmup`` (method ``raw``), ``dytox`` (the LPA authors'
+DyTox) and ``dytox_douillard`` / ``dytox_plus_douillard`` (DyTox and DyTox+ as Douillard's own code trains them).
 
 ``RECIPE_OPTIONS`` are the recipe's own options with the authors' values, ``STRATEGY_DEFAULTS`` the common options
 each recipe name sets to the authors' values, and :func:`recipe_plugins` composes the plugins; the common options'
@@ -16,6 +17,9 @@ from ..plugins import (
     DISTILLATIONS,
     DYTOX_FINETUNE_FROZEN,
     FINETUNE_FROZEN,
+    FINETUNE_SAMPLINGS,
+    FROZEN_MODES,
+    MEMORY_SCOPES,
     REPLAY_MODES,
     AutocastPlugin,
     BalancedFinetuningPlugin,
@@ -32,10 +36,15 @@ from ..plugins import (
 
 __all__ = [
     "RECIPES",
+    "DYTOX_NAMES",
     "RECIPE_OPTIONS",
     "DYTOX_OPTIONS",
+    "DOUILLARD_OPTIONS",
+    "DEPENDENT_OPTIONS",
+    "PRESET_SWITCHES",
     "STRATEGY_DEFAULTS",
     "check_recipe",
+    "compose_options",
     "common_plugins",
     "dytox_model",
     "recipe_plugins",
@@ -44,16 +53,20 @@ __all__ = [
 #: The recipe's own options, with the authors' values (``main.py``, ``cifar_raw_lpa.yaml``).
 RECIPE_OPTIONS: Dict[str, Any] = dict(
     mem_size=2000,  # exemplars in total, mem_size // n_seen_classes per class, iCaRL herding on CLS features
+    memory_scope="global",  # under DDP: "global" (one memory) | "per_rank" (the authors' 2-GPU runs: one per rank)
     replay_mode="concat",  # "concat" (memory added to the task's data) | "balanced_batches" (Avalanche's Replay)
     batch_size_mem=None,  # memory part of every batch (balanced_batches only)
     herding_layer="backbone",
     repeated_aug=3,  # DeiT's repeated augmentation (1: off)
-    distillation="old_samples",  # "old_samples" (the authors') | "weighted_lwf" | "none"
+    distillation="old_samples",  # "old_samples" (the authors') | "all_samples" (Douillard's) | "weighted_lwf" | "none"
     temperature=1.0,
     finetune_epochs=20,  # class-balanced finetuning on the memory after each task t > 0 (0: off)
     finetune_lr=5e-5,
     finetune_weight_decay=1e-6,
     finetune_frozen=FINETUNE_FROZEN,  # the authors' freeze_ft: [sab, tab]
+    finetune_frozen_mode="train",  # their freeze sets eval, their engine's model.train() undoes it: "train" | "eval"
+    finetune_teacher=True,  # distillation on in finetuning (Douillard: finetuning_teacher off)
+    finetune_sampling="repeated_aug",  # their sampler | "none" (Douillard's ft_no_sampling: dataset order)
 )
 
 #: DyTox's recipe: the same, plus the divergence head's loss, and a finetuning that freezes only the encoder
@@ -62,6 +75,16 @@ DYTOX_OPTIONS: Dict[str, Any] = dict(
     RECIPE_OPTIONS,
     divergence_weight=0.1,  # the authors' head_div (0: off)
     finetune_frozen=DYTOX_FINETUNE_FROZEN,
+)
+
+#: Douillard's DyTox (arthurdouillard/dytox, ``options/model/cifar_dytox.yaml`` + ``main.py`` defaults): the DyTox
+#: recipe with his distillation over every sample, finetuning without teacher or sampler at lr 5e-5 x 256 / 512.
+DOUILLARD_OPTIONS: Dict[str, Any] = dict(
+    DYTOX_OPTIONS,
+    distillation="all_samples",  # auto_kd (continual/engine.py: forward)
+    finetune_lr=2.5e-5,  # finetuning_lr 5e-5 x batch 128 x 2 GPUs / 512 (main.py)
+    finetune_teacher=False,  # finetuning_teacher: off
+    finetune_sampling="none",  # ft_no_sampling: true
 )
 
 #: Common options whose defaults a name overrides. ``lpa`` is the authors' recipe: global batch 256 = their 128
@@ -88,21 +111,87 @@ AUTHORS = dict(
     mixup=0.8,
     lpa_warmup=False,
 )
+#: Douillard's CIFAR-100 schedule: lr = 5e-4 x batch 128 x 2 GPUs / 512 = 2.5e-4 on every task (``incremental_lr``
+#: is 5e-4 too), 500 epochs on every task, timm cosine of 500 epochs (5 warm-up from 1e-6, min 1e-5), a fresh
+#: AdamW (wd 1e-6) per task; BCE with hard targets (no mixup: no label smoothing either, ``bce_with_logits``).
+DOUILLARD = dict(
+    AUTHORS,
+    lr=2.5e-4,
+    lr_first=None,
+    train_epochs=500,
+    epochs_first=None,
+    schedule_epochs=500.0,
+    label_smoothing=0.0,
+    mixup=0.0,
+)
 STRATEGY_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "lpa": AUTHORS,
     "lpa_warmup": {**AUTHORS, "lpa_warmup": True},
-    "dytox": AUTHORS,  # the authors' DyTox+LPA config trains with the same hyper-parameters
+    "dytox": AUTHORS,  # the LPA authors' DyTox(+LPA) config trains with the same hyper-parameters
+    "dytox_douillard": DOUILLARD,
+    "dytox_plus_douillard": {**DOUILLARD, "mixup": 0.8, "label_smoothing": 0.1},  # cifar_dytox_plus.yaml: mixup 0.8
     "from_scratch": dict(reset_optimizer=True),  # Avalanche's default: a fresh optimizer with the fresh weights
 }
 
 #: Names that build the recipe (and take its options).
-RECIPES = ("lpa", "lpa_warmup", "dytox")
+RECIPES = ("lpa", "lpa_warmup", "dytox", "dytox_douillard", "dytox_plus_douillard")
+#: The names that train a DyTox model (the runner builds ``dytox_<attn_type>_<preset>`` for them).
+DYTOX_NAMES = ("dytox", "dytox_douillard", "dytox_plus_douillard")
+
+#: Options that only mean something while a switch is on: ``(switch, is_off, {dependent: value when off})``. A
+#: preset sets the dependents to its own values; turning its switch off resets them too, unless the caller set
+#: them (then the combination is refused by the checks, naming the fix).
+DEPENDENT_OPTIONS = (
+    ("lr_schedule", lambda value: not value, {"lr_first": None}),  # lr_first is the schedule's first peak
+    ("loss", lambda value: value == "ce", {"mixup": 0.0, "cutmix": 0.0}),  # mixup needs soft targets (BCE)
+    ("replay_mode", lambda value: value != "concat", {"repeated_aug": 1}),  # its sampler replaces the loader
+)
+
+#: The documented switches of the presets (``RECIPES``): each one (option, value) builds and trains on every
+#: preset that has the option (tests/test_training.py). Toggles are listed both ways.
+PRESET_SWITCHES = (
+    ("lr_schedule", False),
+    ("epochs_first", None),
+    ("reset_optimizer", False),
+    ("decay_embeddings", False),
+    ("loss", "ce"),
+    ("mixup", 0.0),
+    ("mixup", 0.8),
+    ("label_smoothing", 0.0),
+    ("repeated_aug", 1),
+    ("replay_mode", "balanced_batches"),
+    ("memory_scope", "per_rank"),
+    ("distillation", "none"),
+    ("distillation", "old_samples"),
+    ("distillation", "all_samples"),
+    ("distillation", "weighted_lwf"),
+    ("finetune_epochs", 0),
+    ("finetune_frozen_mode", "eval"),
+    ("finetune_frozen_mode", "train"),
+    ("finetune_teacher", False),
+    ("finetune_teacher", True),
+    ("finetune_sampling", "none"),
+    ("finetune_sampling", "repeated_aug"),
+    ("lpa_warmup", True),
+    ("lpa_warmup", False),
+    ("divergence_weight", 0.0),
+)
+
+
+def compose_options(defaults: Dict[str, Any], given: Dict[str, Any]) -> Dict[str, Any]:
+    """``defaults`` updated with ``given``, then every dependent of a switched-off switch reset unless given."""
+    config = {**defaults, **given}
+    for switch, is_off, dependents in DEPENDENT_OPTIONS:
+        if switch in config and is_off(config[switch]):
+            config.update({k: v for k, v in dependents.items() if k in config and k not in given})
+    return config
 
 def dytox_model(model: nn.Module, config: Dict[str, Any], n_classes: Optional[int]) -> Dict[str, Any]:
-    """The registry's ``parts`` of ``dytox``: the model itself, which must be a DyTox model."""
+    """The registry's ``parts`` of the DyTox names: the model itself, which must be a DyTox model."""
     if not hasattr(model, "divergence_logits"):
         raise ValueError(
-            f"strategy 'dytox' needs a DyTox model, got {type(model).__name__}: timm.create_model('dytox_lpa_cifar') "
+            f"the DyTox strategies ({', '.join(DYTOX_NAMES)}) need a DyTox model, got {type(model).__name__}: "
+            "timm.create_model('dytox_lpa_cifar') "
             "(DyTox+LPA), 'dytox_gpsa_cifar' (DyTox) or avalanche_lpa.models.DyTox(...); in the runner use --model "
             "lpa, gpsa or mhsa (its encoder's attention), not a timm model"
         )
@@ -111,7 +200,10 @@ def dytox_model(model: nn.Module, config: Dict[str, Any], n_classes: Optional[in
 
 def check_recipe(config: Dict[str, Any]) -> None:
     """Raises ``ValueError`` (one line) for recipe options that do not go together."""
-    for key, valid in (("distillation", DISTILLATIONS), ("replay_mode", REPLAY_MODES)):
+    for key, valid in (
+        ("distillation", DISTILLATIONS), ("replay_mode", REPLAY_MODES), ("memory_scope", MEMORY_SCOPES),
+        ("finetune_frozen_mode", FROZEN_MODES), ("finetune_sampling", FINETUNE_SAMPLINGS),
+    ):
         if config[key] not in valid:
             raise ValueError(f"{key} must be one of {', '.join(valid)}, got {config[key]!r}")
     if config["repeated_aug"] < 1:
@@ -156,7 +248,7 @@ def common_plugins(config: Dict[str, Any]) -> List[SupervisedPlugin]:
 def recipe_plugins(config: Dict[str, Any]) -> List[SupervisedPlugin]:
     """The recipe's plugins in callback order: loader, then replay (its memory update after the experience),
     then finetuning on that memory, then distillation (its teacher is copied before the next experience)."""
-    memory = herding_memory(config["mem_size"], config["herding_layer"])
+    memory = herding_memory(config["mem_size"], config["herding_layer"], scope=config["memory_scope"])
     plugins: List[SupervisedPlugin] = []
     if config["replay_mode"] == "concat":
         if config["repeated_aug"] > 1:
@@ -175,10 +267,18 @@ def recipe_plugins(config: Dict[str, Any]) -> List[SupervisedPlugin]:
                 frozen=(frozen,) if isinstance(frozen, str) else tuple(frozen),
                 batch_size=config["train_mb_size"],
                 repeats=config["repeated_aug"],
+                frozen_mode=config["finetune_frozen_mode"],
+                sampling=config["finetune_sampling"],
             )
         )
-    if config["distillation"] == "old_samples":
-        plugins.append(OldSampleDistillationPlugin(temperature=config["temperature"]))
+    if config["distillation"] in ("old_samples", "all_samples"):
+        plugins.append(
+            OldSampleDistillationPlugin(
+                temperature=config["temperature"],
+                all_samples=config["distillation"] == "all_samples",
+                finetuning=config["finetune_teacher"],
+            )
+        )
     elif config["distillation"] == "weighted_lwf":
         plugins.append(WeightedLwFPlugin(temperature=config["temperature"]))
     if config.get("divergence_weight"):

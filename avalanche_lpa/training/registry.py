@@ -39,7 +39,7 @@ from torch import nn
 from torchvision.transforms import Compose, RandomHorizontalFlip, RandomResizedCrop
 
 from .fixes import REPLAY_LOADER_MEM_BATCH, BiC, MemoryGuard
-from .recipe import DYTOX_OPTIONS, RECIPE_OPTIONS, dytox_model
+from .recipe import DOUILLARD_OPTIONS, DYTOX_OPTIONS, RECIPE_OPTIONS, dytox_model
 
 __all__ = ["HEADS", "SPECS", "Spec", "head_width"]
 
@@ -231,7 +231,14 @@ SPECS: Dict[str, Spec] = {
     "er_ace": Spec(ER_ACE, dict(mem_size=2000, batch_size_mem=10)),
     "lpa": Spec(Naive, RECIPE_OPTIONS, rename={key: None for key in RECIPE_OPTIONS}),
     "lpa_warmup": Spec(Naive, RECIPE_OPTIONS, rename={key: None for key in RECIPE_OPTIONS}),
+    # The LPA authors' DyTox(+LPA) (bwnzheng/LPA_ICME2023), and DyTox / DyTox+ as Douillard's own code trains them.
     "dytox": Spec(Naive, DYTOX_OPTIONS, rename={key: None for key in DYTOX_OPTIONS}, parts=dytox_model),
+    "dytox_douillard": Spec(
+        Naive, DOUILLARD_OPTIONS, rename={key: None for key in DOUILLARD_OPTIONS}, parts=dytox_model
+    ),
+    "dytox_plus_douillard": Spec(
+        Naive, DOUILLARD_OPTIONS, rename={key: None for key in DOUILLARD_OPTIONS}, parts=dytox_model
+    ),
     # -- the rest of avalanche.training ------------------------------------------------------------------
     "agem": Spec(AGEM, dict(patterns_per_exp=200, sample_size=64)),
     "si": Spec(SynapticIntelligence, dict(si_lambda=1.0, eps=1e-7)),
