@@ -1,6 +1,6 @@
 """Every shipped config, run end to end through the real command line on fake data in its dataset's layout.
 
-The configs are discovered (``experiments/configs/*.yaml``, so a new config is covered without editing this
+The configs are discovered (``avalanche_lpa/configs/*.yaml``, so a new config is covered without editing this
 file), and so is each script's default config, which runs through its script with no ``--config`` at all. Each
 run keeps the config's own transforms (RandAugment included), samplers, replay, loss, distillation,
 finetuning and schedule; only sizes are overridden: the tiny preset shrunk further, a few images per class,

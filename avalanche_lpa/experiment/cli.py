@@ -72,6 +72,9 @@ def build_parser(description: str, default_config: Path, imagenet: bool = False,
     parser.add_argument("--overwrite", action="store_true",
                         help="start the run in --output afresh, deleting the files an earlier run wrote there")
     parser.add_argument("--eval-only", action="store_true", help="re-evaluate the finished run in --output")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print every metric (per layer, per head) after each epoch and evaluation "
+                             "(evaluation.verbose); by default one line per epoch and one summary per experience")
     parser.add_argument("--no-download", action="store_true",
                         help="never download a missing dataset (data.download: false)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -96,6 +99,8 @@ def _flag_values(args: argparse.Namespace) -> Dict[str, Any]:
     values = {key: getattr(args, flag) for flag, key in flags.items() if getattr(args, flag, None) is not None}
     if getattr(args, "no_download", False):
         values["data.download"] = False
+    if getattr(args, "verbose", False):
+        values["evaluation.verbose"] = True
     if getattr(args, "model", None) is not None:  # the model keys as select_model sets them
         chosen = select_model({"model": {}}, args.model)["model"]
         values.update({f"model.{key}": value for key, value in chosen.items()})

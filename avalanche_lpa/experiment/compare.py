@@ -22,6 +22,7 @@ from ..metrics import LocalityAtIterations, draw_probe
 from .config import switch_strategy, validate
 from .data import build_benchmark
 from .report import (
+    JOINT_SUFFIX,
     plot_accuracy_curves,
     plot_attention_comparison,
     plot_locality,
@@ -183,17 +184,24 @@ def compare(
 
 
 def _figures(groups: Dict[str, Dict[str, List[Dict[str, Any]]]], root: Path) -> None:
+    """Accuracy and locality figures over every seed (mean ± std), the joint controls dashed."""
     first = {label: runs["incremental"][0] for label, runs in groups.items()}
-    plot_accuracy_curves({k: r["summary"]["seen_accuracies"] for k, r in first.items()}, root / "accuracy_curves.png")
-    locality = {k: r["locality"]["layers"] for k, r in first.items() if (r.get("locality") or {}).get("layers")}
+    seeds = max(len(runs["incremental"]) for runs in groups.values())
+    over = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
+    plot_accuracy_curves({label: [r["summary"]["seen_accuracies"] for r in runs["incremental"]]
+                          for label, runs in groups.items()}, root / "accuracy_curves.png",
+                         title=f"Accuracy on all classes seen so far\n({over})")
+    locality = {label: [r["locality"]["layers"] for r in runs["incremental"] if (r.get("locality") or {}).get("layers")]
+                for label, runs in groups.items()}
+    locality = {label: series for label, series in locality.items() if series}
     for label, runs in groups.items():
-        if runs["joint"] and runs["joint"][0].get("locality_at_milestones"):
-            layers = runs["joint"][0]["locality_at_milestones"]["layers"]
-            if all(step is not None for step in layers):
-                locality[f"{label} (joint)"] = layers
+        joint = [j["locality_at_milestones"]["layers"] for j in runs["joint"] if j.get("locality_at_milestones")]
+        joint = [layers for layers in joint if all(step is not None for step in layers)]
+        if joint:
+            locality[f"{label}{JOINT_SUFFIX}"] = joint
     if locality:
         references = {r["locality"].get("uniform_distance") for r in first.values() if r.get("locality")}
-        plot_locality(locality, root / "locality.png", title="Mean attention distance per layer (first seed)",
+        plot_locality(locality, root / "locality.png", title=f"Mean attention distance per layer ({over})",
                       reference=references.pop() if len(references) == 1 else None)
     # The per-image attention of every model side by side (first seed; the probe images are the same).
     maps = {label: output_dir(r["config"]) / "attention_maps.json" for label, r in first.items()}

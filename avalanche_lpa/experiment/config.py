@@ -20,7 +20,7 @@ from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, dytox_keywords, model_keyw
 from ..training import DYTOX_NAMES, strategy_options
 
 __all__ = [
-    "ConfigError", "DEFAULTS", "DATASETS", "HARMLESS_KEYS", "load_config", "load_yaml", "apply_overrides", "read_yaml",
+    "ConfigError", "DEFAULTS", "DATASETS", "HARMLESS_KEYS", "LOGGERS", "load_config", "load_yaml", "apply_overrides", "read_yaml",
     "set_value", "switch_strategy", "validate", "dump_config", "config_differences",
 ]
 
@@ -59,8 +59,8 @@ DEFAULTS: Dict[str, Any] = {
     "evaluation": {
         "locality_probe_size": 256,
         "attention_maps": 4,  # probe images of the per-image attention figure (attention_maps.png); 0: off
-        "tensorboard": False,
-        "text_log": True,
+        "loggers": ["text"],  # any of text (log.txt), tensorboard (tb/), csv (csv/), wandb (wandb/; W&B's own settings)
+        "verbose": False,  # console: every metric after each epoch and evaluation, not one summary per experience
         "progress_bar": True,
     },
     "output": {
@@ -82,10 +82,13 @@ HARMLESS_KEYS = (
     "data.download",
     "data.num_workers",
     "evaluation.progress_bar",
-    "evaluation.text_log",
-    "evaluation.tensorboard",
+    "evaluation.loggers",
+    "evaluation.verbose",
     "output.dir",
 )
+
+#: The loggers ``evaluation.loggers`` may list (Avalanche's TextLogger, TensorboardLogger, CSVLogger, WandBLogger).
+LOGGERS = ("text", "tensorboard", "csv", "wandb")
 
 #: Strategy options that must be at least 1 (``None`` allowed where it is the default).
 _POSITIVE_OPTIONS = ("train_mb_size", "eval_mb_size", "batch_size_mem", "train_epochs", "epochs_first")
@@ -183,6 +186,7 @@ def validate(config: Mapping[str, Any]) -> Dict[str, Any]:
     Raises:
         ConfigError: with a one-line message naming the bad key and the valid alternatives.
     """
+    config = _with_loggers_list(config)
     strategy = dict(config.get("strategy") or {})
     name = strategy.pop("name", DEFAULTS["strategy"]["name"])
     try:
@@ -227,7 +231,27 @@ def validate(config: Mapping[str, Any]) -> Dict[str, Any]:
         raise ConfigError(
             f"evaluation.locality_probe_size: must be at least 1, got {out['evaluation']['locality_probe_size']}"
         )
+    loggers = out["evaluation"]["loggers"]
+    unknown = [name for name in loggers if name not in LOGGERS]
+    if unknown or not all(isinstance(name, str) for name in loggers):
+        raise ConfigError(f"evaluation.loggers: unknown logger(s) {', '.join(map(str, unknown))}; valid: {', '.join(LOGGERS)}")
+    out["evaluation"]["loggers"] = list(dict.fromkeys(loggers))
     return out
+
+
+def _with_loggers_list(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Reads the switches of configs written before ``evaluation.loggers`` (``text_log``, ``tensorboard``), so
+    that older run folders still resume and evaluate."""
+    evaluation = config.get("evaluation")
+    if not isinstance(evaluation, Mapping) or not {"text_log", "tensorboard"} & set(evaluation):
+        return config
+    evaluation = dict(evaluation)
+    loggers = list(evaluation.get("loggers") or ["text"])
+    if evaluation.pop("text_log", True) is False:
+        loggers = [name for name in loggers if name != "text"]
+    if evaluation.pop("tensorboard", False) is True and "tensorboard" not in loggers:
+        loggers.append("tensorboard")
+    return {**config, "evaluation": {**evaluation, "loggers": loggers}}
 
 
 def _validate_timm(model: Dict[str, Any]) -> None:

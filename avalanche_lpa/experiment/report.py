@@ -23,8 +23,9 @@ import math
 import os
 import platform
 import re
+import warnings
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -238,27 +239,88 @@ def plot_accuracy_matrix(
     return _save(accuracy_matrix_figure(matrix, title=title, blank_untrained=blank_untrained), path, dpi)
 
 
+def _by_seed(values: Sequence[Any], depth: int) -> List[Any]:
+    """``values`` as a list over seeds: a single run's series (``depth`` levels of nesting) becomes a list of one."""
+    probe: Any = values
+    for _ in range(depth):
+        probe = next((v for v in probe if v is not None), None) if isinstance(probe, (list, tuple)) else None
+        if probe is None:
+            break
+    return list(values) if isinstance(probe, (list, tuple)) else [values]
+
+
+def _mean_band(series: Sequence[Sequence[float]]):
+    """Mean and standard deviation over seeds (nan where no seed has a value), as numpy arrays."""
+    import numpy as np
+
+    width = max(len(s) for s in series)
+    table = np.full((len(series), width), np.nan)
+    for row, values in enumerate(series):
+        table[row, : len(values)] = values
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-nan column (a step no seed reached)
+        return np.nanmean(table, axis=0), np.nanstd(table, axis=0)
+
+
+def _line(axes, steps, series: Sequence[Sequence[float]], **style: Any) -> None:
+    """One run's line: its values, or for several seeds their mean with a ± std band."""
+    mean, std = _mean_band(series)
+    line, = axes.plot(steps[: len(mean)], mean, marker="o", markersize=4, **style)
+    if len(series) > 1:
+        axes.fill_between(steps[: len(mean)], mean - std, mean + std, color=line.get_color(), alpha=0.15,
+                          linewidth=0)
+
+
+def _base_label(name: str) -> str:
+    return name[: -len(JOINT_SUFFIX)] if name.endswith(JOINT_SUFFIX) else name
+
+
+#: Label suffix of a joint-training control; its lines are dashed, in the colour of its incremental run.
+JOINT_SUFFIX = " (joint)"
+
+
+def _colours(names: Sequence[str]) -> Dict[str, str]:
+    bases = list(dict.fromkeys(_base_label(name) for name in names))
+    return {base: f"C{i % 10}" for i, base in enumerate(bases)}
+
+
 def plot_accuracy_curves(
-    runs: Mapping[str, Sequence[Optional[float]]],
+    runs: Mapping[str, Sequence[Any]],
     path: PathLike,
     *,
     title: str = "Accuracy on all classes seen so far",
     dpi: int = 120,
 ) -> Path:
-    """One curve per run: accuracy (fractions, shown in %) after each step, e.g. ``summary.seen_accuracies``."""
+    """One curve per run: accuracy (fractions, shown in %, axis from 0 to 100) after each step.
+
+    Args:
+        runs: name -> the accuracies after each step (``summary.seen_accuracies``), or a list of such series, one
+            per seed, drawn as their mean with a ± std band.
+        path: the PNG to write.
+        title: figure title.
+        dpi: resolution.
+    """
     figure = _figure(5.0, 3.5)
     axes = figure.add_subplot()
-    for name, accuracies in runs.items():
-        axes.plot(range(1, len(accuracies) + 1), _percent(accuracies), marker="o", label=name)
-    axes.set(xlabel="step (experiences trained)", ylabel="accuracy (%)", title=title)
+    colours = _colours(list(runs))
+    for name, values in runs.items():
+        series = [_percent(seed) for seed in _by_seed(values, 1)]
+        steps = list(range(1, max(len(s) for s in series) + 1))
+        style = {"linestyle": "--"} if name.endswith(JOINT_SUFFIX) else {}
+        _line(axes, steps, series, label=_seeds_label(name, series), color=colours[_base_label(name)], **style)
+    axes.set(xlabel="step (experiences trained)", ylabel="accuracy (%)", title=title, ylim=(0.0, 100.0))
     _integer_steps(axes)
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(fontsize="small")
     return _save(figure, path, dpi)
 
 
+def _seeds_label(name: str, series: Sequence[Any]) -> str:
+    return f"{name} ({len(series)} seeds)" if len(series) > 1 else name
+
+
 def plot_locality(
-    runs: Mapping[str, Sequence[Sequence[Optional[float]]]],
+    runs: Mapping[str, Sequence[Any]],
     path: PathLike,
     *,
     title: str = "Locality over experiences",
@@ -267,11 +329,13 @@ def plot_locality(
 ) -> Path:
     """The locality-degradation figure: mean attention distance per layer vs experience, one line per run.
 
-    The y-axis starts at 0, and ``reference`` (e.g. :func:`uniform_attention_distance`) is drawn as a dashed
-    line, so a drift reads against the scale of the grid instead of filling the axis.
+    The y-axis starts at 0, and ``reference`` (e.g. :func:`uniform_attention_distance`) is drawn as a dashed grey
+    line, so a drift reads against the scale of the grid instead of filling the axis. Layers are numbered from 1
+    (as in the attention-maps figure); runs named ``... (joint)`` (joint-training controls) are dashed.
 
     Args:
-        runs: run name -> ``[experience][layer]`` distances (``results["locality"]["layers"]``).
+        runs: run name -> ``[experience][layer]`` distances (``results["locality"]["layers"]``), or a list of
+            those, one per seed, drawn as their mean with a ± std band.
         path: the PNG to write.
         title: figure title.
         reference: the uniform-attention distance of the grid (``None``: no line).
@@ -281,35 +345,42 @@ def plot_locality(
 
 
 def locality_figure(
-    runs: Mapping[str, Sequence[Sequence[Optional[float]]]],
+    runs: Mapping[str, Sequence[Any]],
     *,
     title: str = "Locality over experiences",
     reference: Optional[float] = None,
 ):
     """The locality figure as a matplotlib ``Figure`` (see :func:`plot_locality`)."""
-    layers = max((len(step) for values in runs.values() for step in values), default=0)
+    by_seed = {name: _by_seed(values, 2) for name, values in runs.items()}
+    layers = max((len(step) for seeds in by_seed.values() for values in seeds for step in values if step), default=0)
     if layers == 0:
         raise ValueError("no per-layer locality values to plot")
     figure = _figure(2.6 * layers + 2.6, 3.2)  # + room for the legend on the right
     axes = figure.subplots(1, layers, sharey=True, squeeze=False)[0]
-    for name, values in runs.items():
-        steps = range(1, len(values) + 1)
+    colours = _colours(list(by_seed))
+    top = reference or 0.0
+    for name, seeds in by_seed.items():
+        style = {"linestyle": "--"} if name.endswith(JOINT_SUFFIX) else {}
         for layer, ax in enumerate(axes):
-            series = [step[layer] if layer < len(step) and step[layer] is not None else math.nan for step in values]
-            ax.plot(steps, series, marker="o", label=name)
+            series = [[step[layer] if step and layer < len(step) and step[layer] is not None else math.nan
+                       for step in values] for values in seeds]
+            steps = list(range(1, max(len(s) for s in series) + 1))
+            _line(ax, steps, series, color=colours[_base_label(name)],
+                  label=_seeds_label(name, seeds) if layer == 0 else None, **style)
+            top = max([top] + [v for s in series for v in s if math.isfinite(v)])
     for layer, ax in enumerate(axes):
         if reference is not None:
-            ax.axhline(reference, color="grey", linestyle="--", linewidth=1,
-                       label=f"uniform attention ({reference:.2f})" if layer == len(axes) - 1 else None)
-        ax.set(title=f"layer {layer}", xlabel="after training experience")
+            ax.axhline(reference, color="grey", linestyle=":", linewidth=1,
+                       label=f"uniform attention ({reference:.2f})" if layer == 0 else None)
+        ax.set(title=f"layer {layer + 1}", xlabel="after training experience")
         _integer_steps(ax)
         ax.grid(alpha=0.3)
-    top = max([reference or 0.0] + [v for values in runs.values() for step in values for v in step
-                                     if v is not None and math.isfinite(v)])
     axes[0].set_ylim(0.0, 1.08 * top if top > 0 else 1.0)  # shared y: from 0, so drifts keep their scale
     axes[0].set_ylabel("mean attention distance (patches)")
     # Outside the axes: with the y-axis from 0 the free space inside is where the curves are.
-    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.03, 1.0), borderaxespad=0.0, fontsize="small")
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.03, 1.0), borderaxespad=0.0,
+                    fontsize="small")
     figure.suptitle(title)
     return figure
 

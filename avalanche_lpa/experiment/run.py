@@ -11,7 +11,7 @@ Everything a run produces lands in one folder (``output.dir``):
     model.pt           the final model's state dict (loads into a freshly built model, head included)
     attention_maps.json  per-image attention of a few probe images after every experience (evaluation.attention_maps)
     *.png              accuracy matrix, accuracy curve, locality and per-image attention figures
-    tb/                TensorBoard logs (evaluation.tensorboard: true)
+    tb/, csv/, wandb/  TensorBoard, CSV and W&B logs (evaluation.loggers: [text, tensorboard, csv, wandb])
     .lock              held (``fcntl.flock``) while a run uses the folder: one run per folder
 
 Everything that can be checked is checked before the folder is touched (config, device, output folder,
@@ -34,15 +34,17 @@ from typing import Any, Dict, Iterator, List, Optional
 import timm
 import torch
 from avalanche.distributed import DistributedHelper
-from avalanche.logging import InteractiveLogger, TensorboardLogger, TextLogger
+from avalanche.logging import CSVLogger, InteractiveLogger, TensorboardLogger, TextLogger
 from avalanche.training.determinism.rng_manager import RNGManager
 
 from ..distributed import DistributedPlugin, init_distributed, main_process_loggers, on_main
+from ..compat.avalanche_wandb import CompatWandBLogger
 from ..files import atomic_write_bytes
 from ..metrics import AttentionMapsPluginMetric, cil_evaluator, experience_sizes, find_attention_maps_metric
 from ..plugins import DivergenceError, DivergenceGuardPlugin
-from ..training import DYTOX_NAMES, build_strategy, needs_fixed_head
+from ..training import DYTOX_NAMES, build_strategy, needs_fixed_head, trains_on_logits
 from .checkpoint import load_checkpoint, save_checkpoint_atomic
+from .console import ConsoleLogger, experience_summary
 from .config import HARMLESS_KEYS, ConfigError, config_differences, dump_config, load_yaml, validate
 from .data import build_benchmark, class_mapping
 from .folder import (
@@ -144,15 +146,34 @@ def build_model(config: Dict[str, Any], num_classes: int) -> torch.nn.Module:
 
 
 def _loggers(config: Dict[str, Any], folder: Path) -> List[Any]:
+    """The console logger (progress bars) and the file loggers ``evaluation.loggers`` names."""
     evaluation = config["evaluation"]
     loggers: List[Any] = []
     if evaluation["progress_bar"]:
-        loggers.append(InteractiveLogger())
-    if evaluation["text_log"]:
-        loggers.append(TextLogger(open(folder / "log.txt", "a")))
-    if evaluation["tensorboard"]:
-        loggers.append(TensorboardLogger(tb_log_dir=str(folder / "tb")))
+        loggers.append(InteractiveLogger() if evaluation["verbose"] else ConsoleLogger())
+    for name in evaluation["loggers"]:
+        if name == "text":
+            loggers.append(TextLogger(open(folder / "log.txt", "a")))
+        elif name == "tensorboard":
+            loggers.append(TensorboardLogger(tb_log_dir=str(folder / "tb")))
+        elif name == "csv":
+            loggers.append(CSVLogger(log_folder=str(folder / "csv")))
+        elif name == "wandb":  # W&B's own settings apply (WANDB_MODE=offline, WANDB_PROJECT, ...)
+            loggers.append(CompatWandBLogger(project_name="avalanche-lpa", run_name=run_name(config),
+                                             dir=str(folder), config=config, save_code=False,
+                                             path=str(folder / "wandb")))
     return loggers
+
+
+def _close_loggers(loggers: List[Any]) -> None:
+    """Closes what the loggers hold open (files, TensorBoard writers, the W&B run)."""
+    for logger in loggers:
+        close = getattr(logger, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception as error:  # a logger that cannot flush must not turn a finished run into a failure
+                warnings.warn(f"closing {type(logger).__name__} failed: {error}")
 
 
 def _flush_logs(strategy) -> None:
@@ -167,7 +188,9 @@ def _log_line(strategy, line: str) -> None:
     """Appends ``line`` to the text loggers' files (not to the console, where the caller reports it)."""
     for logger in getattr(getattr(strategy, "evaluator", None), "loggers", None) or []:
         handle = getattr(logger, "file", None)
-        if isinstance(handle, io.TextIOWrapper) and handle.name not in ("<stdout>", "<stderr>") and not handle.closed:
+        name = getattr(handle, "name", None)  # a console stream has "<stdout>" or, when captured, no name
+        if isinstance(handle, io.TextIOWrapper) and isinstance(name, str) and not name.startswith("<") \
+                and not handle.closed:
             print(line, file=handle, flush=True)
 
 
@@ -204,7 +227,8 @@ def _evaluator(loggers: List[Any], config: Dict[str, Any], seed: int):
         images = config["evaluation"]["attention_maps"]
         extra = [AttentionMapsPluginMetric(num_images=images, seed=seed)] if images else []
         return cil_evaluator(loggers, probe_size=config["evaluation"]["locality_probe_size"], probe_seed=seed,
-                             extra_metrics=extra)
+                             extra_metrics=extra, train_metrics=True,
+                             train_accuracy=trains_on_logits(config["strategy"]["name"]))
 
 
 def read_run_config(folder: os.PathLike) -> Optional[Dict[str, Any]]:
@@ -382,7 +406,11 @@ def run(
                     _check_existing_run(folder, config, resume)  # again, now that no other run can start
                     for stale in list(folder.glob("checkpoint.pkl.*.tmp")) + list(folder.glob(".*.tmp")):
                         stale.unlink()  # a write cut short by a kill; ours is the only run in the folder
-            return _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info, resume, stop_after)
+            try:
+                return _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info, resume,
+                              stop_after)
+            finally:
+                _close_loggers(loggers)
 
 
 def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info, resume, stop_after):
@@ -406,6 +434,7 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
     start = progress["finished_experiences"]
 
     workers = config["data"]["num_workers"]
+    sizes = experience_sizes(benchmark.test_stream)
     try:
         for experience in benchmark.train_stream[start:]:
             started = time.perf_counter()
@@ -413,7 +442,12 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
             strategy.eval(benchmark.test_stream, num_workers=workers)
             progress["finished_experiences"] = experience.current_experience + 1
             progress["train_iterations"].append(strategy.clock.train_iterations)
-            progress["wall_time_s"] += time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            progress["wall_time_s"] += seconds
+            summary = experience_summary(strategy.evaluator.get_last_metrics(), progress["finished_experiences"],
+                                         len(benchmark.train_stream), seconds, progress["wall_time_s"], sizes)
+            on_main(print, summary, flush=True)
+            _log_line(strategy, summary)
             _flush_logs(strategy)  # the log must be at least as far as the checkpoint
             on_main(_write_attention_maps, strategy, folder)
             if config["output"]["checkpoint"]:
@@ -439,7 +473,7 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
         seed=seed,
         device=device,
         wall_time_s=progress["wall_time_s"],
-        exp_sizes=experience_sizes(benchmark.test_stream),
+        exp_sizes=sizes,
         extra={
             "model": model_label(config),
             "params": sum(p.numel() for p in model.parameters()),
@@ -508,7 +542,9 @@ def evaluate_saved_run(
         benchmark = build_benchmark(config["data"], config["seed"])
         model = build_model(config, benchmark.n_classes)
         model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
-        loggers = _loggers({**config, "evaluation": {**config["evaluation"], "text_log": False}}, folder)
+        evaluation = config["evaluation"]
+        loggers = _loggers({**config, "evaluation": {**evaluation, "loggers": [
+            name for name in evaluation["loggers"] if name not in ("text", "wandb")]}}, folder)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="No loggers specified")
             evaluator = cil_evaluator(loggers, probe_size=config["evaluation"]["locality_probe_size"],

@@ -30,8 +30,12 @@ from .locality import (
     measure_locality,
 )
 from .probe import class_balanced_indices, draw_probe
+from .training import EpochLearningRate, LearningRate, training_metrics
 
 __all__ = [
+    "EpochLearningRate",
+    "LearningRate",
+    "training_metrics",
     "ATTENTION_MAPS_FORMAT",
     "AccuracyMatrix",
     "AttentionMapsPluginMetric",

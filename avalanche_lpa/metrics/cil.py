@@ -25,6 +25,7 @@ from avalanche.training.plugins import EvaluationPlugin
 
 from .history import eval_points, metric_history, to_float, values_by_point
 from .locality import locality_metrics
+from .training import training_metrics
 
 __all__ = [
     "AccuracyMatrix",
@@ -75,6 +76,8 @@ def cil_evaluator(
     accuracy_matrix_metric: bool = True,
     extra_metrics: Sequence[Any] = (),
     strict_checks: bool = False,
+    train_metrics: bool = False,
+    train_accuracy: bool = True,
 ) -> EvaluationPlugin:
     """An ``EvaluationPlugin`` for class-incremental runs.
 
@@ -92,6 +95,9 @@ def cil_evaluator(
         accuracy_matrix_metric: add Avalanche's accuracy-matrix metric (its rows count calls to ``train``).
         extra_metrics: more plugin metrics to add (e.g. :class:`~.attention_maps.AttentionMapsPluginMetric`).
         strict_checks: passed to ``EvaluationPlugin``.
+        train_metrics: add the training curves (:func:`~.training.training_metrics`: loss and accuracy per
+            minibatch and epoch, learning rate per epoch).
+        train_accuracy: with ``train_metrics``, include the training accuracy (see ``training_metrics``).
     """
     metrics: List[Any] = [
         accuracy_metrics(experience=True, stream=True),
@@ -102,6 +108,8 @@ def cil_evaluator(
         metrics.append(AccuracyMatrix())
     if locality:
         metrics.append(locality_metrics(probe_size=probe_size, probe_dataset=probe_dataset, seed=probe_seed))
+    if train_metrics:
+        metrics.extend(training_metrics(accuracy=train_accuracy))
     metrics.extend(extra_metrics)
     if loggers is None:
         loggers = [InteractiveLogger()]

@@ -7,6 +7,7 @@ from .builder import (
     build_strategy,
     head_requirement,
     needs_fixed_head,
+    trains_on_logits,
     strategy_class,
     strategy_options,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "head_requirement",
     "multiple_param_groups_supported",
     "needs_fixed_head",
+    "trains_on_logits",
     "strategy_class",
     "strategy_options",
 ]

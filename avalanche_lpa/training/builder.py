@@ -50,6 +50,7 @@ __all__ = [
     "strategy_class",
     "head_requirement",
     "needs_fixed_head",
+    "trains_on_logits",
     "build_strategy",
 ]
 
@@ -118,6 +119,11 @@ def strategy_class(name: str) -> type:
 def head_requirement(name: str) -> str:
     """The head strategy ``name`` needs: ``"any"``, ``"fixed"`` or ``"single"`` (see :data:`HEADS`)."""
     return _spec(name).head
+
+
+def trains_on_logits(name: str) -> bool:
+    """Whether ``name``'s training outputs are class logits, so that a training accuracy means something."""
+    return _spec(name).logits
 
 
 def needs_fixed_head(name: str) -> bool:

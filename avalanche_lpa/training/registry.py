@@ -70,6 +70,8 @@ class Spec:
             ``model=model``); a ``"model"`` entry is also what the optimizer is built over.
         loss: the strategy's own loss, when it ignores ours (``loss``, ``label_smoothing``, ... are refused).
         trains: whether it optimises weights (StreamingLDA does not: no optimizer, no lr schedule).
+        logits: whether its training forward pass gives one row of class logits per target (SCR trains on
+            projections of two views of each image: no training accuracy there).
         check: the one-line problem of a config (and the stream's class count, when known), or ``None``.
         plugins: plugins the name always adds.
     """
@@ -82,6 +84,7 @@ class Spec:
     parts: Parts = _model
     loss: Optional[str] = None
     trains: bool = True
+    logits: bool = True
     check: Optional[Check] = None
     plugins: Callable[[], List[SupervisedPlugin]] = list
 
@@ -267,7 +270,7 @@ SPECS: Dict[str, Spec] = {
     "cwr": Spec(CWRStar, head="single", why="it rewrites the rows of one linear layer by class id", parts=_cwr),
     "scr": Spec(
         SCR, dict(mem_size=2000, batch_size_mem=100, temperature=0.1, projection_dim=128, augment=True),
-        rename=dict(projection_dim=None, augment=None), parts=_scr,
+        rename=dict(projection_dim=None, augment=None), parts=_scr, logits=False,
         loss="its own supervised contrastive loss (and a nearest-class-mean classifier)",
     ),
     "slda": Spec(

@@ -1,17 +1,10 @@
-"""Fixes of other libraries' behaviour, each with the versions it applies to and what upstream does.
+"""timm's auto-augment ops on every Pillow (every timm version; Pillow 10.4 to 13 tested).
 
-The package's one home for workarounds of timm and Pillow. It imports no other room of the package, so any
-room may use it. (The fixes of Avalanche's strategies, checkpoints and loaders still sit beside the code they
-serve: ``training/fixes.py``, ``experiment/checkpoint.py``, ``plugins/lr_schedule.py``, ``distributed.py``; see
-the README's Architecture section.)
-
-timm's auto-augment ops on Pillow
----------------------------------
 * **Posterize at 0 bits** (Pillow >= 13 raises, every timm version asks for it). timm's ``PosterizeIncreasing``
   keeps ``4 - int(level / 10 * 4)`` bits: at level 10, which ``rand-m9-mstd0.5-inc1``'s magnitude noise
-  reaches in about 1 of 700 calls, it asks Pillow to keep 0 bits (``Posterize`` of the original AutoAugment does
-  so at level 0). Pillow up to 12 masked every channel with ``~(2 ** 8 - 1)`` and so returned a black image, which
-  is what the authors' runs got; Pillow 13 raises ``ValueError: bits must be between or equal to 1 and 8``.
+  reaches in about 1 of 700 calls, it asks Pillow to keep 0 bits (``Posterize`` of timm's AutoAugment policies
+  does so at level 0). Pillow up to 12 masked every channel with ``~(2 ** 8 - 1)`` and so returned a black image,
+  which is what the authors' runs got; Pillow 13 raises ``ValueError: bits must be between or equal to 1 and 8``.
   :class:`PillowSafeOp` returns the black image on every Pillow.
 * **Fill colour of a greyscale image** (every Pillow, every timm). The geometric ops (rotate, shear, translate)
   fill with ``hparams["img_mean"]``, an RGB triple when the transform was built with 3-channel statistics;
@@ -98,3 +91,5 @@ def pillow_safe_augment(transform: Any) -> Any:
         if not isinstance(op.aug_fn, PillowSafeOp):
             op.aug_fn = PillowSafeOp(op.aug_fn)
     return transform
+
+
