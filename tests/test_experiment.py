@@ -284,3 +284,27 @@ def test_compare_resume_adds_seeds_and_reuses_finished_controls(tmp_path):
     group = outcome["groups"]["lpa / replay"]
     assert len(group["incremental"]) == 2 and len(group["joint"]) == 1
     assert "(1 seed)" in outcome["table"] and "| lpa / replay | 2 |" in outcome["table"]
+
+
+def test_runs_that_unpack_the_debian_fashion_mnist_at_the_same_time_both_succeed(tmp_path, monkeypatch):
+    # Two runs started together (a comparison on two shells) both unpack the Debian files into the shared
+    # Avalanche folder; with one shared temporary name the second run's rename took the first one's file away.
+    import shutil
+
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", make_fake_fashion_mnist_gz(tmp_path / "debian"))
+    root = tmp_path / "avalanche"
+    copy = shutil.copyfileobj
+    other_run = []
+
+    def copy_while_another_run_unpacks(source, target, *args):
+        if not other_run:  # the other run starts while this one copies its first file, and finishes first
+            other_run.append(None)
+            other_run[0] = data_module._fashion_mnist_root(root, download=False)
+        return copy(source, target, *args)
+
+    monkeypatch.setattr(data_module.shutil, "copyfileobj", copy_while_another_run_unpacks)
+    assert data_module._fashion_mnist_root(root, download=False) == other_run[0] == root
+    raw = root / "FashionMNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == sorted(data_module._FMNIST_FILES)  # no temporary left
+    bench = data_module.split_fashion_mnist(root, n_experiences=5, download=False)
+    assert len(bench.train_stream[0].dataset) == 2 * 3

@@ -14,6 +14,7 @@ import gzip
 import io
 import os
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -232,9 +233,16 @@ def _fashion_mnist_root(root: Optional[os.PathLike], download: bool = True) -> P
         return root
     raw.mkdir(parents=True, exist_ok=True)
     for name in _FMNIST_FILES:
-        with gzip.open(sources[0] / f"{name}.gz", "rb") as src, open(raw / f"{name}.tmp", "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        os.replace(raw / f"{name}.tmp", raw / name)
+        # A temporary file of this process's own: runs started together (a --compare on two shells) each unpack
+        # in full and the last rename wins, with the same bytes.
+        handle, temporary = tempfile.mkstemp(dir=raw, prefix=f".{name}.", suffix=".tmp")
+        try:
+            with gzip.open(sources[0] / f"{name}.gz", "rb") as src, os.fdopen(handle, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.replace(temporary, raw / name)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
     return root
 
 
