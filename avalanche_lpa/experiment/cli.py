@@ -1,7 +1,7 @@
 """Command line shared by ``experiments/split_*.py``: parse, build the config, run, report errors in one line.
 
-Exit status: 0 success, 2 bad input (config, flags, device, data, output folder, a folder in use), 1 a run
-that failed (diverged), 130 interrupted.
+Exit status: 0 success, 2 bad input (config, flags, device, data, output folder, a folder in use, a damaged run
+file), 1 a run that failed (diverged, or a file could not be written: a full disk), 130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from ..distributed import shutdown_distributed
+from ..files import WriteError
 from ..models import ATTN_TYPES, TIMM_PREFIX
 from ..plugins import DivergenceError
 from ..training import STRATEGIES
@@ -127,7 +128,7 @@ def main(argv: Optional[Sequence[str]], *, description: str, default_config: Pat
     except (ConfigError, DatasetNotFoundError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except DivergenceError as error:  # a failed run, not bad input
+    except (DivergenceError, WriteError) as error:  # a failed run, not bad input
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -47,10 +47,12 @@ from .config import HARMLESS_KEYS, ConfigError, config_differences, dump_config,
 from .data import build_benchmark, class_mapping
 from .folder import (
     RunFolderLock,
+    check_no_symlinks,
     check_not_locked,
     check_output_folder,
     clear_run_files,
     existing_run_files,
+    open_log,
 )
 from .report import (
     collect_results,
@@ -149,7 +151,7 @@ def _loggers(config: Dict[str, Any], folder: Path) -> List[Any]:
     if evaluation["progress_bar"]:
         loggers.append(InteractiveLogger())
     if evaluation["text_log"]:
-        loggers.append(TextLogger(open(folder / "log.txt", "a")))
+        loggers.append(TextLogger(open_log(folder / "log.txt")))
     if evaluation["tensorboard"]:
         loggers.append(TensorboardLogger(tb_log_dir=str(folder / "tb")))
     return loggers
@@ -350,6 +352,7 @@ def run(
     # Cheap checks first (no file is created): output folder, a live run in it, a run it already holds.
     check_output_folder(folder)
     check_not_locked(folder)
+    check_no_symlinks(folder)
     if not overwrite:
         _check_existing_run(folder, config, resume)
 
@@ -376,6 +379,7 @@ def run(
         # Everything is checked: from here on the folder is created, locked (rank 0) and written.
         with RunFolderLock(folder) if info.is_main else contextlib.nullcontext():
             if info.is_main:
+                check_no_symlinks(folder)  # again, now that no other run can plant one
                 if overwrite:
                     clear_run_files(folder)
                 else:
@@ -466,13 +470,14 @@ def _write_attention_maps(strategy, folder: Path) -> None:
 
 
 def _write_outputs(config: Dict[str, Any], folder: Path, results: Dict[str, Any], model: torch.nn.Module) -> None:
-    write_results(folder / "results.json", results)
+    # results.json last: it marks a finished run, so a write that fails before it (full disk) never looks done.
     if config["output"]["save_model"]:
         _save_model(model, folder / "model.pt")
     if config["output"]["plots"]:
         plot_runs({run_name(config): results}, folder)
         if (folder / "attention_maps.json").is_file():
             plot_attention_maps(folder)
+    write_results(folder / "results.json", results)
 
 
 def evaluate_saved_run(

@@ -1,0 +1,124 @@
+"""Long runs survive (issue 21): a full disk, planted symlinks, damaged run files, checkpoints inside an
+experience, preemption by SIGTERM / SIGUSR1."""
+import contextlib
+import errno
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+import avalanche_lpa.files as files
+from avalanche_lpa.experiment.config import load_config
+from avalanche_lpa.experiment.run import RunInterrupted, run
+
+from .test_reliability import SYNTHETIC_YAML, cli, one_line_error
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def base_yaml(tmp_path) -> Path:
+    path = tmp_path / "synthetic.yaml"
+    path.write_text(SYNTHETIC_YAML)
+    return path
+
+
+def _snapshot(folder: Path, names):
+    return {name: (folder / name).read_bytes() for name in names if (folder / name).is_file()}
+
+
+# -- 4. symlinks ---------------------------------------------------------------------------------------------
+def test_a_symlinked_lock_is_refused_and_its_target_untouched(base_yaml, tmp_path, capsys):
+    folder, victim = tmp_path / "run", tmp_path / "victim.txt"
+    folder.mkdir()
+    victim.write_text("precious\n")
+    (folder / ".lock").symlink_to(victim)
+    assert cli(base_yaml, "--output", str(folder)) == 2
+    err = one_line_error(capsys)
+    assert ".lock" in err and "symlink" in err
+    assert victim.read_text() == "precious\n"
+    assert not (folder / "config.yaml").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("name", ["log.txt", "results.json", "checkpoint.pkl", "tb"])
+def test_no_run_file_is_written_through_a_planted_symlink(base_yaml, tmp_path, capsys, name):
+    folder, victim = tmp_path / "run", tmp_path / "victim"
+    folder.mkdir()
+    victim.write_text("precious\n")
+    (folder / name).symlink_to(victim)
+    assert cli(base_yaml, "--output", str(folder)) == 2
+    err = one_line_error(capsys)
+    assert name in err and "symlink" in err
+    assert victim.read_text() == "precious\n"
+
+
+def test_atomic_write_replaces_a_symlink_instead_of_following_it(tmp_path):
+    victim, link = tmp_path / "victim", tmp_path / "link"
+    victim.write_text("precious\n")
+    link.symlink_to(victim)
+    files.atomic_write_bytes(link, b"new")
+    assert victim.read_text() == "precious\n" and not link.is_symlink() and link.read_bytes() == b"new"
+
+
+# -- 3. a full disk ------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _small_disk(folder: Path, size: str = "4m"):
+    """A tmpfs of ``size`` at ``folder`` (root only); ``None`` when this machine does not allow the mount."""
+    folder.mkdir()
+    if os.geteuid() != 0:
+        yield None
+        return
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if done.returncode != 0:
+        yield None
+        return
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def _fill(folder: Path, leave: int) -> None:
+    """Fills the filesystem of ``folder`` until ``leave`` bytes are free."""
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    with open(folder / "filler", "wb") as handle:
+        handle.write(b"\0" * max(0, free - leave))
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(base_yaml, tmp_path, capsys, monkeypatch):
+    with _small_disk(tmp_path / "disk") as disk:
+        folder = (disk or tmp_path / "disk") / "run"
+        config = load_config(base_yaml, [f"output.dir={folder}", "evaluation.attention_maps=0",
+                                         "output.plots=false"])
+        with pytest.raises(RunInterrupted):
+            run(config, stop_after=1)
+        kept = _snapshot(folder, ["checkpoint.pkl", "progress.json", "config.yaml", "classes.json"])
+        size = len(kept["checkpoint.pkl"])
+        if disk is not None:  # a real full disk: room for the log, not for the next checkpoint
+            _fill(disk, leave=size // 2)
+        else:  # no tmpfs here: the write helper meets ENOSPC when it moves the next checkpoint into place
+            replace = os.replace
+
+            def full(src, dst):
+                if str(dst).endswith("checkpoint.pkl"):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                return replace(src, dst)
+
+            monkeypatch.setattr(files.os, "replace", full)
+        code = cli(base_yaml, "--output", str(folder), "--resume")
+        err = one_line_error(capsys)
+        print(f"\nFULL-DISK ({'tmpfs' if disk else 'ENOSPC injected'}): {err}")
+        assert code == 1
+        assert f"in {folder}" in err and "free there" in err and "--resume" in err
+        assert "checkpoint.pkl" in err or "log.txt" in err
+        assert _snapshot(folder, kept) == kept  # the previous checkpoint and progress are intact
+        assert not list(folder.glob(".*.tmp")) and not (folder / "results.json").exists()
+        if disk is not None:
+            (disk / "filler").unlink()
+        else:
+            monkeypatch.setattr(files.os, "replace", replace)
+        assert cli(base_yaml, "--output", str(folder), "--resume") == 0  # the advice works
+        assert len(json.loads((folder / "results.json").read_text())["accuracy_matrix"]) == 3
