@@ -122,3 +122,62 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(base_yaml, tm
             monkeypatch.setattr(files.os, "replace", replace)
         assert cli(base_yaml, "--output", str(folder), "--resume") == 0  # the advice works
         assert len(json.loads((folder / "results.json").read_text())["accuracy_matrix"]) == 3
+
+
+# -- 5. damaged inputs ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished 3-experience run and one stopped after its first experience (copied by each test)."""
+    root = tmp_path_factory.mktemp("runs")
+    (root / "synthetic.yaml").write_text(SYNTHETIC_YAML)
+    base = root / "synthetic.yaml"
+    run(load_config(base, [f"output.dir={root / 'finished'}", "output.plots=false"]))
+    with pytest.raises(RunInterrupted):
+        run(load_config(base, [f"output.dir={root / 'stopped'}", "output.plots=false"]), stop_after=1)
+    return root
+
+
+def _copy(finished_run, name: str, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(finished_run / name, tmp_path / name))
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("touch BOOM",))
+
+
+@pytest.mark.parametrize("content", ["garbage", "list", "wrong_keys", "code"])
+def test_a_damaged_model_pt_is_one_line_for_eval_only(base_yaml, finished_run, tmp_path, capsys, monkeypatch,
+                                                      content):
+    import pickle
+
+    import torch
+
+    folder = _copy(finished_run, "finished", tmp_path)
+    path = folder / "model.pt"
+    if content == "garbage":
+        path.write_bytes(os.urandom(3000))
+    elif content == "list":
+        torch.save([torch.zeros(3)], path)
+    elif content == "wrong_keys":
+        torch.save({"weight": torch.zeros(3)}, path)
+    else:  # a pickle that would run code: weights_only refuses it
+        path.write_bytes(pickle.dumps({"weight": _Boom()}))
+    monkeypatch.chdir(tmp_path)
+    assert cli(base_yaml, "--output", str(folder), "--eval-only") == 2
+    err = one_line_error(capsys)
+    assert str(path) in err and "--overwrite" in err
+    assert not (tmp_path / "BOOM").exists() and not (folder / "eval_results.json").exists()
+
+
+@pytest.mark.parametrize("name,kind", [("results.json", "finished"), ("progress.json", "stopped")])
+def test_a_run_json_that_does_not_parse_is_one_line(base_yaml, finished_run, tmp_path, capsys, name, kind):
+    folder = _copy(finished_run, kind, tmp_path)
+    (folder / name).write_text('{"finished_experiences": 1, ')
+    flag = "--eval-only" if kind == "finished" else "--resume"
+    assert cli(base_yaml, "--output", str(folder), flag) == 2
+    err = one_line_error(capsys)
+    assert str(folder / name) in err and "damaged" in err
+    assert (folder / name).read_text() == '{"finished_experiences": 1, '  # nothing was overwritten

@@ -16,11 +16,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import io
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Any, List, Optional, Union
 
 from ..files import TEMP_GLOB, WriteError, write_error
 from .config import ConfigError
@@ -35,6 +36,7 @@ __all__ = [
     "check_no_symlinks",
     "clear_run_files",
     "open_log",
+    "read_run_json",
     "existing_run_files",
 ]
 
@@ -126,6 +128,23 @@ def open_log(path: PathLike) -> io.TextIOWrapper:
     path = Path(path)
     binary = open(path, "ab", opener=lambda name, flags: _open_nofollow(Path(name), flags))
     return _LogFile(binary, encoding="utf-8", line_buffering=False)
+
+
+def read_run_json(path: PathLike) -> Any:
+    """A run folder's JSON file (``results.json``, ``progress.json``, ...).
+
+    Raises:
+        ConfigError: the file cannot be read or does not parse (one line: the file, the problem, the fix).
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        problem = " ".join(str(error).split())
+        raise ConfigError(
+            f"{path} is damaged ({type(error).__name__}: {problem}); restore it from a backup, or start the run "
+            "afresh with --overwrite"
+        ) from None
 
 
 def _holder(fd: int) -> str:

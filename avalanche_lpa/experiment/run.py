@@ -53,6 +53,7 @@ from .folder import (
     clear_run_files,
     existing_run_files,
     open_log,
+    read_run_json,
 )
 from .report import (
     collect_results,
@@ -72,6 +73,7 @@ __all__ = [
     "build_model",
     "evaluate_saved_run",
     "read_run_config",
+    "load_model_file",
     "RunInterrupted",
 ]
 
@@ -271,6 +273,32 @@ def _save_model(model: torch.nn.Module, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _one_line(error: BaseException, limit: int = 240) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load_model_file(model: torch.nn.Module, path: Path) -> None:
+    """Loads a run's ``model.pt`` into ``model`` with ``torch.load(weights_only=True)``: tensors only, no code.
+
+    Raises:
+        ConfigError: the file is not a state dict of this model (garbage bytes, another pickle, other keys or
+            shapes); one line naming the file.
+    """
+    advice = "it is damaged or from another run: run the run again with --overwrite, or restore the file"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for bytes that are not a state dict
+        raise ConfigError(f"{path} is not a model state dict ({type(error).__name__}: "
+                          f"{_one_line(error, 120)}); {advice}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"{path} is not a model state dict (it holds a {type(state).__name__}); {advice}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ConfigError(f"{path} is not a state dict of this run's model ({_one_line(error)}); {advice}") from None
+
+
 def _trained_model(strategy, model: torch.nn.Module) -> torch.nn.Module:
     """The trained network as the model class we built: after a resume the strategy holds unpickled copies.
 
@@ -395,7 +423,10 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
     progress = {"finished_experiences": 0, "wall_time_s": 0.0, "train_iterations": []}
     if resume and checkpoint.exists():
         strategy, start = load_checkpoint(strategy, checkpoint, map_location=device)
-        progress = json.loads((folder / "progress.json").read_text())
+        progress = read_run_json(folder / "progress.json")
+        if not isinstance(progress, dict) or not isinstance(progress.get("finished_experiences"), int):
+            raise ConfigError(f"{folder / 'progress.json'} is damaged (no finished_experiences); start the run "
+                              "afresh with --overwrite")
         if progress["finished_experiences"] != start:
             raise ConfigError(
                 f"{folder}: progress.json and checkpoint.pkl disagree; start the run afresh with --overwrite"
@@ -512,7 +543,7 @@ def evaluate_saved_run(
         RNGManager.set_random_seeds(config["seed"])
         benchmark = build_benchmark(config["data"], config["seed"])
         model = build_model(config, benchmark.n_classes)
-        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+        load_model_file(model, folder / "model.pt")
         loggers = _loggers({**config, "evaluation": {**config["evaluation"], "text_log": False}}, folder)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="No loggers specified")
@@ -526,7 +557,7 @@ def evaluate_saved_run(
         results = {
             "run": str(folder),
             "metrics": {k: (v if isinstance(v, (int, float)) else str(v)) for k, v in metrics.items()},
-            "original_summary": read_results(folder / "results.json")["summary"]
+            "original_summary": read_results(folder / "results.json").get("summary")
             if (folder / "results.json").is_file() else None,
         }
         _write_json(folder / "eval_results.json", results)
