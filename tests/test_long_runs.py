@@ -181,3 +181,83 @@ def test_a_run_json_that_does_not_parse_is_one_line(base_yaml, finished_run, tmp
     err = one_line_error(capsys)
     assert str(folder / name) in err and "damaged" in err
     assert (folder / name).read_text() == '{"finished_experiences": 1, '  # nothing was overwritten
+
+
+# -- 1. checkpoints inside an experience ----------------------------------------------------------------------
+# The authors' recipe in small: 3 experiences (2 epochs, then 3), a per-epoch lr schedule with warm-up, replay
+# into a herded memory, distillation from the previous model, 2 epochs of balanced finetuning after each task.
+LPA_SETTINGS = [
+    "strategy.name=lpa", "model.head=per_experience", "strategy.train_mb_size=16", "strategy.mem_size=24",
+    "strategy.train_epochs=3", "strategy.epochs_first=2", "strategy.finetune_epochs=2",
+    "strategy.schedule_epochs=null", "strategy.lr_step=epoch", "strategy.lr_warmup_epochs=1",
+    "evaluation.attention_maps=0", "output.plots=false", "checkpoint.every_epochs=1",
+]
+
+KILLED_CHILD = """
+import sys, time
+import avalanche_lpa.experiment.run as run_module
+from avalanche_lpa.experiment.config import load_config
+from avalanche_lpa.experiment.midway import checkpoint_plugin
+
+target = (int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
+original = run_module.save_checkpoint_atomic
+
+def save_then_wait(strategy, path, exclude=None):
+    original(strategy, path, exclude)
+    where = checkpoint_plugin(strategy).position
+    if where is not None and (where["experience"], where["phase"], where["epoch"]) == target:
+        print("SAVED", flush=True)  # the parent kills us now, at this epoch boundary
+        time.sleep(120)
+
+run_module.save_checkpoint_atomic = save_then_wait
+run_module.run(load_config(sys.argv[1], ["output.dir=" + sys.argv[2], *sys.argv[6:]]))
+"""
+
+
+def _same_run(folder_a: Path, folder_b: Path) -> None:
+    """Two finished run folders have the same accuracy matrix, iterations and model.pt tensors."""
+    import torch
+
+    a, b = (json.loads((f / "results.json").read_text()) for f in (folder_a, folder_b))
+    assert a["accuracy_matrix"] == b["accuracy_matrix"] and a["train_iterations"] == b["train_iterations"]
+    assert a["locality"]["layers"] == b["locality"]["layers"]
+    ma, mb = (torch.load(f / "model.pt", weights_only=True) for f in (folder_a, folder_b))
+    assert ma.keys() == mb.keys() and all(torch.equal(ma[k], mb[k]) for k in ma)
+
+
+@pytest.fixture(scope="module")
+def straight_lpa(tmp_path_factory):
+    """An uninterrupted run of the small recipe (the reference every resumed run must equal)."""
+    root = tmp_path_factory.mktemp("straight")
+    (root / "synthetic.yaml").write_text(SYNTHETIC_YAML)
+    run(load_config(root / "synthetic.yaml", [f"output.dir={root / 'run'}", *LPA_SETTINGS]))
+    return root / "run"
+
+
+@pytest.mark.parametrize("phase,epoch", [("train", 2), ("finetune", 1)])
+def test_sigkill_at_an_epoch_boundary_then_resume_equals_the_uninterrupted_run(
+    base_yaml, straight_lpa, tmp_path, capsys, phase, epoch
+):
+    import signal
+    import sys
+    import time
+
+    folder = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    args = [str(base_yaml), str(folder), "1", phase, str(epoch), *LPA_SETTINGS]  # experience 2 (index 1)
+    child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, env=env, cwd=tmp_path)
+    try:
+        deadline, line = time.monotonic() + 240, ""
+        while "SAVED" not in line and time.monotonic() < deadline and child.poll() is None:
+            line = child.stdout.readline()
+        assert "SAVED" in line, "the child never reached the checkpoint to be killed at"
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    # Killed between checkpoint.pkl and progress.json: progress.json still tells of the checkpoint before.
+    progress = json.loads((folder / "progress.json").read_text())
+    assert progress["finished_experiences"] == 1 and progress["inside_experience"]["experience"] == 1
+    assert cli(base_yaml, "--output", str(folder), "--resume") == 0, capsys.readouterr().err
+    _same_run(straight_lpa, folder)

@@ -1,7 +1,8 @@
 """Command line shared by ``experiments/split_*.py``: parse, build the config, run, report errors in one line.
 
 Exit status: 0 success, 2 bad input (config, flags, device, data, output folder, a folder in use, a damaged run
-file), 1 a run that failed (diverged, or a file could not be written: a full disk), 130 interrupted (Ctrl-C).
+file), 1 a run that failed (diverged, or a file could not be written: a full disk), 75 preempted (SIGTERM or SIGUSR1:
+checkpointed, continue with --resume), 130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ..training import STRATEGIES
 from .checkpoint import CheckpointError
 from .compare import compare
 from .config import ConfigError, load_config
+from .midway import PREEMPTED_EXIT, Preempted
 from ..data import DatasetNotFoundError
 from .run import evaluate_saved_run, output_dir, read_run_config, run
 from .timm_model import select_model
@@ -131,6 +133,9 @@ def main(argv: Optional[Sequence[str]], *, description: str, default_config: Pat
     except (DivergenceError, WriteError) as error:  # a failed run, not bad input
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except Preempted as stopped:
+        print(stopped, file=sys.stderr)
+        return PREEMPTED_EXIT
     except KeyboardInterrupt:
         print("interrupted: finished experiences are checkpointed; continue with --resume", file=sys.stderr)
         return 130

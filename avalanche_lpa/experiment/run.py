@@ -23,6 +23,7 @@ no results are written.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import os
@@ -63,6 +64,7 @@ from .report import (
     uniform_attention_distance,
     write_results,
 )
+from .midway import Preempted, StopRequest, checkpoint_plugin, continue_experience, preempted_message
 from .timm_model import build_timm_model, model_label, model_slug
 
 __all__ = [
@@ -419,18 +421,17 @@ def run(
 
 def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info, resume, stop_after):
     """The experience loop of :func:`run`, inside the folder lock."""
-    seed, device = config["seed"], info.device
+    device = info.device
     progress = {"finished_experiences": 0, "wall_time_s": 0.0, "train_iterations": []}
+    position, rng = None, None
     if resume and checkpoint.exists():
         strategy, start = load_checkpoint(strategy, checkpoint, map_location=device)
-        progress = read_run_json(folder / "progress.json")
-        if not isinstance(progress, dict) or not isinstance(progress.get("finished_experiences"), int):
-            raise ConfigError(f"{folder / 'progress.json'} is damaged (no finished_experiences); start the run "
-                              "afresh with --overwrite")
-        if progress["finished_experiences"] != start:
-            raise ConfigError(
-                f"{folder}: progress.json and checkpoint.pkl disagree; start the run afresh with --overwrite"
-            )
+        rng = RNGManager.__getstate__()  # the checkpoint's random state, before anything draws from it
+        progress = _read_progress(folder, start)
+        position = _check_checkpoint_config(checkpoint_plugin(strategy), config, folder)
+    plugin = checkpoint_plugin(strategy)
+    if plugin.run_config is None:  # a fresh run, or a checkpoint from before the plugin existed
+        plugin.run_config = copy.deepcopy(config)
     fresh = not (folder / "config.yaml").is_file()
     if info.is_main and fresh:  # a resumed run keeps the config.yaml it was started with
         atomic_write_bytes(folder / "config.yaml", dump_config(config).encode())
@@ -439,23 +440,51 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
     # A resumed strategy carries the loggers it was saved with (pickled); log through this run's instead.
     strategy.evaluator.loggers = loggers
     start = progress["finished_experiences"]
+    clock = {"started": time.perf_counter()}  # the experience's start, less the time spent before a resume
 
+    def save_inside(strategy_, where: Dict[str, Any]) -> bool:
+        """An intra-experience checkpoint (:class:`~.midway.EpochCheckpointPlugin`), with progress.json."""
+        if not config["output"]["checkpoint"]:
+            return False
+        plugin.position = {**where, "elapsed_s": time.perf_counter() - clock["started"]}
+        try:
+            _flush_logs(strategy_)
+            on_main(save_checkpoint_atomic, strategy_, checkpoint)
+            inside = {k: plugin.position[k] for k in ("experience", "phase", "epoch", "iteration")}
+            on_main(_write_json, folder / "progress.json", {**progress, "inside_experience": inside})
+        finally:
+            plugin.position = None
+        return True
+
+    stop = StopRequest()
+    plugin.connect(every_epochs=config["checkpoint"]["every_epochs"],
+                   every_minutes=config["checkpoint"]["every_minutes"], save=save_inside, stop=stop)
     workers = config["data"]["num_workers"]
     try:
-        for experience in benchmark.train_stream[start:]:
-            started = time.perf_counter()
-            strategy.train(experience, num_workers=workers)
-            strategy.eval(benchmark.test_stream, num_workers=workers)
-            progress["finished_experiences"] = experience.current_experience + 1
-            progress["train_iterations"].append(strategy.clock.train_iterations)
-            progress["wall_time_s"] += time.perf_counter() - started
-            _flush_logs(strategy)  # the log must be at least as far as the checkpoint
-            on_main(_write_attention_maps, strategy, folder)
-            if config["output"]["checkpoint"]:
-                on_main(save_checkpoint_atomic, strategy, checkpoint)
-            on_main(_write_json, folder / "progress.json", progress)
-            if stop_after is not None and progress["finished_experiences"] >= stop_after:
-                raise RunInterrupted(f"stopped after experience {stop_after} as asked; resume with --resume")
+        with stop.handling():
+            for experience in benchmark.train_stream[start:]:
+                clock["started"] = time.perf_counter() - (position["elapsed_s"] if position else 0.0)
+                if position is not None:  # a checkpoint taken inside this experience
+                    continue_experience(strategy, plugin, position, rng, num_workers=workers)
+                    position = None
+                else:
+                    strategy.train(experience, num_workers=workers)
+                strategy.eval(benchmark.test_stream, num_workers=workers)
+                progress["finished_experiences"] = experience.current_experience + 1
+                progress["train_iterations"].append(strategy.clock.train_iterations)
+                progress["wall_time_s"] += time.perf_counter() - clock["started"]
+                _flush_logs(strategy)  # the log must be at least as far as the checkpoint
+                on_main(_write_attention_maps, strategy, folder)
+                if config["output"]["checkpoint"]:
+                    on_main(save_checkpoint_atomic, strategy, checkpoint)
+                    plugin.saved()
+                on_main(_write_json, folder / "progress.json", progress)
+                if stop_after is not None and progress["finished_experiences"] >= stop_after:
+                    raise RunInterrupted(f"stopped after experience {stop_after} as asked; resume with --resume")
+                done = progress["finished_experiences"] == len(benchmark.train_stream)
+                if not done and stop.requested():  # a signal during evaluation or the checkpoint
+                    where = {"experience": progress["finished_experiences"], "phase": "end"}
+                    raise Preempted(preempted_message(where, config["output"]["checkpoint"]))
     except DivergenceError as error:
         done = progress["finished_experiences"]
         kept = (
@@ -465,9 +494,44 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
         message = f"{error}; {kept}, no results were written"
         _log_line(strategy, f"error: {message}")
         raise DivergenceError(message) from None
+    except Preempted as stopped:
+        _log_line(strategy, str(stopped))
+        raise
     finally:
         _flush_logs(strategy)
 
+    return _finish(config, folder, benchmark, model, strategy, info, progress)
+
+
+def _read_progress(folder: Path, start: int) -> Dict[str, Any]:
+    """``progress.json`` of a run being resumed, checked against the checkpoint's experience ``start``."""
+    progress = read_run_json(folder / "progress.json")
+    if not isinstance(progress, dict) or not isinstance(progress.get("finished_experiences"), int):
+        raise ConfigError(f"{folder / 'progress.json'} is damaged (no finished_experiences); start the run "
+                          "afresh with --overwrite")
+    if progress["finished_experiences"] != start:
+        raise ConfigError(
+            f"{folder}: progress.json and checkpoint.pkl disagree; start the run afresh with --overwrite"
+        )
+    progress.pop("inside_experience", None)
+    return progress
+
+
+def _check_checkpoint_config(plugin, config: Dict[str, Any], folder: Path) -> Optional[Dict[str, Any]]:
+    """The checkpoint's position; a config that differs from the one the checkpoint was made with is an error."""
+    if plugin.run_config is not None:
+        changed = config_differences(plugin.run_config, config, ignore=HARMLESS_KEYS, common_only=True)
+        if changed:
+            raise ConfigError(
+                f"{folder / 'checkpoint.pkl'} was made with another config than {folder / 'config.yaml'} "
+                f"({', '.join(changed)}); restore config.yaml, or start the run afresh with --overwrite"
+            )
+    return plugin.position
+
+
+def _finish(config, folder, benchmark, model, strategy, info, progress) -> Dict[str, Any]:
+    """Collects ``results.json`` of a run whose experiences are all trained and writes the outputs."""
+    seed, device = config["seed"], info.device
     results = collect_results(
         strategy,
         config=config,

@@ -86,7 +86,8 @@ class OldSampleDistillationPlugin(SupervisedPlugin, supports_distributed=True):
     ``(1 - lambda) * loss + lambda * KD``; without such samples the loss is left as it is (their
     ``distillation_loss`` returns 0 before scaling the classification loss). Anything other plugins added to
     the loss before this one is scaled too. It stays on during the finetuning phase of
-    :class:`BalancedFinetuningPlugin`. The teacher is dropped after ``train`` returns and never pickled.
+    :class:`BalancedFinetuningPlugin`. The teacher is dropped after ``train`` returns, so only a checkpoint taken inside an experience
+    pickles it.
 
     Args:
         temperature: ``T`` (the authors use 1).
@@ -131,8 +132,6 @@ class OldSampleDistillationPlugin(SupervisedPlugin, supports_distributed=True):
         # After every after_training_exp callback (finetuning distils too): the copy is no longer needed.
         self.teacher = None
 
-    def __getstate__(self):
-        return {**self.__dict__, "teacher": None}
 
 
 class WeightedLwFPlugin(LwFPlugin, supports_distributed=True):
