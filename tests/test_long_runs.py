@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from avalanche.core import SupervisedPlugin
 
 import avalanche_lpa.files as files
 from avalanche_lpa.experiment.config import load_config
@@ -261,3 +262,83 @@ def test_sigkill_at_an_epoch_boundary_then_resume_equals_the_uninterrupted_run(
     assert progress["finished_experiences"] == 1 and progress["inside_experience"]["experience"] == 1
     assert cli(base_yaml, "--output", str(folder), "--resume") == 0, capsys.readouterr().err
     _same_run(straight_lpa, folder)
+
+
+# -- 2. preemption ---------------------------------------------------------------------------------------------
+class SignalAt(SupervisedPlugin):
+    """Sends ``signum`` to this process (only on rank ``rank``) before the training iteration at
+    (experience, clock epoch of the experience, iteration of the epoch); once, also over a resume."""
+
+    def __init__(self, signum: int, experience: int, epoch: int, iteration: int, rank: int = 0) -> None:
+        super().__init__()
+        self.signum, self.at, self.rank, self.fired = signum, (experience, epoch, iteration), rank, False
+
+    def before_training_iteration(self, strategy, **kwargs) -> None:
+        clock = strategy.clock
+        here = (clock.train_exp_counter, clock.train_exp_epochs, clock.train_epoch_iterations)
+        if here == self.at and not self.fired and int(os.environ.get("RANK", "0")) == self.rank:
+            self.fired = True
+            os.kill(os.getpid(), self.signum)
+
+
+def _with_plugin(monkeypatch, plugin) -> None:
+    """Every strategy the runner builds gets ``plugin`` too."""
+    import avalanche_lpa.experiment.run as run_module
+
+    build = run_module.build_strategy
+    monkeypatch.setattr(run_module, "build_strategy",
+                        lambda *a, plugins=None, **k: build(*a, plugins=list(plugins or []) + [plugin], **k))
+
+
+# Experience 2 (index 1) trains 3 epochs of 5 iterations (80 samples / 16), then finetunes for 2 epochs of one
+# iteration: the clock's epoch 1 is the second training epoch, its epoch 4 the second finetuning epoch (there
+# the signal comes in its only iteration: the checkpoint is at an epoch's last iteration, before its end).
+@pytest.mark.parametrize("signame,epoch,iteration,expected", [
+    ("SIGTERM", 1, 2, "preempted at experience 2, epoch 2: checkpointed; continue with --resume"),
+    ("SIGUSR1", 4, 0, "preempted at experience 2, finetuning epoch 2: checkpointed; continue with --resume"),
+])
+def test_a_preemption_signal_checkpoints_after_the_iteration_and_resume_equals_the_uninterrupted_run(
+    base_yaml, straight_lpa, tmp_path, capsys, monkeypatch, signame, epoch, iteration, expected
+):
+    import signal
+
+    folder = tmp_path / "preempted"
+    settings = [item for s in LPA_SETTINGS if not s.startswith("checkpoint.") for item in ("--set", s)]
+    _with_plugin(monkeypatch, SignalAt(getattr(signal, signame), experience=1, epoch=epoch, iteration=iteration))
+    assert cli(base_yaml, "--output", str(folder), *settings) == 75
+    assert one_line_error_free(capsys) == expected
+    progress = json.loads((folder / "progress.json").read_text())
+    assert progress["inside_experience"]["iteration"] == iteration + 1  # the iteration running then ended
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are put back
+    monkeypatch.undo()
+    assert cli(base_yaml, "--output", str(folder), "--resume") == 0, capsys.readouterr().err
+    _same_run(straight_lpa, folder)
+
+
+def one_line_error_free(capsys) -> str:
+    """The captured stderr, checked to be exactly one line without a traceback."""
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_a_config_that_does_not_match_the_checkpoint_is_one_line(base_yaml, finished_run, tmp_path, capsys):
+    folder = _copy(finished_run, "stopped", tmp_path)
+    text = (folder / "config.yaml").read_text()
+    assert "lr: 0.003" in text
+    (folder / "config.yaml").write_text(text.replace("lr: 0.003", "lr: 0.01"))  # edited after the start
+    kept = _snapshot(folder, ["checkpoint.pkl", "progress.json"])
+    assert cli(base_yaml, "--output", str(folder), "--resume") == 2
+    err = one_line_error(capsys)
+    assert "checkpoint.pkl" in err and "strategy.lr (0.003 -> 0.01)" in err and "--overwrite" in err
+    assert _snapshot(folder, kept) == kept
+
+
+def test_checkpoint_keys_are_checked_and_harmless_on_resume(tmp_path):
+    from avalanche_lpa.experiment.config import HARMLESS_KEYS, ConfigError
+
+    for bad in ("checkpoint.every_epochs=0", "checkpoint.every_epochs=1.5", "checkpoint.every_minutes=-1"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            load_config(None, [bad])
+    assert load_config(None, ["checkpoint.every_minutes=30"])["checkpoint"]["every_minutes"] == 30
+    assert {"checkpoint.every_epochs", "checkpoint.every_minutes"} <= set(HARMLESS_KEYS)
