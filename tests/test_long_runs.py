@@ -342,3 +342,53 @@ def test_checkpoint_keys_are_checked_and_harmless_on_resume(tmp_path):
             load_config(None, [bad])
     assert load_config(None, ["checkpoint.every_minutes=30"])["checkpoint"]["every_minutes"] == 30
     assert {"checkpoint.every_epochs", "checkpoint.every_minutes"} <= set(HARMLESS_KEYS)
+
+
+TORCHRUN_CHILD = """
+import os, runpy, signal, sys
+sys.path.insert(0, sys.argv[1])
+import avalanche_lpa.experiment.run as run_module
+from tests.test_long_runs import SignalAt
+
+build = run_module.build_strategy
+plugin = SignalAt(signal.SIGTERM, experience=1, epoch=1, iteration=1, rank=1)  # rank 1 only: rank 0 follows
+run_module.build_strategy = lambda *a, plugins=None, **k: build(*a, plugins=list(plugins or []) + [plugin], **k)
+script = os.path.join(sys.argv[1], "experiments", "split_cifar100.py")
+sys.argv = [script, *sys.argv[2:]]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def _torchrun(tmp_path: Path, script: list, *args: str):
+    import socket
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", *script,
+           "--device", "cpu", "--set", "evaluation.progress_bar=false", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+
+
+@pytest.mark.slow
+def test_preemption_under_torchrun_stops_every_rank_and_resume_equals_the_uninterrupted_run(base_yaml, tmp_path):
+    settings = ["--config", str(base_yaml)] + [i for s in LPA_SETTINGS for i in ("--set", s)]
+    cifar = [str(REPO / "experiments" / "split_cifar100.py")]
+    straight = _torchrun(tmp_path, cifar, "--output", str(tmp_path / "straight"), *settings)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    child = tmp_path / "child.py"
+    child.write_text(TORCHRUN_CHILD)
+    stopped = _torchrun(tmp_path, [str(child), str(REPO)], "--output", str(tmp_path / "run"), *settings)
+    assert stopped.returncode != 0
+    line = "preempted at experience 2, epoch 2: checkpointed; continue with --resume"
+    assert stopped.stderr.count(line) == 2, stopped.stderr[-3000:]  # both ranks stopped at the same iteration
+    assert "exitcode  : 75" in stopped.stderr  # torchrun reports the workers' status (and fails itself)
+    progress = json.loads((tmp_path / "run" / "progress.json").read_text())
+    assert progress["inside_experience"] == {"experience": 1, "phase": "train", "epoch": 1, "iteration": 2}
+    resumed = _torchrun(tmp_path, cifar, "--output", str(tmp_path / "run"), "--resume", "--config",
+                        str(tmp_path / "run" / "config.yaml"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _same_run(tmp_path / "straight", tmp_path / "run")

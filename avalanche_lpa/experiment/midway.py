@@ -127,6 +127,18 @@ class _ResumedEpoch:
         yield from batches
 
 
+def _own_shard(loader: Any) -> None:
+    """Points a pickled loader's sharding sampler at this process's rank (rank 0 wrote the checkpoint).
+
+    Samplers that shard themselves (:class:`~avalanche_lpa.plugins.RepeatedAugmentationSampler`,
+    ``DistributedSampler``) keep the rank they were built with and read it when iterated.
+    """
+    rank = DistributedHelper.rank if _distributed() else 0
+    for sampler in (getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+        if sampler is not None and hasattr(sampler, "rank") and hasattr(sampler, "num_replicas"):
+            sampler.rank = rank
+
+
 def _finetuning(strategy: Any) -> Optional[BalancedFinetuningPlugin]:
     return next((p for p in strategy.plugins if isinstance(p, BalancedFinetuningPlugin)), None)
 
@@ -278,6 +290,7 @@ def continue_experience(strategy: Any, plugin: EpochCheckpointPlugin, position: 
         rng: the random state right after loading (the checkpoint's).
     """
     plugin.resume_at(position, rng)
+    _own_shard(strategy.dataloader)
     strategy.is_training = True
     strategy._stop_training = False
     if position["phase"] == "finetune":
