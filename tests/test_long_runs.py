@@ -392,3 +392,28 @@ def test_preemption_under_torchrun_stops_every_rank_and_resume_equals_the_uninte
                         str(tmp_path / "run" / "config.yaml"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _same_run(tmp_path / "straight", tmp_path / "run")
+
+
+@pytest.mark.parametrize("setting,expected", [
+    # (experience, phase, epochs done): 2 epochs in experience 1, 3 + 2 finetuning epochs in the others
+    ("checkpoint.every_epochs=2", [(0, "train", 2), (1, "train", 2), (1, "finetune", 2), (2, "train", 2),
+                                   (2, "finetune", 2)]),
+    ("checkpoint.every_minutes=1e-9", [(e, "train", k) for k in (1, 2) for e in (0,)]
+     + [(e, p, k) for e in (1, 2) for p, n in (("train", 3), ("finetune", 2)) for k in range(1, n + 1)]),
+])
+def test_checkpoints_inside_experiences_follow_the_schedule(base_yaml, tmp_path, monkeypatch, setting, expected):
+    import avalanche_lpa.experiment.run as run_module
+    from avalanche_lpa.experiment.midway import checkpoint_plugin
+
+    seen, original = [], run_module.save_checkpoint_atomic
+
+    def record(strategy, path, exclude=None):
+        where = checkpoint_plugin(strategy).position
+        if where is not None:
+            seen.append((where["experience"], where["phase"], where["epoch"]))
+        original(strategy, path, exclude)
+
+    monkeypatch.setattr(run_module, "save_checkpoint_atomic", record)
+    settings = [s for s in LPA_SETTINGS if not s.startswith("checkpoint.")]
+    run(load_config(base_yaml, [f"output.dir={tmp_path / 'run'}", *settings, setting]))
+    assert sorted(seen) == sorted(expected)
