@@ -5,8 +5,9 @@ Everything a run produces lands in one folder (``output.dir``):
     config.yaml        the validated config (with defaults filled in)
     classes.json       class order (original ids in arrival order) and the original id -> label mapping
     log.txt            Avalanche's TextLogger output
-    checkpoint.pkl     the strategy after the last finished experience (Avalanche checkpoint, atomic)
-    progress.json      finished experiences and the wall time spent so far
+    checkpoint.pkl     the strategy after the last finished experience, or inside one (checkpoint.every_*,
+                       a preemption signal: experiment/midway.py); Avalanche's dill pickle, atomic
+    progress.json      finished experiences, the wall time spent so far, where a checkpoint inside one stands
     results.json       accuracy matrix, CIL summary, locality per experience/layer/head, versions, ...
     model.pt           the final model's state dict (loads into a freshly built model, head included)
     attention_maps.json  per-image attention of a few probe images after every experience (evaluation.attention_maps)
@@ -18,7 +19,8 @@ Everything that can be checked is checked before the folder is touched (config, 
 existing run, dataset, model, strategy options), so a bad input leaves nothing behind. ``--resume`` continues
 with the run's own ``config.yaml`` (only :data:`~.config.HARMLESS_KEYS` may differ). A
 :class:`~avalanche_lpa.plugins.DivergenceGuardPlugin` stops a diverging run: the last good checkpoint stays and
-no results are written.
+no results are written. SIGTERM / SIGUSR1 stop a run after its current iteration with a checkpoint
+(:class:`~.midway.Preempted`); a failed write is a one-line :class:`~avalanche_lpa.files.WriteError`.
 """
 from __future__ import annotations
 
