@@ -417,3 +417,40 @@ def test_checkpoints_inside_experiences_follow_the_schedule(base_yaml, tmp_path,
     settings = [s for s in LPA_SETTINGS if not s.startswith("checkpoint.")]
     run(load_config(base_yaml, [f"output.dir={tmp_path / 'run'}", *settings, setting]))
     assert sorted(seen) == sorted(expected)
+
+
+class SignalInEvaluation(SupervisedPlugin):
+    """Sends SIGTERM to this process when the first evaluation starts (after experience 1's training)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fired = False
+
+    def before_eval(self, strategy, **kwargs) -> None:
+        import signal
+
+        if not self.fired:
+            self.fired = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_signal_during_evaluation_stops_after_that_experiences_checkpoint(base_yaml, tmp_path, capsys,
+                                                                             monkeypatch):
+    folder = tmp_path / "run"
+    _with_plugin(monkeypatch, SignalInEvaluation())
+    assert cli(base_yaml, "--output", str(folder)) == 75
+    assert one_line_error_free(capsys) == "preempted after experience 1: checkpointed; continue with --resume"
+    assert json.loads((folder / "progress.json").read_text())["finished_experiences"] == 1
+    monkeypatch.undo()
+    assert cli(base_yaml, "--output", str(folder), "--resume") == 0, capsys.readouterr().err
+    assert len(json.loads((folder / "results.json").read_text())["accuracy_matrix"]) == 3
+
+
+def test_eval_only_reads_no_pickle_but_model_pt(base_yaml, finished_run, tmp_path, capsys, monkeypatch):
+    import pickle
+
+    folder = _copy(finished_run, "finished", tmp_path)
+    (folder / "checkpoint.pkl").write_bytes(pickle.dumps(_Boom()))  # would run code if unpickled
+    monkeypatch.chdir(tmp_path)
+    assert cli(base_yaml, "--output", str(folder), "--eval-only") == 0, capsys.readouterr().err
+    assert not (tmp_path / "BOOM").exists() and (folder / "eval_results.json").is_file()
