@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, List, Optional, Union
 
-from ..files import TEMP_GLOB, WriteError, write_error
+from ..files import TEMP_GLOB, write_error
 from .config import ConfigError
 
 __all__ = [
@@ -114,13 +114,13 @@ class _LogFile(io.TextIOWrapper):
         try:
             return super().write(text)
         except OSError as error:
-            raise write_error(self.name, error) if not isinstance(error, WriteError) else error from None
+            raise write_error(self.name, error) from None
 
     def flush(self) -> None:
         try:
             super().flush()
         except OSError as error:
-            raise write_error(self.name, error) if not isinstance(error, WriteError) else error from None
+            raise write_error(self.name, error) from None
 
 
 def open_log(path: PathLike) -> io.TextIOWrapper:

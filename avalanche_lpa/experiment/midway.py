@@ -289,6 +289,7 @@ def continue_experience(strategy: Any, plugin: EpochCheckpointPlugin, position: 
         position: ``plugin.position``.
         rng: the random state right after loading (the checkpoint's).
     """
+    _set_rng_state(rng)  # whatever ran since the load (loggers, ...) must not have moved the random state
     plugin.resume_at(position, rng)
     _own_shard(strategy.dataloader)
     strategy.is_training = True

@@ -442,13 +442,13 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
     # A resumed strategy carries the loggers it was saved with (pickled); log through this run's instead.
     strategy.evaluator.loggers = loggers
     start = progress["finished_experiences"]
-    clock = {"started": time.perf_counter()}  # the experience's start, less the time spent before a resume
+    timer = {"started": time.perf_counter()}  # the experience's start, less the time spent before a resume
 
     def save_inside(strategy_, where: Dict[str, Any]) -> bool:
         """An intra-experience checkpoint (:class:`~.midway.EpochCheckpointPlugin`), with progress.json."""
         if not config["output"]["checkpoint"]:
             return False
-        plugin.position = {**where, "elapsed_s": time.perf_counter() - clock["started"]}
+        plugin.position = {**where, "elapsed_s": time.perf_counter() - timer["started"]}
         try:
             _flush_logs(strategy_)
             on_main(save_checkpoint_atomic, strategy_, checkpoint)
@@ -465,7 +465,7 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
     try:
         with stop.handling():
             for experience in benchmark.train_stream[start:]:
-                clock["started"] = time.perf_counter() - (position["elapsed_s"] if position else 0.0)
+                timer["started"] = time.perf_counter() - (position["elapsed_s"] if position else 0.0)
                 if position is not None:  # a checkpoint taken inside this experience
                     continue_experience(strategy, plugin, position, rng, num_workers=workers)
                     position = None
@@ -474,7 +474,7 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
                 strategy.eval(benchmark.test_stream, num_workers=workers)
                 progress["finished_experiences"] = experience.current_experience + 1
                 progress["train_iterations"].append(strategy.clock.train_iterations)
-                progress["wall_time_s"] += time.perf_counter() - clock["started"]
+                progress["wall_time_s"] += time.perf_counter() - timer["started"]
                 _flush_logs(strategy)  # the log must be at least as far as the checkpoint
                 on_main(_write_attention_maps, strategy, folder)
                 if config["output"]["checkpoint"]:
