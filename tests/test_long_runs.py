@@ -4,15 +4,23 @@ import contextlib
 import errno
 import json
 import os
+import pickle
+import shutil
+import signal
+import socket
 import subprocess
-import uuid
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 from avalanche.core import SupervisedPlugin
 
+import avalanche_lpa.experiment.run as run_module
 import avalanche_lpa.files as files
-from avalanche_lpa.experiment.config import load_config
+from avalanche_lpa.experiment.config import HARMLESS_KEYS, ConfigError, load_config
+from avalanche_lpa.experiment.midway import checkpoint_plugin
 from avalanche_lpa.experiment.run import RunInterrupted, run
 
 from .test_reliability import SYNTHETIC_YAML, cli, one_line_error
@@ -29,6 +37,13 @@ def base_yaml(tmp_path) -> Path:
 
 def _snapshot(folder: Path, names):
     return {name: (folder / name).read_bytes() for name in names if (folder / name).is_file()}
+
+
+def one_line_error_free(capsys) -> str:
+    """The captured stderr, checked to be exactly one line without a traceback."""
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
 
 
 # -- 4. symlinks ---------------------------------------------------------------------------------------------
@@ -141,8 +156,6 @@ def finished_run(tmp_path_factory):
 
 
 def _copy(finished_run, name: str, tmp_path: Path) -> Path:
-    import shutil
-
     return Path(shutil.copytree(finished_run / name, tmp_path / name))
 
 
@@ -154,10 +167,6 @@ class _Boom:
 @pytest.mark.parametrize("content", ["garbage", "list", "wrong_keys", "code"])
 def test_a_damaged_model_pt_is_one_line_for_eval_only(base_yaml, finished_run, tmp_path, capsys, monkeypatch,
                                                       content):
-    import pickle
-
-    import torch
-
     folder = _copy(finished_run, "finished", tmp_path)
     path = folder / "model.pt"
     if content == "garbage":
@@ -219,8 +228,6 @@ run_module.run(load_config(sys.argv[1], ["output.dir=" + sys.argv[2], *sys.argv[
 
 def _same_run(folder_a: Path, folder_b: Path) -> None:
     """Two finished run folders have the same accuracy matrix, iterations and model.pt tensors."""
-    import torch
-
     a, b = (json.loads((f / "results.json").read_text()) for f in (folder_a, folder_b))
     assert a["accuracy_matrix"] == b["accuracy_matrix"] and a["train_iterations"] == b["train_iterations"]
     assert a["locality"]["layers"] == b["locality"]["layers"]
@@ -241,10 +248,6 @@ def straight_lpa(tmp_path_factory):
 def test_sigkill_at_an_epoch_boundary_then_resume_equals_the_uninterrupted_run(
     base_yaml, straight_lpa, tmp_path, capsys, phase, epoch
 ):
-    import signal
-    import sys
-    import time
-
     folder = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     args = [str(base_yaml), str(folder), "1", phase, str(epoch), *LPA_SETTINGS]  # experience 2 (index 1)
@@ -285,8 +288,6 @@ class SignalAt(SupervisedPlugin):
 
 def _with_plugin(monkeypatch, plugin) -> None:
     """Every strategy the runner builds gets ``plugin`` too."""
-    import avalanche_lpa.experiment.run as run_module
-
     build = run_module.build_strategy
     monkeypatch.setattr(run_module, "build_strategy",
                         lambda *a, plugins=None, **k: build(*a, plugins=list(plugins or []) + [plugin], **k))
@@ -302,8 +303,6 @@ def _with_plugin(monkeypatch, plugin) -> None:
 def test_a_preemption_signal_checkpoints_after_the_iteration_and_resume_equals_the_uninterrupted_run(
     base_yaml, straight_lpa, tmp_path, capsys, monkeypatch, signame, epoch, iteration, expected
 ):
-    import signal
-
     folder = tmp_path / "preempted"
     settings = [item for s in LPA_SETTINGS if not s.startswith("checkpoint.") for item in ("--set", s)]
     _with_plugin(monkeypatch, SignalAt(getattr(signal, signame), experience=1, epoch=epoch, iteration=iteration))
@@ -315,13 +314,6 @@ def test_a_preemption_signal_checkpoints_after_the_iteration_and_resume_equals_t
     monkeypatch.undo()
     assert cli(base_yaml, "--output", str(folder), "--resume") == 0, capsys.readouterr().err
     _same_run(straight_lpa, folder)
-
-
-def one_line_error_free(capsys) -> str:
-    """The captured stderr, checked to be exactly one line without a traceback."""
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 def test_a_config_that_does_not_match_the_checkpoint_is_one_line(base_yaml, finished_run, tmp_path, capsys):
@@ -337,8 +329,6 @@ def test_a_config_that_does_not_match_the_checkpoint_is_one_line(base_yaml, fini
 
 
 def test_checkpoint_keys_are_checked_and_harmless_on_resume(tmp_path):
-    from avalanche_lpa.experiment.config import HARMLESS_KEYS, ConfigError
-
     for bad in ("checkpoint.every_epochs=0", "checkpoint.every_epochs=1.5", "checkpoint.every_minutes=-1"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             load_config(None, [bad])
@@ -362,9 +352,6 @@ runpy.run_path(script, run_name="__main__")
 
 
 def _torchrun(tmp_path: Path, script: list, *args: str):
-    import socket
-    import sys
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -404,9 +391,6 @@ def test_preemption_under_torchrun_stops_every_rank_and_resume_equals_the_uninte
      + [(e, p, k) for e in (1, 2) for p, n in (("train", 3), ("finetune", 2)) for k in range(1, n + 1)]),
 ])
 def test_checkpoints_inside_experiences_follow_the_schedule(base_yaml, tmp_path, monkeypatch, setting, expected):
-    import avalanche_lpa.experiment.run as run_module
-    from avalanche_lpa.experiment.midway import checkpoint_plugin
-
     seen, original = [], run_module.save_checkpoint_atomic
 
     def record(strategy, path, exclude=None):
@@ -429,8 +413,6 @@ class SignalInEvaluation(SupervisedPlugin):
         self.fired = False
 
     def before_eval(self, strategy, **kwargs) -> None:
-        import signal
-
         if not self.fired:
             self.fired = True
             os.kill(os.getpid(), signal.SIGTERM)
@@ -449,8 +431,6 @@ def test_a_signal_during_evaluation_stops_after_that_experiences_checkpoint(base
 
 
 def test_eval_only_reads_no_pickle_but_model_pt(base_yaml, finished_run, tmp_path, capsys, monkeypatch):
-    import pickle
-
     folder = _copy(finished_run, "finished", tmp_path)
     (folder / "checkpoint.pkl").write_bytes(pickle.dumps(_Boom()))  # would run code if unpickled
     monkeypatch.chdir(tmp_path)
