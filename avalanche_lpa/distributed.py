@@ -65,12 +65,13 @@ are not supported (see :class:`DistributedPlugin`).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import inspect
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import torch
 import torch.distributed as dist
@@ -618,6 +619,20 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
         )
         self._sharded_key = (exp, epoch)
         strategy.dataloader = self._sharded
+
+    @contextlib.contextmanager
+    def unsharded(self, strategy: Any) -> Iterator[None]:
+        """Puts the loader this plugin sharded back for the block (a checkpoint inside an experience pickles
+        the whole loader, which every process shards again for itself after a resume)."""
+        sharded = strategy.dataloader
+        if self._sharded is None or sharded is not self._sharded:
+            yield
+            return
+        strategy.dataloader = self._source
+        try:
+            yield
+        finally:
+            strategy.dataloader = sharded
 
     def before_training_exp(self, strategy: Any, **kwargs: Any) -> None:
         if not self.active():

@@ -16,6 +16,7 @@ Three fixes live here, on our side of Avalanche:
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import types
@@ -102,12 +103,27 @@ def register_generator_reducer() -> None:
     dill.register(types.GeneratorType)(_reduce_generator)
 
 
+def _is_write_failure(error: RuntimeError) -> bool:
+    """torch's file writer reports a failed write (full disk, I/O error) as a ``RuntimeError`` of its own."""
+    text = str(error)
+    return "inline_container" in text or "PytorchStreamWriter" in text or "file write failed" in text
+
+
 def save_checkpoint_atomic(strategy, path: PathLike, exclude: Optional[Sequence[str]] = None) -> None:
-    """Saves ``strategy`` with Avalanche's ``save_checkpoint``, atomically (temp file + ``os.replace``)."""
+    """Saves ``strategy`` with Avalanche's ``save_checkpoint``, atomically (temp file + ``os.replace``).
+
+    Raises:
+        WriteError: the file could not be written (one line; the previous checkpoint is intact).
+    """
     register_optimizer_reducers()
     register_generator_reducer()
     with atomic_path(path) as tmp:
-        save_checkpoint(strategy, str(tmp), exclude=exclude)
+        try:
+            save_checkpoint(strategy, str(tmp), exclude=exclude)
+        except RuntimeError as error:
+            if not _is_write_failure(error):
+                raise
+            raise OSError(errno.EIO, f"torch could not write the file: {' '.join(str(error).split())}") from error
 
 
 def load_checkpoint(strategy: T, path: PathLike, map_location=None) -> Tuple[T, int]:

@@ -1,7 +1,9 @@
 """The command line: ``avalanche-lpa`` / ``python -m avalanche_lpa`` and ``experiments/split_*.py``.
 
-Parse, build the config, run, report errors in one line. Exit status: 0 success, 2 bad input (config, flags,
-device, data, output folder, a folder in use), 1 a run that failed (diverged), 130 interrupted.
+Parse, build the config, run, report errors in one line. Exit status: 0 success, 2 bad input (config,
+flags, device, data, output folder, a folder in use, a damaged run file), 1 a run that failed (diverged, or
+a file could not be written: a full disk), 75 preempted (SIGTERM or SIGUSR1: checkpointed, continue with
+--resume), 130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -12,12 +14,14 @@ from typing import Any, Dict, Optional, Sequence
 
 from ..configs import CONFIG_DIR, config_path, descriptions
 from ..distributed import shutdown_distributed
+from ..files import WriteError
 from ..models import ATTN_TYPES, TIMM_PREFIX
 from ..plugins import DivergenceError
 from ..training import STRATEGIES
 from .checkpoint import CheckpointError
 from .compare import compare
 from .config import ConfigError, dump_config, load_config
+from .midway import PREEMPTED_EXIT, Preempted
 from ..data import DatasetNotFoundError
 from .run import evaluate_saved_run, output_dir, read_run_config, run
 from .timm_model import select_model
@@ -158,9 +162,12 @@ def main(argv: Optional[Sequence[str]], *, description: str, default_config: Pat
     except (ConfigError, DatasetNotFoundError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except DivergenceError as error:  # a failed run, not bad input
+    except (DivergenceError, WriteError) as error:  # a failed run, not bad input
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except Preempted as stopped:
+        print(stopped, file=sys.stderr)
+        return PREEMPTED_EXIT
     except KeyboardInterrupt:
         print("interrupted: finished experiences are checkpointed; continue with --resume", file=sys.stderr)
         return 130

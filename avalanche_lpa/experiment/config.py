@@ -69,6 +69,11 @@ DEFAULTS: Dict[str, Any] = {
         "save_model": True,
         "plots": True,
     },
+    # Checkpoints inside an experience (besides the one after every experience, output.checkpoint); null: off.
+    "checkpoint": {
+        "every_epochs": None,  # after every N-th epoch of a training or finetuning phase
+        "every_minutes": 30.0,  # at the first epoch end M minutes after the last checkpoint (README: the cost)
+    },
 }
 
 # Sections whose keys are not fixed by the schema (checked separately).
@@ -85,6 +90,8 @@ HARMLESS_KEYS = (
     "evaluation.loggers",
     "evaluation.verbose",
     "output.dir",
+    "checkpoint.every_epochs",
+    "checkpoint.every_minutes",
 )
 
 #: The loggers ``evaluation.loggers`` may list (Avalanche's TextLogger, TensorboardLogger, CSVLogger, WandBLogger).
@@ -227,6 +234,7 @@ def validate(config: Mapping[str, Any]) -> Dict[str, Any]:
             value = out["strategy"][key] = int(value)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ConfigError(f"strategy.{key}: must be an integer of at least 1, got {value!r}")
+    _validate_checkpoint(out["checkpoint"])
     if out["evaluation"]["locality_probe_size"] < 1:
         raise ConfigError(
             f"evaluation.locality_probe_size: must be at least 1, got {out['evaluation']['locality_probe_size']}"
@@ -252,6 +260,17 @@ def _with_loggers_list(config: Mapping[str, Any]) -> Mapping[str, Any]:
     if evaluation.pop("tensorboard", False) is True and "tensorboard" not in loggers:
         loggers.append("tensorboard")
     return {**config, "evaluation": {**evaluation, "loggers": loggers}}
+
+
+def _validate_checkpoint(section: Dict[str, Any]) -> None:
+    """``checkpoint.every_epochs`` is null or an integer >= 1, ``checkpoint.every_minutes`` null or a number > 0."""
+    epochs, minutes = section["every_epochs"], section["every_minutes"]
+    if isinstance(epochs, float) and epochs.is_integer():
+        epochs = section["every_epochs"] = int(epochs)
+    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
+        raise ConfigError(f"checkpoint.every_epochs: must be null (off) or an integer of at least 1, got {epochs!r}")
+    if minutes is not None and (not isinstance(minutes, (int, float)) or isinstance(minutes, bool) or minutes <= 0):
+        raise ConfigError(f"checkpoint.every_minutes: must be null (off) or a number above 0, got {minutes!r}")
 
 
 def _validate_timm(model: Dict[str, Any]) -> None:
@@ -412,8 +431,11 @@ def _leaves(value: Any, prefix: str = "") -> Dict[str, Any]:
     return {prefix: list(value) if isinstance(value, tuple) else value}
 
 
-def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], ignore: Iterable[str] = ()) -> List[str]:
-    """Dotted keys whose values differ between two configs, as ``key (old -> new)``, skipping ``ignore``."""
+def config_differences(
+    old: Mapping[str, Any], new: Mapping[str, Any], ignore: Iterable[str] = (), common_only: bool = False
+) -> List[str]:
+    """Dotted keys whose values differ between two configs, as ``key (old -> new)``, skipping ``ignore``
+    (and, with ``common_only``, keys that only one of them has: a schema of another version)."""
     a, b = _leaves(old), _leaves(new)
     skip = set(ignore)
 
@@ -423,7 +445,7 @@ def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], ignore: I
 
     return [
         f"{key} ({short(a.get(key, _MISSING))} -> {short(b.get(key, _MISSING))})"
-        for key in sorted(set(a) | set(b))
+        for key in sorted(set(a) & set(b) if common_only else set(a) | set(b))
         if key not in skip and a.get(key, _MISSING) != b.get(key, _MISSING)
     ]
 

@@ -5,19 +5,25 @@
 * :class:`RunFolderLock` is an exclusive ``fcntl.flock`` on ``<folder>/.lock`` held for the whole run. The
   kernel drops the lock when the process ends, however it ends, so a lock left by a crashed or killed run is
   free again: there is no stale state to clean up. The file holds the pid of the run holding it, for the
-  message of a second run.
+  message of a second run. It is opened with ``O_NOFOLLOW``: a lock path that is a symlink is refused, so a
+  planted link cannot make the run truncate another file.
+* :func:`check_no_symlinks` refuses a folder where a run file is a symlink (a planted link would redirect the
+  run's writes); atomic writes replace links anyway, and ``log.txt`` is opened with ``O_NOFOLLOW``.
 * :func:`clear_run_files` removes what a run wrote (``--overwrite``), nothing else.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
+import io
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Any, List, Optional, Union
 
-from ..files import TEMP_GLOB
+from ..files import TEMP_GLOB, write_error
 from .config import ConfigError
 
 __all__ = [
@@ -27,7 +33,10 @@ __all__ = [
     "RunFolderLock",
     "check_output_folder",
     "check_not_locked",
+    "check_no_symlinks",
     "clear_run_files",
+    "open_log",
+    "read_run_json",
     "existing_run_files",
 ]
 
@@ -72,6 +81,72 @@ def existing_run_files(folder: PathLike) -> List[str]:
     return [name for name in RUN_MARKERS if (Path(folder) / name).exists()]
 
 
+def check_no_symlinks(folder: PathLike) -> None:
+    """Raises :class:`ConfigError` (one line) if the lock or a file a run writes in ``folder`` is a symlink."""
+    folder = Path(folder)
+    names = (LOCK_NAME, "tb") + _RUN_FILES
+    links = [name for name in names if (folder / name).is_symlink()]
+    links += sorted(p.name for pattern in _RUN_GLOBS for p in folder.glob(pattern) if p.is_symlink())
+    if links:
+        raise ConfigError(
+            f"{folder} holds symlinks where the run writes its files ({', '.join(links)}); a run never writes "
+            "through a link: remove them, or choose another --output"
+        )
+
+
+def _open_nofollow(path: Path, flags: int) -> int:
+    """``os.open`` that refuses a symlink with a one-line :class:`ConfigError` instead of following it."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ConfigError(
+                f"{path} is a symlink; a run never opens its files through a link: remove it, or choose another "
+                "--output"
+            ) from None
+        raise
+
+
+class _LogFile(io.TextIOWrapper):
+    """A text log whose failed writes (a full disk) are one-line :class:`~avalanche_lpa.files.WriteError` s."""
+
+    def write(self, text: str) -> int:
+        try:
+            return super().write(text)
+        except OSError as error:
+            raise write_error(self.name, error) from None
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as error:
+            raise write_error(self.name, error) from None
+
+
+def open_log(path: PathLike) -> io.TextIOWrapper:
+    """Opens ``log.txt`` for appending, never through a symlink (:class:`ConfigError` if it is one)."""
+    path = Path(path)
+    binary = open(path, "ab", opener=lambda name, flags: _open_nofollow(Path(name), flags))
+    return _LogFile(binary, encoding="utf-8", line_buffering=False)
+
+
+def read_run_json(path: PathLike) -> Any:
+    """A run folder's JSON file (``results.json``, ``progress.json``, ...).
+
+    Raises:
+        ConfigError: the file cannot be read or does not parse (one line: the file, the problem, the fix).
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        problem = " ".join(str(error).split())
+        raise ConfigError(
+            f"{path} is damaged ({type(error).__name__}: {problem}); restore it from a backup, or start the run "
+            "afresh with --overwrite"
+        ) from None
+
+
 def _holder(fd: int) -> str:
     os.lseek(fd, 0, os.SEEK_SET)
     text = os.read(fd, 64).decode(errors="replace").strip()
@@ -87,8 +162,10 @@ def _locked_message(folder: Path, holder: str) -> str:
 def check_not_locked(folder: PathLike) -> None:
     """Raises :class:`FolderLockedError` if a live run holds ``folder``'s lock; creates nothing."""
     path = Path(folder) / LOCK_NAME
+    if path.is_symlink():
+        _open_nofollow(path, os.O_RDONLY)  # raises the one-line refusal
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
     except OSError:  # no lock file (or none we can open): nobody to wait for
         return
     try:
@@ -114,7 +191,7 @@ class RunFolderLock:
 
     def acquire(self) -> "RunFolderLock":
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_nofollow(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -34,6 +34,8 @@ from ..files import atomic_write_bytes
 from ..layers import relative_distances
 from ..metrics import attention_sites, locality_history, summarize
 from ..metrics.history import metric_history, values_by_point
+from .config import ConfigError
+from .folder import read_run_json
 
 __all__ = [
     "RESULTS_SCHEMA",
@@ -153,8 +155,15 @@ def write_results(path: PathLike, results: Mapping[str, Any]) -> Path:
 
 
 def read_results(path: PathLike) -> Dict[str, Any]:
-    """Reads a ``results.json`` written by :func:`write_results`."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """Reads a ``results.json`` written by :func:`write_results`.
+
+    Raises:
+        ConfigError: the file does not parse or is not a results mapping (one line).
+    """
+    results = read_run_json(path)
+    if not isinstance(results, dict):
+        raise ConfigError(f"{path} is damaged (not a results mapping); run the run again with --overwrite")
+    return results
 
 
 # -- figures ------------------------------------------------------------------------------------------------

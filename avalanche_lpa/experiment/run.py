@@ -5,8 +5,9 @@ Everything a run produces lands in one folder (``output.dir``):
     config.yaml        the validated config (with defaults filled in)
     classes.json       class order (original ids in arrival order) and the original id -> label mapping
     log.txt            Avalanche's TextLogger output
-    checkpoint.pkl     the strategy after the last finished experience (Avalanche checkpoint, atomic)
-    progress.json      finished experiences and the wall time spent so far
+    checkpoint.pkl     the strategy after the last finished experience, or inside one (checkpoint.every_*,
+                       a preemption signal: experiment/midway.py); Avalanche's dill pickle, atomic
+    progress.json      finished experiences, the wall time spent so far, where a checkpoint inside one stands
     results.json       accuracy matrix, CIL summary, locality per experience/layer/head, versions, ...
     model.pt           the final model's state dict (loads into a freshly built model, head included)
     attention_maps.json  per-image attention of a few probe images after every experience (evaluation.attention_maps)
@@ -18,11 +19,13 @@ Everything that can be checked is checked before the folder is touched (config, 
 existing run, dataset, model, strategy options), so a bad input leaves nothing behind. ``--resume`` continues
 with the run's own ``config.yaml`` (only :data:`~.config.HARMLESS_KEYS` may differ). A
 :class:`~avalanche_lpa.plugins.DivergenceGuardPlugin` stops a diverging run: the last good checkpoint stays and
-no results are written.
+no results are written. SIGTERM / SIGUSR1 stop a run after its current iteration with a checkpoint
+(:class:`~.midway.Preempted`); a failed write is a one-line :class:`~avalanche_lpa.files.WriteError`.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import os
@@ -49,10 +52,13 @@ from .config import HARMLESS_KEYS, ConfigError, config_differences, dump_config,
 from .data import build_benchmark, class_mapping
 from .folder import (
     RunFolderLock,
+    check_no_symlinks,
     check_not_locked,
     check_output_folder,
     clear_run_files,
     existing_run_files,
+    open_log,
+    read_run_json,
 )
 from .report import (
     collect_results,
@@ -62,6 +68,7 @@ from .report import (
     uniform_attention_distance,
     write_results,
 )
+from .midway import Preempted, StopRequest, checkpoint_plugin, continue_experience, preempted_message
 from .timm_model import build_timm_model, model_label, model_slug
 
 __all__ = [
@@ -72,6 +79,7 @@ __all__ = [
     "build_model",
     "evaluate_saved_run",
     "read_run_config",
+    "load_model_file",
     "RunInterrupted",
 ]
 
@@ -153,7 +161,7 @@ def _loggers(config: Dict[str, Any], folder: Path) -> List[Any]:
         loggers.append(InteractiveLogger() if evaluation["verbose"] else ConsoleLogger())
     for name in evaluation["loggers"]:
         if name == "text":
-            loggers.append(TextLogger(open(folder / "log.txt", "a")))
+            loggers.append(TextLogger(open_log(folder / "log.txt")))
         elif name == "tensorboard":
             loggers.append(TensorboardLogger(tb_log_dir=str(folder / "tb")))
         elif name == "csv":
@@ -293,6 +301,32 @@ def _save_model(model: torch.nn.Module, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _one_line(error: BaseException, limit: int = 240) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load_model_file(model: torch.nn.Module, path: Path) -> None:
+    """Loads a run's ``model.pt`` into ``model`` with ``torch.load(weights_only=True)``: tensors only, no code.
+
+    Raises:
+        ConfigError: the file is not a state dict of this model (garbage bytes, another pickle, other keys or
+            shapes); one line naming the file.
+    """
+    advice = "it is damaged or from another run: run the run again with --overwrite, or restore the file"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for bytes that are not a state dict
+        raise ConfigError(f"{path} is not a model state dict ({type(error).__name__}: "
+                          f"{_one_line(error, 120)}); {advice}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"{path} is not a model state dict (it holds a {type(state).__name__}); {advice}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ConfigError(f"{path} is not a state dict of this run's model ({_one_line(error)}); {advice}") from None
+
+
 def _trained_model(strategy, model: torch.nn.Module) -> torch.nn.Module:
     """The trained network as the model class we built: after a resume the strategy holds unpickled copies.
 
@@ -374,6 +408,7 @@ def run(
     # Cheap checks first (no file is created): output folder, a live run in it, a run it already holds.
     check_output_folder(folder)
     check_not_locked(folder)
+    check_no_symlinks(folder)
     if not overwrite:
         _check_existing_run(folder, config, resume)
 
@@ -400,6 +435,7 @@ def run(
         # Everything is checked: from here on the folder is created, locked (rank 0) and written.
         with RunFolderLock(folder) if info.is_main else contextlib.nullcontext():
             if info.is_main:
+                check_no_symlinks(folder)  # again, now that no other run can plant one
                 if overwrite:
                     clear_run_files(folder)
                 else:
@@ -415,15 +451,17 @@ def run(
 
 def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info, resume, stop_after):
     """The experience loop of :func:`run`, inside the folder lock."""
-    seed, device = config["seed"], info.device
+    device = info.device
     progress = {"finished_experiences": 0, "wall_time_s": 0.0, "train_iterations": []}
+    position, rng = None, None
     if resume and checkpoint.exists():
         strategy, start = load_checkpoint(strategy, checkpoint, map_location=device)
-        progress = json.loads((folder / "progress.json").read_text())
-        if progress["finished_experiences"] != start:
-            raise ConfigError(
-                f"{folder}: progress.json and checkpoint.pkl disagree; start the run afresh with --overwrite"
-            )
+        rng = RNGManager.__getstate__()  # the checkpoint's random state, before anything draws from it
+        progress = _read_progress(folder, start)
+        position = _check_checkpoint_config(checkpoint_plugin(strategy), config, folder)
+    plugin = checkpoint_plugin(strategy)
+    if plugin.run_config is None:  # a fresh run, or a checkpoint from before the plugin existed
+        plugin.run_config = copy.deepcopy(config)
     fresh = not (folder / "config.yaml").is_file()
     if info.is_main and fresh:  # a resumed run keeps the config.yaml it was started with
         atomic_write_bytes(folder / "config.yaml", dump_config(config).encode())
@@ -432,29 +470,57 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
     # A resumed strategy carries the loggers it was saved with (pickled); log through this run's instead.
     strategy.evaluator.loggers = loggers
     start = progress["finished_experiences"]
+    timer = {"started": time.perf_counter()}  # the experience's start, less the time spent before a resume
 
+    def save_inside(strategy_, where: Dict[str, Any]) -> bool:
+        """An intra-experience checkpoint (:class:`~.midway.EpochCheckpointPlugin`), with progress.json."""
+        if not config["output"]["checkpoint"]:
+            return False
+        plugin.position = {**where, "elapsed_s": time.perf_counter() - timer["started"]}
+        try:
+            _flush_logs(strategy_)
+            on_main(save_checkpoint_atomic, strategy_, checkpoint)
+            inside = {k: plugin.position[k] for k in ("experience", "phase", "epoch", "iteration")}
+            on_main(_write_json, folder / "progress.json", {**progress, "inside_experience": inside})
+        finally:
+            plugin.position = None
+        return True
+
+    stop = StopRequest()
+    plugin.connect(every_epochs=config["checkpoint"]["every_epochs"],
+                   every_minutes=config["checkpoint"]["every_minutes"], save=save_inside, stop=stop)
     workers = config["data"]["num_workers"]
     sizes = experience_sizes(benchmark.test_stream)
     try:
-        for experience in benchmark.train_stream[start:]:
-            started = time.perf_counter()
-            strategy.train(experience, num_workers=workers)
-            strategy.eval(benchmark.test_stream, num_workers=workers)
-            progress["finished_experiences"] = experience.current_experience + 1
-            progress["train_iterations"].append(strategy.clock.train_iterations)
-            seconds = time.perf_counter() - started
-            progress["wall_time_s"] += seconds
-            summary = experience_summary(strategy.evaluator.get_last_metrics(), progress["finished_experiences"],
-                                         len(benchmark.train_stream), seconds, progress["wall_time_s"], sizes)
-            on_main(print, summary, flush=True)
-            _log_line(strategy, summary)
-            _flush_logs(strategy)  # the log must be at least as far as the checkpoint
-            on_main(_write_attention_maps, strategy, folder)
-            if config["output"]["checkpoint"]:
-                on_main(save_checkpoint_atomic, strategy, checkpoint)
-            on_main(_write_json, folder / "progress.json", progress)
-            if stop_after is not None and progress["finished_experiences"] >= stop_after:
-                raise RunInterrupted(f"stopped after experience {stop_after} as asked; resume with --resume")
+        with stop.handling():
+            for experience in benchmark.train_stream[start:]:
+                timer["started"] = time.perf_counter() - (position["elapsed_s"] if position else 0.0)
+                if position is not None:  # a checkpoint taken inside this experience
+                    continue_experience(strategy, plugin, position, rng, num_workers=workers)
+                    position = None
+                else:
+                    strategy.train(experience, num_workers=workers)
+                strategy.eval(benchmark.test_stream, num_workers=workers)
+                progress["finished_experiences"] = experience.current_experience + 1
+                progress["train_iterations"].append(strategy.clock.train_iterations)
+                seconds = time.perf_counter() - timer["started"]
+                progress["wall_time_s"] += seconds
+                summary = experience_summary(strategy.evaluator.get_last_metrics(), progress["finished_experiences"],
+                                             len(benchmark.train_stream), seconds, progress["wall_time_s"], sizes)
+                on_main(print, summary, flush=True)
+                _log_line(strategy, summary)
+                _flush_logs(strategy)  # the log must be at least as far as the checkpoint
+                on_main(_write_attention_maps, strategy, folder)
+                if config["output"]["checkpoint"]:
+                    on_main(save_checkpoint_atomic, strategy, checkpoint)
+                    plugin.saved()
+                on_main(_write_json, folder / "progress.json", progress)
+                if stop_after is not None and progress["finished_experiences"] >= stop_after:
+                    raise RunInterrupted(f"stopped after experience {stop_after} as asked; resume with --resume")
+                done = progress["finished_experiences"] == len(benchmark.train_stream)
+                if not done and stop.requested():  # a signal during evaluation or the checkpoint
+                    where = {"experience": progress["finished_experiences"], "phase": "end"}
+                    raise Preempted(preempted_message(where, config["output"]["checkpoint"]))
     except DivergenceError as error:
         done = progress["finished_experiences"]
         kept = (
@@ -464,16 +530,51 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
         message = f"{error}; {kept}, no results were written"
         _log_line(strategy, f"error: {message}")
         raise DivergenceError(message) from None
+    except Preempted as stopped:
+        _log_line(strategy, str(stopped))
+        raise
     finally:
         _flush_logs(strategy)
 
+    return _finish(config, folder, benchmark, model, strategy, info, progress)
+
+
+def _read_progress(folder: Path, start: int) -> Dict[str, Any]:
+    """``progress.json`` of a run being resumed, checked against the checkpoint's experience ``start``."""
+    progress = read_run_json(folder / "progress.json")
+    if not isinstance(progress, dict) or not isinstance(progress.get("finished_experiences"), int):
+        raise ConfigError(f"{folder / 'progress.json'} is damaged (no finished_experiences); start the run "
+                          "afresh with --overwrite")
+    if progress["finished_experiences"] != start:
+        raise ConfigError(
+            f"{folder}: progress.json and checkpoint.pkl disagree; start the run afresh with --overwrite"
+        )
+    progress.pop("inside_experience", None)
+    return progress
+
+
+def _check_checkpoint_config(plugin, config: Dict[str, Any], folder: Path) -> Optional[Dict[str, Any]]:
+    """The checkpoint's position; a config that differs from the one the checkpoint was made with is an error."""
+    if plugin.run_config is not None:
+        changed = config_differences(plugin.run_config, config, ignore=HARMLESS_KEYS, common_only=True)
+        if changed:
+            raise ConfigError(
+                f"{folder / 'checkpoint.pkl'} was made with another config than {folder / 'config.yaml'} "
+                f"({', '.join(changed)}); restore config.yaml, or start the run afresh with --overwrite"
+            )
+    return plugin.position
+
+
+def _finish(config, folder, benchmark, model, strategy, info, progress) -> Dict[str, Any]:
+    """Collects ``results.json`` of a run whose experiences are all trained and writes the outputs."""
+    seed, device = config["seed"], info.device
     results = collect_results(
         strategy,
         config=config,
         seed=seed,
         device=device,
         wall_time_s=progress["wall_time_s"],
-        exp_sizes=sizes,
+        exp_sizes=experience_sizes(benchmark.test_stream),
         extra={
             "model": model_label(config),
             "params": sum(p.numel() for p in model.parameters()),
@@ -500,13 +601,14 @@ def _write_attention_maps(strategy, folder: Path) -> None:
 
 
 def _write_outputs(config: Dict[str, Any], folder: Path, results: Dict[str, Any], model: torch.nn.Module) -> None:
-    write_results(folder / "results.json", results)
+    # results.json last: it marks a finished run, so a write that fails before it (full disk) never looks done.
     if config["output"]["save_model"]:
         _save_model(model, folder / "model.pt")
     if config["output"]["plots"]:
         plot_runs({run_name(config): results}, folder)
         if (folder / "attention_maps.json").is_file():
             plot_attention_maps(folder)
+    write_results(folder / "results.json", results)
 
 
 def evaluate_saved_run(
@@ -541,7 +643,7 @@ def evaluate_saved_run(
         RNGManager.set_random_seeds(config["seed"])
         benchmark = build_benchmark(config["data"], config["seed"])
         model = build_model(config, benchmark.n_classes)
-        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+        load_model_file(model, folder / "model.pt")
         evaluation = config["evaluation"]
         loggers = _loggers({**config, "evaluation": {**evaluation, "loggers": [
             name for name in evaluation["loggers"] if name not in ("text", "wandb")]}}, folder)
@@ -557,7 +659,7 @@ def evaluate_saved_run(
         results = {
             "run": str(folder),
             "metrics": {k: (v if isinstance(v, (int, float)) else str(v)) for k, v in metrics.items()},
-            "original_summary": read_results(folder / "results.json")["summary"]
+            "original_summary": read_results(folder / "results.json").get("summary")
             if (folder / "results.json").is_file() else None,
         }
         _write_json(folder / "eval_results.json", results)

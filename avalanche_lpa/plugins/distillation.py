@@ -93,7 +93,7 @@ class OldSampleDistillationPlugin(SupervisedPlugin, supports_distributed=True):
     ``distillation_loss`` returns 0 before scaling the classification loss). Anything other plugins added to
     the loss before this one is scaled too. It stays on during the finetuning phase of
     :class:`BalancedFinetuningPlugin` unless ``finetuning=False``. The teacher is dropped after ``train``
-    returns and never pickled.
+    returns, so only a checkpoint taken inside an experience pickles it.
 
     Args:
         temperature: ``T`` (the authors use 1).
@@ -145,8 +145,6 @@ class OldSampleDistillationPlugin(SupervisedPlugin, supports_distributed=True):
         # After every after_training_exp callback (finetuning distils too): the copy is no longer needed.
         self.teacher = None
 
-    def __getstate__(self):
-        return {**self.__dict__, "teacher": None}
 
 
 class WeightedLwFPlugin(LwFPlugin, supports_distributed=True):

@@ -156,6 +156,8 @@ class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
         self.repeats = repeats
         self.seed = seed
         self.iterations = 0  # finetuning steps done so far (for tests and logs)
+        self.epoch = 0  # inside the phase: the epoch running (its index), or the epochs done once it ends
+        self._saved: Optional[Dict[str, Any]] = None  # what the phase changed, to put back
 
     def finetuning_set(self) -> Any:
         """The memory, class balanced, with its training transforms."""
@@ -189,6 +191,20 @@ class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
         experience = strategy.clock.train_exp_counter
         if experience == 0 or self.epochs == 0 or len(self.storage_policy.buffer) == 0:
             return
+        self._begin(strategy, experience)
+        self._run(strategy, start=0, **kwargs)
+
+    def resume(self, strategy: "SupervisedTemplate", start: int, **kwargs) -> None:
+        """Continues a finetuning phase that a checkpoint cut short after ``start`` epochs (``--resume``)."""
+        # A fresh loader over the same memory: a pickled one would sample the shard of the process that saved it.
+        strategy.dataloader = self._loader(strategy, self.finetuning_set(), strategy.clock.train_exp_counter)
+        self._run(strategy, start=start, **kwargs)
+
+    def _begin(self, strategy: "SupervisedTemplate", experience: int) -> None:
+        """Freezes, swaps in the finetuning optimizer and loader; keeps what it changed on ``self``.
+
+        On ``self``, not in local variables: a checkpoint taken inside the phase pickles it with the strategy.
+        """
         model = strategy.model
         params = dict(model.named_parameters())
         frozen = [n for n in params if _matches(n, self.frozen)]
@@ -197,9 +213,10 @@ class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
                 f"no parameter name starts with any of {self.frozen}; names look like {list(params)[:5]}"
             )
         data = self.finetuning_set()
-        saved_grad = {n: p.requires_grad for n, p in params.items()}
-        saved_modes = [(m, m.training) for m in model.modules()]
-        saved = dict(optimizer=strategy.optimizer, dataloader=strategy.dataloader)
+        self._saved = dict(
+            optimizer=strategy.optimizer, dataloader=strategy.dataloader,
+            grad={n: p.requires_grad for n, p in params.items()}, modes=[(m, m.training) for m in model.modules()],
+        )
         try:
             for name, param in params.items():
                 param.requires_grad_(name not in frozen)
@@ -208,21 +225,36 @@ class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
                 for name, module in model.named_modules():
                     if _matches(name, self.frozen):
                         module.eval()
-            loader = self._loader(strategy, data, experience)
+            strategy.dataloader = self._loader(strategy, data, experience)
             strategy.optimizer = self._optimizer(model)
-            strategy.dataloader = loader
             setattr(strategy, _FLAG, True)
-            for epoch in range(self.epochs):
-                if hasattr(loader.sampler, "set_epoch"):
+        except BaseException:
+            self._end(strategy)
+            raise
+
+    def _run(self, strategy: "SupervisedTemplate", start: int, **kwargs) -> None:
+        """Epochs ``start`` .. ``epochs - 1`` of the phase, then everything is put back."""
+        try:
+            loader = strategy.dataloader
+            for epoch in range(start, self.epochs):
+                self.epoch = epoch  # the epoch running (its index); the epochs done once it ends
+                if hasattr(loader.sampler, "set_epoch"):  # the unsampled loader ("none") has no epochs
                     loader.sampler.set_epoch(epoch)
                 strategy._before_training_epoch(**kwargs)
                 strategy.training_epoch(**kwargs)
                 self.iterations += len(loader)
+                self.epoch = epoch + 1
                 strategy._after_training_epoch(**kwargs)
         finally:
-            setattr(strategy, _FLAG, False)
-            strategy.optimizer, strategy.dataloader = saved["optimizer"], saved["dataloader"]
-            for name, param in params.items():
-                param.requires_grad_(saved_grad[name])
-            for module, mode in saved_modes:
-                module.training = mode
+            self._end(strategy)
+
+    def _end(self, strategy: "SupervisedTemplate") -> None:
+        saved, self._saved = getattr(self, "_saved", None), None
+        setattr(strategy, _FLAG, False)
+        if saved is None:
+            return
+        strategy.optimizer, strategy.dataloader = saved["optimizer"], saved["dataloader"]
+        for name, param in strategy.model.named_parameters():
+            param.requires_grad_(saved["grad"][name])
+        for module, mode in saved["modes"]:
+            module.training = mode

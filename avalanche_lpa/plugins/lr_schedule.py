@@ -127,10 +127,9 @@ class ExperienceLRSchedulePlugin(SupervisedPlugin, supports_distributed=True):
             self._scheduler.step(strategy.clock.train_exp_epochs)
 
     def after_training_exp(self, strategy: "SupervisedTemplate", **kwargs) -> None:
-        self._scheduler = None  # holds the optimizer; nothing of it is needed between experiences
-
-    def __getstate__(self):
-        return {**self.__dict__, "_scheduler": None}
+        # Holds the optimizer; nothing of it is needed between experiences. A checkpoint taken inside an
+        # experience pickles it (with the optimizer it steps), so a resumed epoch gets the very same lr.
+        self._scheduler = None
 
 
 class ExperienceEpochsPlugin(SupervisedPlugin, supports_distributed=True):
