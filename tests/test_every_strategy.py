@@ -311,13 +311,13 @@ def test_a_generator_that_cannot_be_restarted_is_a_clear_checkpoint_error(tmp_pa
     assert not (tmp_path / "checkpoint.pkl").exists()
 
 
-def test_readme_strategies_table_lists_every_name_and_every_avalanche_strategy():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("### Strategies", 1)[1].split("\n\n| Avalanche strategy |", 1)[1].split("\n\n", 1)[0]
+def test_docs_strategies_table_lists_every_name_and_every_avalanche_strategy():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "recipe.md").read_text()
+    section = page.split("## Strategies", 1)[1].split("\n\n| Avalanche strategy |", 1)[1].split("\n\n", 1)[0]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines()[2:]]
     assert {row[1].strip("`") for row in rows if row[1] != "—"} == set(STRATEGIES)
     listed = set(re.findall(r"`(\w+)`", " ".join(row[0] for row in rows)))
-    assert set(DISCOVERED) <= listed, f"missing from the README table: {sorted(set(DISCOVERED) - listed)}"
+    assert set(DISCOVERED) <= listed, f"missing from the table of docs/recipe.md: {sorted(set(DISCOVERED) - listed)}"
     for row in rows:  # the head column agrees with the registry
         name = row[1].strip("`")
         if name in STRATEGIES and needs_fixed_head(name):

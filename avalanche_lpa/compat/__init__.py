@@ -6,7 +6,7 @@ upstream does. The room imports no other room of the package, so any room may us
 
 The fixes of Avalanche's strategies, checkpoints and loaders still sit beside the code they serve
 (``training/fixes.py``, ``experiment/checkpoint.py``, ``plugins/lr_schedule.py``, ``distributed.py``); see the
-README's Architecture section.
+compatibility page of the docs (docs/compatibility.md).
 """
 from .pillow_augment import PillowSafeOp, augment_ops, pillow_safe_augment
 

@@ -342,7 +342,8 @@ def split_imagenet100(
         img_size: training crop / evaluation size (224 in the paper).
         augment: the authors' training transform (random-resized crop, flip, ``auto_augment``); else the
             evaluation transform.
-        Others as in :func:`split_cifar100`.
+
+    The other arguments are as in :func:`split_cifar100`.
     """
     root = check_data_root(root if root is not None else default_data_root("imagenet100"), "train/ and val/")
     for split in ("train", "val"):

@@ -72,7 +72,7 @@ DEFAULTS: Dict[str, Any] = {
     # Checkpoints inside an experience (besides the one after every experience, output.checkpoint); null: off.
     "checkpoint": {
         "every_epochs": None,  # after every N-th epoch of a training or finetuning phase
-        "every_minutes": 30.0,  # at the first epoch end M minutes after the last checkpoint (README: the cost)
+        "every_minutes": 30.0,  # at the first epoch end M minutes after the last checkpoint (docs/experiments.md: the cost)
     },
 }
 

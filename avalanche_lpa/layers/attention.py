@@ -172,7 +172,9 @@ class LPAttention(_PositionalAttention):
         content_init_std: standard deviation ``sigma`` of the initial content weights ``c_h``.
         kernel: fused kernel, ``"matmul"`` (one batched matmul plus the bias, then softmax), ``"sdpa"``
             (``scaled_dot_product_attention`` with the bias as mask) or ``"auto"`` (a fixed rule per device).
-        qkv_bias, attn_drop, proj_drop: as in :class:`PatchAttention`.
+        qkv_bias: as in :class:`PatchAttention`.
+        attn_drop: as in :class:`PatchAttention`.
+        proj_drop: as in :class:`PatchAttention`.
     """
 
     def __init__(

@@ -89,7 +89,7 @@ DOUILLARD_OPTIONS: Dict[str, Any] = dict(
 
 #: Common options whose defaults a name overrides. ``lpa`` is the authors' recipe: global batch 256 = their 128
 #: per GPU x 2; peak lr = their lr / 2; cosine of 600 epochs stepped per epoch, a fresh optimizer per task (the
-#: README's fidelity table lists every element and the two small differences: herding's transform, repeated
+#: fidelity table (docs/recipe.md) lists every element and the two small differences: herding's transform, repeated
 #: augmentation's seeds); ``lpa_warmup`` adds our content warm-up to it.
 AUTHORS = dict(
     lr=4e-4,
