@@ -12,12 +12,13 @@ ALLOWED = {
     "layers": set(),
     "data": set(),
     "files": set(),
+    "timing": set(),
     "models": {"layers", "data"},
-    "plugins": {"layers", "models", "data"},
-    "metrics": {"layers", "models", "data"},
+    "plugins": {"layers", "models", "data", "timing"},
+    "metrics": {"layers", "models", "data", "timing"},
     "distributed": set(),
     "training": {"layers", "models", "plugins", "metrics", "data"},
-    "experiment": {"layers", "models", "plugins", "metrics", "training", "data", "distributed", "files"},
+    "experiment": {"layers", "models", "plugins", "metrics", "training", "data", "distributed", "files", "timing"},
 }
 
 

@@ -40,7 +40,8 @@ from avalanche.training.determinism.rng_manager import RNGManager
 from ..distributed import DistributedPlugin, init_distributed, main_process_loggers, on_main
 from ..files import atomic_write_bytes
 from ..metrics import AttentionMapsPluginMetric, cil_evaluator, experience_sizes, find_attention_maps_metric
-from ..plugins import DivergenceError, DivergenceGuardPlugin
+from ..plugins import DivergenceError, DivergenceGuardPlugin, install_phase_timer
+from ..timing import format_phase_times
 from ..training import build_strategy, needs_fixed_head
 from .checkpoint import load_checkpoint, save_checkpoint_atomic
 from .config import HARMLESS_KEYS, ConfigError, config_differences, dump_config, load_yaml, validate
@@ -404,20 +405,27 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
     # A resumed strategy carries the loggers it was saved with (pickled); log through this run's instead.
     strategy.evaluator.loggers = loggers
     start = progress["finished_experiences"]
+    timer = install_phase_timer(strategy)  # seconds per phase of each experience (plugins/phase_timer.py)
+    progress.setdefault("phase_times_s", [])  # a run started before the timer existed
 
     workers = config["data"]["num_workers"]
     try:
         for experience in benchmark.train_stream[start:]:
             started = time.perf_counter()
+            timer.reset()
             strategy.train(experience, num_workers=workers)
             strategy.eval(benchmark.test_stream, num_workers=workers)
             progress["finished_experiences"] = experience.current_experience + 1
             progress["train_iterations"].append(strategy.clock.train_iterations)
             progress["wall_time_s"] += time.perf_counter() - started
             _flush_logs(strategy)  # the log must be at least as far as the checkpoint
-            on_main(_write_attention_maps, strategy, folder)
+            with timer.phase_times.phase("attention_maps"):
+                on_main(_write_attention_maps, strategy, folder)
             if config["output"]["checkpoint"]:
-                on_main(save_checkpoint_atomic, strategy, checkpoint)
+                with timer.phase_times.phase("checkpoint"):
+                    on_main(save_checkpoint_atomic, strategy, checkpoint)
+            progress["phase_times_s"].append(timer.snapshot())
+            on_main(_report_phases, strategy, progress, len(benchmark.train_stream))
             on_main(_write_json, folder / "progress.json", progress)
             if stop_after is not None and progress["finished_experiences"] >= stop_after:
                 raise RunInterrupted(f"stopped after experience {stop_after} as asked; resume with --resume")
@@ -445,6 +453,8 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
             "params": sum(p.numel() for p in model.parameters()),
             # cumulative training iterations at the end of each experience (the joint control matches them)
             "train_iterations": progress["train_iterations"],
+            # seconds per phase of each experience (timing.PHASES, exclusive) and its wall time incl. checkpoint
+            "phase_times_s": progress["phase_times_s"],
             "classes": class_mapping(benchmark),
             "world_size": info.world_size,
         },
@@ -454,6 +464,14 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
         results["locality"]["uniform_distance"] = uniform_attention_distance(model)
     on_main(_write_outputs, config, folder, results, _trained_model(strategy, model))
     return results
+
+
+def _report_phases(strategy, progress: Dict[str, Any], experiences: int) -> None:
+    """Prints (and logs) where the last experience's time went."""
+    line = f"experience {progress['finished_experiences']}/{experiences}: " + format_phase_times(
+        progress["phase_times_s"][-1])
+    print(line, flush=True)
+    _log_line(strategy, line)
 
 
 def _write_attention_maps(strategy, folder: Path) -> None:

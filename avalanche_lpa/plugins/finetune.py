@@ -10,6 +10,7 @@ from avalanche.core import SupervisedPlugin
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..timing import timed
 from ._sampling import RepeatedAugmentationSampler, distributed_rank
 
 if TYPE_CHECKING:
@@ -134,6 +135,10 @@ class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
         experience = strategy.clock.train_exp_counter
         if experience == 0 or self.epochs == 0 or len(self.storage_policy.buffer) == 0:
             return
+        with timed(strategy, "finetune"):
+            self._finetune(strategy, experience, **kwargs)
+
+    def _finetune(self, strategy: "SupervisedTemplate", experience: int, **kwargs) -> None:
         model = strategy.model
         params = dict(model.named_parameters())
         frozen = [n for n in params if _matches(n, self.frozen)]

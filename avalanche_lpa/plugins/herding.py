@@ -15,6 +15,8 @@ from avalanche.training.storage_policy import HerdingSelectionStrategy, Parametr
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..timing import timed
+
 if TYPE_CHECKING:
     from avalanche.benchmarks.utils import AvalancheDataset
     from avalanche.training.templates import SupervisedTemplate
@@ -168,6 +170,10 @@ class HerdingMemory(ParametricBuffer):
         self._add(agent, exp.dataset)
 
     def _add(self, strategy: "SupervisedTemplate", data: "AvalancheDataset") -> None:
+        with timed(strategy, "memory_update"):  # also when Avalanche's ReplayPlugin calls it
+            self._add_groups(strategy, data)
+
+    def _add_groups(self, strategy: "SupervisedTemplate", data: "AvalancheDataset") -> None:
         new_groups = self._make_groups(strategy, data)
         self.seen_groups.update(new_groups)
         share = self.max_size // len(self.seen_groups)

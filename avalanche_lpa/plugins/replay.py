@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Dict
 from avalanche.core import SupervisedPlugin
 from torch.utils.data import DataLoader
 
+from ..timing import timed
 from ._sampling import RepeatedAugmentationSampler, distributed_rank
 
 if TYPE_CHECKING:
@@ -19,10 +20,11 @@ REPLAY_MODES = ("concat", "balanced_batches")
 
 def update_memory(storage_policy: Any, strategy: "SupervisedTemplate") -> None:
     """Adds the finished experience to an Avalanche storage policy (0.6's ``post_adapt``, 0.5's ``update``)."""
-    if hasattr(type(storage_policy), "post_adapt"):
-        storage_policy.post_adapt(strategy, strategy.experience)
-    else:
-        storage_policy.update(strategy)
+    with timed(strategy, "memory_update"):
+        if hasattr(type(storage_policy), "post_adapt"):
+            storage_policy.post_adapt(strategy, strategy.experience)
+        else:
+            storage_policy.update(strategy)
 
 
 class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
