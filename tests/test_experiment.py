@@ -1,13 +1,9 @@
 """The experiment layer end to end: configs, real-data loaders on fake files, runs, resume, CLI errors."""
-import gzip
 import json
-import pickle
 import runpy
-import struct
 from pathlib import Path
 from urllib.error import URLError
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -20,6 +16,8 @@ from avalanche_lpa.experiment.cli import main
 from avalanche_lpa.experiment.compare import compare
 from avalanche_lpa.experiment.config import ConfigError, load_config
 from avalanche_lpa.experiment.run import RunInterrupted, evaluate_saved_run, run
+
+from .fake_datasets import make_fake_cifar100, make_fake_fashion_mnist_gz
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "configs"
@@ -38,43 +36,12 @@ def synthetic_config(tmp_path, *extra, name="syn"):
     )
 
 
-# -- fake datasets in torchvision's layouts ----------------------------------------------------------------
-def make_fake_cifar100(root: Path, train_per_class: int = 4, test_per_class: int = 2) -> Path:
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
-        labels = np.repeat(np.arange(100), per_class)
-        images = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
-        with open(folder / split, "wb") as f:
-            pickle.dump({"data": images, "fine_labels": labels.tolist(), "coarse_labels": (labels // 5).tolist()}, f)
-    with open(folder / "meta", "wb") as f:
-        pickle.dump({"fine_label_names": [f"class{i}" for i in range(100)], "coarse_label_names": []}, f)
-    return root
-
-
+# -- fake datasets in torchvision's layouts (tests/fake_datasets.py) ---------------------------------------
 @pytest.fixture
 def fake_cifar(tmp_path, monkeypatch):
     # The fake files cannot match torchvision's md5 sums: only the checksum is patched, the loading is real.
     monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *args, **kwargs: True)
     return make_fake_cifar100(tmp_path / "data")
-
-
-def _idx(path: Path, array: np.ndarray) -> None:
-    magic = 2049 if array.ndim == 1 else 2051
-    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", n) for n in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
-def make_fake_fashion_mnist_gz(folder: Path, per_class: int = 3) -> Path:
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix in ("train", "t10k"):
-        labels = np.repeat(np.arange(10), per_class)
-        _idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (len(labels), 28, 28)))
-        _idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return folder
 
 
 # -- configs -------------------------------------------------------------------------------------------------

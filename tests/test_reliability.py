@@ -29,7 +29,7 @@ from avalanche_lpa.experiment.run import RunInterrupted, run
 from avalanche_lpa.plugins import DivergenceError, DivergenceGuardPlugin
 
 from .conftest import make_tiny
-from .test_experiment import make_fake_cifar100, make_fake_fashion_mnist_gz
+from .fake_datasets import make_fake_cifar100, make_fake_fashion_mnist_gz
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = "{img_size: 8, patch_size: 2, in_chans: 1, embed_dim: 18, depth: 2, num_heads: 9}"

@@ -20,7 +20,8 @@ from avalanche_lpa.experiment.run import RunInterrupted, evaluate_saved_run, run
 from avalanche_lpa.metrics import LocalityPluginMetric, cil_evaluator
 from avalanche_lpa.models import GrowingClassifier, PerExperienceHeads, TimmClassifier, timm_classifier
 
-from .test_experiment import CONFIGS, REPO, make_fake_fashion_mnist_gz, synthetic_config
+from .fake_datasets import make_fake_fashion_mnist_gz
+from .test_experiment import CONFIGS, REPO, synthetic_config
 from .test_timm_attention import uniform_grid_distance
 
 VIT = "timm:vit_tiny_patch16_224"

@@ -4,7 +4,9 @@ The authors build their training transform with timm's ``create_transform`` (Ran
 ``rand-m9-mstd0.5-inc1``, colour jitter 0.4 which timm skips when an auto-augment policy is given, bicubic
 interpolation, no random erasing) and, for 32 px inputs, replace its random-resized crop by
 ``RandomCrop(32, padding=4)`` and its normalisation by CIFAR-100's. :func:`train_transform` calls the same
-factory the same way; ``auto_augment=None`` gives plain crop + flip (used for Fashion-MNIST).
+factory the same way; ``auto_augment=None`` gives plain crop + flip (used for Fashion-MNIST). Its ops are
+wrapped by :func:`avalanche_lpa.compat.pillow_safe_augment`, so they behave on every Pillow as on the Pillow of
+the authors' runs (posterize to 0 bits gives a black image; Pillow 13 would raise).
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from typing import Optional, Sequence
 from timm.data import create_transform
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms
+
+from ..compat import pillow_safe_augment
 
 __all__ = [
     "AUTHORS_AUTO_AUGMENT",
@@ -96,7 +100,9 @@ def train_transform(
         steps[0] = transforms.RandomCrop(img_size, padding=padding) if padding > 0 else transforms.CenterCrop(img_size)
     if isinstance(steps[-1], transforms.Normalize):
         steps[-1] = transforms.Normalize(mean or IMAGENET_DEFAULT_MEAN, std or IMAGENET_DEFAULT_STD)
-    return transforms.Compose(steps)
+    # timm's ops ask Pillow for things newer Pillow refuses (posterize to 0 bits) or no Pillow takes (an RGB
+    # fill for a greyscale image): avalanche_lpa.compat keeps the authors' results on every Pillow.
+    return pillow_safe_augment(transforms.Compose(steps))
 
 
 def eval_transform(

@@ -1,0 +1,79 @@
+"""Small fake datasets in the layouts the real loaders read (torchvision's CIFAR-100 pickles and Fashion-MNIST
+idx files, ImageNet's ``train/`` and ``val/`` folders of JPEGs), plus a launcher that runs a script with the
+CIFAR md5 check patched (for subprocesses such as torchrun workers, where pytest's monkeypatch cannot reach).
+
+Fake files cannot match torchvision's md5 sums: only the checksum is patched, the loading code is real.
+"""
+from __future__ import annotations
+
+import gzip
+import pickle
+import runpy
+import struct
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from PIL import Image
+
+
+def make_fake_cifar100(root: Path, train_per_class: int = 4, test_per_class: int = 2) -> Path:
+    """``root/cifar-100-python/{train,test,meta}`` with random 32x32 images; returns ``root``."""
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        labels = np.repeat(np.arange(100), per_class)
+        images = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
+        with open(folder / split, "wb") as f:
+            pickle.dump({"data": images, "fine_labels": labels.tolist(), "coarse_labels": (labels // 5).tolist()}, f)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"class{i}" for i in range(100)], "coarse_label_names": []}, f)
+    return root
+
+
+def _idx(path: Path, array: np.ndarray) -> None:
+    magic = 2049 if array.ndim == 1 else 2051
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", n) for n in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def make_fake_fashion_mnist_gz(folder: Path, per_class: int = 3) -> Path:
+    """The four gzipped idx files of Fashion-MNIST (random 28x28 images) in ``folder``; returns ``folder``."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix in ("train", "t10k"):
+        labels = np.repeat(np.arange(10), per_class)
+        _idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (len(labels), 28, 28)))
+        _idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+def make_fake_imagenet(root: Path, wnids: Iterable[str], train_per_class: int = 2, val_per_class: int = 1,
+                       size: int = 40) -> Path:
+    """``root/{train,val}/<wnid>/*.JPEG`` with random images; returns ``root``."""
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
+        for wnid in wnids:
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, size=(size, size + 4, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG", quality=90)
+    return root
+
+
+def _launch() -> None:
+    """``python tests/fake_datasets.py SCRIPT ARGS...``: runs SCRIPT as ``__main__`` with CIFAR's md5 check off."""
+    import torchvision.datasets.cifar
+
+    torchvision.datasets.cifar.check_integrity = lambda *args, **kwargs: True
+    script = sys.argv[1]
+    sys.argv = sys.argv[1:]
+    runpy.run_path(script, run_name="__main__")
+
+
+if __name__ == "__main__":
+    _launch()
