@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..timing import timed
-from ._sampling import RepeatedAugmentationSampler, distributed_rank
+from ._sampling import RepeatedAugmentationSampler, distributed_rank, worker_options
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -120,8 +120,10 @@ class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
             len(data), repeats=self.repeats, num_replicas=world_size, rank=rank,
             seed=self.seed + 100003 * experience, multiple_of=batch_size * world_size,
         )
+        # The training loader's workers (the strategy's loader is still the experience's here): in the main
+        # process, the augmentations of 20 epochs over the memory would keep a GPU waiting.
         return DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=True,
-                          collate_fn=getattr(data, "collate_fn", None))
+                          collate_fn=getattr(data, "collate_fn", None), **worker_options(strategy.dataloader))
 
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         decay, no_decay = [], []
