@@ -3,6 +3,7 @@
 * :func:`write_fake_cifar100`: ``cifar-100-python/{train,test,meta}`` in torchvision's pickle layout (50,000 +
   10,000 images of 32 px at the defaults). torchvision checks the files' md5 sums, which fake files cannot match:
   :func:`trust_fake_cifar` turns that check off in this process (the loading itself stays torchvision's).
+* ``python benchmarks/fake_data.py SCRIPT ARGS...`` runs a script with that check off (run_cost.py does).
 * :func:`write_fake_imagenet`: ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG`` (ImageFolder layout) for the
   100 classes of the ImageNet-100 class list, as JPEG files of a given size.
 """
@@ -55,3 +56,17 @@ def write_fake_imagenet(root: Path, wnids: Sequence[str], train_per_class: int, 
                     small = rng.integers(0, 256, size=(size // 16, size // 16, 3), dtype=np.uint8)
                     Image.fromarray(small).resize((size, size), Image.BILINEAR).save(path, quality=90)
     return Path(root)
+
+
+def _launch() -> None:
+    """``python benchmarks/fake_data.py SCRIPT ARGS...``: runs SCRIPT as ``__main__`` with CIFAR's md5 check off."""
+    import runpy
+    import sys
+
+    trust_fake_cifar()
+    sys.argv = sys.argv[1:]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+
+
+if __name__ == "__main__":
+    _launch()
