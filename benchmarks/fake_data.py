@@ -61,9 +61,12 @@ def write_fake_imagenet(root: Path, wnids: Sequence[str], train_per_class: int, 
 def _launch() -> None:
     """``python benchmarks/fake_data.py SCRIPT ARGS...``: runs SCRIPT as ``__main__`` with CIFAR's md5 check off."""
     import runpy
+    import signal
     import sys
 
     trust_fake_cifar()
+    # Ctrl-C (SIGINT) stops the run also when this was started in the background, where it is ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.argv = sys.argv[1:]
     runpy.run_path(sys.argv[0], run_name="__main__")
 

@@ -8,6 +8,8 @@ augmentation sampler, with the same batch size and number of workers:
           Avalanche dataset (``.train()``) concatenated with the memory (``ConcatReplayPlugin``), Avalanche's
           ``make_train_dataloader`` and then ``RepeatedAugmentationPlugin``'s loader over it (Avalanche's
           collate of ``(x, y, task label)``), iterated one epoch per round as the training loop does
+  restart the recipe's loader with workers restarted every epoch (Avalanche's default, ``persistent_workers``
+          off; our loaders used it before issue 24), only with workers
   bare    torchvision's ``CIFAR100`` with the same transform, a ``Subset`` of the same images, ``DataLoader``
           with ``pin_memory`` (where there is a GPU) and ``persistent_workers``, torch's default collate
 
@@ -93,6 +95,13 @@ def bare_loader(root: Path, experience: int, memory_size: int, batch: int, worke
                       num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
 
 
+def restarting(loader: DataLoader) -> DataLoader:
+    """``loader`` with its workers restarted every epoch (the same dataset, sampler and collate)."""
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler, drop_last=loader.drop_last,
+                      collate_fn=loader.collate_fn, num_workers=loader.num_workers, pin_memory=loader.pin_memory,
+                      persistent_workers=False)
+
+
 def epoch_rate(loader: DataLoader, epoch: int) -> float:
     """Images per second of one epoch (``iter`` included: a loader without persistent workers starts them here)."""
     loader.sampler.set_epoch(epoch)
@@ -131,6 +140,8 @@ def main(argv=None):
         for w in workers:
             loaders[("recipe", w)] = recipe_loader(benchmark, args.experience, args.memory, args.batch, w,
                                                     args.train_per_class)
+            if w:
+                loaders[("restart", w)] = restarting(loaders[("recipe", w)])
             loaders[("bare", w)] = bare_loader(root, args.experience, args.memory, args.batch, w,
                                                args.train_per_class, args.auto_augment)
         for key, loader in loaders.items():  # warm-up: persistent workers start, page cache, allocator
@@ -146,13 +157,17 @@ def main(argv=None):
               "cpu_count": os.cpu_count(), "torch": torch.__version__, "workers": {}}
     print(f"experience {args.experience}, {args.train_per_class} images/class, memory {args.memory}, batch "
           f"{args.batch}, {args.rounds} rounds, {os.cpu_count()} CPUs")
-    print(f"  {'workers':>7}{'bare img/s':>12}{'recipe img/s':>14}{'recipe/bare':>13}")
+    print(f"  {'workers':>7}{'bare img/s':>12}{'recipe img/s':>14}{'recipe/bare':>13}{'restart/bare':>14}")
     for w in workers:
-        ratio = statistics.median(a / b for a, b in zip(rates[("recipe", w)], rates[("bare", w)]))
+        def ratio(name):
+            return statistics.median(a / b for a, b in zip(rates[(name, w)], rates[("bare", w)]))
+
         row = {"bare_images_per_s": statistics.median(rates[("bare", w)]),
-               "recipe_images_per_s": statistics.median(rates[("recipe", w)]), "ratio": ratio}
+               "recipe_images_per_s": statistics.median(rates[("recipe", w)]), "ratio": ratio("recipe"),
+               "restart_ratio": ratio("restart") if w else None}
         report["workers"][str(w)] = row
-        print(f"  {w:>7}{row['bare_images_per_s']:>12.0f}{row['recipe_images_per_s']:>14.0f}{ratio:>13.3f}")
+        restart = f"{row['restart_ratio']:>14.3f}" if w else f"{'-':>14}"
+        print(f"  {w:>7}{row['bare_images_per_s']:>12.0f}{row['recipe_images_per_s']:>14.0f}{row['ratio']:>13.3f}{restart}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     return report

@@ -7,9 +7,10 @@ experience from the run's ``progress.json`` (``phase_times_s``, written by the r
 ``--experiences`` experiences the run is interrupted (Ctrl-C, as a user would; the finished ones are kept).
 
 The projection to the authors' run keeps every per-experience cost (memory update, evaluation, locality probe,
-attention maps, checkpoint, the rest) and scales the rest with epochs: training and loader waits by
-``epochs_first`` (500) / ``train_epochs`` (600) over the epochs run, finetuning by ``finetune_epochs`` (20) over the
-finetuning epochs run. The goal (issue 24): everything but training and finetuning at most 2% of the projection.
+attention maps, checkpoint, the setup of each experience's training, the rest) and scales what happens inside the
+training epochs (``epochs`` and ``epoch_waits`` of the phase record: compute and loader waits) by ``epochs_first``
+(500) / ``train_epochs`` (600) over the epochs run, and finetuning by ``finetune_epochs`` (20) over the finetuning
+epochs run. The goal (issue 24): everything but training and finetuning at most 2% of the projection.
 
     python benchmarks/run_cost.py                                  # CIFAR-100 at its real size, tiny + cifar presets
     python benchmarks/run_cost.py --presets tiny --experiences 3 --epochs 1 --finetune-epochs 1
@@ -53,19 +54,22 @@ def launch(args, preset: str, data: Path, out: Path) -> List[Dict[str, float]]:
                "--data-root", str(data), "--output", str(out), "--device", "cpu", "--overwrite"]
     for item in sets:
         command += ["--set", item]
-    progress = out / "progress.json"
+    progress, console = out / "progress.json", out.with_name(out.name + "-console.txt")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        while proc.poll() is None:
-            time.sleep(0.5)
-            if progress.is_file() and json.loads(progress.read_text())["finished_experiences"] >= args.experiences:
-                proc.send_signal(signal.SIGINT)  # the next experience has started: stop it as Ctrl-C would
-                break
-        output, _ = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    with open(console, "w") as log:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            while proc.poll() is None:
+                time.sleep(0.5)
+                if progress.is_file() and json.loads(progress.read_text())["finished_experiences"] >= args.experiences:
+                    proc.send_signal(signal.SIGINT)  # the next experience has started: stop it as Ctrl-C would
+                    break
+            proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    output = console.read_text()
+    print("".join(line for line in output.splitlines(keepends=True) if line.startswith("experience ")), end="")
     if not progress.is_file():
         raise RuntimeError(f"the run wrote no progress.json:\n{output[-3000:]}")
     phases = json.loads(progress.read_text())["phase_times_s"][: args.experiences]
@@ -81,9 +85,9 @@ def project(phases: List[Dict[str, float]], epochs: int, finetune_epochs: int) -
     for index, seconds in enumerate(phases):
         row = {name: seconds[name] for name in PHASES}
         row["other"] = max(seconds["wall"] - sum(row.values()), 0.0)
-        train_scale = (authors["epochs_first"] if index == 0 else authors["train_epochs"]) / epochs
-        row["train"] *= train_scale
-        row["data_wait"] *= train_scale
+        more = (authors["epochs_first"] if index == 0 else authors["train_epochs"]) / epochs - 1
+        row["train"] += (seconds["epochs"] - seconds["epoch_waits"]) * more  # the setup stays
+        row["data_wait"] += seconds["epoch_waits"] * more
         row["finetune"] *= authors["finetune_epochs"] / finetune_epochs if finetune_epochs else 0.0
         projected.append(row)
     return projected

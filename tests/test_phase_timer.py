@@ -77,9 +77,12 @@ def test_every_experience_records_every_phase_within_its_wall_time(tmp_path, cap
     phases = results["phase_times_s"]
     assert len(phases) == 3
     for index, seconds in enumerate(phases):
-        assert set(seconds) == set(PHASES) | {"wall"}, index
+        assert set(seconds) == set(PHASES) | {"wall", "epochs", "epoch_waits"}, index
         assert all(value >= 0 for value in seconds.values()), (index, seconds)
         assert sum(seconds[name] for name in PHASES) <= seconds["wall"], (index, seconds)
+        # the training epochs (not finetuning's) lie within train + data_wait, their waits within data_wait
+        assert 0 < seconds["epochs"] <= seconds["train"] + seconds["data_wait"], (index, seconds)
+        assert 0 < seconds["epoch_waits"] <= min(seconds["data_wait"], seconds["epochs"]), (index, seconds)
         for name in ("train", "data_wait", "memory_update", "eval", "locality_probe", "attention_maps", "checkpoint"):
             assert seconds[name] > 0, (index, name, seconds)
         assert (seconds["finetune"] > 0) == (index > 0), (index, seconds)  # the authors finetune from task 2 on

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Dict
 from avalanche.core import SupervisedPlugin
 
 from ..timing import PhaseTimes
+from .finetune import in_finetuning
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -24,6 +25,11 @@ class PhaseTimerPlugin(SupervisedPlugin, supports_distributed=True):
       themselves (:func:`~avalanche_lpa.timing.timed`), as do finetuning, the memory update and the runner's
       checkpoint.
 
+    :meth:`snapshot` adds two numbers that are not phases, for projecting a run to more epochs: ``epochs``, the
+    seconds inside the experience's own training epochs (finetuning's not included; their loader waits included),
+    and ``epoch_waits``, those epochs' loader waits. The rest of ``train`` and ``data_wait`` is per-experience
+    setup (dataset adaptation, loader, optimizer), which does not grow with epochs.
+
     List it last (:func:`install_phase_timer`): its ``after_*`` callbacks then close their phase after every
     other plugin's, so those plugins' work (the evaluator's metrics, finetuning, herding) lands in a phase and not
     in the loader wait; its ``before_training_iteration`` comes after the other plugins' (per-iteration lr
@@ -33,13 +39,21 @@ class PhaseTimerPlugin(SupervisedPlugin, supports_distributed=True):
     def __init__(self) -> None:
         super().__init__()
         self.phase_times = PhaseTimes()
+        self._epochs = [0.0, 0.0]  # seconds in training epochs, their loader waits
+        self._epoch_start = None  # (snapshot of wall, snapshot of data_wait) at the current epoch's start
 
     def reset(self) -> None:
         self.phase_times.reset()
+        self._epochs = [0.0, 0.0]
+        self._epoch_start = None
 
     def snapshot(self) -> Dict[str, float]:
-        """Seconds per phase since the last :meth:`reset`, with ``wall``."""
-        return self.phase_times.snapshot()
+        """Seconds per phase since the last :meth:`reset`, with ``wall``, ``epochs`` and ``epoch_waits``."""
+        return {**self.phase_times.snapshot(), "epochs": self._epochs[0], "epoch_waits": self._epochs[1]}
+
+    def _clock(self):
+        seconds = self.phase_times.snapshot()
+        return seconds["wall"], seconds["data_wait"]
 
     def before_training(self, strategy: "SupervisedTemplate", **kwargs) -> None:
         self.phase_times.start("train")
@@ -52,6 +66,8 @@ class PhaseTimerPlugin(SupervisedPlugin, supports_distributed=True):
             self.phase_times.start("data_wait")
 
     def before_training_epoch(self, strategy: "SupervisedTemplate", **kwargs) -> None:
+        if not in_finetuning(strategy):
+            self._epoch_start = self._clock()
         self._wait()  # the first batch: the loader's iterator (its workers) starts
 
     def after_training_iteration(self, strategy: "SupervisedTemplate", **kwargs) -> None:
@@ -62,6 +78,11 @@ class PhaseTimerPlugin(SupervisedPlugin, supports_distributed=True):
 
     def after_training_epoch(self, strategy: "SupervisedTemplate", **kwargs) -> None:
         self.phase_times.stop("data_wait")  # the loader's final, empty fetch
+        if self._epoch_start is not None and not in_finetuning(strategy):
+            wall, waited = self._clock()
+            self._epochs[0] += wall - self._epoch_start[0]
+            self._epochs[1] += waited - self._epoch_start[1]
+            self._epoch_start = None
 
     def before_eval(self, strategy: "SupervisedTemplate", **kwargs) -> None:
         self.phase_times.start("eval")
@@ -73,7 +94,7 @@ class PhaseTimerPlugin(SupervisedPlugin, supports_distributed=True):
 def install_phase_timer(strategy: "SupervisedTemplate") -> PhaseTimerPlugin:
     """Adds a fresh :class:`PhaseTimerPlugin` as the last plugin of ``strategy`` (replacing any it had: a
     resumed checkpoint carries the one it was saved with) and returns it."""
-    strategy.plugins = [p for p in strategy.plugins if not isinstance(p, PhaseTimerPlugin)]
+    strategy.plugins[:] = [p for p in strategy.plugins if not isinstance(p, PhaseTimerPlugin)]  # in place
     timer = PhaseTimerPlugin()
     strategy.plugins.append(timer)
     return timer
