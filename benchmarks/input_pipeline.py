@@ -20,6 +20,7 @@ images/s and the median of per-round ratios recipe / bare.
 
     python benchmarks/input_pipeline.py                                  # 0, 2 and all workers, full experience
     python benchmarks/input_pipeline.py --train-per-class 100 --rounds 3 --workers 0 2
+    python benchmarks/input_pipeline.py --train-per-class 200 --rounds 9 --workers 0 --auto-augment none
 """
 from __future__ import annotations
 
@@ -41,7 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import avalanche_lpa  # noqa: E402,F401  (registers the timm models)
 from avalanche_lpa.data import split_cifar100  # noqa: E402
-from avalanche_lpa.data.transforms import AUTHORS_AUTO_AUGMENT, CIFAR100_MEAN, CIFAR100_STD, train_transform  # noqa: E402
+from avalanche_lpa.data.transforms import (  # noqa: E402
+    AUTHORS_AUTO_AUGMENT,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    train_transform,
+)
 from avalanche_lpa.plugins import RepeatedAugmentationPlugin, RepeatedAugmentationSampler  # noqa: E402
 from avalanche_lpa.training import build_strategy  # noqa: E402
 from benchmarks.fake_data import trust_fake_cifar, write_fake_cifar100  # noqa: E402
@@ -121,7 +127,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=256, help="the recipe's train_mb_size")
     parser.add_argument("--workers", nargs="+", default=["0", "2", "all"], help="worker counts; 'all' = CPU count")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--auto-augment", default=AUTHORS_AUTO_AUGMENT)
+    parser.add_argument("--auto-augment", default=AUTHORS_AUTO_AUGMENT,
+                        help="timm policy, or 'none' (crop + flip only: shows the per-item cost of the dataset layers)")
     parser.add_argument("--seed", type=int, default=0, help="torch seed of the augmentations")
     parser.add_argument("--json", default="benchmarks/results/input_pipeline.json")
     args = parser.parse_args(argv)
@@ -129,11 +136,14 @@ def main(argv=None):
         parser.error("--experience must be 0 or 1 (the classes of ORDER)")
     warnings.filterwarnings("ignore")
     torch.manual_seed(args.seed)
+    if args.auto_augment == "none":
+        args.auto_augment = None
     workers = sorted({os.cpu_count() if w == "all" else int(w) for w in args.workers})
     trust_fake_cifar()
     with tempfile.TemporaryDirectory() as tmp:
         root = write_fake_cifar100(Path(args.data or tmp), args.train_per_class, 1)
-        benchmark = split_cifar100(root, n_experiences=10, class_order=ORDER + [c for c in range(100) if c not in ORDER],
+        order = ORDER + [c for c in range(100) if c not in ORDER]
+        benchmark = split_cifar100(root, n_experiences=10, class_order=order,
                                    auto_augment=args.auto_augment, download=False,
                                    max_train_per_class=args.train_per_class if args.train_per_class < 500 else None)
         loaders = {}
@@ -167,7 +177,8 @@ def main(argv=None):
                "restart_ratio": ratio("restart") if w else None}
         report["workers"][str(w)] = row
         restart = f"{row['restart_ratio']:>14.3f}" if w else f"{'-':>14}"
-        print(f"  {w:>7}{row['bare_images_per_s']:>12.0f}{row['recipe_images_per_s']:>14.0f}{row['ratio']:>13.3f}{restart}")
+        print(f"  {w:>7}{row['bare_images_per_s']:>12.0f}{row['recipe_images_per_s']:>14.0f}{row['ratio']:>13.3f}"
+              f"{restart}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     return report

@@ -50,7 +50,8 @@ def launch(args, preset: str, data: Path, out: Path) -> List[Dict[str, float]]:
         sets += [f"data.max_train_per_class={args.train_per_class}", f"data.max_test_per_class={args.test_per_class}"]
     if args.batch is not None:
         sets += [f"strategy.train_mb_size={args.batch}"]
-    command = [sys.executable, str(REPO / "benchmarks" / "fake_data.py"), str(REPO / "experiments" / SCRIPTS[args.dataset]),
+    script = REPO / "experiments" / SCRIPTS[args.dataset]
+    command = [sys.executable, str(REPO / "benchmarks" / "fake_data.py"), str(script),
                "--data-root", str(data), "--output", str(out), "--device", "cpu", "--overwrite"]
     for item in sets:
         command += ["--set", item]
@@ -59,12 +60,16 @@ def launch(args, preset: str, data: Path, out: Path) -> List[Dict[str, float]]:
     with open(console, "w") as log:
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
+            stopping = 0.0
             while proc.poll() is None:
                 time.sleep(0.5)
-                if progress.is_file() and json.loads(progress.read_text())["finished_experiences"] >= args.experiences:
-                    proc.send_signal(signal.SIGINT)  # the next experience has started: stop it as Ctrl-C would
-                    break
-            proc.wait(timeout=300)
+                done = progress.is_file() and json.loads(progress.read_text())["finished_experiences"]
+                finished = done and done >= args.experiences and args.experiences < 10
+                if finished and time.monotonic() - stopping > 5:
+                    # The next experience has started: stop it as Ctrl-C would, again until it stops (an
+                    # interrupt that lands in a loader's __del__ is swallowed there).
+                    proc.send_signal(signal.SIGINT)
+                    stopping = time.monotonic()
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -122,7 +127,8 @@ def print_report(label: str, summary: Dict[str, Any]) -> None:
         first = per[0].get(n, float("nan")) if n != "other" else float("nan")
         last = per[-1].get(n, float("nan")) if n != "other" else float("nan")
         print(f"  {n:<15}{summary['measured_s'][n]:>11.2f}{summary['fraction_of_training'][n]:>11.4f}"
-              f"{summary['projected_s'][n]:>13.0f}{100 * summary['projected_share'][n]:>7.2f}%{first:>9.2f}{last:>9.2f}")
+              f"{summary['projected_s'][n]:>13.0f}{100 * summary['projected_share'][n]:>7.2f}%"
+              f"{first:>9.2f}{last:>9.2f}")
     print(f"  everything but training and finetuning: {100 * summary['projected_overhead_share']:.2f}% of the "
           "projected run (goal <= 2%)")
 

@@ -100,7 +100,7 @@ def test_repeated_augmentation_plugin_installs_its_loader(cil_benchmark):
 
 
 def test_our_loaders_keep_the_strategys_workers_and_make_them_persistent(cil_benchmark):
-    """Workers restarted every epoch cost 0.84x the images/s at 2 workers (benchmarks/input_pipeline.py)."""
+    """Workers start once per experience, not every epoch; finetuning loads with them, not in the main process."""
     from torch.utils.data import DataLoader
 
     from avalanche_lpa.plugins import BalancedFinetuningPlugin

@@ -22,9 +22,10 @@ def worker_options(loader: Any) -> Dict[str, Any]:
     """Worker options for a loader of ours from the loader a strategy built (a ``DataLoader`` or an Avalanche
     multi-dataset loader): its ``num_workers`` and ``pin_memory``, and persistent workers when it has workers.
 
-    Our loaders (training with repeated augmentation, finetuning) live for all the epochs of an experience;
-    Avalanche's default, workers restarted every epoch, cost the training loop 0.84x the images/s of persistent
-    ones at 2 workers on a 2-core CPU (``benchmarks/input_pipeline.py``).
+    Our loaders (training with repeated augmentation, finetuning) live for all the epochs of an experience, so
+    their workers start once per experience instead of every epoch (Avalanche's default: 500-600 starts of
+    every worker per experience in the authors' recipe). On the project's 2-core CPU the difference was within
+    the noise of ``benchmarks/input_pipeline.py`` (its ``restart`` candidate).
     """
     source = getattr(loader, "loader_kwargs", None) or {
         k: getattr(loader, k) for k in ("num_workers", "pin_memory") if hasattr(loader, k)
