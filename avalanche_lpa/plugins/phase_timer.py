@@ -33,7 +33,7 @@ class PhaseTimerPlugin(SupervisedPlugin, supports_distributed=True):
     List it last (:func:`install_phase_timer`): its ``after_*`` callbacks then close their phase after every
     other plugin's, so those plugins' work (the evaluator's metrics, finetuning, herding) lands in a phase and not
     in the loader wait; its ``before_training_iteration`` comes after the other plugins' (per-iteration lr
-    schedule, warm-up: microseconds), which the wait therefore includes.
+    schedule, LPA warm-up), which the wait therefore includes.
     """
 
     def __init__(self) -> None:
