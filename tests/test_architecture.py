@@ -15,12 +15,13 @@ ALLOWED = {
     "layers": set(),
     "data": set(),
     "files": set(),
+    "timing": set(),
     "models": {"layers", "data"},
-    "plugins": {"layers", "models", "data"},
-    "metrics": {"layers", "models", "data"},
+    "plugins": {"layers", "models", "data", "timing"},
+    "metrics": {"layers", "models", "data", "timing"},
     "distributed": set(),
     "training": {"layers", "models", "plugins", "metrics", "data"},
-    "experiment": {"layers", "models", "plugins", "metrics", "training", "data", "distributed", "files", "configs"},
+    "experiment": {"layers", "models", "plugins", "metrics", "training", "data", "distributed", "files", "configs", "timing"},
     "__main__": {"experiment"},  # python -m avalanche_lpa: the top of the stack, like the scripts
 }
 ALLOWED = {room: rooms | ({"compat"} if room != "compat" else set()) for room, rooms in ALLOWED.items()}

@@ -98,3 +98,30 @@ def test_gpu_check_merges_runs_and_judges_the_model_target(tmp_path):
     assert [r["label"] for r in merged["runs"]] == ["fast", "slow"]
     text = report.summary(tmp_path)
     assert "= 1.100 (meets the target <= 1.15" in text and "= 1.300 (MISSES the target <= 1.15" in text
+
+
+def test_input_pipeline_benchmark_runs_end_to_end(tmp_path):
+    bench = _load("input_pipeline")
+    report = bench.main(["--data", str(tmp_path / "data"), "--train-per-class", "4", "--memory", "20", "--batch", "16",
+                         "--workers", "0", "--rounds", "1", "--json", str(tmp_path / "pipeline.json")])
+    row = report["workers"]["0"]
+    assert row["bare_images_per_s"] > 0 and row["recipe_images_per_s"] > 0 and row["ratio"] > 0
+    assert json.loads((tmp_path / "pipeline.json").read_text())["train_per_class"] == 4
+
+
+def test_run_cost_benchmark_runs_end_to_end(tmp_path):
+    """Two experiences of the B0-10 config on tiny fake CIFAR-100, every phase timed and projected."""
+    bench = _load("run_cost")
+    report = bench.main(["--presets", "tiny", "--experiences", "2", "--epochs", "1", "--finetune-epochs", "1",
+                         "--train-per-class", "4", "--test-per-class", "1", "--batch", "16", "--workers", "0",
+                         "--data", str(tmp_path / "data"), "--json", str(tmp_path / "cost.json")])
+    summary = report["presets"]["tiny"]
+    assert len(summary["per_experience"]) == 2
+    assert summary["measured_s"]["finetune"] > 0 and summary["measured_s"]["checkpoint"] > 0
+    assert abs(sum(summary["projected_share"].values()) - 1) < 1e-6
+    # training epochs scale to the authors' 500 (experience 1) and 600 (experience 2) from the 1 epoch run
+    first, second = summary["per_experience"]
+    compute = [e["epochs"] - e["epoch_waits"] for e in (first, second)]
+    expected = first["train"] + second["train"] + 499 * compute[0] + 599 * compute[1]
+    assert summary["projected_s"]["train"] == pytest.approx(expected)
+    assert 0 < summary["projected_overhead_share"] < 1

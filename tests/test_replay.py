@@ -99,6 +99,32 @@ def test_repeated_augmentation_plugin_installs_its_loader(cil_benchmark):
     assert len(counter.labels[0]) == 2 * 64
 
 
+def test_our_loaders_keep_the_strategys_workers_and_make_them_persistent(cil_benchmark):
+    """Workers start once per experience, not every epoch; finetuning loads with them, not in the main process."""
+    from torch.utils.data import DataLoader
+
+    from avalanche_lpa.plugins import BalancedFinetuningPlugin
+
+    loaders = []
+
+    class LoaderProbe(SupervisedPlugin):
+        def before_training_epoch(self, strategy, **kwargs):
+            loaders.append(strategy.dataloader)
+
+    strategy = _naive(make_tiny(), [RepeatedAugmentationPlugin(3), LoaderProbe()], batch=16, epochs=2)
+    strategy.train(cil_benchmark.train_stream[0], num_workers=1)
+    assert loaders[0] is loaders[1]  # one loader per experience, its worker kept over the epochs
+    assert (loaders[0].num_workers, loaders[0].persistent_workers) == (1, True)
+    strategy.train(cil_benchmark.train_stream[1])  # no workers: nothing to keep
+    assert (loaders[-1].num_workers, loaders[-1].persistent_workers) == (0, False)
+
+    data = cil_benchmark.train_stream[0].dataset
+    finetune = BalancedFinetuningPlugin(SimpleNamespace(buffer=data), epochs=1)
+    training = SimpleNamespace(train_mb_size=16, dataloader=DataLoader(data, num_workers=2))
+    loader = finetune._loader(training, data, experience=1)
+    assert (loader.num_workers, loader.persistent_workers) == (2, True)
+
+
 # ------------------------------------------------------------------------------------------ herding memory
 def _icarl_by_hand(rows, count, cap=1000):
     """The authors' icarl_selection, transcribed with plain Python lists."""

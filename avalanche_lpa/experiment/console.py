@@ -12,6 +12,8 @@ from typing import Any, List, Mapping, Optional, Sequence
 
 from avalanche.logging import InteractiveLogger
 
+from ..timing import format_phase_times
+
 __all__ = ["ConsoleLogger", "experience_summary"]
 
 # (metric name, label) of the per-epoch line, in this order.
@@ -69,6 +71,7 @@ def experience_summary(
     seconds: float,
     run_seconds: float,
     sizes: Optional[Sequence[int]] = None,
+    phase_times: Optional[Mapping[str, float]] = None,
 ) -> str:
     """One line after experience ``finished`` (1-based) of ``total``: accuracy on the seen classes, stream
     forgetting, mean attention distance, the experience's time and the run's ETA (at its mean pace so far).
@@ -80,6 +83,8 @@ def experience_summary(
         seconds: wall time of the experience just finished (training and evaluation).
         run_seconds: wall time of the run's finished experiences.
         sizes: test images per experience (weights of the seen accuracy); ``None``: equal weights.
+        phase_times: the experience's seconds per phase (``results.json``'s ``phase_times_s`` entry): adds a
+            second line, where the time went.
     """
     parts = [f"experience {finished}/{total}"]
     accuracy = _seen_accuracy(metrics, finished, sizes)
@@ -96,4 +101,7 @@ def experience_summary(
         parts.append(f"ETA {_duration(run_seconds / finished * (total - finished))}")
     else:
         parts.append(f"run {_duration(run_seconds)}")
-    return ", ".join(parts)
+    line = ", ".join(parts)
+    if phase_times:
+        line += "\n\ttime " + format_phase_times(phase_times)
+    return line

@@ -44,7 +44,7 @@ from ..distributed import DistributedPlugin, init_distributed, main_process_logg
 from ..compat.avalanche_wandb import CompatWandBLogger
 from ..files import atomic_write_bytes
 from ..metrics import AttentionMapsPluginMetric, cil_evaluator, experience_sizes, find_attention_maps_metric
-from ..plugins import DivergenceError, DivergenceGuardPlugin
+from ..plugins import DivergenceError, DivergenceGuardPlugin, install_phase_timer
 from ..training import DYTOX_NAMES, build_strategy, needs_fixed_head, trains_on_logits
 from .checkpoint import load_checkpoint, save_checkpoint_atomic
 from .console import ConsoleLogger, experience_summary
@@ -471,6 +471,8 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
     strategy.evaluator.loggers = loggers
     start = progress["finished_experiences"]
     timer = {"started": time.perf_counter()}  # the experience's start, less the time spent before a resume
+    phases = install_phase_timer(strategy)  # seconds per phase of each experience (plugins/phase_timer.py)
+    progress.setdefault("phase_times_s", [])  # a run started before the timer existed
 
     def save_inside(strategy_, where: Dict[str, Any]) -> bool:
         """An intra-experience checkpoint (:class:`~.midway.EpochCheckpointPlugin`), with progress.json."""
@@ -495,6 +497,7 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
         with stop.handling():
             for experience in benchmark.train_stream[start:]:
                 timer["started"] = time.perf_counter() - (position["elapsed_s"] if position else 0.0)
+                phases.reset()
                 if position is not None:  # a checkpoint taken inside this experience
                     continue_experience(strategy, plugin, position, rng, num_workers=workers)
                     position = None
@@ -503,17 +506,21 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
                 strategy.eval(benchmark.test_stream, num_workers=workers)
                 progress["finished_experiences"] = experience.current_experience + 1
                 progress["train_iterations"].append(strategy.clock.train_iterations)
+                _flush_logs(strategy)  # the log must be at least as far as the checkpoint
+                with phases.phase_times.phase("attention_maps"):
+                    on_main(_write_attention_maps, strategy, folder)
+                if config["output"]["checkpoint"]:
+                    with phases.phase_times.phase("checkpoint"):
+                        on_main(save_checkpoint_atomic, strategy, checkpoint)
+                    plugin.saved()
                 seconds = time.perf_counter() - timer["started"]
                 progress["wall_time_s"] += seconds
+                progress["phase_times_s"].append(phases.snapshot())
                 summary = experience_summary(strategy.evaluator.get_last_metrics(), progress["finished_experiences"],
-                                             len(benchmark.train_stream), seconds, progress["wall_time_s"], sizes)
+                                             len(benchmark.train_stream), seconds, progress["wall_time_s"], sizes,
+                                             phase_times=progress["phase_times_s"][-1])
                 on_main(print, summary, flush=True)
                 _log_line(strategy, summary)
-                _flush_logs(strategy)  # the log must be at least as far as the checkpoint
-                on_main(_write_attention_maps, strategy, folder)
-                if config["output"]["checkpoint"]:
-                    on_main(save_checkpoint_atomic, strategy, checkpoint)
-                    plugin.saved()
                 on_main(_write_json, folder / "progress.json", progress)
                 if stop_after is not None and progress["finished_experiences"] >= stop_after:
                     raise RunInterrupted(f"stopped after experience {stop_after} as asked; resume with --resume")
@@ -580,6 +587,8 @@ def _finish(config, folder, benchmark, model, strategy, info, progress) -> Dict[
             "params": sum(p.numel() for p in model.parameters()),
             # cumulative training iterations at the end of each experience (the joint control matches them)
             "train_iterations": progress["train_iterations"],
+            # seconds per phase of each experience (timing.PHASES, exclusive) and its wall time incl. checkpoint
+            "phase_times_s": progress["phase_times_s"],
             "classes": class_mapping(benchmark),
             "world_size": info.world_size,
         },

@@ -29,6 +29,7 @@ from torch import nn
 from ..layers import check_grid
 from ..layers.position import to_grid
 from ..models.attention_adapters import attention_sites, record_attention_maps, restored_modes
+from ..timing import timed
 from .locality import per_sample_distance
 from .probe import draw_probe, full_stream
 
@@ -165,8 +166,9 @@ class AttentionMapsPluginMetric(PluginMetric[Dict[str, Any]]):
     def after_eval(self, strategy: "SupervisedTemplate") -> MetricResult:
         if strategy.experience is None or stream_type(strategy.experience) != self.stream:
             return None
-        images, labels = self.probe_for(strategy.experience)
-        snapshot = self.measure(strategy.model, images, labels, strategy.device)
+        with timed(strategy, "attention_maps"):
+            images, labels = self.probe_for(strategy.experience)
+            snapshot = self.measure(strategy.model, images, labels, strategy.device)
         snapshot["train_iterations"] = int(strategy.clock.train_iterations)
         snapshot["trained_experiences"] = int(strategy.clock.train_exp_counter)
         self.snapshots.append(snapshot)

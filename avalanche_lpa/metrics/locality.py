@@ -35,6 +35,7 @@ from ..models.attention_adapters import (
     record_attention_maps,
     restored_modes,
 )
+from ..timing import timed
 from .probe import draw_probe, full_stream
 
 if TYPE_CHECKING:
@@ -239,7 +240,8 @@ class LocalityPluginMetric(PluginMetric[List[torch.Tensor]]):
             return None
         self.reset()
         batch_size = self.batch_size or getattr(strategy, "eval_mb_size", None) or 64
-        self.measure(strategy.model, self.probe_for(strategy.experience), strategy.device, batch_size)
+        with timed(strategy, "locality_probe"):
+            self.measure(strategy.model, self.probe_for(strategy.experience), strategy.device, batch_size)
         return self._package_result(strategy)
 
     def _package_result(self, strategy: "SupervisedTemplate") -> MetricResult:

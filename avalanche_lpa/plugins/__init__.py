@@ -30,6 +30,7 @@ from .herding import (
 )
 from .lr_schedule import LR_STEPS, ExperienceEpochsPlugin, ExperienceLRSchedulePlugin
 from .param_groups import WeightDecayGroupsPlugin
+from .phase_timer import PhaseTimerPlugin, install_phase_timer
 from .precision import PRECISIONS, AutocastPlugin
 from .replay import REPLAY_MODES, ConcatReplayPlugin, RepeatedAugmentationPlugin, update_memory
 from .warmup import LPAWarmupPlugin, content_warmup, set_content_factor
@@ -53,6 +54,7 @@ __all__ = [
     "LPAWarmupPlugin",
     "LR_STEPS",
     "OldSampleDistillationPlugin",
+    "PhaseTimerPlugin",
     "PRECISIONS",
     "REPLAY_MODES",
     "RepeatedAugmentationPlugin",
@@ -71,6 +73,7 @@ __all__ = [
     "herding_memory",
     "icarl_herding_order",
     "in_finetuning",
+    "install_phase_timer",
     "old_sample_distillation",
     "set_content_factor",
     "update_memory",

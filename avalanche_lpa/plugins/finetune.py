@@ -10,7 +10,8 @@ from avalanche.core import SupervisedPlugin
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from ._sampling import RepeatedAugmentationSampler, distributed_rank
+from ..timing import timed
+from ._sampling import RepeatedAugmentationSampler, distributed_rank, worker_options
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -177,7 +178,10 @@ class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
             len(data), repeats=self.repeats, num_replicas=world_size, rank=rank,
             seed=self.seed + 100003 * experience, multiple_of=batch_size * world_size,
         )
-        return DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=True, collate_fn=collate)
+        # The training loader's workers (the strategy's loader is still the experience's here): in the main
+        # process, the augmentations of 20 epochs over the memory would keep a GPU waiting.
+        return DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=True, collate_fn=collate,
+                          **worker_options(strategy.dataloader))
 
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         decay, no_decay = [], []
@@ -191,14 +195,16 @@ class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
         experience = strategy.clock.train_exp_counter
         if experience == 0 or self.epochs == 0 or len(self.storage_policy.buffer) == 0:
             return
-        self._begin(strategy, experience)
-        self._run(strategy, start=0, **kwargs)
+        with timed(strategy, "finetune"):
+            self._begin(strategy, experience)
+            self._run(strategy, start=0, **kwargs)
 
     def resume(self, strategy: "SupervisedTemplate", start: int, **kwargs) -> None:
         """Continues a finetuning phase that a checkpoint cut short after ``start`` epochs (``--resume``)."""
         # A fresh loader over the same memory: a pickled one would sample the shard of the process that saved it.
         strategy.dataloader = self._loader(strategy, self.finetuning_set(), strategy.clock.train_exp_counter)
-        self._run(strategy, start=start, **kwargs)
+        with timed(strategy, "finetune"):
+            self._run(strategy, start=start, **kwargs)
 
     def _begin(self, strategy: "SupervisedTemplate", experience: int) -> None:
         """Freezes, swaps in the finetuning optimizer and loader; keeps what it changed on ``self``.

@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ._sampling import distributed_rank
+from ..timing import timed
 
 if TYPE_CHECKING:
     from avalanche.benchmarks.utils import AvalancheDataset
@@ -197,6 +198,10 @@ class HerdingMemory(ParametricBuffer):
         return data.subset(sorted(order[rank::world_size].tolist()))
 
     def _add(self, strategy: "SupervisedTemplate", data: "AvalancheDataset") -> None:
+        with timed(strategy, "memory_update"):  # also when Avalanche's ReplayPlugin calls it
+            self._add_groups(strategy, data)
+
+    def _add_groups(self, strategy: "SupervisedTemplate", data: "AvalancheDataset") -> None:
         new_groups = self._make_groups(strategy, self._shard(strategy, data))
         self.seen_groups.update(new_groups)
         share = self.max_size // len(self.seen_groups)

@@ -1,12 +1,13 @@
 """Replay by concatenation (the authors' ``dataset_train.add_samples(*memory.get())``) and repeated augmentation."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict
+from typing import TYPE_CHECKING, Any
 
 from avalanche.core import SupervisedPlugin
 from torch.utils.data import DataLoader
 
-from ._sampling import RepeatedAugmentationSampler, distributed_rank
+from ..timing import timed
+from ._sampling import RepeatedAugmentationSampler, distributed_rank, worker_options
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -19,10 +20,11 @@ REPLAY_MODES = ("concat", "balanced_batches")
 
 def update_memory(storage_policy: Any, strategy: "SupervisedTemplate") -> None:
     """Adds the finished experience to an Avalanche storage policy (0.6's ``post_adapt``, 0.5's ``update``)."""
-    if hasattr(type(storage_policy), "post_adapt"):
-        storage_policy.post_adapt(strategy, strategy.experience)
-    else:
-        storage_policy.update(strategy)
+    with timed(strategy, "memory_update"):
+        if hasattr(type(storage_policy), "post_adapt"):
+            storage_policy.post_adapt(strategy, strategy.experience)
+        else:
+            storage_policy.update(strategy)
 
 
 class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
@@ -52,17 +54,6 @@ class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
         update_memory(self.storage_policy, strategy)
 
 
-def _loader_options(loader: Any) -> Dict[str, Any]:
-    """Worker options of the loader a strategy built (a ``DataLoader`` or an Avalanche multi-dataset loader)."""
-    source = getattr(loader, "loader_kwargs", None) or {
-        k: getattr(loader, k) for k in ("num_workers", "pin_memory", "persistent_workers") if hasattr(loader, k)
-    }
-    options = {k: source[k] for k in ("num_workers", "pin_memory", "persistent_workers") if k in source}
-    if not options.get("num_workers"):
-        options.pop("persistent_workers", None)
-    return options
-
-
 class RepeatedAugmentationPlugin(SupervisedPlugin, supports_distributed=True):
     """Trains every experience with repeated augmentation (DeiT's ``RASampler``, on in the authors' runs).
 
@@ -70,7 +61,8 @@ class RepeatedAugmentationPlugin(SupervisedPlugin, supports_distributed=True):
     ``adapted_dataset`` (memory included with :class:`ConcatReplayPlugin`) drawn by a
     :class:`RepeatedAugmentationSampler`: each drawn image ``repeats`` times per epoch, the epoch truncated to
     a multiple of the global batch (``train_mb_size * world_size``), full batches only, sharded over the
-    processes of a ``torchrun`` job by the sampler itself. Incompatible with replay plugins that install their
+    processes of a ``torchrun`` job by the sampler itself. It keeps the strategy's worker options, with
+    persistent workers (:func:`~._sampling.worker_options`). Incompatible with replay plugins that install their
     own loader (Avalanche's ``ReplayPlugin``): use it with replay by concatenation.
 
     Args:
@@ -95,7 +87,7 @@ class RepeatedAugmentationPlugin(SupervisedPlugin, supports_distributed=True):
         )
         strategy.dataloader = DataLoader(
             data, batch_size=strategy.train_mb_size, sampler=sampler, drop_last=True,
-            collate_fn=getattr(data, "collate_fn", None), **_loader_options(strategy.dataloader),
+            collate_fn=getattr(data, "collate_fn", None), **worker_options(strategy.dataloader),
         )
 
     def before_training_epoch(self, strategy: "SupervisedTemplate", **kwargs) -> None:
