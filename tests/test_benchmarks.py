@@ -100,7 +100,16 @@ def test_gpu_check_merges_runs_and_judges_the_model_target(tmp_path):
     assert "= 1.100 (meets the target <= 1.15" in text and "= 1.300 (MISSES the target <= 1.15" in text
 
 
-def test_input_pipeline_benchmark_runs_end_to_end(tmp_path):
+@pytest.fixture
+def restores_cifar_checksum(monkeypatch):
+    """The benchmarks make torchvision trust their fake CIFAR-100 for the whole process; a test must not leak
+    that to the tests after it (a download test would then find 'CIFAR-100' where there is none)."""
+    import torchvision.datasets.cifar
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", torchvision.datasets.cifar.check_integrity)
+
+
+def test_input_pipeline_benchmark_runs_end_to_end(tmp_path, restores_cifar_checksum):
     bench = _load("input_pipeline")
     report = bench.main(["--data", str(tmp_path / "data"), "--train-per-class", "4", "--memory", "20", "--batch", "16",
                          "--workers", "0", "--rounds", "1", "--json", str(tmp_path / "pipeline.json")])
@@ -109,7 +118,7 @@ def test_input_pipeline_benchmark_runs_end_to_end(tmp_path):
     assert json.loads((tmp_path / "pipeline.json").read_text())["train_per_class"] == 4
 
 
-def test_run_cost_benchmark_runs_end_to_end(tmp_path):
+def test_run_cost_benchmark_runs_end_to_end(tmp_path, restores_cifar_checksum):
     """Two experiences of the B0-10 config on tiny fake CIFAR-100, every phase timed and projected."""
     bench = _load("run_cost")
     report = bench.main(["--presets", "tiny", "--experiences", "2", "--epochs", "1", "--finetune-epochs", "1",

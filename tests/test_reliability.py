@@ -575,12 +575,17 @@ def test_locality_figure_starts_at_zero_with_the_uniform_reference():
     reference = uniform_attention_distance(4)
     assert reference == pytest.approx(2.008, abs=1e-3)
     assert uniform_attention_distance(make_tiny()) == pytest.approx(reference)
-    figure = locality_figure({"lpa": [[1.165, 1.19], [1.197, 1.2]]}, reference=reference)
+    figure = locality_figure({"lpa": [[1.165, 1.19], [1.197, 1.2]], "lpa (joint)": [[1.17, 1.18], [1.2, 1.21]]},
+                             reference=reference)
+    assert [axes.get_title() for axes in figure.axes] == ["layer 1", "layer 2"]  # layers counted from 1
     for axes in figure.axes:
         low, high = axes.get_ylim()
         assert low == 0.0 and high > reference
-        dashed = [line for line in axes.get_lines() if line.get_linestyle() == "--"]
-        assert len(dashed) == 1 and list(dashed[0].get_ydata()) == [reference, reference]
+        # the uniform reference dotted and grey; the joint control dashed, in the colour of its incremental run
+        dotted = [line for line in axes.get_lines() if line.get_linestyle() == ":"]
+        assert len(dotted) == 1 and list(dotted[0].get_ydata()) == [reference, reference]
+        solid, dashed = ([line for line in axes.get_lines() if line.get_linestyle() == style] for style in ("-", "--"))
+        assert len(solid) == len(dashed) == 1 and solid[0].get_color() == dashed[0].get_color()
 
 
 def test_untrained_accuracy_matrix_cells_are_blank():

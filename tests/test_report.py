@@ -134,3 +134,16 @@ def test_plots_explain_a_missing_matplotlib(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=r"avalanche-lpa\[plots\]"):
         plot_accuracy_curves({"LPA": [0.5]}, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_accuracy_curves_start_at_zero_and_show_seeds_as_a_band(tmp_path, monkeypatch):
+    from avalanche_lpa.experiment import report
+
+    figures = []
+    monkeypatch.setattr(report, "_save", lambda figure, path, dpi: figures.append(figure) or path)
+    report.plot_accuracy_curves({"lpa": [[0.9, 0.6], [0.8, 0.5]], "one seed": [0.7, 0.4]}, tmp_path / "a.png")
+    axes = figures[0].axes[0]
+    assert axes.get_ylim() == (0.0, 100.0)
+    mean = next(line for line in axes.get_lines() if line.get_label() == "lpa (2 seeds)")
+    assert list(mean.get_ydata()) == pytest.approx([85.0, 55.0])  # the mean over seeds, in %
+    assert len(axes.collections) == 1  # one std band: for the run with two seeds only

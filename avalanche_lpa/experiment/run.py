@@ -513,9 +513,9 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
                     with phases.phase_times.phase("checkpoint"):
                         on_main(save_checkpoint_atomic, strategy, checkpoint)
                     plugin.saved()
+                progress["phase_times_s"].append(phases.snapshot())  # before the wall time: never above it
                 seconds = time.perf_counter() - timer["started"]
                 progress["wall_time_s"] += seconds
-                progress["phase_times_s"].append(phases.snapshot())
                 summary = experience_summary(strategy.evaluator.get_last_metrics(), progress["finished_experiences"],
                                              len(benchmark.train_stream), seconds, progress["wall_time_s"], sizes,
                                              phase_times=progress["phase_times_s"][-1])
