@@ -84,5 +84,27 @@ def main(root):
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 
+#: The DyTox comparison (docs/dytox.md): the LPA authors' DyTox and Douillard's, the same CPU budget, each with
+#: its own distillation; folder below the root, as the commands there write it.
+DYTOX_ROWS = [
+    ("DyTox (GPSA), the LPA authors' (`dytox`, old-sample KD)", "dytox_kd/gpsa-dytox"),
+    ("DyTox+LPA, the LPA authors' (`dytox`, old-sample KD)", "dytox_kd/lpa-dytox"),
+    ("DyTox (GPSA), Douillard's (`dytox_douillard`)", "dytox_douillard/gpsa-dytox_douillard"),
+    ("DyTox+LPA, Douillard's recipe (`dytox_douillard`)", "dytox_douillard/lpa-dytox_douillard"),
+]
+
+
+def dytox_table(root) -> str:
+    """The DyTox comparison table of docs/dytox.md from the runs below ``root``."""
+    root = Path(root)
+    header = "| run | seeds | avg incr. acc | last acc | forgetting (max) | locality after exp 1 | after exp 5 |"
+    lines = [header, "|" + "---|" * 7]
+    lines += [row(label, load(root / folder)[0]) for label, folder in DYTOX_ROWS]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/fmnist")
+    if "--dytox" in sys.argv:
+        print(dytox_table(next((a for a in sys.argv[1:] if a != "--dytox"), "runs/fmnist")))
+    else:
+        main(sys.argv[1] if len(sys.argv) > 1 else "runs/fmnist")
