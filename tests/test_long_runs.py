@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from avalanche_lpa.experiment.config import HARMLESS_KEYS, ConfigError, load_con
 from avalanche_lpa.experiment.midway import checkpoint_plugin
 from avalanche_lpa.experiment.run import RunInterrupted, run
 
+from .processes import kill_when_printed
 from .test_reliability import SYNTHETIC_YAML, cli, one_line_error
 
 REPO = Path(__file__).resolve().parents[1]
@@ -251,17 +251,7 @@ def test_sigkill_at_an_epoch_boundary_then_resume_equals_the_uninterrupted_run(
     folder = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     args = [str(base_yaml), str(folder), "1", phase, str(epoch), *LPA_SETTINGS]  # experience 2 (index 1)
-    child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True, env=env, cwd=tmp_path)
-    try:
-        deadline, line = time.monotonic() + 240, ""
-        while "SAVED" not in line and time.monotonic() < deadline and child.poll() is None:
-            line = child.stdout.readline()
-        assert "SAVED" in line, "the child never reached the checkpoint to be killed at"
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.kill()
-        child.wait()
+    kill_when_printed(KILLED_CHILD, args, "SAVED", env, tmp_path, timeout=240)
     # Killed between checkpoint.pkl and progress.json: progress.json still tells of the checkpoint before.
     progress = json.loads((folder / "progress.json").read_text())
     assert progress["finished_experiences"] == 1 and progress["inside_experience"]["experience"] == 1

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import warnings
 from pathlib import Path
 from urllib.error import URLError
@@ -30,6 +29,7 @@ from avalanche_lpa.plugins import DivergenceError, DivergenceGuardPlugin
 
 from .conftest import make_tiny
 from .fake_datasets import make_fake_cifar100, make_fake_fashion_mnist_gz
+from .processes import kill_when_printed
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = "{img_size: 8, patch_size: 2, in_chans: 1, embed_dim: 18, depth: 2, num_heads: 9}"
@@ -630,18 +630,7 @@ run(load_config(sys.argv[1], ["output.dir=" + sys.argv[2]]))
 def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(base_yaml, tmp_path, capsys):
     folder = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(base_yaml), str(folder)], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True, env=env, cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 120
-        line = ""
-        while "WRITING" not in line and time.monotonic() < deadline and child.poll() is None:
-            line = child.stdout.readline()
-        assert "WRITING" in line, "the child never reached its second checkpoint"
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.kill()
-        child.wait()
+    kill_when_printed(CHILD, [str(base_yaml), str(folder)], "WRITING", env, tmp_path, timeout=120)
     # The log is at least as far as the checkpoint being written: both evaluations were flushed.
     assert (folder / "log.txt").read_text().count("-- >> End of eval phase << --") == 2
     assert json.loads((folder / "progress.json").read_text())["finished_experiences"] == 1
