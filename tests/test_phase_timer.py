@@ -92,6 +92,7 @@ def test_every_experience_records_every_phase_within_its_wall_time(tmp_path, cap
     assert json.loads((tmp_path / "run" / "progress.json").read_text())["phase_times_s"] == phases
     out = capsys.readouterr().out
     # the per-experience summary's second line says where the time went
-    times = re.findall(r"^experience (\d)/3, .*\n\ttime [\d.]+ s: train [\d.]+ s", out, re.M)
+    # (which phases show depends on the machine: a phase under 0.05 s, even training on a fast one, is left out)
+    times = re.findall(r"^experience (\d)/3, .*\n\ttime [\d.]+ s: [a-z ]+ [\d.]+ s \(\d+%\)", out, re.M)
     assert times == ["1", "2", "3"]
-    assert re.search(r"^experience 3/3, .*\n\ttime [\d.]+ s: train", (tmp_path / "run" / "log.txt").read_text(), re.M)
+    assert re.search(r"^experience 3/3, .*\n\ttime [\d.]+ s: [a-z]", (tmp_path / "run" / "log.txt").read_text(), re.M)
