@@ -27,18 +27,13 @@ from typing import Any, Dict, List
 import torch
 from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmark
 from avalanche.core import SupervisedPlugin
+from avalanche.distributed import DistributedHelper
 from avalanche.logging import InteractiveLogger
 from torch.nn.parallel import DistributedDataParallel
 
-from avalanche_lpa.distributed import (
-    DistributedPlugin,
-    init_distributed,
-    main_process_loggers,
-    model_fingerprint,
-    on_main,
-    shutdown_distributed,
-    unwrap_model,
-)
+from avalanche_lpa.distributed import init_distributed, main_process_loggers, on_main, shutdown_distributed
+from avalanche_lpa.plugins import DistributedPlugin
+from avalanche_lpa.plugins.distributed import model_fingerprint
 from avalanche_lpa.data import TargetTensorDataset, synthetic_benchmark
 from avalanche_lpa.metrics.cil import cil_evaluator, experience_sizes, summarize
 from avalanche_lpa.models import LocalityViT
@@ -62,7 +57,7 @@ class Probe(SupervisedPlugin):
 
     def before_forward(self, strategy: Any, **kwargs: Any) -> None:
         self.wrapped.append(isinstance(strategy.model, DistributedDataParallel))
-        module = unwrap_model(strategy.model)
+        module = DistributedHelper.unwrap_model(strategy.model)
         optimized = {id(p) for group in strategy.optimizer.param_groups for p in group["params"]}
         self.head_in_optimizer.append(all(id(p) in optimized for p in module.head.parameters()))
         self.head_units.append(module.head.classifier.out_features)
@@ -76,7 +71,7 @@ class Probe(SupervisedPlugin):
         self.samples.setdefault(key, []).extend(strategy.mb_x.flatten(1)[:, 0].tolist())
 
     def after_update(self, strategy: Any, **kwargs: Any) -> None:
-        self.fingerprints.append(model_fingerprint(unwrap_model(strategy.model), buffers=False).tolist())
+        self.fingerprints.append(model_fingerprint(DistributedHelper.unwrap_model(strategy.model), buffers=False).tolist())
 
     def after_eval_iteration(self, strategy: Any, **kwargs: Any) -> None:
         self.eval_samples += len(strategy.mb_y)
@@ -146,7 +141,7 @@ def run(name: str, strategy_name: str, benchmark: Any, distributed: bool, out: P
         head_units=probe.head_units,
         attention_maps=probe.attention_maps,
         fingerprints=probe.fingerprints,
-        final_fingerprint=model_fingerprint(unwrap_model(strategy.model)).tolist(),
+        final_fingerprint=model_fingerprint(DistributedHelper.unwrap_model(strategy.model)).tolist(),
         samples=probe.samples,
         train_sizes=[len(e.dataset) for e in benchmark.train_stream],
         eval_samples=probe.eval_samples,
@@ -184,7 +179,7 @@ def memory_run(scope: str, out: Path) -> Dict[str, Any]:
         memories=memories,
         reloaded_memory=sorted(float(x.flatten()[0]) for x, *_ in reloaded.storage_policy.buffer),
         finished=finished,
-        final_fingerprint=model_fingerprint(unwrap_model(strategy.model)).tolist(),
+        final_fingerprint=model_fingerprint(DistributedHelper.unwrap_model(strategy.model)).tolist(),
         accuracy_rows=len(summarize(strategy, exp_sizes=experience_sizes(benchmark.test_stream)).as_dict()[
             "accuracy_matrix"]),
     )

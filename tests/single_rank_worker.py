@@ -22,7 +22,8 @@ import torch
 import torch.distributed as dist
 from avalanche.distributed import DistributedHelper
 
-from avalanche_lpa.distributed import DistributedModel, DistributedPlugin, init_distributed
+from avalanche_lpa.distributed import init_distributed
+from avalanche_lpa.plugins import DistributedModel, DistributedPlugin
 from avalanche_lpa.experiment.cli import main as cli_main
 
 from avalanche_lpa.configs import CONFIG_DIR as CONFIGS  # the shipped configs (package data)

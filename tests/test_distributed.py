@@ -17,21 +17,14 @@ import pytest
 import torch
 from avalanche.benchmarks.utils.data_loader import TaskBalancedDataLoader
 from avalanche.core import SupervisedPlugin
+from avalanche.distributed import DistributedHelper
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, TensorDataset
 
-from avalanche_lpa.distributed import (
-    DistInfo,
-    DistributedPlugin,
-    init_distributed,
-    is_main_process,
-    main_process_loggers,
-    on_main,
-    shard_indices,
-    shard_loader,
-    shutdown_distributed,
-)
+from avalanche_lpa.data.sharding import shard_indices, shard_loader
+from avalanche_lpa.distributed import DistInfo, init_distributed, main_process_loggers, on_main, shutdown_distributed
 from avalanche_lpa.metrics.cil import cil_evaluator
+from avalanche_lpa.plugins import DistributedPlugin
 from avalanche_lpa.training import build_strategy
 
 from .conftest import make_tiny
@@ -180,7 +173,7 @@ def test_init_distributed_is_a_no_op_without_torchrun(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     info = init_distributed(device="cpu")
     assert info == DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-    assert info.is_main and not info.is_distributed and is_main_process()
+    assert info.is_main and not info.is_distributed and DistributedHelper.is_main_process
     assert not torch.distributed.is_initialized()
     monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun --nproc_per_node=1: nothing to synchronise either
     assert init_distributed(device="cpu").world_size == 1 and not torch.distributed.is_initialized()

@@ -260,7 +260,7 @@ def test_douillards_distillation_covers_every_sample_and_always_scales_the_class
 def test_douillards_finetuning_loader_reads_the_set_in_order_in_every_process():
     from torch.utils.data import TensorDataset
 
-    from avalanche_lpa.distributed import shard_loader
+    from avalanche_lpa.data.sharding import shard_loader
 
     data = TensorDataset(torch.arange(10).float(), torch.zeros(10, dtype=torch.long))
     plugin = BalancedFinetuningPlugin(herding_memory(4), batch_size=4, sampling="none")

@@ -27,7 +27,7 @@ from avalanche.core import SupervisedPlugin
 from avalanche.distributed import DistributedHelper
 from avalanche.training.determinism.rng_manager import RNGManager
 
-from ..distributed import DistributedPlugin
+from ..plugins import DistributedPlugin
 from ..plugins import BalancedFinetuningPlugin, in_finetuning
 
 __all__ = [

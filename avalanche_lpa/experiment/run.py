@@ -40,11 +40,11 @@ from avalanche.distributed import DistributedHelper
 from avalanche.logging import CSVLogger, InteractiveLogger, TensorboardLogger, TextLogger
 from avalanche.training.determinism.rng_manager import RNGManager
 
-from ..distributed import DistributedPlugin, init_distributed, main_process_loggers, on_main
+from ..distributed import init_distributed, main_process_loggers, on_main
 from ..compat.avalanche_wandb import CompatWandBLogger
 from ..files import atomic_write_bytes
 from ..metrics import AttentionMapsPluginMetric, cil_evaluator, experience_sizes, find_attention_maps_metric
-from ..plugins import DivergenceError, DivergenceGuardPlugin, install_phase_timer
+from ..plugins import DistributedPlugin, DivergenceError, DivergenceGuardPlugin, install_phase_timer
 from ..training import DYTOX_NAMES, build_strategy, needs_fixed_head, trains_on_logits
 from .checkpoint import load_checkpoint, save_checkpoint_atomic
 from .console import ConsoleLogger, experience_summary

@@ -1,6 +1,7 @@
 """Avalanche plugins of the LPA training recipe; each works with any Avalanche ``SupervisedTemplate``."""
 from ._sampling import RepeatedAugmentationSampler
 from .criterion import SeenClassesBCE
+from .distributed import DistributedModel, DistributedPlugin
 from .distillation import (
     DISTILLATIONS,
     OldSampleDistillationPlugin,
@@ -40,6 +41,8 @@ __all__ = [
     "BalancedFinetuningPlugin",
     "ConcatReplayPlugin",
     "DISTILLATIONS",
+    "DistributedModel",
+    "DistributedPlugin",
     "DYTOX_FINETUNE_FROZEN",
     "DivergenceError",
     "DivergenceHeadPlugin",

@@ -76,7 +76,7 @@ class _WholeSetSampler(Sampler[int]):
     """Dataset order, the whole set in every process (Douillard's ``ft_no_sampling`` under DDP).
 
     ``num_replicas`` and ``set_epoch`` mark it as a sampler that shards by itself (into one shard), so
-    :func:`~avalanche_lpa.distributed.shard_loader` leaves it alone instead of giving it a ``DistributedSampler``.
+    :func:`~avalanche_lpa.data.sharding.shard_loader` leaves it alone instead of giving it a ``DistributedSampler``.
     """
 
     num_replicas = 1

@@ -1,0 +1,150 @@
+"""Each process's shard of a training loader (plain ``DataLoader`` or Avalanche's multi-dataset loaders).
+
+:class:`~avalanche_lpa.plugins.DistributedPlugin` calls :func:`shard_loader` before every training epoch and
+:func:`whole_loader` before every evaluated experience. Why the plugin re-shards at all: in avalanche-lib 0.5 /
+0.6 the train loader of a benchmark of the new API (experiences without ``task_labels``) has no distributed
+sampler, the multi-dataset loaders build a fresh ``DistributedSampler`` at epoch 0 on every pass (each epoch the
+same order), and the evaluation loaders are sharded while no metric is reduced (listed in ``compat``).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence
+
+from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler, Subset
+
+__all__ = ["rebuild_multi_loader", "shard_indices", "shard_loader", "whole_loader"]
+
+
+def shard_indices(
+    size: int,
+    rank: int,
+    world_size: int,
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle: bool = True,
+    drop_last: bool = False,
+) -> List[int]:
+    """The indices of ``range(size)`` that process ``rank`` reads in ``epoch``, as ``DistributedSampler`` draws them.
+
+    All processes get the same number of indices (padded by repetition, or trimmed with ``drop_last``), which
+    DDP needs: a process with one more batch would wait forever for the others' gradients.
+    """
+    if size == 0:
+        return []
+    sampler = DistributedSampler(
+        range(size), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+    )
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def _subset(dataset: Any, indices: List[int]) -> Any:
+    return dataset.subset(indices) if hasattr(dataset, "subset") else Subset(dataset, indices)
+
+
+def rebuild_multi_loader(
+    loader: MultiDatasetDataLoader, datasets: Sequence[Any], distributed_sampling: bool
+) -> MultiDatasetDataLoader:
+    """The same Avalanche loader (same class, batch sizes and options) over other datasets."""
+    rebuilt = type(loader).__new__(type(loader))
+    # Subclasses (TaskBalanced-, Replay-, GroupBalancedDataLoader) only compute these arguments before calling
+    # the base __init__, so the base __init__ on an instance of the subclass rebuilds them faithfully.
+    MultiDatasetDataLoader.__init__(
+        rebuilt,
+        list(datasets),
+        list(loader.batch_sizes),
+        termination_dataset=-1 if loader.never_ending else loader.termination_dataset,
+        oversample_small_datasets=loader.oversample_small_datasets,
+        distributed_sampling=distributed_sampling,
+        never_ending=loader.never_ending,
+        ffcv_args=dict(loader.ffcv_args),
+        **loader.loader_kwargs,
+    )
+    return rebuilt
+
+
+def torch_loader_kwargs(loader: DataLoader) -> Dict[str, Any]:
+    kwargs: Dict[str, Any] = dict(
+        batch_size=loader.batch_size,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last,
+        timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
+        multiprocessing_context=loader.multiprocessing_context,
+        generator=loader.generator,
+        persistent_workers=loader.persistent_workers,
+        pin_memory_device=loader.pin_memory_device,
+    )
+    if loader.num_workers > 0:
+        kwargs["prefetch_factor"] = loader.prefetch_factor
+    return kwargs
+
+
+def shard_loader(loader: Any, *, rank: int, world_size: int, seed: int = 0, epoch: int = 0) -> Any:
+    """A loader that reads only process ``rank``'s shard of ``loader``'s data in ``epoch``.
+
+    Call it again for every epoch: shards and their order depend on ``seed + epoch``, as with
+    ``DistributedSampler.set_epoch``.
+
+    * Avalanche multi-dataset loaders (``TaskBalancedDataLoader``, ``ReplayDataLoader``, ...): the same class
+      rebuilt over the epoch's shard of each dataset (memory included), Avalanche's own sampling switched off.
+      avalanche-lib 0.6 creates a fresh ``DistributedSampler`` at epoch 0 on every pass, so without this every
+      epoch would repeat the same shard order and the same global batches.
+    * A plain ``DataLoader`` (``shuffle=True/False``): the same loader with a ``DistributedSampler``.
+      avalanche-lib 0.6 builds these for benchmarks of the new API without any distributed sampler.
+    * A ``DataLoader`` whose sampler shards by itself (a ``DistributedSampler``, or any sampler with
+      ``num_replicas`` and ``set_epoch``, e.g. ``RepeatedAugmentationSampler``): returned as is, with
+      ``set_epoch(epoch)``.
+
+    Raises:
+        TypeError: a loader with its own sampler or batch sampler, which cannot be sharded generically.
+    """
+    if isinstance(loader, MultiDatasetDataLoader):
+        shuffle = bool(loader.loader_kwargs.get("shuffle", False))
+        last = bool(loader.loader_kwargs.get("drop_last", False))
+        shards = [
+            _subset(d, shard_indices(len(d), rank, world_size, seed=seed, epoch=epoch, shuffle=shuffle, drop_last=last))
+            for d in loader.datasets
+        ]
+        return rebuild_multi_loader(loader, shards, distributed_sampling=False)
+    if isinstance(loader, DataLoader):
+        sampler = loader.sampler
+        if isinstance(sampler, DistributedSampler) or (
+            hasattr(sampler, "num_replicas") and hasattr(sampler, "set_epoch")
+        ):
+            sampler.set_epoch(epoch)
+            return loader
+        default_batches = loader.batch_size is not None
+        if not default_batches or not isinstance(loader.sampler, (RandomSampler, SequentialSampler)):
+            raise TypeError(
+                f"cannot shard a DataLoader with a custom {type(loader.sampler).__name__} / batch sampler over the "
+                "processes; give it a DistributedSampler yourself (and call set_epoch) or use shuffle=True/False"
+            )
+        sampler = DistributedSampler(
+            loader.dataset,
+            num_replicas=world_size,
+            rank=rank,
+            shuffle=isinstance(loader.sampler, RandomSampler),
+            seed=seed,
+            drop_last=loader.drop_last,
+        )
+        sampler.set_epoch(epoch)
+        return DataLoader(loader.dataset, sampler=sampler, **torch_loader_kwargs(loader))
+    raise TypeError(f"do not know how to shard a {type(loader).__name__} over the processes")
+
+
+def whole_loader(loader: Any) -> Any:
+    """The evaluation ``loader`` reading the whole experience in every process (unchanged if it is not sharded).
+
+    avalanche-lib 0.5 / 0.6 ``make_eval_dataloader`` shards evaluation over the processes while no metric is
+    reduced, so each process would report the accuracy of a different part.
+    """
+    if isinstance(loader, MultiDatasetDataLoader) and loader.distributed_sampling:
+        return rebuild_multi_loader(loader, loader.datasets, distributed_sampling=False)
+    if isinstance(loader, DataLoader) and isinstance(loader.sampler, DistributedSampler):
+        return DataLoader(loader.dataset, shuffle=False, **torch_loader_kwargs(loader))
+    return loader
