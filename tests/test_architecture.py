@@ -81,3 +81,17 @@ def test_only_the_experiment_layer_and_scripts_import_it():
     outside = [p for p in MODULES if _room(p) not in ("experiment", "__main__")] + benchmarks
     offenders = [str(p.relative_to(ROOT)) for p in outside if "experiment" in set(_package_imports(p))]
     assert offenders == []
+
+
+def test_one_public_name_means_one_thing():
+    # A name exported by two rooms must be the same object (a re-export), never two functions that differ
+    # (e.g. our layers' finder of PatchAttention layers and the adapters' finder of every attention family).
+    import importlib
+
+    owners = {}
+    for room in sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()):
+        module = importlib.import_module(f"avalanche_lpa.{room}")
+        for name in getattr(module, "__all__", []):
+            owners.setdefault(name, {})[room] = getattr(module, name)
+    clashes = {name: sorted(found) for name, found in owners.items() if len({id(obj) for obj in found.values()}) > 1}
+    assert clashes == {}

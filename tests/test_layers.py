@@ -10,7 +10,7 @@ from avalanche_lpa.layers import (
     GPSAttention,
     LPAttention,
     MHSAttention,
-    collect_attention_maps,
+    collect_patch_attention_maps,
     local_position_weights,
     relative_distances,
     relative_position_features,
@@ -189,10 +189,10 @@ def test_bad_arguments_are_refused():
 def test_collect_attention_maps_leaves_nothing_behind():
     model = torch.nn.Sequential(LPAttention(DIM, HEADS, GRID), GPSAttention(DIM, HEADS, GRID))
     x = torch.randn(2, GRID * GRID, DIM)
-    maps = collect_attention_maps(model, lambda: model(x))
+    maps = collect_patch_attention_maps(model, lambda: model(x))
     assert [m.shape for m in maps] == [(2, HEADS, 16, 16)] * 2
     assert all(not m.requires_grad for m in maps)
     assert all(layer.attention_map is None and not layer.record_attention for layer in model)
     copy.deepcopy(model)  # nothing un-copyable cached
     with pytest.raises(ValueError, match="no PatchAttention"):
-        collect_attention_maps(torch.nn.Linear(2, 2), lambda: None)
+        collect_patch_attention_maps(torch.nn.Linear(2, 2), lambda: None)

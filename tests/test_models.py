@@ -9,7 +9,7 @@ import torch
 from avalanche.models import IncrementalClassifier
 
 import avalanche_lpa  # noqa: F401  (registers the timm entry points)
-from avalanche_lpa.layers import collect_attention_maps
+from avalanche_lpa.layers import collect_patch_attention_maps
 from avalanche_lpa.models import (
     ATTN_TYPES,
     PRESETS,
@@ -81,7 +81,7 @@ def test_attention_maps_one_per_local_block(attn_type):
         torch.testing.assert_close(attn.sum(-1), torch.ones(3, 9, 16))
     # Recording takes the explicit path (the probabilities materialised); its logits equal the fused path's.
     recorded = []
-    collect_attention_maps(model, lambda: recorded.append(model.get_features(x)))
+    collect_patch_attention_maps(model, lambda: recorded.append(model.get_features(x)))
     torch.testing.assert_close(recorded[0], model.get_features(x), atol=1e-5, rtol=1e-5)
     assert all(layer.attention_map is None for layer in model.attention_layers())
 

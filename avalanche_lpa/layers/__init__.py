@@ -7,8 +7,8 @@ from .attention import (
     MHSAttention,
     PatchAttention,
     attention_layer,
-    attention_layers,
-    collect_attention_maps,
+    patch_attention_layers,
+    collect_patch_attention_maps,
 )
 from .blocks import ClassAttention, ClassAttentionBlock, LocalityBlock, build_attention, joint_token_mask
 from .position import (
@@ -32,10 +32,10 @@ __all__ = [
     "MHSAttention",
     "PatchAttention",
     "attention_layer",
-    "attention_layers",
+    "patch_attention_layers",
     "build_attention",
     "check_grid",
-    "collect_attention_maps",
+    "collect_patch_attention_maps",
     "grid_offsets",
     "joint_token_mask",
     "local_position_weights",

@@ -4,7 +4,7 @@ All three share one interface, :class:`PatchAttention`:
 
 * ``forward(x)`` is the training/inference path (fused where the layer allows it);
 * ``forward_explicit(x)`` returns ``(output, probabilities [B, heads, N, N])``;
-* while ``record_attention`` is set (see :func:`collect_attention_maps`), ``forward`` takes the explicit path
+* while ``record_attention`` is set (see :func:`collect_patch_attention_maps`), ``forward`` takes the explicit path
   and keeps the last probabilities in ``attention_map``. Nothing is cached otherwise, so the layers stay
   cheap to ``deepcopy`` (LwF copies the model) and to checkpoint.
 
@@ -29,8 +29,8 @@ __all__ = [
     "MHSAttention",
     "ATTENTION_LAYERS",
     "attention_layer",
-    "attention_layers",
-    "collect_attention_maps",
+    "patch_attention_layers",
+    "collect_patch_attention_maps",
     "DENORMAL_GUARD",
 ]
 
@@ -336,16 +336,16 @@ def attention_layer(attn_type: str) -> Type[PatchAttention]:
         ) from None
 
 
-def attention_layers(module: nn.Module, kind: Type[PatchAttention] = PatchAttention) -> List[PatchAttention]:
+def patch_attention_layers(module: nn.Module, kind: Type[PatchAttention] = PatchAttention) -> List[PatchAttention]:
     """The attention layers of class ``kind`` inside ``module``, in module order (works through wrappers).
 
     The one way the package finds attention layers: the locality metric, the LPA warm-up and the model's
-    ``attention_layers()`` all call it, never the concrete model class.
+    ``patch_attention_layers()`` all call it, never the concrete model class.
     """
     return [m for m in module.modules() if isinstance(m, kind)]
 
 
-def collect_attention_maps(module: nn.Module, run: Callable[[], object]) -> List[torch.Tensor]:
+def collect_patch_attention_maps(module: nn.Module, run: Callable[[], object]) -> List[torch.Tensor]:
     """Runs ``run()`` with attention recording on and returns the maps of every :class:`PatchAttention`.
 
     Works on any module that contains such layers, also a model wrapped by a strategy. The maps come back
@@ -356,7 +356,7 @@ def collect_attention_maps(module: nn.Module, run: Callable[[], object]) -> List
         module: the model (or any module holding attention layers).
         run: a callable that performs the forward pass, e.g. ``lambda: model(x)``.
     """
-    layers = attention_layers(module)
+    layers = patch_attention_layers(module)
     if not layers:
         raise ValueError(
             f"{type(module).__name__} has no PatchAttention layer to record; build it from "

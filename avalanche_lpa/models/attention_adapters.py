@@ -265,7 +265,7 @@ def record_attention_maps(
 def attention_layers(module: nn.Module, kind: Optional[type] = None) -> List[nn.Module]:
     """The attention modules of ``module`` of any registered family (of class ``kind`` if given), in module order.
 
-    ``avalanche_lpa.layers.attention_layers`` stays the finder of our own layers only.
+    ``avalanche_lpa.layers.patch_attention_layers`` stays the finder of our own layers only.
     """
     layers = [site.module for site in attention_sites(module)]
     return layers if kind is None else [layer for layer in layers if isinstance(layer, kind)]

@@ -15,7 +15,7 @@ from avalanche.models import DynamicModule
 from timm.layers import trunc_normal_
 from torch import nn
 
-from ..layers import attention_layers, collect_attention_maps, joint_token_mask
+from ..layers import collect_patch_attention_maps, joint_token_mask, patch_attention_layers
 from .heads import BackboneWithHead, ExperienceHead, TaskTokenHeads
 from .locality_vit import LocalityViTBackbone, model_keywords
 
@@ -163,11 +163,11 @@ class DyTox(DynamicModule, BackboneWithHead):
     def get_attention_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
         """Patch-to-patch attention probabilities ``[B, heads, N, N]`` of the shared encoder's local blocks."""
         encoder = self.backbone.encoder
-        return collect_attention_maps(encoder, lambda: encoder.forward_patches(x))
+        return collect_patch_attention_maps(encoder, lambda: encoder.forward_patches(x))
 
     def attention_layers(self) -> List[nn.Module]:
         """The attention layers of the shared encoder's local blocks, in forward order."""
-        return attention_layers(self.backbone.encoder)
+        return patch_attention_layers(self.backbone.encoder)
 
     def no_weight_decay(self) -> Set[str]:
         return {"backbone.encoder.pos_embed"} | {f"backbone.task_tokens.{i}" for i in range(len(self.task_tokens))}

@@ -17,7 +17,13 @@ import torch
 from timm.layers import PatchEmbed, trunc_normal_
 from torch import nn
 
-from ..layers import ClassAttentionBlock, LocalityBlock, attention_layer, attention_layers, collect_attention_maps
+from ..layers import (
+    ClassAttentionBlock,
+    LocalityBlock,
+    attention_layer,
+    collect_patch_attention_maps,
+    patch_attention_layers,
+)
 from .heads import HEAD_TYPES, BackboneWithHead, build_head
 
 __all__ = ["LocalityViT", "LPAViT", "LocalityViTBackbone", "model_keywords"]
@@ -265,7 +271,7 @@ class LocalityViT(BackboneWithHead):
     # -- Avalanche / iCaRL view (feature_extractor, get_features, head: BackboneWithHead) ------------------
     def get_attention_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
         """Patch-to-patch attention probabilities ``[B, heads, N, N]``, one tensor per local block."""
-        return collect_attention_maps(self.backbone, lambda: self.backbone(x))
+        return collect_patch_attention_maps(self.backbone, lambda: self.backbone(x))
 
     # -- timm view -------------------------------------------------------------------------------------
     @property
@@ -305,7 +311,7 @@ class LocalityViT(BackboneWithHead):
 
     def attention_layers(self) -> List[nn.Module]:
         """The attention layers of the local blocks, in forward order."""
-        return attention_layers(self.backbone)
+        return patch_attention_layers(self.backbone)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # State dicts saved before the head was registered as `classifier` (avalanche-lpa 0.1) use `head.*`.

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Optional
 from avalanche.core import SupervisedPlugin
 from torch import nn
 
-from ..layers import LPAttention, attention_layers
+from ..layers import LPAttention, patch_attention_layers
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -44,7 +44,7 @@ def content_warmup(progress: float, start_factor: float = 0.0, schedule: str = "
 
 def set_content_factor(model: nn.Module, factor: float) -> int:
     """Sets ``content_factor`` of every LPA layer in ``model``; returns how many layers were set."""
-    layers = attention_layers(model, LPAttention)
+    layers = patch_attention_layers(model, LPAttention)
     for layer in layers:
         layer.content_factor.fill_(factor)
     return len(layers)
