@@ -106,3 +106,42 @@ def test_the_fix_is_idempotent_picklable_and_applies_to_other_timm_policies():
     assert posterize and all(isinstance(op.aug_fn, PillowSafeOp) for op in posterize)
     assert np.asarray(_at_level(posterize[0], 0)(_image("RGB", 32))).max() == 0
     assert train_transform(32, auto_augment=AUTHORS_AUTO_AUGMENT) is not None
+
+
+# -- the index of every workaround ---------------------------------------------------------------------------------
+def _resolve(dotted: str):
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:]:
+            target = getattr(target, name)
+        return target
+    raise ImportError(dotted)
+
+
+def test_every_listed_workaround_exists_and_every_compat_module_is_listed():
+    from pathlib import Path
+
+    from avalanche_lpa.compat import WORKAROUNDS
+
+    assert all(_resolve(w.fix) is not None for w in WORKAROUNDS)
+    compat = Path(__file__).resolve().parents[1] / "avalanche_lpa" / "compat"
+    modules = {p.stem for p in compat.glob("*.py") if p.stem != "__init__"}
+    listed = {w.fix.split(".")[2] for w in WORKAROUNDS if w.fix.startswith("avalanche_lpa.compat.")}
+    assert modules == listed  # no fix in compat/ without its entry, no entry pointing at a module that is gone
+
+
+def test_the_compatibility_page_shows_the_list():
+    from pathlib import Path
+
+    from avalanche_lpa.compat import WORKAROUNDS
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "compatibility.md").read_text()
+    rows = [f"| {w.library} | {w.upstream} | `{w.fix.removeprefix('avalanche_lpa.')}` |" for w in WORKAROUNDS]
+    table = page.split("| library | what upstream does | our fix |\n|---|---|---|\n", 1)[1].split("\n\n", 1)[0]
+    assert table.splitlines() == rows

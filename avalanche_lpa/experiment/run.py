@@ -32,7 +32,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 import timm
 import torch
@@ -40,8 +40,9 @@ from avalanche.distributed import DistributedHelper
 from avalanche.logging import CSVLogger, InteractiveLogger, TensorboardLogger, TextLogger
 from avalanche.training.determinism.rng_manager import RNGManager
 
-from ..distributed import init_distributed, main_process_loggers, on_main
+from ..compat.avalanche_warnings import each_deprecation_once
 from ..compat.avalanche_wandb import CompatWandBLogger
+from ..distributed import init_distributed, main_process_loggers, on_main
 from ..files import atomic_write_bytes
 from ..metrics import AttentionMapsPluginMetric, cil_evaluator, experience_sizes, find_attention_maps_metric
 from ..plugins import DistributedPlugin, DivergenceError, DivergenceGuardPlugin, install_phase_timer
@@ -200,32 +201,6 @@ def _log_line(strategy, line: str) -> None:
         if isinstance(handle, io.TextIOWrapper) and isinstance(name, str) and not name.startswith("<") \
                 and not handle.closed:
             print(line, file=handle, flush=True)
-
-
-@contextlib.contextmanager
-def each_deprecation_once() -> Iterator[None]:
-    """Shows every distinct ``DeprecationWarning`` once while the block runs.
-
-    Avalanche's ``@deprecated`` calls ``warnings.simplefilter("once"|"always")`` before each warning; changing
-    the filters resets the registry that "once" relies on, so a filter cannot stop the repeats (one per
-    experience). This wraps ``warnings.showwarning`` for the block instead.
-    """
-    shown = set()
-    original = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, DeprecationWarning):
-            key = (str(message), category)
-            if key in shown:
-                return
-            shown.add(key)
-        original(message, category, filename, lineno, file, line)
-
-    warnings.showwarning = show
-    try:
-        yield
-    finally:
-        warnings.showwarning = original
 
 
 def _evaluator(loggers: List[Any], config: Dict[str, Any], seed: int):

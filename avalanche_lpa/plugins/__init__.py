@@ -1,4 +1,5 @@
 """Avalanche plugins of the LPA training recipe; each works with any Avalanche ``SupervisedTemplate``."""
+from ..compat.avalanche_optimizer import WeightDecayGroupsPlugin
 from ._sampling import RepeatedAugmentationSampler
 from .criterion import SeenClassesBCE
 from .distributed import DistributedModel, DistributedPlugin
@@ -30,7 +31,6 @@ from .herding import (
     icarl_herding_order,
 )
 from .lr_schedule import LR_STEPS, ExperienceEpochsPlugin, ExperienceLRSchedulePlugin
-from .param_groups import WeightDecayGroupsPlugin
 from .phase_timer import PhaseTimerPlugin, install_phase_timer
 from .precision import PRECISIONS, AutocastPlugin
 from .replay import REPLAY_MODES, ConcatReplayPlugin, RepeatedAugmentationPlugin, update_memory

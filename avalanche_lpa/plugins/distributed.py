@@ -7,7 +7,6 @@ the global rank): this plugin does, for the training iterations only.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import warnings
 from typing import Any, Dict, Iterator, Optional, Tuple
 
@@ -19,6 +18,7 @@ from avalanche.models import MultiTaskModule
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..compat.torch_ddp import NO_FORWARD_BUFFER_SYNC
 from ..data.sharding import shard_loader, whole_loader
 
 __all__ = ["DistributedModel", "DistributedPlugin", "model_fingerprint", "sync_module_state"]
@@ -68,15 +68,6 @@ def model_fingerprint(module: nn.Module, buffers: bool = True) -> torch.Tensor:
             t = tensor.detach().double()
             values += [t.sum(), t.abs().sum()]
     return torch.stack(values).cpu() if values else torch.zeros(0, dtype=torch.float64)
-
-
-# Buffers are synchronised when a wrapper is built and at experience ends, not before every forward pass.
-# torch 2.14 (installed here) deprecates ``broadcast_buffers`` for ``forward_sync_buffers`` (still syncs at init).
-_NO_FORWARD_BUFFER_SYNC: Dict[str, bool] = (
-    {"forward_sync_buffers": False}
-    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
-    else {"broadcast_buffers": False}
-)
 
 
 class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
@@ -186,7 +177,7 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
                     "labels only to an unwrapped MultiTaskModule"
                 )
             device = next(module.parameters()).device
-            kwargs: Dict[str, Any] = dict(find_unused_parameters=self.find_unused_parameters, **_NO_FORWARD_BUFFER_SYNC)
+            kwargs: Dict[str, Any] = dict(find_unused_parameters=self.find_unused_parameters, **NO_FORWARD_BUFFER_SYNC)
             kwargs.update(self.ddp_kwargs)
             if device.type == "cuda":
                 kwargs.setdefault("device_ids", [device])

@@ -11,7 +11,7 @@ from .builder import (
     strategy_class,
     strategy_options,
 )
-from .fixes import BiC, BiCPlugin, MemoryGuard
+from ..compat.avalanche_strategies import BiC, BiCPlugin, MemoryGuard
 from .recipe import DEPENDENT_OPTIONS, DYTOX_NAMES, PRESET_SWITCHES
 from .optim import OPTIMIZERS, build_optimizer, multiple_param_groups_supported
 

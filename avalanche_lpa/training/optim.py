@@ -3,27 +3,15 @@ from __future__ import annotations
 
 from typing import Optional
 
-import avalanche
 import torch
-from packaging.version import Version
-try:
-    from timm.optim import param_groups_weight_decay
-except ImportError:  # timm 0.9 exports it from optim_factory only
-    from timm.optim.optim_factory import param_groups_weight_decay
 from torch import nn
+
+from ..compat.avalanche_optimizer import multiple_param_groups_supported
+from ..compat.timm_optim import param_groups_weight_decay
 
 __all__ = ["OPTIMIZERS", "multiple_param_groups_supported", "build_optimizer"]
 
 OPTIMIZERS = ("adamw", "sgd")
-
-
-def multiple_param_groups_supported() -> bool:
-    """Whether the installed Avalanche accepts optimizers with several param groups.
-
-    Avalanche 0.5's ``make_optimizer`` calls ``reset_optimizer``, which raises on more than one group;
-    0.6 switched to ``update_optimizer``, which keeps groups.
-    """
-    return Version(avalanche.__version__) >= Version("0.6.0")
 
 
 def build_optimizer(

@@ -38,7 +38,7 @@ from avalanche.training.losses import MaskedCrossEntropy
 from torch import nn
 from torchvision.transforms import Compose, RandomHorizontalFlip, RandomResizedCrop
 
-from .fixes import REPLAY_LOADER_MEM_BATCH, BiC, MemoryGuard
+from ..compat.avalanche_strategies import REPLAY_LOADER_MEM_BATCH, BiC, MemoryGuard
 from .recipe import DOUILLARD_OPTIONS, DYTOX_OPTIONS, RECIPE_OPTIONS, dytox_model
 
 __all__ = ["HEADS", "SPECS", "Spec", "head_width"]

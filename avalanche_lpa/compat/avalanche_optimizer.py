@@ -1,14 +1,16 @@
-"""Keeps timm-style weight-decay groups when an Avalanche model grows new modules (avalanche-lib 0.6)."""
+"""Avalanche and optimizer param groups: several groups on 0.6 only, and the groups of grown parameters (0.6)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
+import avalanche
 from avalanche.core import SupervisedPlugin
+from packaging.version import Version
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
-__all__ = ["WeightDecayGroupsPlugin"]
+__all__ = ["WeightDecayGroupsPlugin", "multiple_param_groups_supported"]
 
 
 class WeightDecayGroupsPlugin(SupervisedPlugin, supports_distributed=True):
@@ -46,3 +48,12 @@ class WeightDecayGroupsPlugin(SupervisedPlugin, supports_distributed=True):
                 continue
             target = no_decay[0] if param.ndim <= 1 or name in self.no_weight_decay else decay[0]
             target["params"].append(param)
+
+
+def multiple_param_groups_supported() -> bool:
+    """Whether the installed Avalanche accepts optimizers with several param groups.
+
+    Avalanche 0.5's ``make_optimizer`` calls ``reset_optimizer``, which raises on more than one group;
+    0.6 switched to ``update_optimizer``, which keeps groups.
+    """
+    return Version(avalanche.__version__) >= Version("0.6.0")
