@@ -18,6 +18,7 @@ import yaml
 from ..configs import config_names, resolve_config
 from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, dytox_keywords, model_keywords, timm_model_name
 from ..training import DYTOX_NAMES, strategy_options
+from ..training.options import OptionTypeError, check_option
 
 __all__ = [
     "ConfigError", "DEFAULTS", "DATASETS", "HARMLESS_KEYS", "LOGGERS", "load_config", "load_yaml", "apply_overrides", "read_yaml",
@@ -134,32 +135,11 @@ class ConfigError(ValueError):
     """An invalid configuration (unknown key, wrong type, bad value)."""
 
 
-def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}.get(
-        type(value), type(value).__name__
-    )
-
-
 def _check_type(key: str, value: Any, default: Any) -> Any:
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, int):
-        # 2e3 (a float in YAML) is a fine spelling of 2000; 2.5 is not an integer.
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, (list, tuple)):
-        ok = isinstance(value, (list, tuple))
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise ConfigError(f"{key}: expected {_type_name(default)}, got {value!r} ({_type_name(value)})")
-    return value
+    try:
+        return check_option(key, value, default, option=key.rpartition(".")[2] if key.startswith("strategy.") else "")
+    except OptionTypeError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _validate_section(prefix: str, values: Mapping[str, Any], schema: Mapping[str, Any]) -> Dict[str, Any]:

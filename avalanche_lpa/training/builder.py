@@ -38,6 +38,7 @@ from torch import nn
 from ..models import PerExperienceHeads
 from ..plugins import LR_STEPS, DivergenceGuardPlugin, SeenClassesBCE, WeightDecayGroupsPlugin
 from .optim import build_optimizer
+from .options import check_options
 from .recipe import RECIPES, STRATEGY_DEFAULTS, check_recipe, common_plugins, compose_options, recipe_plugins
 from .registry import HEADS, SPECS, Spec, head_width
 
@@ -138,7 +139,7 @@ def _resolve(name: str, options: Dict[str, Any]) -> Dict[str, Any]:
         raise ValueError(
             f"unknown option(s) {', '.join(unknown)} for strategy {name!r}; valid options: {', '.join(sorted(valid))}"
         )
-    config = compose_options(valid, options)
+    config = compose_options(valid, check_options(options, valid))
     if config["loss"] not in ("ce", "bce"):
         raise ValueError(f"loss must be 'ce' or 'bce', got {config['loss']!r}")
     if config["loss"] == "ce" and (config["mixup"] or config["cutmix"]):

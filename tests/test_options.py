@@ -1,0 +1,44 @@
+"""Option types are checked where options enter: build_strategy and the config's strategy section, in one line."""
+import pytest
+
+from avalanche_lpa.experiment.config import ConfigError, load_config
+from avalanche_lpa.training import build_strategy, strategy_options
+from avalanche_lpa.training.options import NULLABLE_TYPES, check_option
+
+from .conftest import make_tiny
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(finetune_lr="1e-3"), "finetune_lr: expected a number, got '1e-3' (a string)"),
+    (dict(lr="1e-3"), "lr: expected a number, got '1e-3' (a string)"),
+    (dict(train_epochs=2.5), "train_epochs: expected an integer, got 2.5 (a number)"),
+    (dict(lr_schedule="yes"), "lr_schedule: expected a boolean, got 'yes' (a string)"),
+    (dict(lr_first="2e-4"), "lr_first: expected a number, got '2e-4' (a string)"),  # default None: typed anyway
+    (dict(epochs_first=True), "epochs_first: expected an integer, got True (a boolean)"),
+])  # fmt: skip
+def test_build_strategy_refuses_a_wrong_type_in_one_line(options, message):
+    with pytest.raises(ValueError) as error:
+        build_strategy("lpa", make_tiny(head_type="per_experience"), device="cpu", **options)
+    assert str(error.value) == message
+
+
+def test_build_strategy_takes_numbers_in_any_spelling():
+    strategy = build_strategy("naive", make_tiny(), device="cpu", lr=1, train_epochs=2.0)
+    assert strategy.optimizer.param_groups[0]["lr"] == 1.0 and strategy.train_epochs == 2
+
+
+def test_the_config_checks_the_same_types():
+    with pytest.raises(ConfigError, match=r"^strategy\.finetune_lr: expected a number, got '1e-3' \(a string\)$"):
+        load_config(None, ["strategy.finetune_lr='1e-3'"])
+    with pytest.raises(ConfigError, match=r"^strategy\.lr_first: expected a number, got 'x' \(a string\)$"):
+        load_config(None, ["strategy.lr_first=x"])
+    assert load_config(None, ["strategy.lr_first=3e-4"])["strategy"]["lr_first"] == 3e-4
+
+
+def test_every_option_with_no_default_has_a_type():
+    from avalanche_lpa.training import STRATEGIES
+
+    untyped = {key for name in STRATEGIES for key, value in strategy_options(name).items()
+               if value is None and key not in NULLABLE_TYPES}
+    assert untyped == set()
+    assert check_option("lr_first", None, None) is None  # None stays allowed
