@@ -52,6 +52,7 @@ def test_snapshots_hold_the_query_maps_distances_and_probabilities(cil_benchmark
         assert results[-1][f"{BASE}/Image{k:02d}/Probability"] == pytest.approx(float(probs[k, labels[k]]), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_record_survives_pickling_and_is_drawn_one_column_per_evaluation(cil_benchmark, tmp_path):
     metric = AttentionMapsPluginMetric(num_images=2, query=(0, 3))
     _run(cil_benchmark, metric, "mhsa")

@@ -46,6 +46,7 @@ def test_every_attention_candidate_builds_and_trains(level, monkeypatch):
         assert any(p.grad is not None for p in module.parameters()), name
 
 
+@pytest.mark.slow
 def test_e2e_throughput_runs_every_candidate(tmp_path):
     bench = _load("e2e_throughput")
     report = bench.main(["--images", "24", "--classes", "3", "--batch", "12", "--rounds", "1",
@@ -109,6 +110,7 @@ def restores_cifar_checksum(monkeypatch):
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", torchvision.datasets.cifar.check_integrity)
 
 
+@pytest.mark.slow
 def test_input_pipeline_benchmark_runs_end_to_end(tmp_path, restores_cifar_checksum):
     bench = _load("input_pipeline")
     report = bench.main(["--data", str(tmp_path / "data"), "--train-per-class", "4", "--memory", "20", "--batch", "16",
@@ -118,6 +120,7 @@ def test_input_pipeline_benchmark_runs_end_to_end(tmp_path, restores_cifar_check
     assert json.loads((tmp_path / "pipeline.json").read_text())["train_per_class"] == 4
 
 
+@pytest.mark.slow
 def test_run_cost_benchmark_runs_end_to_end(tmp_path, restores_cifar_checksum):
     """Two experiences of the B0-10 config on tiny fake CIFAR-100, every phase timed and projected."""
     bench = _load("run_cost")

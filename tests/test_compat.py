@@ -74,6 +74,7 @@ def test_greyscale_images_are_filled_with_the_luma_of_the_fill_colour():
     assert tuple(rgb[0, 0]) == IMAGENET_FILL  # RGB images keep timm's colour
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", sorted(POLICIES))
 def test_a_long_random_draw_of_the_policy_never_raises(policy):
     transform = POLICIES[policy]()

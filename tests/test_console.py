@@ -57,6 +57,7 @@ def test_print_config_prints_the_resolved_config_and_touches_nothing(tmp_path, c
     assert printed["seed"] == 7 and printed["strategy"]["lr"] == 3e-4 and printed["data"]["dataset"] == "fashion_mnist"
 
 
+@pytest.mark.slow
 def test_help_keeps_its_examples_and_shows_only_meaningful_defaults():
     done = subprocess.run([sys.executable, "-m", "avalanche_lpa", "--help"], capture_output=True, text=True,
                           timeout=120, cwd=REPO)

@@ -284,6 +284,7 @@ def test_compiled_backbone_trains_close_to_eager(cil_benchmark):
 
 
 # -- runner: NCCL under torchrun, GPU checkpoint resumed on the CPU -----------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("backend,device", [("gloo", "cpu"), pytest.param("nccl", "cuda", marks=pytest.mark.cuda)])
 def test_one_process_torchrun_run_writes_results(backend, device, tmp_path):
     out, status_file = tmp_path / "run", tmp_path / "status.json"

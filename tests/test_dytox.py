@@ -186,6 +186,7 @@ def _dytox_config(tmp_path, name, *extra):
     ])
 
 
+@pytest.mark.slow
 def test_dytox_runs_in_the_runner_and_resumes_identically(tmp_path):
     from avalanche_lpa.experiment.run import RunInterrupted, run
 

@@ -172,6 +172,7 @@ def test_imagenet100_from_a_folder_with_and_without_class_list(tmp_path):
 
 
 # -- runs --------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cifar_script_end_to_end_on_fake_cifar(fake_cifar, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     argv = [
@@ -219,6 +220,7 @@ def test_cli_bad_key_and_bad_type(capsys):
         assert expected in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     straight = run(synthetic_config(tmp_path, name="straight"))
     interrupted = synthetic_config(tmp_path, name="resumed")
@@ -237,6 +239,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     config = synthetic_config(tmp_path, name="corrupt")
     with pytest.raises(RunInterrupted):
@@ -250,6 +253,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     assert len(run(config, overwrite=True)["accuracy_matrix"]) == 3  # the advice given works
 
 
+@pytest.mark.slow
 def test_eval_only_reevaluates_the_saved_model(tmp_path):
     results = run(synthetic_config(tmp_path, name="saved"))
     again = evaluate_saved_run(tmp_path / "saved")
@@ -258,6 +262,7 @@ def test_eval_only_reevaluates_the_saved_model(tmp_path):
     assert (tmp_path / "saved" / "eval_results.json").is_file()
 
 
+@pytest.mark.slow
 def test_compare_writes_table_with_joint_control(tmp_path):
     config = synthetic_config(tmp_path, "data.n_experiences=2", name="cmp")
     outcome = compare(config, models=("lpa", "mhsa"), seeds=(1, 2), joint=True)
@@ -277,6 +282,7 @@ def test_class_order_and_split_are_checked_against_the_dataset(tmp_path):
         build_benchmark({**load_config(CONFIGS / "fashion_mnist.yaml")["data"], "n_experiences": 3}, 0)
 
 
+@pytest.mark.slow
 def test_compare_resume_adds_seeds_and_reuses_finished_controls(tmp_path):
     config = synthetic_config(tmp_path, "data.n_experiences=2", name="cmp2")
     compare(config, models=("lpa",), seeds=(1,), joint=True)

@@ -30,6 +30,7 @@ def _accuracy(model: torch.nn.Module, benchmark) -> float:
     return correct / total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(RUNS))
 def test_load_run_gives_the_trained_model_of_lpa_dytox_and_timm_runs(kind, tmp_path):
     config = synthetic_config(tmp_path, "data.n_experiences=2", *RUNS[kind], name=kind)

@@ -17,6 +17,7 @@ LR = "LR_Epoch/train_phase/train_stream/Task000"
 EPOCHS = 3 * 2  # synthetic_config: 3 experiences x 2 epochs of Avalanche's replay
 
 
+@pytest.mark.slow
 def test_every_logger_holds_the_training_loss_and_lr_series(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -44,6 +45,7 @@ def test_every_logger_holds_the_training_loss_and_lr_series(tmp_path, monkeypatc
     assert len(re.findall(r"^experience \d/3, accuracy [\d.]+ on the seen classes", log, re.M)) == 3
 
 
+@pytest.mark.slow
 def test_the_console_prints_one_line_per_epoch_and_one_summary_per_experience(tmp_path, capsys):
     run(synthetic_config(tmp_path, "evaluation.progress_bar=true", name="quiet"))
     out = capsys.readouterr().out

@@ -25,6 +25,9 @@ from avalanche_lpa.experiment.run import RunInterrupted, run
 from .processes import kill_when_printed
 from .test_reliability import SYNTHETIC_YAML, cli, one_line_error
 
+# End-to-end runs (whole runs, scripts, kills and resumes): CI runs them, the inner loop (-m "not slow") does not.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -352,7 +355,6 @@ def _torchrun(tmp_path: Path, script: list, *args: str):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
 
 
-@pytest.mark.slow
 def test_preemption_under_torchrun_stops_every_rank_and_resume_equals_the_uninterrupted_run(base_yaml, tmp_path):
     settings = ["--config", str(base_yaml)] + [i for s in LPA_SETTINGS for i in ("--set", s)]
     cifar = [str(REPO / "experiments" / "split_cifar100.py")]

@@ -42,3 +42,10 @@ def test_every_option_with_no_default_has_a_type():
                if value is None and key not in NULLABLE_TYPES}
     assert untyped == set()
     assert check_option("lr_first", None, None) is None  # None stays allowed
+
+
+def test_named_choices_list_the_names_whatever_the_wrong_value():
+    with pytest.raises(ValueError, match=r"^replay_mode must be one of concat, balanced_batches, got 1$"):
+        build_strategy("lpa", make_tiny(head_type="per_experience"), device="cpu", replay_mode=1)
+    with pytest.raises(ConfigError, match=r"^strategy\.distillation must be one of old_samples, .*, got True$"):
+        load_config(None, ["strategy.distillation=true"])

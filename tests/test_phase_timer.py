@@ -63,6 +63,7 @@ def test_report_line_lists_the_phases_that_took_time():
     assert line == "10.0 s: train 8.0 s (80%), eval 1.0 s (10%)"
 
 
+@pytest.mark.slow
 def test_every_experience_records_every_phase_within_its_wall_time(tmp_path, capsys):
     """The recipe (herding, finetuning, repeated augmentation) with attention maps and checkpoints, resumed once."""
     config = load_config(None, [

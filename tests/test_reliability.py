@@ -226,6 +226,7 @@ def test_diverged_cli_run_fails_in_one_line_without_results(base_yaml, tmp_path,
     assert "error: training diverged" in (out / "log.txt").read_text()  # the log says why it ended
 
 
+@pytest.mark.slow
 def test_divergence_keeps_the_last_good_checkpoint(base_yaml, tmp_path):
     config = load_config(base_yaml, [f"output.dir={tmp_path / 'late'}"])
     with pytest.raises(DivergenceError, match=r"at experience 1, .*checkpoint.pkl \(1 finished experience\) is kept"):
@@ -291,6 +292,7 @@ def _interrupted_run(base_yaml: Path, folder: Path) -> None:
         run(config, stop_after=1)
 
 
+@pytest.mark.slow
 def test_resume_continues_with_the_folders_config(base_yaml, tmp_path, capsys):
     folder = tmp_path / "interrupted"
     _interrupted_run(base_yaml, folder)
@@ -323,6 +325,7 @@ def test_resume_refuses_flags_that_change_the_experiment(base_yaml, tmp_path, ca
     assert "strategy.train_epochs (1 -> 2)" in one_line_error(capsys)
 
 
+@pytest.mark.slow
 def test_eval_only_uses_the_folders_config(base_yaml, tmp_path, capsys):
     folder = tmp_path / "done"
     config = load_config(base_yaml, ["data.n_experiences=2", "strategy.train_epochs=1", f"output.dir={folder}"])
@@ -388,6 +391,7 @@ def test_lock_is_held_during_the_run_and_released_after(base_yaml, tmp_path):
     os.close(fd)
 
 
+@pytest.mark.slow
 def test_overwrite_starts_afresh_and_corrupt_checkpoint_advice_works(base_yaml, tmp_path, capsys):
     folder = tmp_path / "again"
     args = ["--output", str(folder), "--set", "data.n_experiences=2", "--set", "strategy.train_epochs=1"]
@@ -551,6 +555,7 @@ def test_no_download_never_downloads(base_yaml, avalanche_home, tmp_path, capsys
 
 
 # -- 7. small fixes ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_each_deprecation_warning_once_per_run(base_yaml, tmp_path):
     from avalanche._annotations import deprecated  # the decorator behind Avalanche's repeated warnings
 
@@ -595,6 +600,7 @@ def test_untrained_accuracy_matrix_cells_are_blank():
     assert sorted(t.get_text() for t in figure.axes[0].texts) == ["30", "40", "50", "50", "60", "70"]
 
 
+@pytest.mark.slow
 def test_run_results_carry_the_uniform_reference(base_yaml, tmp_path):
     results = run(load_config(base_yaml, [f"output.dir={tmp_path / 'ref'}", "data.n_experiences=1"]))
     assert results["locality"]["uniform_distance"] == pytest.approx(uniform_attention_distance(4))
@@ -627,6 +633,7 @@ run(load_config(sys.argv[1], ["output.dir=" + sys.argv[2]]))
 """
 
 
+@pytest.mark.slow
 def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(base_yaml, tmp_path, capsys):
     folder = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

@@ -28,6 +28,9 @@ from avalanche_lpa.experiment.config import load_config
 
 from .fake_datasets import make_fake_cifar100, make_fake_fashion_mnist_gz, make_fake_imagenet
 
+# End-to-end runs (whole runs, scripts, kills and resumes): CI runs them, the inner loop (-m "not slow") does not.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO / "experiments").glob("*.py"))
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
@@ -154,7 +157,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
 def test_b0_10_config_runs_under_torchrun(fake_data, tmp_path):
     config = next(c for c in CONFIGS if c.name == "cifar100_b0_10steps.yaml")
     out = tmp_path / "run"

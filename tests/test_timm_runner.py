@@ -40,6 +40,7 @@ def _png_width(path: Path) -> int:
     return struct.unpack(">I", data[16:20])[0]  # IHDR width
 
 
+@pytest.mark.slow
 def test_timm_vit_runs_the_fashion_mnist_pipeline_end_to_end(fake_fmnist, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     argv = [
@@ -116,6 +117,7 @@ def test_timm_config_from_yaml_keys(tmp_path):
         load_config(None, ["model.name=deit_tiny_patch16_224"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["icarl", "der"])
 def test_fixed_head_strategies_take_a_timm_model_apart(tmp_path, strategy):
     config = synthetic_config(tmp_path, f"model.name={VIT}", f"model.kwargs={TINY_VIT}", f"strategy.name={strategy}",
@@ -126,6 +128,7 @@ def test_fixed_head_strategies_take_a_timm_model_apart(tmp_path, strategy):
     assert state["classifier.weight"].shape == (4, 16)  # a fixed head over the 4 classes, on the timm features
 
 
+@pytest.mark.slow
 def test_resumed_timm_run_equals_the_uninterrupted_one_attention_maps_included(tmp_path):
     extra = (f"model.name={VIT}", f"model.kwargs={TINY_VIT}")
     straight = run(synthetic_config(tmp_path, *extra, name="straight"))
@@ -140,6 +143,7 @@ def test_resumed_timm_run_equals_the_uninterrupted_one_attention_maps_included(t
     assert maps[0] == maps[1] and len(maps[0]["snapshots"]) == 3
 
 
+@pytest.mark.slow
 def test_compare_puts_our_models_and_a_timm_model_side_by_side(tmp_path):
     config = synthetic_config(tmp_path, "data.n_experiences=2", f"model.kwargs={TINY_VIT}", name="cmp")
     outcome = compare(config, models=("lpa", VIT), seeds=(1,), joint=True)

@@ -36,7 +36,7 @@ from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
 from ..models import PerExperienceHeads
-from ..plugins import LR_STEPS, DivergenceGuardPlugin, SeenClassesBCE, WeightDecayGroupsPlugin
+from ..plugins import DivergenceGuardPlugin, SeenClassesBCE, WeightDecayGroupsPlugin
 from .optim import build_optimizer
 from .options import check_options
 from .recipe import RECIPES, STRATEGY_DEFAULTS, check_recipe, common_plugins, compose_options, recipe_plugins
@@ -146,8 +146,6 @@ def _resolve(name: str, options: Dict[str, Any]) -> Dict[str, Any]:
         raise ValueError("mixup / cutmix need loss='bce' (soft targets)")
     if config["lr_first"] is not None and not config["lr_schedule"]:
         raise ValueError("lr_first is the first experience's peak of the lr schedule; set lr_schedule=True")
-    if config["lr_step"] not in LR_STEPS:
-        raise ValueError(f"lr_step must be one of {', '.join(LR_STEPS)}, got {config['lr_step']!r}")
     if name in RECIPES:
         check_recipe(config)
     spec = SPECS[name]

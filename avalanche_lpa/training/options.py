@@ -7,9 +7,11 @@ fail there with a ``TypeError``).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Sequence
 
-__all__ = ["NULLABLE_TYPES", "OptionTypeError", "check_option", "check_options", "type_name"]
+from ..plugins import DISTILLATIONS, FINETUNE_SAMPLINGS, FROZEN_MODES, LR_STEPS, MEMORY_SCOPES, REPLAY_MODES
+
+__all__ = ["CHOICES", "NULLABLE_TYPES", "OptionTypeError", "check_option", "check_options", "type_name"]
 
 #: Types of the options whose default is ``None`` (``None`` is allowed too).
 NULLABLE_TYPES: Dict[str, type] = dict(
@@ -21,6 +23,17 @@ NULLABLE_TYPES: Dict[str, type] = dict(
     lr_first=float,
     schedule_epochs=float,
     decay_factor=float,
+)
+
+
+#: Options that take one of a few names: a value outside them (of any type) is refused with the list.
+CHOICES: Dict[str, Sequence[str]] = dict(
+    distillation=DISTILLATIONS,
+    replay_mode=REPLAY_MODES,
+    memory_scope=MEMORY_SCOPES,
+    finetune_frozen_mode=FROZEN_MODES,
+    finetune_sampling=FINETUNE_SAMPLINGS,
+    lr_step=LR_STEPS,
 )
 
 
@@ -46,8 +59,13 @@ def check_option(key: str, value: Any, default: Any, *, option: str = "") -> Any
         option: the bare option name, when ``key`` has a prefix.
 
     Raises:
-        OptionTypeError: the value has another type.
+        OptionTypeError: the value has another type (or is not one of :data:`CHOICES`).
     """
+    choices = CHOICES.get(option or key)
+    if choices is not None:
+        if not isinstance(value, str) or value not in choices:
+            raise OptionTypeError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+        return value
     if value is None:
         return value
     if default is None:

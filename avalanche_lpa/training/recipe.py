@@ -14,13 +14,8 @@ from avalanche.training.plugins import ReplayPlugin
 from torch import nn
 
 from ..plugins import (
-    DISTILLATIONS,
     DYTOX_FINETUNE_FROZEN,
     FINETUNE_FROZEN,
-    FINETUNE_SAMPLINGS,
-    FROZEN_MODES,
-    MEMORY_SCOPES,
-    REPLAY_MODES,
     AutocastPlugin,
     BalancedFinetuningPlugin,
     ConcatReplayPlugin,
@@ -200,12 +195,7 @@ def dytox_model(model: nn.Module, config: Dict[str, Any], n_classes: Optional[in
 
 def check_recipe(config: Dict[str, Any]) -> None:
     """Raises ``ValueError`` (one line) for recipe options that do not go together."""
-    for key, valid in (
-        ("distillation", DISTILLATIONS), ("replay_mode", REPLAY_MODES), ("memory_scope", MEMORY_SCOPES),
-        ("finetune_frozen_mode", FROZEN_MODES), ("finetune_sampling", FINETUNE_SAMPLINGS),
-    ):
-        if config[key] not in valid:
-            raise ValueError(f"{key} must be one of {', '.join(valid)}, got {config[key]!r}")
+    # The names of distillation, replay_mode, ... are checked with the option types (training/options.py).
     if config["repeated_aug"] < 1:
         raise ValueError(f"repeated_aug must be at least 1 (1 = off), got {config['repeated_aug']}")
     if config["repeated_aug"] > 1 and config["replay_mode"] != "concat":
