@@ -85,7 +85,8 @@ def _model(model: nn.Module, config: Dict[str, Any], n_classes: Optional[int]) -
 
 @dataclass(frozen=True)
 class Spec:
-    """How ``build_strategy`` builds one name.
+    """The registry entry of one name: how ``build_strategy`` builds it, and what the runner asks of it (the model
+    family and head to build, where the trained network is, whether it trains experience by experience).
 
     Attributes:
         cls: the Avalanche strategy class.
