@@ -16,8 +16,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 import yaml
 
 from ..configs import config_names, resolve_config
-from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, dytox_keywords, model_keywords, timm_model_name
-from ..training import DYTOX_NAMES, strategy_options
+from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, timm_model_name
+from ..training import strategy_entry, strategy_options
 from ..training.options import OptionTypeError, check_option
 
 __all__ = [
@@ -160,11 +160,10 @@ def _validate_section(prefix: str, values: Mapping[str, Any], schema: Mapping[st
     return out
 
 
-def _model_keywords(strategy: str = "") -> Iterable[str]:
-    # attn_type and head_type have their own keys (model.attn_type, model.head); DyTox grows its own heads.
-    if strategy in DYTOX_NAMES:
-        return [p for p in dytox_keywords() if p != "attn_type"]
-    return [p for p in model_keywords() if p not in ("attn_type", "head_type")]
+def _model_keywords(strategy: str) -> Iterable[str]:
+    # The keywords of the strategy's model family (DyTox's has no head ones); attn_type and head_type have keys
+    # of their own (model.attn_type, model.head).
+    return [p for p in strategy_entry(strategy).model.keywords() if p not in ("attn_type", "head_type")]
 
 
 def validate(config: Mapping[str, Any]) -> Dict[str, Any]:

@@ -46,7 +46,7 @@ from ..distributed import init_distributed, main_process_loggers, on_main
 from ..files import atomic_write_bytes
 from ..metrics import AttentionMapsPluginMetric, cil_evaluator, experience_sizes, find_attention_maps_metric
 from ..plugins import DistributedPlugin, DivergenceError, DivergenceGuardPlugin, install_phase_timer
-from ..training import DYTOX_NAMES, build_strategy, needs_fixed_head, trains_on_logits
+from ..training import build_strategy, strategy_entry, trains_on_logits
 from .checkpoint import load_checkpoint, save_checkpoint_atomic
 from .console import ConsoleLogger, experience_summary
 from .config import HARMLESS_KEYS, ConfigError, config_differences, dump_config, load_yaml, validate
@@ -129,23 +129,22 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(config: Dict[str, Any], num_classes: int) -> torch.nn.Module:
-    """The model of a config through timm's registry (a fixed head of ``num_classes`` for the strategies that
-    need one, :func:`~avalanche_lpa.training.needs_fixed_head`; ``model.head`` picks the growing head of the rest).
+    """The model of a config through timm's registry: the strategy's model family under the head it needs (its
+    registry entry, :func:`~avalanche_lpa.training.strategy_entry`: a fixed head of ``num_classes``, the growing
+    head ``model.head``, or none where the model grows its own).
 
     Raises:
         ConfigError: the model refuses ``model.overrides`` (one line, from the model's ``ValueError``), or the timm
             model of ``model.name`` cannot be built or cannot take the dataset's images.
     """
+    entry = strategy_entry(config["strategy"]["name"])
     if config["model"]["name"] is not None:  # timm:<name>: any timm model under our head (experiment/timm_model.py)
-        return build_timm_model(config, num_classes if needs_fixed_head(config["strategy"]["name"]) else None)
+        return build_timm_model(config, num_classes if entry.head == "fixed" else None)
     overrides = dict(config["model"]["overrides"])
-    name, strategy = model_label(config), config["strategy"]["name"]
-    if needs_fixed_head(strategy):
-        overrides.setdefault("num_classes", num_classes)
-    elif strategy not in DYTOX_NAMES:  # DyTox grows one head per task token: no head keywords
-        overrides["head_type"] = config["model"]["head"]
+    for key, value in entry.head_keywords(num_classes, config["model"]["head"]).items():
+        overrides.setdefault(key, value)  # model.overrides may set num_classes; head_type is model.head's
     try:
-        model = timm.create_model(name, **overrides)
+        model = timm.create_model(model_label(config), **overrides)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"model.overrides: {' '.join(str(error).split())}") from None
     if config["model"]["compile"]:
@@ -302,34 +301,6 @@ def load_model_file(model: torch.nn.Module, path: Path) -> None:
         raise ConfigError(f"{path} is not a state dict of this run's model ({_one_line(error)}); {advice}") from None
 
 
-def _trained_model(strategy, model: torch.nn.Module) -> torch.nn.Module:
-    """The trained network as the model class we built: after a resume the strategy holds unpickled copies.
-
-    Strategies that take the model apart train its parts inside their own module: iCaRL (``TrainEvalModel``),
-    FeatureReplay (``FeatureExtractorModel`` of our model, its head swapped for ``Identity``, and the head),
-    SCR (``SCRModel`` of the backbone, a projection and class means), StreamingLDA (the backbone alone).
-    Their trained backbone and, where they train one, head go back into our model; CoPE's head comes back
-    without its L2 normalisation. Nearest-mean / LDA classifiers live in the strategy, not in ``model.pt``.
-    """
-    trained = strategy.model
-    if isinstance(trained, type(model)):
-        head = trained.classifier
-        if isinstance(head, torch.nn.Sequential) and isinstance(head[0], torch.nn.Linear):  # CoPE's embedding
-            trained.classifier = head[0]
-        return trained
-    features = getattr(trained, "feature_extractor", trained)
-    if isinstance(features, type(model)):  # FeatureReplay's feature extractor is our model without its head
-        model, features = features, features.backbone
-    model.backbone = features
-    head = getattr(trained, "train_classifier", None)
-    # iCaRL's and FeatureReplay's trained head (SCR's train_classifier is a projection, not a head). For
-    # FeatureReplay this puts the head back into the strategy's own module: the run is over by now.
-    taken_off = isinstance(model.classifier, torch.nn.Identity)
-    if head is not None and (isinstance(head, type(model.classifier)) or taken_off):
-        model.classifier = head
-    return model
-
-
 def _strategy_options(config: Dict[str, Any]) -> Dict[str, Any]:
     options = dict(config["strategy"])
     options.pop("name")
@@ -369,10 +340,11 @@ def run(
     config = validate(config)
     if resume and overwrite:
         raise ConfigError("--resume continues a run and --overwrite starts it afresh; pass only one of them")
-    if config["strategy"]["name"] == "joint":
+    if strategy_entry(config["strategy"]["name"]).whole_stream:
         raise ConfigError(
-            "strategy 'joint' trains once on the whole stream, the runner experience by experience; for the joint "
-            "upper bound run strategy naive with data.n_experiences: 1 (what compare's joint controls do)"
+            f"strategy {config['strategy']['name']!r} trains once on the whole stream, the runner experience by "
+            "experience; for the joint upper bound run strategy naive with data.n_experiences: 1 (what compare's "
+            "joint controls do)"
         )
     folder = output_dir(config)
     checkpoint = folder / "checkpoint.pkl"
@@ -571,7 +543,9 @@ def _finish(config, folder, benchmark, model, strategy, info, progress) -> Dict[
     if results.get("locality"):
         # the reference of the locality figure: what attention spread evenly over the grid would give
         results["locality"]["uniform_distance"] = uniform_attention_distance(model)
-    on_main(_write_outputs, config, folder, results, _trained_model(strategy, model))
+    # After a resume the strategy holds unpickled copies of the network: its entry says where the trained one is.
+    trained = strategy_entry(config["strategy"]["name"]).trained_model(strategy, model)
+    on_main(_write_outputs, config, folder, results, trained)
     return results
 
 

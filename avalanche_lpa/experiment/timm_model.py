@@ -2,11 +2,11 @@
 
 The runner builds it with :func:`~avalanche_lpa.models.timm_classifier`: ``timm.create_model(name,
 num_classes=0, pretrained=False, img_size=<data>, in_chans=<data>, patch_size=<config>, **model.kwargs)``
-under the config's head (``model.head``; a fixed linear head for iCaRL / DER). The image size and channels
-come from the dataset, the patch size from the config (``model.overrides.patch_size``, else the preset's), so
-a timm model sees the same patch grid as the LocalityViT models it is compared with; ``model.kwargs`` overrides
-any of them, and a ``null`` value drops one that a model does not take. ``pretrained: true`` in
-``model.kwargs`` loads timm's weights (a download); nothing is downloaded otherwise.
+under the config's head (``model.head``; a fixed linear head where the strategy's registry entry needs one). The
+image size and channels come from the dataset, the patch size from the config (``model.overrides.patch_size``, else
+the preset's), so a timm model sees the same patch grid as the LocalityViT models it is compared with;
+``model.kwargs`` overrides any of them, and a ``null`` value drops one that a model does not take.
+``pretrained: true`` in ``model.kwargs`` loads timm's weights (a download); nothing is downloaded otherwise.
 """
 from __future__ import annotations
 
@@ -20,15 +20,13 @@ from ..models import (
     TIMM_PREFIX,
     TimmClassifier,
     attention_sites,
-    dytox_model_name,
-    model_name,
     record_attention_maps,
     restored_modes,
     supported_attention_classes,
     timm_classifier,
     timm_model_name,
 )
-from ..training import DYTOX_NAMES
+from ..training import strategy_entry
 from .config import ConfigError
 from .data import input_shape
 
@@ -36,14 +34,12 @@ __all__ = ["build_timm_model", "check_timm_input", "model_label", "model_slug", 
 
 
 def model_label(config: Dict[str, Any]) -> str:
-    """What a run trains, as results.json names it: ``timm:<name>``, or the registered timm name of our families
-    (``lpa_vit_tiny``; ``dytox_lpa_tiny`` under the ``dytox`` strategy, DyTox being a model family of its own)."""
+    """What a run trains, as results.json names it: ``timm:<name>``, or the registered timm name in the model family
+    of the strategy's registry entry (``lpa_vit_tiny``; ``dytox_lpa_tiny`` under the ``dytox`` strategy)."""
     model = config["model"]
     if model.get("name"):
         return model["name"]
-    if config["strategy"]["name"] in DYTOX_NAMES:
-        return dytox_model_name(model["attn_type"], model["preset"])
-    return model_name(model["attn_type"], model["preset"])
+    return strategy_entry(config["strategy"]["name"]).model.name(model["attn_type"], model["preset"])
 
 
 def model_slug(config: Dict[str, Any]) -> str:
@@ -121,7 +117,7 @@ def check_timm_input(model: TimmClassifier, shape: Tuple[int, int, int], spec: s
 
 
 def build_timm_model(config: Dict[str, Any], num_classes: Optional[int]) -> TimmClassifier:
-    """The timm model of a config under its head (``num_classes``: a fixed head for iCaRL / DER, else ``None``).
+    """The timm model of a config under its head (``num_classes``: a fixed head, e.g. for iCaRL; else ``None``).
 
     Raises:
         ConfigError: timm cannot build the model with these keywords, or the model cannot take the dataset's

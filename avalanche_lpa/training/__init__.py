@@ -9,10 +9,12 @@ from .builder import (
     needs_fixed_head,
     trains_on_logits,
     strategy_class,
+    strategy_entry,
     strategy_options,
 )
 from ..compat.avalanche_strategies import BiC, BiCPlugin, MemoryGuard
 from .recipe import DEPENDENT_OPTIONS, DYTOX_NAMES, PRESET_SWITCHES
+from .registry import DYTOX, LOCALITY_VIT, ModelFamily, Spec
 from .optim import OPTIMIZERS, build_optimizer, multiple_param_groups_supported
 
 __all__ = [
@@ -20,13 +22,17 @@ __all__ = [
     "BiCPlugin",
     "COMMON_OPTIONS",
     "DEPENDENT_OPTIONS",
+    "DYTOX",
     "DYTOX_NAMES",
     "HEADS",
+    "LOCALITY_VIT",
     "MemoryGuard",
+    "ModelFamily",
     "OPTIMIZERS",
     "PRESET_SWITCHES",
     "RECIPES",
     "STRATEGIES",
+    "Spec",
     "build_optimizer",
     "build_strategy",
     "head_requirement",
@@ -34,5 +40,6 @@ __all__ = [
     "needs_fixed_head",
     "trains_on_logits",
     "strategy_class",
+    "strategy_entry",
     "strategy_options",
 ]

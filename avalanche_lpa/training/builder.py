@@ -5,7 +5,8 @@ package's plugins on Avalanche's storage policies. Options are flat keyword argu
 holds); :func:`strategy_options` lists the valid ones and their defaults for a name.
 
 The names and what each builds are the registry (:mod:`~avalanche_lpa.training.registry`: one entry per name,
-Avalanche class, options with defaults, the head it needs, how it takes our model apart); ``lpa`` and
+Avalanche class, options with defaults, the head and model it needs, how it takes our model apart and how the
+trained network comes back: :func:`strategy_entry`); ``lpa`` and
 ``lpa_warmup`` build the authors' recipe (:mod:`~avalanche_lpa.training.recipe`): ``Naive`` + ``RepeatedAugmentationPlugin`` + ``ConcatReplayPlugin``
 (``herding_memory``) + ``BalancedFinetuningPlugin`` + ``OldSampleDistillationPlugin`` +
 ``ExperienceEpochsPlugin`` / ``ExperienceLRSchedulePlugin`` + ``SeenClassesBCE`` (mixup 0.8, label smoothing
@@ -49,6 +50,7 @@ __all__ = [
     "COMMON_OPTIONS",
     "strategy_options",
     "strategy_class",
+    "strategy_entry",
     "head_requirement",
     "needs_fixed_head",
     "trains_on_logits",
@@ -102,6 +104,16 @@ def _spec(name: str) -> Spec:
     if name not in SPECS:
         raise ValueError(f"unknown strategy {name!r}; valid names: {', '.join(STRATEGIES)}")
     return SPECS[name]
+
+
+def strategy_entry(name: str) -> Spec:
+    """The registry entry of ``name``: what the runner asks about a strategy (the model family and head it needs,
+    how the trained network comes back from it, whether it trains on the whole stream at once, ...).
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones).
+    """
+    return _spec(name)
 
 
 def strategy_options(name: str, given: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:

@@ -1,5 +1,6 @@
 """The registry of ``build_strategy`` names: one :class:`Spec` per name (Avalanche class, options with defaults,
-the head it needs, how it takes our model apart, the checks that refuse a config before training)."""
+the head and model family it needs, how it takes our model apart and how the trained network comes back, the
+checks that refuse a config before training). What a strategy needs is asked of its entry, never of its name."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,9 +40,11 @@ from torch import nn
 from torchvision.transforms import Compose, RandomHorizontalFlip, RandomResizedCrop
 
 from ..compat.avalanche_strategies import REPLAY_LOADER_MEM_BATCH, BiC, MemoryGuard
+from ..models import dytox_keywords, dytox_model_name, model_keywords, model_name
 from .recipe import DOUILLARD_OPTIONS, DYTOX_OPTIONS, RECIPE_OPTIONS, dytox_model
+from .trained import cope_model, feature_replay_model, icarl_model, own_model, scr_model, slda_model
 
-__all__ = ["HEADS", "SPECS", "Spec", "head_width"]
+__all__ = ["DYTOX", "HEADS", "LOCALITY_VIT", "ModelFamily", "SPECS", "Spec", "head_width"]
 
 #: Head requirements of the registry: ``any`` (growing or fixed), ``fixed`` (``num_classes=int``: a plain
 #: ``nn.Linear``), ``single`` (one head over all classes: fixed or ``head_type="incremental"``, not
@@ -50,6 +53,30 @@ HEADS = ("any", "fixed", "single")
 
 Parts = Callable[[nn.Module, Dict[str, Any], Optional[int]], Dict[str, Any]]
 Check = Callable[[Dict[str, Any], Optional[int]], Optional[str]]
+#: ``(strategy, model) -> network``: the trained network as the model class we built (see training/trained.py).
+Trained = Callable[[Any, nn.Module], nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """The model family a strategy trains, as the runner builds it through timm's registry.
+
+    Attributes:
+        name: the registered timm name of an attention type and preset, e.g. ``("lpa", "cifar") -> "lpa_vit_cifar"``.
+        keywords: every keyword its models take (what a config's ``model.overrides`` may set).
+        own_heads: whether its models grow heads of their own (DyTox: one per task token), so they take no head
+            keywords.
+    """
+
+    name: Callable[[str, str], str]
+    keywords: Callable[[], List[str]]
+    own_heads: bool = False
+
+
+#: :class:`~avalanche_lpa.models.LocalityViT` (``lpa_vit_cifar``, ...), under the head the config asks for.
+LOCALITY_VIT = ModelFamily(model_name, model_keywords)
+#: :class:`~avalanche_lpa.models.DyTox` (``dytox_lpa_cifar``, ...): the DyTox strategies train nothing else.
+DYTOX = ModelFamily(dytox_model_name, dytox_keywords, own_heads=True)
 
 
 def _model(model: nn.Module, config: Dict[str, Any], n_classes: Optional[int]) -> Dict[str, Any]:
@@ -58,7 +85,8 @@ def _model(model: nn.Module, config: Dict[str, Any], n_classes: Optional[int]) -
 
 @dataclass(frozen=True)
 class Spec:
-    """How ``build_strategy`` builds one name.
+    """The registry entry of one name: how ``build_strategy`` builds it, and what the runner asks of it (the model
+    family and head to build, where the trained network is, whether it trains experience by experience).
 
     Attributes:
         cls: the Avalanche strategy class.
@@ -74,6 +102,13 @@ class Spec:
             projections of two views of each image: no training accuracy there).
         check: the one-line problem of a config (and the stream's class count, when known), or ``None``.
         plugins: plugins the name always adds.
+        model: the model family it trains (:data:`LOCALITY_VIT`, or :data:`DYTOX` for the DyTox names); a timm
+            model (``model.name``) replaces the default family.
+        trained_model: ``(strategy, model) -> network``: the trained network as the class of ``model`` (the one
+            the strategy was built around, or a freshly built one after a resume), for ``model.pt``; strategies
+            that take the model apart put its parts back (:mod:`~avalanche_lpa.training.trained`).
+        whole_stream: whether it trains once on the whole stream (``JointTraining``) rather than experience by
+            experience.
     """
 
     cls: type
@@ -87,6 +122,16 @@ class Spec:
     logits: bool = True
     check: Optional[Check] = None
     plugins: Callable[[], List[SupervisedPlugin]] = list
+    model: ModelFamily = LOCALITY_VIT
+    trained_model: Trained = own_model
+    whole_stream: bool = False
+
+    def head_keywords(self, num_classes: int, head_type: str) -> Dict[str, Any]:
+        """The model keywords that give it the head this name needs: a fixed head of ``num_classes``, none
+        where the model grows heads of its own, else the growing head ``head_type``."""
+        if self.head == "fixed":
+            return {"num_classes": num_classes}
+        return {} if self.model.own_heads else {"head_type": head_type}
 
 
 def _part(model: nn.Module, name: str, attribute: str) -> Any:
@@ -223,7 +268,7 @@ SPECS: Dict[str, Spec] = {
     # build_strategy keeps the paper's fixed output layer, as it always has.
     "icarl": Spec(
         ICaRL, dict(mem_size=2000, fixed_memory=True), head="fixed", why="the paper's fixed output layer",
-        rename=dict(mem_size="memory_size"), parts=_icarl, loss="its own BCE loss",
+        rename=dict(mem_size="memory_size"), parts=_icarl, loss="its own BCE loss", trained_model=icarl_model,
     ),
     "der": Spec(
         DER, dict(mem_size=2000, batch_size_mem=None, alpha=0.1, beta=0.5), head="fixed",
@@ -235,12 +280,12 @@ SPECS: Dict[str, Spec] = {
     "lpa": Spec(Naive, RECIPE_OPTIONS, rename={key: None for key in RECIPE_OPTIONS}),
     "lpa_warmup": Spec(Naive, RECIPE_OPTIONS, rename={key: None for key in RECIPE_OPTIONS}),
     # The LPA authors' DyTox(+LPA) (bwnzheng/LPA_ICME2023), and DyTox / DyTox+ as Douillard's own code trains them.
-    "dytox": Spec(Naive, DYTOX_OPTIONS, rename={key: None for key in DYTOX_OPTIONS}, parts=dytox_model),
+    "dytox": Spec(Naive, DYTOX_OPTIONS, rename={key: None for key in DYTOX_OPTIONS}, parts=dytox_model, model=DYTOX),
     "dytox_douillard": Spec(
-        Naive, DOUILLARD_OPTIONS, rename={key: None for key in DOUILLARD_OPTIONS}, parts=dytox_model
+        Naive, DOUILLARD_OPTIONS, rename={key: None for key in DOUILLARD_OPTIONS}, parts=dytox_model, model=DYTOX
     ),
     "dytox_plus_douillard": Spec(
-        Naive, DOUILLARD_OPTIONS, rename={key: None for key in DOUILLARD_OPTIONS}, parts=dytox_model
+        Naive, DOUILLARD_OPTIONS, rename={key: None for key in DOUILLARD_OPTIONS}, parts=dytox_model, model=DYTOX
     ),
     # -- the rest of avalanche.training ------------------------------------------------------------------
     "agem": Spec(AGEM, dict(patterns_per_exp=200, sample_size=64)),
@@ -258,6 +303,7 @@ SPECS: Dict[str, Spec] = {
     "joint": Spec(
         JointTraining, head="single",
         why="it adapts the model to every experience first, and per-experience heads would freeze all but the last",
+        whole_stream=True,
     ),
     # FromScratchTraining takes the common option reset_optimizer (default True here, as Avalanche's).
     "from_scratch": Spec(FromScratchTraining, parts=lambda model, config, n_classes: dict(
@@ -271,11 +317,11 @@ SPECS: Dict[str, Spec] = {
     "scr": Spec(
         SCR, dict(mem_size=2000, batch_size_mem=100, temperature=0.1, projection_dim=128, augment=True),
         rename=dict(projection_dim=None, augment=None), parts=_scr, logits=False,
-        loss="its own supervised contrastive loss (and a nearest-class-mean classifier)",
+        loss="its own supervised contrastive loss (and a nearest-class-mean classifier)", trained_model=scr_model,
     ),
     "slda": Spec(
         StreamingLDA, dict(shrinkage_param=1e-4, streaming_update_sigma=True), parts=_slda,
-        loss="no loss (it fits class means on the frozen features)", trains=False,
+        loss="no loss (it fits class means on the frozen features)", trains=False, trained_model=slda_model,
     ),
     "gss": Spec(
         GSS_greedy, dict(mem_size=2000, mem_strength=1), parts=_gss, check=_check_gss,
@@ -289,12 +335,12 @@ SPECS: Dict[str, Spec] = {
     "feature_replay": Spec(
         FeatureReplay, dict(mem_size=2000, batch_size_mem=10), parts=_feature_replay,
         loss="its own masked cross-entropy", check=_check_feature_replay,
-        plugins=lambda: [MemoryGuard("feature_replay")],
+        plugins=lambda: [MemoryGuard("feature_replay")], trained_model=feature_replay_model,
     ),
     "cope": Spec(
         CoPE, dict(mem_size=2000, alpha=0.99, temperature=0.1), head="fixed", rename=dict(temperature="T"),
         why="its prototypes have the head's width",
-        parts=_cope, loss="its own pseudo-prototypical proxy loss",
+        parts=_cope, loss="its own pseudo-prototypical proxy loss", trained_model=cope_model,
     ),
     "mer": Spec(MER, dict(mem_size=2000, batch_size_mem=10, n_inner_steps=5, beta=0.1, gamma=0.1)),
 }
