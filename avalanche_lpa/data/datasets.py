@@ -5,7 +5,8 @@ unless ``$AVALANCHE_LPA_DATA`` or an explicit root (``--data-root``) says otherw
 Fashion-MNIST is downloaded there through torchvision, as Avalanche's own benchmarks do, unless
 ``download=False`` (``--no-download``); a dataset that is missing and cannot be downloaded, or a data root that
 is a file or unreadable, raises :class:`DatasetNotFoundError` whose one-line message names the expected layout,
-what failed and how to provide the files.
+what failed and how to provide the files. What each dataset's files, statistics and sizes are is the dataset
+table's (:mod:`.registry`); CIFAR-100 and Fashion-MNIST load through one function over it, :func:`split_torchvision`.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ __all__ = [
     "split_torchvision",
 ]
 
+#: Where the Debian package ``dataset-fashion-mnist`` keeps the gzipped files (:func:`split_fashion_mnist` reads them).
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 

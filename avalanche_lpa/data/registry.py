@@ -105,8 +105,8 @@ DATASETS: Dict[str, DatasetInfo] = {
     info.name: info
     for info in (
         DatasetInfo(
-            name="cifar100", title="CIFAR-100", num_classes=100, input_shape=(3, 32, 32),
             # the authors' normalisation
+            name="cifar100", title="CIFAR-100", num_classes=100, input_shape=(3, 32, 32),
             mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761), patch_size=4,
             loader=_package_loader("split_cifar100"), options=_FILE_OPTIONS + ("auto_augment", "download"),
             avalanche_name="cifar100", folder="cifar-100-python", files=("train", "test", "meta"),
@@ -114,8 +114,8 @@ DATASETS: Dict[str, DatasetInfo] = {
             manual=f"on a machine with internet download {_CIFAR100_URL}, extract it into {{root}}",
         ),
         DatasetInfo(
-            name="fashion_mnist", title="Fashion-MNIST", num_classes=10, input_shape=(1, 28, 28),
             # mean and standard deviation of its training images
+            name="fashion_mnist", title="Fashion-MNIST", num_classes=10, input_shape=(1, 28, 28),
             mean=(0.2860,), std=(0.3530,), patch_size=4,
             loader=_package_loader("split_fashion_mnist"), options=_FILE_OPTIONS + ("download",),
             avalanche_name="fashionmnist", folder="FashionMNIST/raw",
@@ -127,14 +127,15 @@ DATASETS: Dict[str, DatasetInfo] = {
             crop_padding=2,
         ),
         DatasetInfo(
-            # 224 px at the loader's default size; a class list (data.class_list) may pick other classes
+            # 224 px at the loader's default size; a class list (data.class_list) may pick other classes.
+            # timm's ImageNet statistics, as the authors'.
             name="imagenet100", title="ImageNet-100", num_classes=100, input_shape=(3, 224, 224),
-            mean=tuple(IMAGENET_DEFAULT_MEAN), std=tuple(IMAGENET_DEFAULT_STD), patch_size=16,  # timm's, as the authors
+            mean=tuple(IMAGENET_DEFAULT_MEAN), std=tuple(IMAGENET_DEFAULT_STD), patch_size=16,
             loader=_package_loader("split_imagenet100"), options=_FILE_OPTIONS + ("auto_augment", "class_list"),
             avalanche_name="imagenet", files=("train", "val"),
         ),
         DatasetInfo(
-            # in-memory class prototypes (no files); data.synthetic sets its size. Already zero-mean, unit-std.
+            # in-memory class prototypes (no files); data.synthetic sets its size; pixels about standard normal.
             name="synthetic", title="synthetic", classes_per_experience=2, input_shape=(1, 8, 8),
             mean=(0.0,), std=(1.0,), patch_size=2, loader=_package_loader("split_synthetic"), options=("synthetic",),
         ),

@@ -1,4 +1,5 @@
-"""Image transforms and dataset statistics of the authors' recipe (``modules/datasets.py``).
+"""Image transforms of the authors' recipe (``modules/datasets.py``); the statistics they normalise with are the
+dataset table's (:mod:`avalanche_lpa.data.registry`).
 
 The authors build their training transform with timm's ``create_transform`` (RandAugment
 ``rand-m9-mstd0.5-inc1``, colour jitter 0.4 which timm skips when an auto-augment policy is given, bicubic
