@@ -168,12 +168,13 @@ def _dataset_root(info: DatasetInfo, root: Optional[os.PathLike], download: bool
         return root
     expected = f"{folder}/{{{','.join(info.files)}}}"
     manual = f"{info.manual.format(root=root, folder=folder, packaged=packaged)}, or {_root_help(holds)}"
-    if not download:
+    if not download or info.download_size is None:
         elsewhere = f" or the gzipped files in {packaged}," if packaged is not None else ""
+        why = ("downloading is off (--no-download / data.download: false); drop --no-download to download it there"
+               if info.download_size is not None else "it cannot be downloaded")
+        partly = f" (missing: {', '.join(missing)})" if len(missing) < len(info.files) else ""
         raise DatasetNotFoundError(
-            f"{info.title} not found: expected {expected} (missing: {', '.join(missing)}){elsewhere} and "
-            f"downloading is off (--no-download / data.download: false); drop --no-download to download it "
-            f"there, or {manual}"
+            f"{info.title} not found: expected {expected}{partly}{elsewhere} and {why}, or {manual}"
         )
     _download(info.title, info.torchvision, root, expected, info.download_size, manual)
     if any(not (folder / name).is_file() for name in info.files):  # e.g. an archive of another layout
