@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, Mapping, Tuple
 
 from ..data import DatasetInfo, dataset_info
-from .config import ConfigError
+from .config import DEFAULTS, ConfigError
 
 __all__ = ["build_benchmark", "class_mapping", "input_shape", "loader_options"]
 
@@ -21,7 +21,7 @@ def loader_options(info: DatasetInfo, data_config: Dict[str, Any]) -> Dict[str, 
     section of its own (``data.synthetic``) as its keys."""
     options: Dict[str, Any] = {}
     for key in info.options:
-        value = data_config[key]
+        value = data_config.get(key, DEFAULTS["data"].get(key))  # a section of an older run may lack a newer key
         if isinstance(value, Mapping):
             options.update(value)
         else:
