@@ -28,6 +28,7 @@ PRESET_DATASETS: Dict[str, str] = {"cifar": "cifar100", "imagenet": "imagenet100
 
 
 def _sized_for(preset: str) -> Dict[str, int]:
+    """Image size and patch of the preset's dataset."""
     info = dataset_info(PRESET_DATASETS[preset])
     return dict(img_size=info.input_shape[-1], patch_size=info.patch_size)
 
