@@ -39,9 +39,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avalanche_lpa.layers import ATTENTION_LAYERS, LocalityBlock, LPAttention  # noqa: E402
-from avalanche_lpa.models import LocalityViT  # noqa: E402
+from avalanche_lpa.models import PRESETS, LocalityViT  # noqa: E402
 
-SHAPES = {"cifar": dict(img_size=32, patch_size=4), "imagenet": dict(img_size=224, patch_size=16)}
+# The presets' image and patch sizes (from the dataset table: CIFAR-100 32 px / patch 4, ImageNet-100 224 / 16).
+SHAPES = {name: {key: PRESETS[name][key] for key in ("img_size", "patch_size")} for name in ("cifar", "imagenet")}
 WIDTH, HEADS, DEPTH = 384, 12, 5
 
 

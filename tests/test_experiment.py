@@ -10,6 +10,7 @@ import yaml
 from PIL import Image
 
 from avalanche_lpa.configs import CONFIG_DIR
+from avalanche_lpa.data import dataset_info
 from avalanche_lpa.data import datasets as data_module
 from avalanche_lpa.experiment.data import build_benchmark, class_mapping
 from avalanche_lpa.experiment.checkpoint import CheckpointError, load_checkpoint
@@ -299,18 +300,19 @@ def test_runs_that_unpack_the_debian_fashion_mnist_at_the_same_time_both_succeed
 
     monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", make_fake_fashion_mnist_gz(tmp_path / "debian"))
     root = tmp_path / "avalanche"
+    fashion = dataset_info("fashion_mnist")
     copy = shutil.copyfileobj
     other_run = []
 
     def copy_while_another_run_unpacks(source, target, *args):
         if not other_run:  # the other run starts while this one copies its first file, and finishes first
             other_run.append(None)
-            other_run[0] = data_module._fashion_mnist_root(root, download=False)
+            other_run[0] = data_module._dataset_root(fashion, root, False, data_module.DEBIAN_FASHION_MNIST)
         return copy(source, target, *args)
 
     monkeypatch.setattr(data_module.shutil, "copyfileobj", copy_while_another_run_unpacks)
-    assert data_module._fashion_mnist_root(root, download=False) == other_run[0] == root
+    assert data_module._dataset_root(fashion, root, False, data_module.DEBIAN_FASHION_MNIST) == other_run[0] == root
     raw = root / "FashionMNIST" / "raw"
-    assert sorted(p.name for p in raw.iterdir()) == sorted(data_module._FMNIST_FILES)  # no temporary left
+    assert sorted(p.name for p in raw.iterdir()) == sorted(fashion.files)  # no temporary left
     bench = data_module.split_fashion_mnist(root, n_experiences=5, download=False)
     assert len(bench.train_stream[0].dataset) == 2 * 3

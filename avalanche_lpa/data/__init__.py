@@ -1,4 +1,5 @@
-"""The data room: class-incremental benchmarks (synthetic and real), their transforms, statistics and downloads.
+"""The data room: class-incremental benchmarks (synthetic and real), their transforms and downloads, and the
+dataset table (:data:`DATASETS`: classes, image shape, statistics, files, loader of each dataset).
 
 Depends only on Avalanche, torchvision and timm (no other room of this package), so models, tests, benchmarks
 and the experiment layer all import it.
@@ -15,8 +16,17 @@ from .datasets import (
     split_cifar100,
     split_fashion_mnist,
     split_imagenet100,
+    split_torchvision,
 )
-from .splits import TargetTensorDataset, class_incremental_split, classic_split, subsample_per_class, synthetic_benchmark
+from .registry import DATASETS, DatasetInfo, dataset_info, register_dataset
+from .splits import (
+    TargetTensorDataset,
+    class_incremental_split,
+    classic_split,
+    split_synthetic,
+    subsample_per_class,
+    synthetic_benchmark,
+)
 from .transforms import (
     AUTHORS_AUTO_AUGMENT,
     CIFAR100_MEAN,
@@ -34,7 +44,9 @@ __all__ = [
     "AVALANCHE_DATASET_NAMES",
     "CIFAR100_MEAN",
     "CIFAR100_STD",
+    "DATASETS",
     "DEBIAN_FASHION_MNIST",
+    "DatasetInfo",
     "DatasetNotFoundError",
     "FASHION_MNIST_MEAN",
     "FASHION_MNIST_STD",
@@ -46,12 +58,16 @@ __all__ = [
     "check_data_root",
     "class_incremental_split",
     "classic_split",
+    "dataset_info",
     "default_data_root",
     "eval_transform",
     "imagenet100_classes",
+    "register_dataset",
     "split_cifar100",
     "split_fashion_mnist",
     "split_imagenet100",
+    "split_synthetic",
+    "split_torchvision",
     "subsample_per_class",
     "synthetic_benchmark",
     "train_transform",

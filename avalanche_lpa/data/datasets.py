@@ -5,7 +5,8 @@ unless ``$AVALANCHE_LPA_DATA`` or an explicit root (``--data-root``) says otherw
 Fashion-MNIST is downloaded there through torchvision, as Avalanche's own benchmarks do, unless
 ``download=False`` (``--no-download``); a dataset that is missing and cannot be downloaded, or a data root that
 is a file or unreadable, raises :class:`DatasetNotFoundError` whose one-line message names the expected layout,
-what failed and how to provide the files.
+what failed and how to provide the files. What each dataset's files, statistics and sizes are is the dataset
+table's (:mod:`.registry`); CIFAR-100 and Fashion-MNIST load through one function over it, :func:`split_torchvision`.
 """
 from __future__ import annotations
 
@@ -19,21 +20,12 @@ import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from avalanche.benchmarks.classic import SplitCIFAR100, SplitFMNIST
 from avalanche.benchmarks.datasets import default_dataset_location
 from torchvision import datasets
 
+from .registry import DATASETS, DatasetInfo, dataset_info
 from .splits import class_incremental_split, classic_split, subsample_per_class
-from .transforms import (
-    CIFAR100_MEAN,
-    CIFAR100_STD,
-    FASHION_MNIST_MEAN,
-    FASHION_MNIST_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    eval_transform,
-    train_transform,
-)
+from .transforms import eval_transform, train_transform
 
 __all__ = [
     "AVALANCHE_DATASET_NAMES",
@@ -47,8 +39,10 @@ __all__ = [
     "split_cifar100",
     "split_fashion_mnist",
     "split_imagenet100",
+    "split_torchvision",
 ]
 
+#: Where the Debian package ``dataset-fashion-mnist`` keeps the gzipped files (:func:`split_fashion_mnist` reads them).
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -56,8 +50,8 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset is not on disk; the message says where it was expected and how to provide it."""
 
 
-#: Avalanche's folder name of each dataset under its default dataset location.
-AVALANCHE_DATASET_NAMES = {"cifar100": "cifar100", "fashion_mnist": "fashionmnist", "imagenet100": "imagenet"}
+#: Avalanche's folder name of each dataset under its default dataset location (the table's ``avalanche_name``).
+AVALANCHE_DATASET_NAMES = {name: info.avalanche_name for name, info in DATASETS.items() if info.avalanche_name}
 
 
 def _root_help(holds: str) -> str:
@@ -69,7 +63,9 @@ def default_data_root(dataset: str = "cifar100") -> Path:
     env = os.environ.get("AVALANCHE_LPA_DATA")
     if env:
         return Path(env).expanduser()
-    return Path(default_dataset_location(AVALANCHE_DATASET_NAMES.get(dataset, dataset))).expanduser()
+    info = DATASETS.get(dataset)  # a name outside the table is Avalanche's folder name itself
+    name = info.avalanche_name if info is not None and info.avalanche_name else dataset
+    return Path(default_dataset_location(name)).expanduser()
 
 
 def _one_line(error: BaseException) -> str:
@@ -131,34 +127,103 @@ def _download(name: str, torchvision_dataset, root: Path, expected: str, size: s
         ) from None
 
 
-_CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+def _gzipped_sources(info: DatasetInfo, root: Path, packaged: Optional[Path]) -> List[Path]:
+    """Folders that hold every file of ``info`` gzipped: the root, the folders down to its files, ``packaged``."""
+    below = [root]
+    for part in Path(info.folder).parts:
+        below.append(below[-1] / part)
+    candidates = below + ([packaged] if packaged is not None else [])
+    return [d for d in candidates if all((d / f"{name}.gz").is_file() for name in info.files)]
 
 
-def _cifar100_missing(folder: Path) -> List[str]:
-    return [name for name in ("train", "test", "meta") if not (folder / name).is_file()]
+def _unpack(info: DatasetInfo, source: Path, folder: Path) -> None:
+    """Un-gzips the files of ``info`` from ``source`` into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in info.files:
+        # A temporary file of this process's own: runs started together (a --compare on two shells) each unpack
+        # in full and the last rename wins, with the same bytes.
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+        try:
+            with gzip.open(source / f"{name}.gz", "rb") as src, os.fdopen(handle, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.replace(temporary, folder / name)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
 
 
-def _cifar100_root(root: Optional[os.PathLike], download: bool) -> Path:
-    """A folder with ``cifar-100-python/{train,test,meta}``, downloading CIFAR-100 into it if allowed."""
-    root = check_data_root(root if root is not None else default_data_root("cifar100"), "cifar-100-python/")
-    folder = root / "cifar-100-python"
-    missing = _cifar100_missing(folder)
+def _dataset_root(info: DatasetInfo, root: Optional[os.PathLike], download: bool,
+                  packaged: Optional[Path] = None) -> Path:
+    """A folder with ``<folder>/<files>`` of ``info``: already there, unpacked from gzipped files (the root's own
+    or ``packaged``, a system package's folder), or downloaded with torchvision if allowed."""
+    holds = f"{info.folder}/"
+    root = check_data_root(root if root is not None else default_data_root(info.name), holds)
+    folder = root / info.folder
+    missing = [name for name in info.files if not (folder / name).is_file()]
     if not missing:
         return root
-    manual = (
-        f"on a machine with internet download {_CIFAR100_URL}, extract it into {root}, "
-        f"or {_root_help('cifar-100-python/')}"
-    )
-    if not download:
+    sources = _gzipped_sources(info, root, packaged) if info.gzipped else []
+    if sources:
+        _unpack(info, sources[0], folder)
+        return root
+    expected = f"{folder}/{{{','.join(info.files)}}}"
+    manual = f"{info.manual.format(root=root, folder=folder, packaged=packaged)}, or {_root_help(holds)}"
+    if not download or info.download_size is None:
+        elsewhere = f" or the gzipped files in {packaged}," if packaged is not None else ""
+        why = ("downloading is off (--no-download / data.download: false); drop --no-download to download it there"
+               if info.download_size is not None else "it cannot be downloaded")
+        partly = f" (missing: {', '.join(missing)})" if len(missing) < len(info.files) else ""
         raise DatasetNotFoundError(
-            f"CIFAR-100 not found: expected {folder}/{{train,test,meta}} (missing: {', '.join(missing)}) and "
-            f"downloading is off (--no-download / data.download: false); drop --no-download to download it "
-            f"there, or {manual}"
+            f"{info.title} not found: expected {expected}{partly}{elsewhere} and {why}, or {manual}"
         )
-    _download("CIFAR-100", datasets.CIFAR100, root, f"{folder}/{{train,test,meta}}", "about 170 MB", manual)
-    if _cifar100_missing(folder):  # e.g. an archive of another layout
-        raise DatasetNotFoundError(f"CIFAR-100 was downloaded but {folder}/{{train,test,meta}} is incomplete; {manual}")
+    _download(info.title, info.torchvision, root, expected, info.download_size, manual)
+    if any(not (folder / name).is_file() for name in info.files):  # e.g. an archive of another layout
+        raise DatasetNotFoundError(f"{info.title} was downloaded but {expected} is incomplete; {manual}")
     return root
+
+
+def split_torchvision(
+    dataset: str,
+    root: Optional[os.PathLike] = None,
+    n_experiences: int = 10,
+    class_order: Optional[Sequence[int]] = None,
+    seed: int = 1993,
+    augment: bool = True,
+    auto_augment: Optional[str] = None,
+    max_train_per_class: Optional[int] = None,
+    max_test_per_class: Optional[int] = None,
+    download: bool = True,
+    packaged: Optional[Path] = None,
+):
+    """The class-incremental split of a torchvision dataset of the table (CIFAR-100, Fashion-MNIST), as
+    Avalanche's classic benchmark of it (``SplitCIFAR100``, ``SplitFMNIST``).
+
+    Args:
+        dataset: its name in :data:`~avalanche_lpa.data.DATASETS` (files, statistics, crop padding).
+        root: folder holding the entry's ``<folder>/<files>`` (torchvision's layout); ``None``:
+            :func:`default_data_root`.
+        n_experiences: number of experiences.
+        class_order: original class ids in arrival order (``None``: Avalanche's shuffle with ``seed``).
+        seed: seed of the class shuffle (when no order is given) and of subsampling.
+        augment: random crop (the entry's padding) and horizontal flip on training images.
+        auto_augment: timm auto-augment policy added to them (the authors: ``"rand-m9-mstd0.5-inc1"``).
+        max_train_per_class: keep at most this many training images per class (quick runs).
+        max_test_per_class: the same for test images.
+        download: download the dataset into ``root`` when it is missing there.
+        packaged: a folder of the gzipped files (a system package's), tried before downloading.
+    """
+    info = dataset_info(dataset)
+    root = _dataset_root(info, root, download, packaged)
+    train_tf = train_transform(
+        info.input_shape[-1], padding=info.crop_padding if augment else 0, hflip=0.5 if augment else 0.0,
+        auto_augment=auto_augment if augment else None, mean=info.mean, std=info.std,
+    )
+    eval_tf = eval_transform(mean=info.mean, std=info.std)
+    return classic_split(
+        info.benchmark, info.torchvision, str(root), n_experiences=n_experiences, class_order=class_order, seed=seed,
+        max_train_per_class=max_train_per_class, max_test_per_class=max_test_per_class, train_tf=train_tf,
+        eval_tf=eval_tf,
+    )
 
 
 def split_cifar100(
@@ -174,76 +239,13 @@ def split_cifar100(
 ):
     """Split CIFAR-100 (Avalanche's ``SplitCIFAR100``) read from ``<root>/cifar-100-python``.
 
-    Args:
-        root: folder holding ``cifar-100-python/{train,test,meta}`` (torchvision's layout); ``None``:
-            :func:`default_data_root`.
-        n_experiences: number of experiences (10, 20 or 50 for the B0 protocol).
-        class_order: original class ids in arrival order (``None``: Avalanche's shuffle with ``seed``).
-        seed: seed of the class shuffle (when no order is given) and of subsampling.
-        augment: random crop (padding 4) and horizontal flip on training images.
-        auto_augment: timm auto-augment policy added to them (the authors: ``"rand-m9-mstd0.5-inc1"``).
-        max_train_per_class: keep at most this many training images per class (quick runs).
-        max_test_per_class: the same for test images.
-        download: download CIFAR-100 into ``root`` when it is missing there.
+    :func:`split_torchvision` of ``"cifar100"``: ``n_experiences`` is 10, 20 or 50 for the B0 protocol; the other
+    arguments as there.
     """
-    root = _cifar100_root(root, download)
-    mean, std = CIFAR100_MEAN, CIFAR100_STD
-    train_tf = train_transform(
-        32, padding=4 if augment else 0, hflip=0.5 if augment else 0.0,
-        auto_augment=auto_augment if augment else None, mean=mean, std=std,
+    return split_torchvision(
+        "cifar100", root, n_experiences, class_order, seed, augment, auto_augment, max_train_per_class,
+        max_test_per_class, download,
     )
-    eval_tf = eval_transform(mean=mean, std=std)
-    return classic_split(
-        SplitCIFAR100, datasets.CIFAR100, str(root), n_experiences=n_experiences, class_order=class_order, seed=seed,
-        max_train_per_class=max_train_per_class, max_test_per_class=max_test_per_class, train_tf=train_tf,
-        eval_tf=eval_tf,
-    )
-
-
-_FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-
-
-def _fashion_mnist_root(root: Optional[os.PathLike], download: bool = True) -> Path:
-    """A folder with ``FashionMNIST/raw/<files>`` un-gzipped: already there, unpacked from gzipped files (the
-    Debian package ``dataset-fashion-mnist``), or downloaded with torchvision if allowed."""
-    root = check_data_root(root if root is not None else default_data_root("fashion_mnist"), "FashionMNIST/raw/")
-    raw = root / "FashionMNIST" / "raw"
-    if all((raw / name).is_file() for name in _FMNIST_FILES):
-        return root
-    sources = [
-        d for d in (root, root / "FashionMNIST", raw, DEBIAN_FASHION_MNIST)
-        if all((d / f"{n}.gz").is_file() for n in _FMNIST_FILES)
-    ]
-    if not sources:
-        expected = f"{raw}/{{{','.join(_FMNIST_FILES)}}}"
-        manual = (
-            f"install the Debian package (apt-get install dataset-fashion-mnist, read from {DEBIAN_FASHION_MNIST}), "
-            f"or put the four *-ubyte.gz files from https://github.com/zalandoresearch/fashion-mnist into {raw}, "
-            f"or {_root_help('FashionMNIST/raw/')}"
-        )
-        if not download:
-            raise DatasetNotFoundError(
-                f"Fashion-MNIST not found: expected {expected} or the gzipped files in {DEBIAN_FASHION_MNIST}, and "
-                f"downloading is off (--no-download / data.download: false); drop --no-download to download it "
-                f"there, or {manual}"
-            )
-        _download("Fashion-MNIST", datasets.FashionMNIST, root, expected, "about 30 MB", manual)
-        if not all((raw / name).is_file() for name in _FMNIST_FILES):
-            raise DatasetNotFoundError(f"Fashion-MNIST was downloaded but {expected} is incomplete; {manual}")
-        return root
-    raw.mkdir(parents=True, exist_ok=True)
-    for name in _FMNIST_FILES:
-        # A temporary file of this process's own: runs started together (a --compare on two shells) each unpack
-        # in full and the last rename wins, with the same bytes.
-        handle, temporary = tempfile.mkstemp(dir=raw, prefix=f".{name}.", suffix=".tmp")
-        try:
-            with gzip.open(sources[0] / f"{name}.gz", "rb") as src, os.fdopen(handle, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            os.replace(temporary, raw / name)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-    return root
 
 
 def split_fashion_mnist(
@@ -261,17 +263,12 @@ def split_fashion_mnist(
     Looks for ``<root>/FashionMNIST/raw`` (torchvision's layout); if only the gzipped files exist (e.g. the
     Debian package ``dataset-fashion-mnist`` in ``/usr/share/datasets/fashion-mnist``) they are unpacked
     into ``<root>/FashionMNIST/raw`` once; otherwise Fashion-MNIST is downloaded there (unless
-    ``download=False``). Arguments as in :func:`split_cifar100`.
+    ``download=False``). :func:`split_torchvision` of ``"fashion_mnist"``; arguments as there.
     """
-    root = _fashion_mnist_root(root, download)
-    mean, std = FASHION_MNIST_MEAN, FASHION_MNIST_STD
-    train_tf = train_transform(28, padding=2 if augment else 0, hflip=0.5 if augment else 0.0,
-                               auto_augment=None, mean=mean, std=std)
-    eval_tf = eval_transform(mean=mean, std=std)
-    return classic_split(
-        SplitFMNIST, datasets.FashionMNIST, str(root), n_experiences=n_experiences, class_order=class_order,
-        seed=seed, max_train_per_class=max_train_per_class, max_test_per_class=max_test_per_class, train_tf=train_tf,
-        eval_tf=eval_tf,
+    # DEBIAN_FASHION_MNIST is read here, when called, so that it can be moved (tests, other distributions).
+    return split_torchvision(
+        "fashion_mnist", root, n_experiences, class_order, seed, augment, None, max_train_per_class,
+        max_test_per_class, download, packaged=DEBIAN_FASHION_MNIST,
     )
 
 
@@ -328,7 +325,7 @@ def split_imagenet100(
     seed: int = 1993,
     augment: bool = True,
     auto_augment: Optional[str] = None,
-    img_size: int = 224,
+    img_size: Optional[int] = None,
     max_train_per_class: Optional[int] = None,
     max_test_per_class: Optional[int] = None,
 ):
@@ -339,14 +336,16 @@ def split_imagenet100(
         class_list: file with one WordNet id per line; without it the first 100 classes of ``<root>/train``
             in sorted order, which on a full ImageNet folder is the authors' subset (a warning says when the
             picked classes differ from it).
-        img_size: training crop / evaluation size (224 in the paper).
+        img_size: training crop / evaluation size (``None``: the table's, 224 as in the paper).
         augment: the authors' training transform (random-resized crop, flip, ``auto_augment``); else the
             evaluation transform.
 
     The other arguments are as in :func:`split_cifar100`.
     """
-    root = check_data_root(root if root is not None else default_data_root("imagenet100"), "train/ and val/")
-    for split in ("train", "val"):
+    info = dataset_info("imagenet100")
+    root = check_data_root(root if root is not None else default_data_root(info.name),
+                           " and ".join(f"{split}/" for split in info.files))
+    for split in info.files:
         if not (root / split).is_dir():
             raise DatasetNotFoundError(
                 f"ImageNet not found: expected {root / split}/<wnid>/<images>; pass the folder with --data-root"
@@ -358,7 +357,7 @@ def split_imagenet100(
             f"authors' ImageNet-100 ({IMAGENET100_WNIDS.name}); pass --class-list to choose the classes",
             stacklevel=2,
         )
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    mean, std, img_size = info.mean, info.std, img_size or info.input_shape[-1]
     eval_tf = eval_transform(mean=mean, std=std, crop_size=img_size)
     train_tf = (train_transform(img_size, auto_augment=auto_augment, mean=mean, std=std, random_resized_crop=True)
                 if augment else eval_tf)

@@ -12,7 +12,12 @@ import torch
 from avalanche.benchmarks import nc_benchmark
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-__all__ = ["TargetTensorDataset", "synthetic_benchmark", "class_incremental_split", "subsample_per_class", "classic_split"]
+from .registry import dataset_info
+
+__all__ = [
+    "TargetTensorDataset", "synthetic_benchmark", "split_synthetic", "class_incremental_split", "subsample_per_class",
+    "classic_split",
+]
 
 
 class TargetTensorDataset(TensorDataset):
@@ -63,6 +68,25 @@ def synthetic_benchmark(
     test = _synthetic_split(prototypes, test_per_class, noise, generator)
     order = list(fixed_class_order) if fixed_class_order is not None else list(range(num_classes))
     return class_incremental_split(train, test, n_experiences, order, seed)
+
+
+def split_synthetic(
+    n_experiences: int = 3,
+    class_order: Optional[Sequence[int]] = None,
+    seed: int = 0,
+    **options: Any,
+):
+    """The table's ``synthetic`` dataset: :func:`synthetic_benchmark` with its classes per experience.
+
+    Args:
+        n_experiences: number of experiences.
+        class_order: class ids in arrival order (``None``: 0, 1, 2, ...).
+        seed: seed of the data.
+        **options: ``img_size``, ``in_chans``, ``train_per_class``, ``test_per_class``, ``noise`` (``data.synthetic``).
+    """
+    per_experience = dataset_info("synthetic").classes_per_experience
+    return synthetic_benchmark(n_experiences=n_experiences, classes_per_experience=per_experience, seed=seed,
+                               fixed_class_order=class_order, **options)
 
 
 def subsample_per_class(dataset: Any, per_class: Optional[int], seed: int) -> Any:

@@ -1,4 +1,5 @@
-"""Image transforms and dataset statistics of the authors' recipe (``modules/datasets.py``).
+"""Image transforms of the authors' recipe (``modules/datasets.py``); the statistics they normalise with are the
+dataset table's (:mod:`avalanche_lpa.data.registry`).
 
 The authors build their training transform with timm's ``create_transform`` (RandAugment
 ``rand-m9-mstd0.5-inc1``, colour jitter 0.4 which timm skips when an auto-augment policy is given, bicubic
@@ -17,6 +18,7 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms
 
 from ..compat import pillow_safe_augment
+from .registry import DATASETS
 
 __all__ = [
     "AUTHORS_AUTO_AUGMENT",
@@ -30,13 +32,13 @@ __all__ = [
     "eval_transform",
 ]
 
-# The one home of the dataset statistics (the model presets' timm configs read them too).
+# The statistics live in the dataset table (registry.py); these names are kept for code that imports them.
 #: CIFAR-100 normalisation as the authors' code uses it.
-CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
+CIFAR100_MEAN, CIFAR100_STD = DATASETS["cifar100"].mean, DATASETS["cifar100"].std
 #: Fashion-MNIST normalisation (mean and standard deviation of its training images).
-FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = DATASETS["fashion_mnist"].mean, DATASETS["fashion_mnist"].std
 #: ImageNet normalisation (timm's defaults, which the authors use for ImageNet-100).
-IMAGENET_MEAN, IMAGENET_STD = tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
+IMAGENET_MEAN, IMAGENET_STD = DATASETS["imagenet100"].mean, DATASETS["imagenet100"].std
 
 #: The authors' RandAugment policy (timm's notation): 2 ops of magnitude 9, magnitude std 0.5, increasing.
 AUTHORS_AUTO_AUGMENT = "rand-m9-mstd0.5-inc1"

@@ -11,20 +11,24 @@ import inspect
 import re
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from ..data import DATASETS
 from ..training import STRATEGIES, strategy_class, strategy_options
 from ..training.recipe import RECIPES
 from .config import DEFAULTS, LOGGERS
 
 __all__ = ["CONFIG_HELP", "OPTION_HELP", "STRATEGY_OPTION_HELP", "config_keys", "option_help", "config_reference"]
 
+_NAMES = [f"`{name}`" for name in DATASETS]
+
 #: The meaning of every key outside ``strategy`` (dotted names).
 CONFIG_HELP: Dict[str, str] = {
     "name": "run name; `{model}` is filled in (the output folder uses it)",
     "seed": "seed of everything (class order when none is given, model init, data order, probes)",
     "device": "`auto` (CUDA if available), `cpu`, `cuda`, `cuda:N` or `mps`",
-    "data.dataset": "`cifar100`, `fashion_mnist`, `imagenet100` or `synthetic`",
+    "data.dataset": f"{', '.join(_NAMES[:-1])} or {_NAMES[-1]}",  # the dataset table's names
     "data.root": "dataset folder; null: `$AVALANCHE_LPA_DATA`, else Avalanche's `~/.avalanche/data/<name>`",
-    "data.download": "download a missing CIFAR-100 / Fashion-MNIST into the root (`--no-download`: false)",
+    "data.download": f"download a missing {' / '.join(i.title for i in DATASETS.values() if i.download_size)} into "
+                     "the root (`--no-download`: false)",
     "data.n_experiences": "experiences (steps); must divide the number of classes",
     "data.class_order": "original class ids in arrival order (null: a permutation drawn from the seed)",
     "data.class_list": "ImageNet-100: a file with one WordNet id per line (null: the authors' 100 classes)",

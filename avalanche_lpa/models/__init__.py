@@ -15,7 +15,7 @@ from .attention_adapters import (
 from .dytox import DyTox, DyToxBackbone, dytox_keywords
 from .heads import HEAD_TYPES, BackboneWithHead, ExperienceHead, GrowingClassifier, PerExperienceHeads, TaskTokenHeads, build_head
 from .locality_vit import LocalityViT, LocalityViTBackbone, LPAViT, model_keywords
-from .presets import ATTN_TYPES, PRESETS, dytox_model_name, model_name
+from .presets import ATTN_TYPES, PRESET_DATASETS, PRESETS, dytox_model_name, model_name
 from .timm_classifier import TIMM_PREFIX, TimmClassifier, timm_classifier, timm_model_name
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "LocalityViT",
     "LocalityViTBackbone",
     "PRESETS",
+    "PRESET_DATASETS",
     "PerExperienceHeads",
     "TIMM_PREFIX",
     "TaskTokenHeads",

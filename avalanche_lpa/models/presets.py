@@ -13,31 +13,40 @@ from typing import Any, Dict
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ..data import CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
+from ..data import DatasetInfo, dataset_info
 from ..layers import ATTENTION_LAYERS
 from .dytox import DyTox
 from .locality_vit import LocalityViT
 
-__all__ = ["PRESETS", "ATTN_TYPES", "model_name", "dytox_model_name"]
+__all__ = ["PRESETS", "PRESET_DATASETS", "ATTN_TYPES", "model_name", "dytox_model_name"]
 
 #: Attention types, from the one registry of attention layers.
 ATTN_TYPES = tuple(ATTENTION_LAYERS)
 
+#: The dataset (of the data room's table) each preset is sized for: its image size, patch, statistics and classes.
+PRESET_DATASETS: Dict[str, str] = {"cifar": "cifar100", "imagenet": "imagenet100", "tiny": "cifar100"}
+
+
+def _sized_for(preset: str) -> Dict[str, int]:
+    """Image size and patch of the preset's dataset."""
+    info = dataset_info(PRESET_DATASETS[preset])
+    return dict(img_size=info.input_shape[-1], patch_size=info.patch_size)
+
+
 #: Network arguments of each preset (``attn_type`` is set by the entry point).
 PRESETS: Dict[str, Dict[str, Any]] = {
     # The authors' CIFAR-100 network: 32 px, patch 4 (64 tokens), width 384, 12 heads, 5 + 1 blocks.
-    "cifar": dict(img_size=32, patch_size=4, embed_dim=384, depth=5, num_heads=12, num_class_attn_blocks=1),
+    "cifar": dict(**_sized_for("cifar"), embed_dim=384, depth=5, num_heads=12, num_class_attn_blocks=1),
     # The ImageNet-100 network: same width and depth, 224 px, patch 16 (196 tokens).
-    "imagenet": dict(img_size=224, patch_size=16, embed_dim=384, depth=5, num_heads=12, num_class_attn_blocks=1),
+    "imagenet": dict(**_sized_for("imagenet"), embed_dim=384, depth=5, num_heads=12, num_class_attn_blocks=1),
     # CPU-sized: 9 heads keep the 3x3 local neighbourhood of the paper's init.
-    "tiny": dict(img_size=32, patch_size=4, embed_dim=72, depth=4, num_heads=9, num_class_attn_blocks=1),
+    "tiny": dict(**_sized_for("tiny"), embed_dim=72, depth=4, num_heads=9, num_class_attn_blocks=1),
 }
 
-_DATA_CFG = {
-    "cifar": dict(input_size=(3, 32, 32), mean=CIFAR100_MEAN, std=CIFAR100_STD, num_classes=100),
-    "imagenet": dict(input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=100),
-    "tiny": dict(input_size=(3, 32, 32), mean=CIFAR100_MEAN, std=CIFAR100_STD, num_classes=100),
-}
+
+def _data_cfg(info: DatasetInfo) -> Dict[str, Any]:
+    """timm's data config of a model for ``info``'s images."""
+    return dict(input_size=info.input_shape, mean=info.mean, std=info.std, num_classes=info.num_classes)
 
 
 def model_name(attn_type: str, preset: str) -> str:
@@ -58,7 +67,7 @@ def _cfg(preset: str) -> Dict[str, Any]:
         first_conv="backbone.patch_embed.proj",
         classifier="classifier",
         license="mit",  # this package's licence; no weights are published
-        **_DATA_CFG[preset],
+        **_data_cfg(dataset_info(PRESET_DATASETS[preset])),
     )
 
 
