@@ -23,7 +23,7 @@ from .compare import compare
 from .config import ConfigError, dump_config, load_config
 from .midway import PREEMPTED_EXIT, Preempted
 from ..data import DatasetNotFoundError
-from .run import evaluate_saved_run, output_dir, read_run_config, run
+from .run import evaluate_saved_run, output_dir, read_run_yaml, run
 from .timm_model import select_model
 
 __all__ = ["build_parser", "config_from_args", "main", "console"]
@@ -123,12 +123,17 @@ def config_from_args(args: argparse.Namespace) -> Dict[str, Any]:
     if (args.resume or args.eval_only) and not args.compare and args.config is None:
         # Locate the run folder (--output, or the default config's output.dir filled in by the flags), then
         # start from its config.yaml; --set values that only make sense for that config must not stop this.
+        output = values.get("output.dir")
+        if isinstance(output, str) and "{" not in output:  # the folder itself: no config to build for it
+            saved = read_run_yaml(Path(output).expanduser())
+            if saved is not None:
+                return load_config(None, args.overrides, values, base=saved)
         for overrides in (args.overrides, []):
             try:
                 folder = output_dir(load_config(config_file, overrides, values))
             except ConfigError:
                 continue
-            saved = read_run_config(folder)
+            saved = read_run_yaml(folder)
             if saved is not None:
                 return load_config(None, args.overrides, values, base=saved)
             break

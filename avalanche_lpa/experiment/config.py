@@ -9,6 +9,7 @@ ones. The ``strategy`` section is checked against the options of the chosen stra
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
@@ -22,8 +23,8 @@ from ..training import strategy_entry, strategy_options
 from ..training.options import OptionTypeError, check_option
 
 __all__ = [
-    "ConfigError", "DEFAULTS", "DATASETS", "HARMLESS_KEYS", "LOGGERS", "load_config", "load_yaml", "apply_overrides", "read_yaml",
-    "set_value", "switch_strategy", "validate", "dump_config", "config_differences",
+    "ConfigError", "ValidConfig", "DEFAULTS", "DATASETS", "HARMLESS_KEYS", "LOGGERS", "load_config", "load_yaml", "apply_overrides", "read_yaml",
+    "leaves", "set_value", "switch_strategy", "upgrade_config", "validate", "dump_config", "config_differences",
 ]
 
 # DATASETS (re-exported here) is the data room's table: data.dataset is any of its names.
@@ -169,13 +170,40 @@ def _model_keywords(strategy: str) -> Iterable[str]:
     return [p for p in strategy_entry(strategy).model.keywords() if p not in ("attn_type", "head_type")]
 
 
-def validate(config: Mapping[str, Any]) -> Dict[str, Any]:
+class ValidConfig(dict):
+    """A config as :func:`validate` returned it: validating it again is free while nobody has changed it.
+
+    So a config is checked once, where it enters (the command line, a YAML file, ``load_config``), and the
+    runner's own ``validate`` of what it is handed costs a comparison; a changed copy is checked again.
+    """
+
+    def unchanged(self) -> bool:
+        """Whether the config still holds what was validated."""
+        return getattr(self, "_fingerprint", None) == _fingerprint(self)
+
+
+def _fingerprint(config: Mapping[str, Any]) -> str:
+    return json.dumps(_plain(config), sort_keys=True, default=repr)
+
+
+def validate(config: Mapping[str, Any]) -> ValidConfig:
     """Checks a config against the schema and returns it completed with defaults.
+
+    A :class:`ValidConfig` that nobody changed since it was validated is returned as it is.
 
     Raises:
         ConfigError: with a one-line message naming the bad key and the valid alternatives.
     """
-    config = _with_loggers_list(config)
+    if isinstance(config, ValidConfig) and config.unchanged():
+        return config
+    out = ValidConfig(_check_config(config))
+    out._fingerprint = _fingerprint(out)
+    return out
+
+
+def _check_config(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """The work of :func:`validate`: every key checked, defaults filled in."""
+    config = upgrade_config(config)
     strategy = dict(config.get("strategy") or {})
     name = strategy.pop("name", DEFAULTS["strategy"]["name"])
     try:
@@ -231,8 +259,8 @@ def validate(config: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _with_loggers_list(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Reads the switches of configs written before ``evaluation.loggers`` (``text_log``, ``tensorboard``), so
+def upgrade_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A config written by an older version in today's keys. Reads the switches of configs written before ``evaluation.loggers`` (``text_log``, ``tensorboard``), so
     that older run folders still resume and evaluate."""
     evaluation = config.get("evaluation")
     if not isinstance(evaluation, Mapping) or not {"text_log", "tensorboard"} & set(evaluation):
@@ -329,7 +357,7 @@ def load_config(
         base: a config to start from instead of ``path`` (a run's own ``config.yaml`` for ``--resume``).
     """
     if base is not None:
-        raw = copy.deepcopy(dict(base))
+        raw = copy.deepcopy(base)  # a ValidConfig stays one: unchanged by flags, it is not checked again
     else:
         raw = read_yaml(resolve_config(path)) if path is not None else {}
     values = dict(values or {})
@@ -406,11 +434,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _leaves(value: Any, prefix: str = "") -> Dict[str, Any]:
+def leaves(value: Any, prefix: str = "") -> Dict[str, Any]:
+    """The config as ``{"dotted.key": value}`` (an empty section as ``{}``)."""
     if isinstance(value, Mapping):
         out: Dict[str, Any] = {}
         for key, sub in value.items():
-            out.update(_leaves(sub, f"{prefix}.{key}" if prefix else str(key)))
+            out.update(leaves(sub, f"{prefix}.{key}" if prefix else str(key)))
         return out or {prefix: {}}
     return {prefix: list(value) if isinstance(value, tuple) else value}
 
@@ -420,7 +449,7 @@ def config_differences(
 ) -> List[str]:
     """Dotted keys whose values differ between two configs, as ``key (old -> new)``, skipping ``ignore``
     (and, with ``common_only``, keys that only one of them has: a schema of another version)."""
-    a, b = _leaves(old), _leaves(new)
+    a, b = leaves(old), leaves(new)
     skip = set(ignore)
 
     def short(value: Any) -> str:

@@ -49,7 +49,16 @@ from ..plugins import DistributedPlugin, DivergenceError, DivergenceGuardPlugin,
 from ..training import build_strategy, strategy_entry, trains_on_logits
 from .checkpoint import load_checkpoint, save_checkpoint_atomic
 from .console import ConsoleLogger, experience_summary
-from .config import HARMLESS_KEYS, ConfigError, config_differences, dump_config, load_yaml, validate
+from .config import (
+    HARMLESS_KEYS,
+    ConfigError,
+    config_differences,
+    dump_config,
+    leaves,
+    load_yaml,
+    upgrade_config,
+    validate,
+)
 from .data import build_benchmark, class_mapping
 from .folder import (
     RunFolderLock,
@@ -80,6 +89,7 @@ __all__ = [
     "build_model",
     "evaluate_saved_run",
     "read_run_config",
+    "read_run_yaml",
     "load_model_file",
     "RunInterrupted",
 ]
@@ -213,29 +223,53 @@ def _evaluator(loggers: List[Any], config: Dict[str, Any], seed: int):
                              train_accuracy=trains_on_logits(config["strategy"]["name"]))
 
 
+def read_run_yaml(folder: os.PathLike) -> Optional[Dict[str, Any]]:
+    """The ``config.yaml`` of a run folder as written (not validated), ``None`` if there is none.
+
+    Raises:
+        ConfigError: the file cannot be read or is not YAML (one line).
+    """
+    path = Path(folder) / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        raw = load_yaml(path.read_text())
+    except Exception as error:  # the folder's file was edited or damaged
+        raise ConfigError(f"{path} is not a valid config ({' '.join(str(error).split())}); fix it, or start the run "
+                          "afresh with --overwrite") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} is not a valid config (not a mapping); fix it, or start the run afresh with --overwrite")
+    return raw
+
+
 def read_run_config(folder: os.PathLike) -> Optional[Dict[str, Any]]:
     """The validated ``config.yaml`` of a run folder, ``None`` if there is none.
 
     Raises:
         ConfigError: the file is not a valid config.
     """
-    path = Path(folder) / "config.yaml"
-    if not path.is_file():
+    raw = read_run_yaml(folder)
+    if raw is None:
         return None
     try:
-        return validate(load_yaml(path.read_text()))
-    except Exception as error:  # YAML or schema errors: the folder's file was edited or damaged
-        raise ConfigError(
-            f"{path} is not a valid config ({' '.join(str(error).split())}); fix it, or start the run afresh "
-            "with --overwrite"
-        ) from None
+        return validate(raw)
+    except ConfigError as error:
+        raise ConfigError(f"{Path(folder) / 'config.yaml'} is not a valid config ({error}); fix it, or start the run "
+                          "afresh with --overwrite") from None
 
 
 def _check_same_experiment(folder: Path, config: Dict[str, Any], what: str) -> None:
-    """A ``--resume`` / ``--eval-only`` config may differ from the folder's ``config.yaml`` in harmless keys only."""
-    saved = read_run_config(folder)
-    if saved is None:
+    """A ``--resume`` / ``--eval-only`` config may differ from the folder's ``config.yaml`` in harmless keys only.
+
+    The file holds a validated config with every key, so it is compared as written; one from an older version
+    that lacks keys of today's schema is validated first (its defaults filled in).
+    """
+    raw = read_run_yaml(folder)
+    if raw is None:
         return
+    saved = upgrade_config(raw)
+    if set(leaves(config)) - set(leaves(saved)):
+        saved = read_run_config(folder)
     changed = config_differences(saved, config, ignore=HARMLESS_KEYS)
     if changed:
         raise ConfigError(
@@ -319,7 +353,8 @@ def run(
     """Trains and evaluates one run; returns the ``results.json`` content.
 
     Args:
-        config: a config (validated again here, defaults filled in).
+        config: a config; validated here (defaults filled in) unless it is a :class:`~.config.ValidConfig`
+            nobody changed since (what ``load_config`` returns).
         resume: continue from ``checkpoint.pkl`` in the run folder (no finished experience is recomputed). The
             config must be the folder's ``config.yaml`` up to :data:`~.config.HARMLESS_KEYS`. Without it (and
             without ``overwrite``) a folder that holds a run is an error, so nothing is overwritten silently.
