@@ -137,3 +137,13 @@ def test_run_cost_benchmark_runs_end_to_end(tmp_path, restores_cifar_checksum):
     expected = first["train"] + second["train"] + 499 * compute[0] + 599 * compute[1]
     assert summary["projected_s"]["train"] == pytest.approx(expected)
     assert 0 < summary["projected_overhead_share"] < 1
+
+
+@pytest.mark.slow
+def test_config_trace_follows_the_config_and_counts_one_validation(capsys):
+    _load("config_trace").main()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("fresh run", "resume"))]
+    assert len(lines) == 2
+    for line in lines:
+        counts = {key: int(value) for key, value in (part.strip().rsplit(" ", 1) for part in line[10:].split(", "))}
+        assert counts["validations"] == 1 and counts["files"] >= 3 and counts["moves"] >= counts["back"] >= 0
