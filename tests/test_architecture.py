@@ -71,7 +71,7 @@ def test_imports_go_one_way(path):
 
 
 # Benchmarks of the runner itself (its checkpoints, a whole run's phases) sit at the top of the stack, like scripts.
-RUNNER_BENCHMARKS = {"checkpoint_cost.py", "run_cost.py", "input_pipeline.py"}
+RUNNER_BENCHMARKS = {"checkpoint_cost.py", "run_cost.py", "input_pipeline.py", "config_trace.py"}
 
 
 def test_only_the_experiment_layer_and_scripts_import_it():
