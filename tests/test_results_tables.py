@@ -21,3 +21,14 @@ def test_the_dytox_comparison_in_the_docs_is_the_committed_runs():
         assert len(seeds) == 3 and all((runs / Path(folder).parent / s / "config.yaml").is_file() for s in seeds), folder
     table = tables.dytox_table(runs)
     assert table in (REPO / "docs" / "dytox.md").read_text()
+
+
+def test_the_readme_table_is_the_committed_runs():
+    tables = _make_tables()
+    runs = RESULTS / "runs"
+    for model in ("lpa", "gpsa", "mhsa"):  # three seeds and their joint controls, each with the config it ran
+        incremental, joint = tables.load(runs / "main" / f"{model}-lpa")
+        assert len(incremental) == 3 and len(joint) == 3, model
+    table = tables.main_table(runs)
+    assert table in (REPO / "README.md").read_text()
+    assert table in (REPO / "docs" / "results.md").read_text()

@@ -1,6 +1,7 @@
 """Prints the README's Split Fashion-MNIST tables from the run folders the README's commands write.
 
-    python docs/results/fashion_mnist/make_tables.py runs/fmnist
+    python docs/results/fashion_mnist/make_tables.py runs/fmnist            # every table of docs/results.md
+    python docs/results/fashion_mnist/make_tables.py runs/fmnist --dytox    # the DyTox comparison of docs/dytox.md
 
 Every number is a mean ± sample standard deviation over the seeds found (``<model>-<strategy>-s<seed>``
 folders, each with its ``results.json``); ``-joint`` folders are the joint-training controls.
@@ -51,13 +52,22 @@ def new_and_old(runs):
     return " ".join(f"{v:.2f}" for v in new), " ".join(f"{v:.2f}" for v in old)
 
 
+HEADER = "| run | seeds | avg incr. acc | last acc | forgetting (max) | locality after exp 1 | after exp 5 |"
+
+
+def main_table(root) -> str:
+    """The README's table (LPA vs GPSA vs ViT with the `lpa` recipe, joint controls) from the runs below ``root``."""
+    lines = [HEADER + " joint acc | joint locality (same iterations) |", "|" + "---|" * 9]
+    for label, model in [("LPA", "lpa"), ("GPSA", "gpsa"), ("ViT (MHSA)", "mhsa")]:
+        runs, joint = load(Path(root) / "main" / f"{model}-lpa")
+        lines.append(row(label, runs, joint))
+    return "\n".join(lines)
+
+
 def main(root):
     root = Path(root)
-    header = "| run | seeds | avg incr. acc | last acc | forgetting (max) | locality after exp 1 | after exp 5 |"
-    print(header + " joint acc | joint locality (same iterations) |\n|" + "---|" * 9)
-    for label, model in [("LPA", "lpa"), ("GPSA", "gpsa"), ("ViT (MHSA)", "mhsa")]:
-        runs, joint = load(root / "main" / f"{model}-lpa")
-        print(row(label, runs, joint))
+    header = HEADER
+    print(main_table(root))
     print("\n" + header + "\n|" + "---|" * 7)
     variants = [("LPA, `lpa`", "main/lpa-lpa"), ("LPA, `lpa_warmup`", "warmup/lpa-lpa_warmup"),
                 ("LPA, Avalanche `replay` (the floor)", "replay/lpa-replay"),
@@ -97,8 +107,7 @@ DYTOX_ROWS = [
 def dytox_table(root) -> str:
     """The DyTox comparison table of docs/dytox.md from the runs below ``root``."""
     root = Path(root)
-    header = "| run | seeds | avg incr. acc | last acc | forgetting (max) | locality after exp 1 | after exp 5 |"
-    lines = [header, "|" + "---|" * 7]
+    lines = [HEADER, "|" + "---|" * 7]
     lines += [row(label, load(root / folder)[0]) for label, folder in DYTOX_ROWS]
     return "\n".join(lines)
 
