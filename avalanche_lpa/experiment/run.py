@@ -249,8 +249,11 @@ def read_run_config(folder: os.PathLike) -> Optional[Dict[str, Any]]:
         ConfigError: the file is not a valid config.
     """
     raw = read_run_yaml(folder)
-    if raw is None:
-        return None
+    return None if raw is None else _validated_run_config(raw, folder)
+
+
+def _validated_run_config(raw: Dict[str, Any], folder: os.PathLike) -> Dict[str, Any]:
+    """``raw`` (a run folder's ``config.yaml`` as read) validated; an error names the file."""
     try:
         return validate(raw)
     except ConfigError as error:
@@ -269,7 +272,7 @@ def _check_same_experiment(folder: Path, config: Dict[str, Any], what: str) -> N
         return
     saved = upgrade_config(raw)
     if set(leaves(config)) - set(leaves(saved)):
-        saved = read_run_config(folder)
+        saved = _validated_run_config(raw, folder)  # the file as read above, not read again
     changed = config_differences(saved, config, ignore=HARMLESS_KEYS)
     if changed:
         raise ConfigError(
