@@ -354,6 +354,28 @@ def _hold_lock(folder: Path) -> subprocess.Popen:
     return holder
 
 
+def test_a_brief_probe_of_the_lock_does_not_refuse_the_run_that_takes_it(tmp_path):
+    # Under torchrun every rank probes the lock (check_not_locked) while rank 0 takes it: a probe holds the flock
+    # for an instant, and must neither refuse the run taking it nor another probe (CI saw rank 0 refused so).
+    import threading
+    from avalanche_lpa.experiment.folder import RunFolderLock, check_not_locked
+    folder = tmp_path / "run"
+    folder.mkdir()
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a probe in the middle of its check
+    releaser = threading.Timer(0.2, lambda: fcntl.flock(fd, fcntl.LOCK_UN))
+    releaser.start()
+    try:
+        check_not_locked(folder)  # waits out the probe
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        threading.Timer(0.2, lambda: fcntl.flock(fd, fcntl.LOCK_UN)).start()
+        with RunFolderLock(folder):
+            assert (folder / LOCK_NAME).read_text().strip() == str(os.getpid())
+    finally:
+        releaser.join()
+        os.close(fd)
+
+
 def test_second_run_in_a_folder_in_use_is_refused_and_a_dead_holder_frees_it(base_yaml, tmp_path, capsys):
     folder = tmp_path / "busy"
     holder = _hold_lock(folder)

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, List, Optional, Union
 
@@ -159,6 +160,24 @@ def _locked_message(folder: Path, holder: str) -> str:
     )
 
 
+#: How long a lock attempt waits for a holder to let go: a live run holds the lock for its whole length, a
+#: :func:`check_not_locked` probe (another process starting, or another rank of a torchrun job) for microseconds.
+_PROBE_PATIENCE_S = 2.0
+
+
+def _lock_patiently(fd: int) -> bool:
+    """``flock(LOCK_EX)`` on ``fd`` if it is free or freed within :data:`_PROBE_PATIENCE_S`; whether it was."""
+    deadline = time.monotonic() + _PROBE_PATIENCE_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+
+
 def check_not_locked(folder: PathLike) -> None:
     """Raises :class:`FolderLockedError` if a live run holds ``folder``'s lock; creates nothing."""
     path = Path(folder) / LOCK_NAME
@@ -169,10 +188,8 @@ def check_not_locked(folder: PathLike) -> None:
     except OSError:  # no lock file (or none we can open): nobody to wait for
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise FolderLockedError(_locked_message(Path(folder), _holder(fd))) from None
+        if not _lock_patiently(fd):
+            raise FolderLockedError(_locked_message(Path(folder), _holder(fd)))
         fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
@@ -192,12 +209,10 @@ class RunFolderLock:
     def acquire(self) -> "RunFolderLock":
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = _open_nofollow(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock_patiently(fd):  # not another process's probe of the lock: a live run
             holder = _holder(fd)
             os.close(fd)
-            raise FolderLockedError(_locked_message(self.folder, holder)) from None
+            raise FolderLockedError(_locked_message(self.folder, holder))
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
