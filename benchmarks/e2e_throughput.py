@@ -77,7 +77,7 @@ def avalanche_epoch(kind: str, model, experience, batch: int, device: torch.devi
     """Seconds of ``strategy.train(experience)`` for one epoch (building the strategy is not timed: once per run)."""
     options = dict(train_mb_size=batch, train_epochs=1, lr=1e-3, eval_mb_size=batch, precision=precision)
     if kind == "recipe":
-        options.update(lr_schedule=True, lr_warmup_epochs=0.5, lpa_warmup=True)
+        options.update(lr_schedule={"warmup_epochs": 0.5}, lpa_warmup=True)
     evaluator = cil_evaluator(loggers=[]) if kind == "naive+ev" else None
     strategy = build_strategy("naive", model, device=device, evaluator=evaluator or _silent_evaluator(), **options)
     _sync(device)

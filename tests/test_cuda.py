@@ -342,7 +342,7 @@ def _recipe_config(tmp_path: Path, device: str) -> Dict[str, Any]:
     return load_config(None, [
         "data.dataset=synthetic", "data.n_experiences=3", "model.preset=tiny", f"model.overrides={TINY_YAML}",
         "strategy.name=lpa", "strategy.mem_size=24", "strategy.train_epochs=1", "strategy.epochs_first=1",
-        "strategy.finetune_epochs=1", "strategy.warmup_epochs=1.0", "strategy.lpa_warmup_epochs=1.0",
+        "strategy.finetune_epochs=1", "strategy.lr_schedule.warmup_epochs=1.0", "strategy.lpa_warmup.epochs=1.0",
         "strategy.train_mb_size=16", "evaluation.progress_bar=false", "evaluation.locality_probe_size=24",
         "output.plots=false", f"output.dir={tmp_path / 'run'}", f"device={device}", "seed=7",
     ])  # fmt: skip

@@ -179,8 +179,9 @@ def _dytox_config(tmp_path, name, *extra):
     return load_config(None, [
         "data.dataset=synthetic", "data.n_experiences=3", "model.preset=tiny", f"model.overrides={tiny}",
         "model.attn_type=lpa", "strategy.name=dytox", "strategy.train_epochs=1", "strategy.epochs_first=1",
-        "strategy.train_mb_size=16", "strategy.schedule_epochs=null", "strategy.lr_step=iteration",
-        "strategy.lr_warmup_epochs=0.5", "strategy.lr=0.003", "strategy.lr_first=0.003", "strategy.mem_size=12",
+        "strategy.train_mb_size=16", "strategy.lr_schedule.schedule_epochs=null", "strategy.lr_schedule.step=iteration",
+        "strategy.lr_schedule.warmup_epochs=0.5", "strategy.lr=0.003", "strategy.lr_schedule.lr_first=0.003",
+        "strategy.mem_size=12",
         "strategy.finetune_epochs=1", "strategy.repeated_aug=3", "evaluation.progress_bar=false",
         "evaluation.locality_probe_size=12", f"output.dir={tmp_path / name}", "seed=3", *extra,
     ])
@@ -211,8 +212,9 @@ def test_the_douillard_presets_hold_his_cifar100_b0_10_config_and_dytox_stays_th
     from avalanche_lpa.training import strategy_options
 
     his = strategy_options("dytox_douillard")
-    assert {k: his[k] for k in ("lr", "lr_first", "train_epochs", "epochs_first", "schedule_epochs")} == dict(
-        lr=2.5e-4, lr_first=None, train_epochs=500, epochs_first=None, schedule_epochs=500.0)  # 5e-4 x 128 x 2 / 512
+    assert {k: his[k] for k in ("lr", "train_epochs", "epochs_first")} == dict(
+        lr=2.5e-4, train_epochs=500, epochs_first=None)  # 5e-4 x 128 x 2 / 512
+    assert (his["lr_schedule"]["lr_first"], his["lr_schedule"]["schedule_epochs"]) == (None, 500.0)
     assert (his["distillation"], his["finetune_teacher"], his["finetune_sampling"], his["finetune_lr"]) == (
         "all_samples", False, "none", 2.5e-5)
     assert (his["mixup"], his["label_smoothing"], his["loss"], his["divergence_weight"]) == (0.0, 0.0, "bce", 0.1)
@@ -222,7 +224,8 @@ def test_the_douillard_presets_hold_his_cifar100_b0_10_config_and_dytox_stays_th
     plus = strategy_options("dytox_plus_douillard")
     assert {k: v for k, v in plus.items() if his[k] != v} == {"mixup": 0.8, "label_smoothing": 0.1}
     lpa_authors = strategy_options("dytox")
-    assert (lpa_authors["lr"], lpa_authors["lr_first"], lpa_authors["train_epochs"], lpa_authors["epochs_first"]) == (
+    assert (lpa_authors["lr"], lpa_authors["lr_schedule"]["lr_first"], lpa_authors["train_epochs"],
+            lpa_authors["epochs_first"]) == (
         4e-4, 2.5e-4, 600, 500)
     assert (lpa_authors["distillation"], lpa_authors["finetune_teacher"], lpa_authors["finetune_sampling"],
             lpa_authors["finetune_lr"], lpa_authors["mixup"]) == ("old_samples", True, "repeated_aug", 5e-5, 0.8)
@@ -295,7 +298,7 @@ def test_douillards_dytox_trains_in_the_strategy_api(cil_benchmark):
     for name in ("dytox_douillard", "dytox_plus_douillard"):
         strategy = build_strategy(name, make_dytox(joint_tokens=True), device="cpu",
                                   evaluator=EvaluationPlugin(loggers=[]), train_mb_size=16, mem_size=12,
-                                  train_epochs=1, finetune_epochs=1, schedule_epochs=None)
+                                  train_epochs=1, finetune_epochs=1, lr_schedule={"schedule_epochs": None})
         for experience in cil_benchmark.train_stream[:2]:
             strategy.train(experience)
         assert len(strategy.model.task_tokens) == 2

@@ -74,8 +74,11 @@ def test_unknown_keys_and_bad_values_are_one_line_errors(tmp_path):
         load_config(None, ["bogus=1"])
     with pytest.raises(ConfigError, match=r"data.n_experiences: expected an integer, got 'ten'"):
         load_config(None, ["data.n_experiences=ten"])
-    with pytest.raises(ConfigError, match=r"strategy.lpa_warmup: expected a boolean"):
+    with pytest.raises(ConfigError, match=r"strategy.lpa_warmup: expected false, true or a mapping of LPAWarmupPlugin"):
         load_config(None, ["strategy.lpa_warmup=3"])
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) ramp in 'strategy.lpa_warmup' \(LPAWarmupPlugin's "
+                                         r"arguments\); valid keys: start_factor, epochs, iterations, schedule"):
+        load_config(None, ["strategy.lpa_warmup.ramp=3"])
     with pytest.raises(ConfigError, match="unknown strategy 'sgdx'"):
         load_config(None, ["strategy.name=sgdx"])
     with pytest.raises(ConfigError, match=r"unknown config key\(s\) width in 'model.overrides'"):
@@ -93,7 +96,7 @@ def test_switching_a_validated_config_gives_the_new_strategy_its_own_defaults():
 
     config = load_config(CONFIGS / "fashion_mnist.yaml")
     warm = validate({**config, "strategy": switch_strategy(config["strategy"], "lpa_warmup")})["strategy"]
-    assert warm["lpa_warmup"] is True and warm["lr"] == config["strategy"]["lr"]  # the budget stays
+    assert warm["lpa_warmup"]["start_factor"] == 0.0 and warm["lr"] == config["strategy"]["lr"]  # the budget stays
     dytox = validate({**config, "strategy": switch_strategy(config["strategy"], "dytox")})["strategy"]
     assert dytox["finetune_frozen"][0] == "backbone.encoder.patch_embed"  # DyTox's freeze set, not LocalityViT's
     assert dytox["replay_mode"] == "balanced_batches"  # an option the config set is kept

@@ -29,11 +29,11 @@ RUNS = {
     # shards itself), the authors' distillation, finetuning through DDP with the backbone frozen.
     "lpa": ["--set", "model.head=per_experience", "--set", "strategy.train_mb_size=8", "--set", "strategy.mem_size=16",
             "--set", "strategy.epochs_first=1", "--set", "strategy.finetune_epochs=1",
-            "--set", "strategy.schedule_epochs=null", "--set", "strategy.lr_step=iteration",
-            "--set", "strategy.lr_warmup_epochs=0"],
+            "--set", "strategy.lr_schedule.schedule_epochs=null", "--set", "strategy.lr_schedule.step=iteration",
+            "--set", "strategy.lr_schedule.warmup_epochs=0"],
     "dytox": ["--set", "strategy.train_mb_size=8", "--set", "strategy.mem_size=16", "--set", "strategy.epochs_first=1",
-              "--set", "strategy.finetune_epochs=1", "--set", "strategy.schedule_epochs=null",
-              "--set", "strategy.lr_step=iteration", "--set", "strategy.lr_warmup_epochs=0"],
+              "--set", "strategy.finetune_epochs=1", "--set", "strategy.lr_schedule.schedule_epochs=null",
+              "--set", "strategy.lr_schedule.step=iteration", "--set", "strategy.lr_schedule.warmup_epochs=0"],
 }
 MODELS = {"replay": "lpa_vit_tiny", "lpa": "lpa_vit_tiny", "dytox": "dytox_lpa_tiny"}
 

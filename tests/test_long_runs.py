@@ -204,7 +204,7 @@ def test_a_run_json_that_does_not_parse_is_one_line(base_yaml, finished_run, tmp
 LPA_SETTINGS = [
     "strategy.name=lpa", "model.head=per_experience", "strategy.train_mb_size=16", "strategy.mem_size=24",
     "strategy.train_epochs=3", "strategy.epochs_first=2", "strategy.finetune_epochs=2",
-    "strategy.schedule_epochs=null", "strategy.lr_step=epoch", "strategy.lr_warmup_epochs=1",
+    "strategy.lr_schedule.schedule_epochs=null", "strategy.lr_schedule.step=epoch", "strategy.lr_schedule.warmup_epochs=1",
     "evaluation.attention_maps=0", "output.plots=false", "checkpoint.every_epochs=1",
 ]
 

@@ -4,6 +4,7 @@ import pytest
 from avalanche_lpa.experiment.config import ConfigError, load_config
 from avalanche_lpa.training import build_strategy, strategy_options
 from avalanche_lpa.training.options import NULLABLE_TYPES, check_option
+from avalanche_lpa.training.sections import SECTIONS
 
 from .conftest import make_tiny
 
@@ -12,8 +13,11 @@ from .conftest import make_tiny
     (dict(finetune_lr="1e-3"), "finetune_lr: expected a number, got '1e-3' (a string)"),
     (dict(lr="1e-3"), "lr: expected a number, got '1e-3' (a string)"),
     (dict(train_epochs=2.5), "train_epochs: expected an integer, got 2.5 (a number)"),
-    (dict(lr_schedule="yes"), "lr_schedule: expected a boolean, got 'yes' (a string)"),
-    (dict(lr_first="2e-4"), "lr_first: expected a number, got '2e-4' (a string)"),  # default None: typed anyway
+    (dict(lr_schedule="yes"),
+     "lr_schedule: expected false, true or a mapping of ExperienceLRSchedulePlugin's arguments, got 'yes'"),
+    (dict(lr_schedule={"lr_first": "2e-4"}),  # default None: typed by the plugin's annotation anyway
+     "lr_schedule.lr_first: expected a number, got '2e-4' (a string)"),
+    (dict(lpa_warmup={"iterations": 2.5}), "lpa_warmup.iterations: expected an integer, got 2.5 (a number)"),
     (dict(epochs_first=True), "epochs_first: expected an integer, got True (a boolean)"),
 ])  # fmt: skip
 def test_build_strategy_refuses_a_wrong_type_in_one_line(options, message):
@@ -30,9 +34,10 @@ def test_build_strategy_takes_numbers_in_any_spelling():
 def test_the_config_checks_the_same_types():
     with pytest.raises(ConfigError, match=r"^strategy\.finetune_lr: expected a number, got '1e-3' \(a string\)$"):
         load_config(None, ["strategy.finetune_lr='1e-3'"])
-    with pytest.raises(ConfigError, match=r"^strategy\.lr_first: expected a number, got 'x' \(a string\)$"):
-        load_config(None, ["strategy.lr_first=x"])
-    assert load_config(None, ["strategy.lr_first=3e-4"])["strategy"]["lr_first"] == 3e-4
+    with pytest.raises(ConfigError,
+                       match=r"^strategy\.lr_schedule\.lr_first: expected a number, got 'x' \(a string\)$"):
+        load_config(None, ["strategy.lr_schedule.lr_first=x"])
+    assert load_config(None, ["strategy.lr_schedule.lr_first=3e-4"])["strategy"]["lr_schedule"]["lr_first"] == 3e-4
 
 
 def test_every_option_with_no_default_has_a_type():
@@ -41,7 +46,10 @@ def test_every_option_with_no_default_has_a_type():
     untyped = {key for name in STRATEGIES for key, value in strategy_options(name).items()
                if value is None and key not in NULLABLE_TYPES}
     assert untyped == set()
-    assert check_option("lr_first", None, None) is None  # None stays allowed
+    assert check_option("epochs_first", None, None) is None  # None stays allowed
+    for section in SECTIONS.values():  # a plugin section's keys are typed by the plugin's annotations
+        assert set(section.types()) == set(section.defaults())
+        assert all(isinstance(kind, type) for kind in section.types().values())
 
 
 def test_named_choices_list_the_names_whatever_the_wrong_value():

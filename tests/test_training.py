@@ -41,12 +41,14 @@ CLASSES = {"naive": Naive, "replay": Replay, "lwf": LwF, "icarl": ICaRL, "der": 
            "er_ace": ER_ACE, "lpa": Naive, "lpa_warmup": Naive}
 # Small memories and a one-epoch, one-finetuning-epoch "lpa" so every name runs in well under a second.
 SMALL = {"mem_size": 12, "patterns_per_exp": 8, "train_epochs": 1, "epochs_first": None, "finetune_epochs": 1,
-         "repeated_aug": 1, "schedule_epochs": None}
+         "repeated_aug": 1}
 
 
 def _build(name, model, evaluator=None, **options):
     valid = strategy_options(name)
     small = {k: v for k, v in SMALL.items() if k in valid}
+    if valid["lr_schedule"]:  # the preset's cosine over the experience's epochs, not 600
+        small["lr_schedule"] = {"schedule_epochs": None}
     return build_strategy(name, model, evaluator=evaluator or EvaluationPlugin(loggers=[]), device="cpu",
                           train_mb_size=16, **{**small, **options})
 
@@ -69,8 +71,9 @@ def test_every_strategy_builds_and_runs_one_experience(name, cil_benchmark):
 
 
 # The authors' recipe (lpa-method.md, read from their main.py / cifar_raw_lpa.yaml), independent of our preset.
-AUTHORS = dict(lr=4e-4, lr_first=2.5e-4, weight_decay=1e-6, train_mb_size=256, train_epochs=600, epochs_first=500,
-               schedule_epochs=600, lr_warmup_epochs=5, lr_warmup_start=1e-6, min_lr=1e-5, lr_step="epoch",
+AUTHORS = dict(lr=4e-4, weight_decay=1e-6, train_mb_size=256, train_epochs=600, epochs_first=500,
+               lr_schedule=dict(lr_first=2.5e-4, schedule_epochs=600, warmup_epochs=5, warmup_start_lr=1e-6,
+                                min_lr=1e-5, step="epoch", reset_optimizer_state=True),
                mem_size=2000, temperature=1.0, mixup=0.8, cutmix=0.0, label_smoothing=0.1, loss="bce",
                finetune_epochs=20, finetune_lr=5e-5, finetune_weight_decay=1e-6, repeated_aug=3,
                replay_mode="concat", distillation="old_samples", lpa_warmup=False)
@@ -82,7 +85,9 @@ def test_lpa_preset_is_the_authors_recipe_and_lpa_warmup_only_adds_the_warmup():
     assert tuple(options["finetune_frozen"]) == ("backbone.patch_embed", "backbone.pos_embed", "backbone.blocks",
                                                  "backbone.cls_blocks")
     warm = strategy_options("lpa_warmup")
-    assert {k for k in options if options[k] != warm[k]} == {"lpa_warmup"} and warm["lpa_warmup"] is True
+    assert {k for k in options if options[k] != warm[k]} == {"lpa_warmup"}
+    assert warm["lpa_warmup"] == dict(start_factor=0.0, epochs=1.0, iterations=None, schedule="linear",
+                                      skip_first_experience=False)  # LPAWarmupPlugin's defaults
     strategy = build_strategy("lpa", make_tiny(head_type="per_experience"), device="cpu",
                               evaluator=EvaluationPlugin(loggers=[]))
     kinds = [type(p) for p in strategy.plugins]
@@ -99,7 +104,7 @@ def test_lpa_preset_is_the_authors_recipe_and_lpa_warmup_only_adds_the_warmup():
     assert any(isinstance(p, LPAWarmupPlugin) for p in build_strategy("lpa_warmup", make_tiny(), device="cpu").plugins)
     # Options switch recipe parts off, and the recipe switches work on baselines too.
     lean = build_strategy("lpa", make_tiny(), device="cpu", distillation="none", finetune_epochs=0, lpa_warmup=False,
-                          mixup=0.0, loss="ce", lr_schedule=False, lr_first=None, epochs_first=None, repeated_aug=1)
+                          mixup=0.0, loss="ce", lr_schedule=False, epochs_first=None, repeated_aug=1)
     assert not any(isinstance(p, (OldSampleDistillationPlugin, LwFPlugin, BalancedFinetuningPlugin, LPAWarmupPlugin,
                                   ExperienceEpochsPlugin, ExperienceLRSchedulePlugin, RepeatedAugmentationPlugin))
                    for p in lean.plugins)
@@ -132,21 +137,26 @@ def test_unknown_names_keys_and_bad_combinations_are_explained():
             build_strategy(name, make_tiny(), device="cpu")
     with pytest.raises(ValueError, match="own BCE loss"):
         build_strategy("icarl", make_tiny(num_classes=6), device="cpu", label_smoothing=0.1)
-    with pytest.raises(ValueError, match="lr_schedule=True"):
+    with pytest.raises(ValueError, match=r"lr_first is now lr_schedule=\{'lr_first': \.\.\.\}"):
         build_strategy("naive", model, lr_first=1e-4)
+    with pytest.raises(ValueError, match=r"unknown key\(s\) warmup in 'lr_schedule' \(ExperienceLRSchedulePlugin's "
+                                         r"arguments\); valid keys: lr_first, warmup_epochs"):
+        build_strategy("naive", model, lr_schedule={"warmup": 1})
+    with pytest.raises(ValueError, match="lpa_warmup: expected false, true or a mapping of LPAWarmupPlugin's"):
+        build_strategy("naive", model, lpa_warmup="on")
     with pytest.raises(ValueError, match="adamw, sgd"):
         build_strategy("naive", model, optimizer="lamb")
     with pytest.raises(ValueError, match="distillation must be one of old_samples, all_samples, weighted_lwf, none"):
         build_strategy("lpa", model, distillation=True)
     with pytest.raises(ValueError, match="replay_mode='concat'"):  # repeated augmentation asked for explicitly
         build_strategy("lpa", model, replay_mode="balanced_batches", repeated_aug=3)
-    with pytest.raises(ValueError, match="iteration, epoch"):
-        build_strategy("naive", model, lr_step="batch")
+    with pytest.raises(ValueError, match="lr_schedule.step must be one of iteration, epoch, got 'batch'"):
+        build_strategy("naive", model, lr_schedule={"step": "batch"})
 
 
 def test_lpa_recipe_trains_checkpoints_and_resumes(cil_benchmark, tmp_path):
-    config = dict(mem_size=12, train_epochs=2, epochs_first=1, finetune_epochs=1, lr_warmup_epochs=1,
-                  lpa_warmup_epochs=1, finetune_frozen=["backbone.blocks"])  # a list, as YAML gives it
+    config = dict(mem_size=12, train_epochs=2, epochs_first=1, finetune_epochs=1, lr_schedule={"warmup_epochs": 1},
+                  lpa_warmup={"epochs": 1}, finetune_frozen=["backbone.blocks"])  # a list, as YAML gives it
     strategy = _build("lpa_warmup", make_tiny(head_type="per_experience"), **config)
     strategy.train(cil_benchmark.train_stream[0])
     assert strategy.clock.train_iterations == 4  # epochs_first=1
@@ -241,9 +251,12 @@ def _preset_model(name):
 
 @pytest.mark.parametrize("name,key,value", list(_preset_cases()))
 def test_every_documented_switch_of_every_preset_builds_and_trains(name, key, value, cil_benchmark):
-    small = dict(mem_size=12, train_epochs=1, epochs_first=None, finetune_epochs=1, schedule_epochs=None)
+    small = dict(mem_size=12, train_epochs=1, epochs_first=None, finetune_epochs=1)
+    options = {**small, "lr_schedule": {"schedule_epochs": None}, key: value}
+    if key == "lr_schedule" and isinstance(value, dict):
+        options[key] = {"schedule_epochs": None, **value}
     strategy = build_strategy(name, _preset_model(name), evaluator=EvaluationPlugin(loggers=[]), device="cpu",
-                              train_mb_size=16, **{**small, key: value})
+                              train_mb_size=16, **options)
     for experience in cil_benchmark.train_stream[:2]:  # the second one distils and finetunes
         strategy.train(experience)
     assert strategy.clock.train_exp_counter == 2
@@ -254,12 +267,15 @@ def test_switching_a_part_of_a_preset_off_switches_off_its_dependent_defaults():
     strategy = build_strategy("lpa", model, lr_schedule=False, device="cpu")  # the preset's lr_first goes with it
     assert not any(isinstance(p, ExperienceLRSchedulePlugin) for p in strategy.plugins)
     assert strategy.optimizer.param_groups[0]["lr"] == strategy_options("lpa")["lr"]
-    assert strategy_options("lpa", {"lr_schedule": False})["lr_first"] is None
+    assert strategy_options("lpa", {"lr_schedule": False})["lr_schedule"] is False  # lr_first lives inside it
     assert strategy_options("lpa", {"loss": "ce"})["mixup"] == 0.0
     assert strategy_options("dytox_plus_douillard", {"replay_mode": "balanced_batches"})["repeated_aug"] == 1
-    assert strategy_options("lpa", {"lr_schedule": True})["lr_first"] == 2.5e-4  # on: the preset's value stays
-    # What the caller sets explicitly is still checked: the message names the fix.
-    with pytest.raises(ValueError, match="lr_first is the first experience's peak of the lr schedule; set lr_sched"):
+    assert strategy_options("lpa", {"lr_schedule": True})["lr_schedule"]["lr_first"] == 2.5e-4  # on: the preset's
+    # A mapping merges into the preset's: the other arguments keep the preset's values, not the plugin's defaults.
+    merged = strategy_options("lpa", {"lr_schedule": {"min_lr": 0.0}})["lr_schedule"]
+    assert merged == {**strategy_options("lpa")["lr_schedule"], "min_lr": 0.0} and merged["step"] == "epoch"
+    # The flat spelling of earlier versions is refused with where the option lives now.
+    with pytest.raises(ValueError, match=r"lr_first is now lr_schedule=\{'lr_first': \.\.\.\}"):
         build_strategy("lpa", model, lr_schedule=False, lr_first=1e-4, device="cpu")
     with pytest.raises(ValueError, match="mixup / cutmix need loss='bce'"):
         build_strategy("lpa", model, loss="ce", mixup=0.8, device="cpu")
@@ -269,5 +285,7 @@ def test_a_yaml_preset_composes_like_the_api():
     from avalanche_lpa.experiment.config import load_config
 
     config = load_config(None, ["strategy.name=lpa", "strategy.lr_schedule=false", "strategy.loss=ce"])
-    assert config["strategy"]["lr_first"] is None and config["strategy"]["mixup"] == 0.0
-    assert load_config(None, ["strategy.name=lpa"])["strategy"]["lr_first"] == 2.5e-4
+    assert config["strategy"]["lr_schedule"] is False and config["strategy"]["mixup"] == 0.0
+    assert load_config(None, ["strategy.name=lpa"])["strategy"]["lr_schedule"]["lr_first"] == 2.5e-4
+    config = load_config(None, ["strategy.name=lpa", "strategy.lr_schedule.min_lr=0"])  # --set into the section
+    assert config["strategy"]["lr_schedule"] == {**strategy_options("lpa")["lr_schedule"], "min_lr": 0.0}

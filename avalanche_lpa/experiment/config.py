@@ -21,6 +21,7 @@ from ..data import DATASETS, dataset_info
 from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, timm_model_name
 from ..training import strategy_entry, strategy_options
 from ..training.options import OptionTypeError, check_option
+from ..training.sections import MOVED_OPTIONS, is_section
 
 __all__ = [
     "ConfigError", "ValidConfig", "DEFAULTS", "DATASETS", "HARMLESS_KEYS", "LOGGERS", "load_config", "load_yaml", "apply_overrides", "read_yaml",
@@ -157,7 +158,9 @@ def _validate_section(prefix: str, values: Mapping[str, Any], schema: Mapping[st
     for key, default in schema.items():
         path = f"{prefix}.{key}" if prefix else key
         value = values.get(key, copy.deepcopy(default))
-        if isinstance(default, dict) and tuple(path.split(".")) not in _FREE_FORM:
+        if prefix == "strategy" and is_section(key):  # a plugin's arguments: checked as the strategy is composed
+            out[key] = value
+        elif isinstance(default, dict) and tuple(path.split(".")) not in _FREE_FORM:
             out[key] = _validate_section(path, value, default)
         else:
             out[key] = _check_type(path, value, default)
@@ -212,9 +215,14 @@ def _check_config(config: Mapping[str, Any]) -> Dict[str, Any]:
         raise ConfigError(f"strategy.name: {error}") from None
     schema = {**DEFAULTS, "strategy": strategy_schema}
     out = _validate_section("", {**config, "strategy": {"name": name, **strategy}}, schema)
-    # The preset's defaults that a switched-off part implies (lr_schedule: false drops the preset's lr_first, ...).
+    # Composed with the preset: plugin sections merged into the preset's and completed with the plugin's defaults,
+    # the dependents of a switched-off part reset (loss: ce drops the preset's mixup, ...).
     given = {key: out["strategy"][key] for key in strategy}
-    out["strategy"] = {"name": name, **strategy_options(name, given)}
+    try:
+        # In YAML's types (a preset's tuple as a list): the config reads back equal to what was written.
+        out["strategy"] = _plain({"name": name, **strategy_options(name, given, prefix="strategy.")})
+    except OptionTypeError as error:
+        raise ConfigError(str(error)) from None
 
     data, model = out["data"], out["model"]
     try:
@@ -260,8 +268,16 @@ def _check_config(config: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def upgrade_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A config written by an older version in today's keys. Reads the switches of configs written before ``evaluation.loggers`` (``text_log``, ``tensorboard``), so
-    that older run folders still resume and evaluate."""
+    """A config written by an older version in today's keys, so that older run folders still resume and evaluate.
+
+    Reads the logger switches of configs written before ``evaluation.loggers`` (``text_log``, ``tensorboard``), and
+    the flat strategy options written before the plugin sections (``lr_first``, ``lr_warmup_epochs``, ...,
+    ``lpa_warmup_start``, ...: :data:`~avalanche_lpa.training.sections.MOVED_OPTIONS`) into their sections.
+    """
+    return _upgrade_strategy(_upgrade_loggers(config))
+
+
+def _upgrade_loggers(config: Mapping[str, Any]) -> Mapping[str, Any]:
     evaluation = config.get("evaluation")
     if not isinstance(evaluation, Mapping) or not {"text_log", "tensorboard"} & set(evaluation):
         return config
@@ -272,6 +288,27 @@ def upgrade_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
     if evaluation.pop("tensorboard", False) is True and "tensorboard" not in loggers:
         loggers.append("tensorboard")
     return {**config, "evaluation": {**evaluation, "loggers": loggers}}
+
+
+def _upgrade_strategy(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    strategy = config.get("strategy")
+    if not isinstance(strategy, Mapping) or not set(strategy) & set(MOVED_OPTIONS):
+        return config
+    try:
+        own = strategy_options(strategy.get("name", DEFAULTS["strategy"]["name"]))
+    except ValueError:  # an unknown name is reported where the config is validated
+        return config
+    strategy = dict(strategy)
+    moved = {key: strategy.pop(key) for key in list(strategy) if key in MOVED_OPTIONS and key not in own}
+    for section in {section for section, _ in MOVED_OPTIONS.values()}:
+        parts = {MOVED_OPTIONS[key][1]: value for key, value in moved.items() if MOVED_OPTIONS[key][0] == section}
+        switch = strategy.get(section, True if parts else None)
+        if switch is True:
+            strategy[section] = parts
+        elif isinstance(switch, Mapping):
+            strategy[section] = {**parts, **switch}
+        # false (or absent without parts): the plugin is off, and its arguments meant nothing
+    return {**config, "strategy": strategy}
 
 
 def _validate_checkpoint(section: Dict[str, Any]) -> None:
@@ -326,6 +363,8 @@ def _set(config: Dict[str, Any], keys, value: Any, item: str) -> None:
     node = config
     for depth, key in enumerate(keys[:-1]):
         child = node.setdefault(key, {})
+        if child is None or isinstance(child, bool):  # a switch (lr_schedule: false) given one of its arguments
+            child = node[key] = {}
         if not isinstance(child, dict):
             raise ConfigError(f"--set {item!r}: {'.'.join(keys[: depth + 1])} is not a section")
         node = child

@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from ..data import DATASETS
 from ..training import STRATEGIES, strategy_class, strategy_options
 from ..training.recipe import RECIPES
+from ..training.sections import SECTIONS
 from .config import DEFAULTS, LOGGERS
 
 __all__ = ["CONFIG_HELP", "OPTION_HELP", "STRATEGY_OPTION_HELP", "config_keys", "option_help", "config_reference"]
@@ -76,20 +77,8 @@ OPTION_HELP: Dict[str, str] = {
     "epochs_first": "epochs of the first experience (null: `train_epochs`)",
     "eval_mb_size": "evaluation batch (null: `train_mb_size`)",
     "eval_every": "Avalanche's periodic evaluation during training (-1: off)",
-    "lr_schedule": "per-experience warm-up + cosine (timm's `CosineLRScheduler`)",
-    "lr_first": "peak lr of the first experience (null: `lr`)",
-    "lr_warmup_epochs": "warm-up epochs of each experience's schedule",
-    "lr_warmup_start": "lr at the start of the warm-up",
-    "min_lr": "lr at the end of the cosine",
-    "schedule_epochs": "cosine length in epochs (null: the experience's epochs)",
-    "lr_step": "step the schedule every `iteration` or every `epoch` (the authors')",
-    "reset_optimizer": "a fresh optimizer state at every experience, as the authors",
-    "lpa_warmup": "our LPA content warm-up (`LPAWarmupPlugin`)",
-    "lpa_warmup_start": "content factor at the start of the warm-up",
-    "lpa_warmup_epochs": "warm-up length in epochs",
-    "lpa_warmup_iters": "warm-up length in iterations (instead of epochs)",
-    "lpa_warmup_schedule": "`linear` or `cosine` ramp",
-    "lpa_warmup_skip_first": "no warm-up in the first experience",
+    "lr_schedule": "per-experience warm-up + cosine (`ExperienceLRSchedulePlugin`): `false`, `true` or its arguments",
+    "lpa_warmup": "our LPA content warm-up (`LPAWarmupPlugin`): `false`, `true` or its arguments",
     "precision": "`fp32` or `bf16` (forward passes under `torch.autocast`)",
     "loss": "`ce` (cross-entropy) or `bce` (BCE over the seen classes; needed for mixup / cutmix)",
     "label_smoothing": "label smoothing",
@@ -154,6 +143,17 @@ def _avalanche_help(strategy: str) -> Dict[str, str]:
     return found
 
 
+_ARG = re.compile(r"^ {8}(\w+): (.*?)(?=^ {8}\w+: |\Z)", re.S | re.M)
+
+
+def section_help(option: str, key: str) -> Optional[str]:
+    """The meaning of ``key`` of plugin section ``option``: the plugin's docstring (its ``Args:``)."""
+    doc = SECTIONS[option].plugin.__doc__ or ""
+    args = doc.partition("Args:\n")[2]
+    found = {name: " ".join(text.split()).replace("``", "`").rstrip(".") for name, text in _ARG.findall(args)}
+    return found.get(key)
+
+
 def option_help(strategy: str, option: str) -> Optional[str]:
     """The meaning of ``option`` of ``strategy``: ours for the common and recipe options, else the first
     sentence of Avalanche's docstring of that strategy."""
@@ -185,6 +185,19 @@ def _value(default: Any) -> str:
     return f"`{default}`"
 
 
+def _section_rows(option: str, recipes: List[str], recipe_options: Dict[str, Dict[str, Any]]) -> List[str]:
+    """A plugin section's row (on or off) and one row per argument of its plugin (the plugin's defaults)."""
+    section = SECTIONS[option]
+    on = [_value(bool(recipe_options[name][option])) for name in recipes]
+    rows = [f"| `{option}` | `false` or mapping | `false` | " + " | ".join(on) + f" | {OPTION_HELP[option]} |"]
+    for key, default in section.defaults().items():
+        cells = [_value(recipe_options[name][option][key]) if recipe_options[name][option] else "–" for name in recipes]
+        kind = _type(default) if default is not None else f"{_type(section.types()[key](1))} or null"
+        rows.append(f"| `{option}.{key}` | {kind} | {_value(default)} | " + " | ".join(cells)
+                    + f" | {section_help(option, key)} |")
+    return rows
+
+
 def config_reference() -> str:
     """The Markdown reference (``docs/config-reference.md``)."""
     out: List[str] = [
@@ -205,13 +218,20 @@ def config_reference() -> str:
     common = strategy_options("naive")
     out += ["", "## Strategy options", "",
             "`strategy.<option>`, or `build_strategy(name, model, <option>=...)`. Every strategy takes the common",
-            "options; the defaults of the recipe presets differ where the table says.", "",
+            "options; the defaults of the recipe presets differ where the table says. An option that builds one",
+            "plugin (`lr_schedule`, `lpa_warmup`) is `false` or a mapping of that plugin's own arguments, merged",
+            "into the preset's (`--set strategy.lr_schedule.min_lr=0`); `true` takes the preset's (or the plugin's",
+            "defaults). Its rows list the plugin's arguments with the plugin's defaults (`–`: the preset has it off).",
+            "",
             "| option | type | default | " + " | ".join(f"`{name}`" for name in recipes) + " | meaning |",
             "|---|---|---|" + "---|" * len(recipes) + "---|"]
     recipe_options = {name: strategy_options(name) for name in recipes}
     keys = list(common) + [k for k in recipe_options[recipes[0]] if k not in common]
     keys += [k for name in recipes for k in recipe_options[name] if k not in keys]
     for key in dict.fromkeys(keys):
+        if key in SECTIONS:
+            out += _section_rows(key, recipes, recipe_options)
+            continue
         base = common.get(key, None)
         cells = [_value(recipe_options[name][key]) if key in recipe_options[name] else "–" for name in recipes]
         out.append(f"| `{key}` | {_type(base if key in common else recipe_options[recipes[0]].get(key))} | "

@@ -295,8 +295,9 @@ def _check_existing_run(folder: Path, config: Dict[str, Any], resume: bool) -> N
 
 def _divergence_hint(config: Dict[str, Any]) -> str:
     options = config["strategy"]
-    if options.get("lr_first") is not None:
-        lowered = f"strategy.lr_first / strategy.lr (now {options['lr_first']:g} / {options['lr']:g})"
+    first = (options.get("lr_schedule") or {}).get("lr_first")
+    if first is not None:
+        lowered = f"strategy.lr_schedule.lr_first / strategy.lr (now {first:g} / {options['lr']:g})"
     else:
         lowered = f"strategy.lr (now {options['lr']:g})"
     return f"lower {lowered} and start the run again with --overwrite"

@@ -14,9 +14,11 @@ trained network comes back: :func:`strategy_entry`); ``lpa`` and
 LPA content warm-up (``LPAWarmupPlugin``), not part of the authors' recipe; ``dytox`` builds the LPA authors' DyTox
 on it, ``dytox_douillard`` / ``dytox_plus_douillard`` DyTox / DyTox+ as Douillard's code trains them.
 
-Presets compose: switching a part off resets the options that only mean something with it
-(:data:`~avalanche_lpa.training.recipe.DEPENDENT_OPTIONS`: ``lr_schedule=False`` drops the preset's
-``lr_first``, ``loss="ce"`` its mixup, ``replay_mode="balanced_batches"`` its repeated augmentation) unless the
+Options that build one plugin are that plugin's own keyword arguments (:mod:`~avalanche_lpa.training.sections`):
+``lr_schedule=False`` or ``lr_schedule={"lr_first": 2.5e-4, "min_lr": 1e-5}`` (merged into the preset's), so
+switching the schedule off takes its ``lr_first`` with it. Presets compose: switching a part off resets the
+options that only mean something with it (:data:`~avalanche_lpa.training.recipe.DEPENDENT_OPTIONS`:
+``loss="ce"`` drops the preset's mixup, ``replay_mode="balanced_batches"`` its repeated augmentation) unless the
 caller set them too.
 
 Strategies that need parts of the model take them from :class:`~avalanche_lpa.models.LocalityViT`:
@@ -24,7 +26,7 @@ Strategies that need parts of the model take them from :class:`~avalanche_lpa.mo
 ``model.embed_dim``. :func:`needs_fixed_head` says which names need ``num_classes=int``.
 
 The schedule, warm-up and loss switches are common options, so any baseline can be trained with the
-recipe's schedule (``lr_schedule=True``, ``lpa_warmup=True``, ``loss="bce"``, ...).
+recipe's schedule (``lr_schedule=True``, ``lpa_warmup={"start_factor": 0.1}``, ``loss="bce"``, ...).
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ from .optim import build_optimizer
 from .options import check_options
 from .recipe import RECIPES, STRATEGY_DEFAULTS, check_recipe, common_plugins, compose_options, recipe_plugins
 from .registry import HEADS, SPECS, Spec, head_width
+from .sections import MOVED_OPTIONS, SECTIONS
 
 __all__ = [
     "STRATEGIES",
@@ -71,22 +74,9 @@ COMMON_OPTIONS: Dict[str, Any] = dict(
     epochs_first=None,  # epochs of the first experience (None: train_epochs)
     eval_mb_size=None,
     eval_every=-1,
-    # per-experience lr schedule (ExperienceLRSchedulePlugin: timm's cosine with linear warm-up)
-    lr_schedule=False,
-    lr_first=None,
-    lr_warmup_epochs=5.0,
-    lr_warmup_start=1e-6,
-    min_lr=1e-5,
-    schedule_epochs=None,  # cosine length in epochs (None: the experience's epochs)
-    lr_step="iteration",  # "iteration" | "epoch" (the authors')
-    reset_optimizer=False,  # fresh optimizer state (Adam moments) at every experience, as the authors
-    # LPA content warm-up (LPAWarmupPlugin)
-    lpa_warmup=False,
-    lpa_warmup_start=0.0,
-    lpa_warmup_epochs=1.0,
-    lpa_warmup_iters=None,
-    lpa_warmup_schedule="linear",
-    lpa_warmup_skip_first=False,
+    # plugin sections (training/sections.py): false, or a mapping of the plugin's own keyword arguments
+    lr_schedule=False,  # ExperienceLRSchedulePlugin: per-experience warm-up + cosine (timm's), lr_first, ...
+    lpa_warmup=False,  # LPAWarmupPlugin: our LPA content warm-up
     # forward passes under torch.autocast: "fp32" (off) | "bf16" (AutocastPlugin)
     precision="fp32",
     # classification loss: "ce" (cross-entropy) | "bce" (SeenClassesBCE, needed for mixup / cutmix)
@@ -116,12 +106,17 @@ def strategy_entry(name: str) -> Spec:
     return _spec(name)
 
 
-def strategy_options(name: str, given: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Valid options of strategy ``name`` and their defaults; with ``given`` (options the caller sets), the
-    defaults those imply (a switched-off part's dependents reset, see
-    :func:`~avalanche_lpa.training.recipe.compose_options`)."""
+def strategy_options(name: str, given: Optional[Dict[str, Any]] = None, prefix: str = "") -> Dict[str, Any]:
+    """Valid options of strategy ``name`` and their values: with ``given`` (options the caller sets) composed
+    with the preset's (plugin sections merged and completed with their plugins' defaults, a switched-off part's
+    dependents reset, see :func:`~avalanche_lpa.training.recipe.compose_options`).
+
+    Raises:
+        ValueError: an unknown name; :class:`~.options.OptionTypeError`: a section's value is invalid (``prefix``
+            is shown before its name).
+    """
     defaults = {**COMMON_OPTIONS, **STRATEGY_DEFAULTS.get(name, {}), **_spec(name).options}
-    return compose_options(defaults, dict(given)) if given else defaults
+    return compose_options(defaults, dict(given or {}), prefix)
 
 
 def strategy_class(name: str) -> type:
@@ -148,16 +143,17 @@ def _resolve(name: str, options: Dict[str, Any]) -> Dict[str, Any]:
     valid = strategy_options(name)
     unknown = sorted(set(options) - set(valid))
     if unknown:
+        moved = [f"{key} is now {MOVED_OPTIONS[key][0]}={{{MOVED_OPTIONS[key][1]!r}: ...}}" for key in unknown
+                 if key in MOVED_OPTIONS]
         raise ValueError(
-            f"unknown option(s) {', '.join(unknown)} for strategy {name!r}; valid options: {', '.join(sorted(valid))}"
+            f"unknown option(s) {', '.join(unknown)} for strategy {name!r}"
+            f"{' (' + '; '.join(moved) + ')' if moved else ''}; valid options: {', '.join(sorted(valid))}"
         )
-    config = compose_options(valid, check_options(options, valid))
+    config = compose_options(valid, check_options(options, valid, skip=tuple(SECTIONS)))  # sections checked there
     if config["loss"] not in ("ce", "bce"):
         raise ValueError(f"loss must be 'ce' or 'bce', got {config['loss']!r}")
     if config["loss"] == "ce" and (config["mixup"] or config["cutmix"]):
         raise ValueError("mixup / cutmix need loss='bce' (soft targets)")
-    if config["lr_first"] is not None and not config["lr_schedule"]:
-        raise ValueError("lr_first is the first experience's peak of the lr schedule; set lr_schedule=True")
     if name in RECIPES:
         check_recipe(config)
     spec = SPECS[name]
@@ -169,8 +165,9 @@ def _resolve(name: str, options: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _divergence_hint(config: Dict[str, Any]) -> str:
-    if config["lr_first"] is not None:
-        return f"lower lr_first / lr (now {config['lr_first']:g} / {config['lr']:g}) or check the data for NaN/inf"
+    first = config["lr_schedule"] and config["lr_schedule"]["lr_first"]
+    if first is not None and first is not False:
+        return f"lower lr_schedule.lr_first / lr (now {first:g} / {config['lr']:g}) or check the data for NaN/inf"
     return f"lower lr (now {config['lr']:g}) or check the data for NaN/inf"
 
 
@@ -215,7 +212,7 @@ def build_strategy(
             ``classifier``, ``embed_dim``, ``img_size`` and ``in_chans`` (as
             :class:`~avalanche_lpa.models.LocalityViT` has).
         optimizer: an optimizer over ``model``, or the name of one to build (``"adamw"`` or ``"sgd"``) from
-            the ``lr`` (``lr_first`` if set), ``weight_decay``, ``momentum`` and ``param_groups`` options
+            the ``lr`` (the schedule's ``lr_first`` if set), ``weight_decay``, ``momentum`` and ``param_groups`` options
             (SCR's over its model: our feature extractor plus its projection; an optimizer you pass for SCR
             must cover that projection too, so prefer the name there).
         plugins: extra plugins, run after the recipe's own.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Sequence
 
-from ..plugins import DISTILLATIONS, FINETUNE_SAMPLINGS, FROZEN_MODES, LR_STEPS, MEMORY_SCOPES, REPLAY_MODES
+from ..plugins import DISTILLATIONS, FINETUNE_SAMPLINGS, FROZEN_MODES, MEMORY_SCOPES, REPLAY_MODES
 
 __all__ = ["CHOICES", "NULLABLE_TYPES", "OptionTypeError", "check_option", "check_options", "type_name"]
 
@@ -19,9 +19,6 @@ NULLABLE_TYPES: Dict[str, type] = dict(
     epochs_first=int,
     eval_mb_size=int,
     batch_size_mem=int,
-    lpa_warmup_iters=int,
-    lr_first=float,
-    schedule_epochs=float,
     decay_factor=float,
 )
 
@@ -33,7 +30,6 @@ CHOICES: Dict[str, Sequence[str]] = dict(
     memory_scope=MEMORY_SCOPES,
     finetune_frozen_mode=FROZEN_MODES,
     finetune_sampling=FINETUNE_SAMPLINGS,
-    lr_step=LR_STEPS,
 )
 
 
@@ -85,6 +81,7 @@ def check_option(key: str, value: Any, default: Any, *, option: str = "") -> Any
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif isinstance(default, (list, tuple)):
         ok = isinstance(value, (list, tuple))
+        value = list(value) if ok else value  # what YAML holds: a config reads back equal to what was written
     else:
         ok = isinstance(value, type(default))
     if not ok:
@@ -92,9 +89,12 @@ def check_option(key: str, value: Any, default: Any, *, option: str = "") -> Any
     return value
 
 
-def check_options(options: Mapping[str, Any], defaults: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
-    """Every option of ``options`` checked against its default in ``defaults`` (unknown names are left alone)."""
+def check_options(options: Mapping[str, Any], defaults: Mapping[str, Any], prefix: str = "",
+                  skip: Sequence[str] = ()) -> Dict[str, Any]:
+    """Every option of ``options`` checked against its default in ``defaults`` (unknown names and ``skip``, options
+    checked elsewhere, are left alone)."""
     return {
-        key: check_option(prefix + key, value, defaults[key], option=key) if key in defaults else value
+        key: check_option(prefix + key, value, defaults[key], option=key) if key in defaults and key not in skip
+        else value
         for key, value in options.items()
     }

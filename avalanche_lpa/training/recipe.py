@@ -28,6 +28,7 @@ from ..plugins import (
     WeightedLwFPlugin,
     herding_memory,
 )
+from .sections import SECTIONS, resolve_section
 
 __all__ = [
     "RECIPES",
@@ -88,19 +89,20 @@ DOUILLARD_OPTIONS: Dict[str, Any] = dict(
 #: augmentation's seeds); ``lpa_warmup`` adds our content warm-up to it.
 AUTHORS = dict(
     lr=4e-4,
-    lr_first=2.5e-4,
     weight_decay=1e-6,
     decay_embeddings=True,
     train_mb_size=256,
     train_epochs=600,
     epochs_first=500,
-    lr_schedule=True,
-    lr_warmup_epochs=5.0,
-    lr_warmup_start=1e-6,
-    min_lr=1e-5,
-    schedule_epochs=600.0,
-    lr_step="epoch",
-    reset_optimizer=True,
+    lr_schedule=dict(  # ExperienceLRSchedulePlugin's arguments
+        lr_first=2.5e-4,
+        warmup_epochs=5.0,
+        warmup_start_lr=1e-6,
+        min_lr=1e-5,
+        schedule_epochs=600.0,
+        step="epoch",
+        reset_optimizer_state=True,
+    ),
     loss="bce",
     label_smoothing=0.1,
     mixup=0.8,
@@ -112,20 +114,18 @@ AUTHORS = dict(
 DOUILLARD = dict(
     AUTHORS,
     lr=2.5e-4,
-    lr_first=None,
+    lr_schedule={**AUTHORS["lr_schedule"], "lr_first": None, "schedule_epochs": 500.0},
     train_epochs=500,
     epochs_first=None,
-    schedule_epochs=500.0,
     label_smoothing=0.0,
     mixup=0.0,
 )
 STRATEGY_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "lpa": AUTHORS,
-    "lpa_warmup": {**AUTHORS, "lpa_warmup": True},
+    "lpa_warmup": {**AUTHORS, "lpa_warmup": {}},  # LPAWarmupPlugin's defaults
     "dytox": AUTHORS,  # the LPA authors' DyTox(+LPA) config trains with the same hyper-parameters
     "dytox_douillard": DOUILLARD,
     "dytox_plus_douillard": {**DOUILLARD, "mixup": 0.8, "label_smoothing": 0.1},  # cifar_dytox_plus.yaml: mixup 0.8
-    "from_scratch": dict(reset_optimizer=True),  # Avalanche's default: a fresh optimizer with the fresh weights
 }
 
 #: Names that build the recipe (and take its options).
@@ -135,9 +135,9 @@ DYTOX_NAMES = ("dytox", "dytox_douillard", "dytox_plus_douillard")
 
 #: Options that only mean something while a switch is on: ``(switch, is_off, {dependent: value when off})``. A
 #: preset sets the dependents to its own values; turning its switch off resets them too, unless the caller set
-#: them (then the combination is refused by the checks, naming the fix).
+#: them (then the combination is refused by the checks, naming the fix). A plugin's own arguments need no entry:
+#: they live in its section (training/sections.py) and go with it.
 DEPENDENT_OPTIONS = (
-    ("lr_schedule", lambda value: not value, {"lr_first": None}),  # lr_first is the schedule's first peak
     ("loss", lambda value: value == "ce", {"mixup": 0.0, "cutmix": 0.0}),  # mixup needs soft targets (BCE)
     ("replay_mode", lambda value: value != "concat", {"repeated_aug": 1}),  # its sampler replaces the loader
 )
@@ -146,8 +146,9 @@ DEPENDENT_OPTIONS = (
 #: preset that has the option (tests/test_training.py). Toggles are listed both ways.
 PRESET_SWITCHES = (
     ("lr_schedule", False),
+    ("lr_schedule", {"step": "iteration"}),
     ("epochs_first", None),
-    ("reset_optimizer", False),
+    ("lr_schedule", {"reset_optimizer_state": False}),
     ("decay_embeddings", False),
     ("loss", "ce"),
     ("mixup", 0.0),
@@ -168,14 +169,25 @@ PRESET_SWITCHES = (
     ("finetune_sampling", "none"),
     ("finetune_sampling", "repeated_aug"),
     ("lpa_warmup", True),
+    ("lpa_warmup", {"start_factor": 0.5, "schedule": "cosine"}),
     ("lpa_warmup", False),
     ("divergence_weight", 0.0),
 )
 
 
-def compose_options(defaults: Dict[str, Any], given: Dict[str, Any]) -> Dict[str, Any]:
-    """``defaults`` updated with ``given``, then every dependent of a switched-off switch reset unless given."""
+def compose_options(defaults: Dict[str, Any], given: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """``defaults`` updated with ``given``, every plugin section composed with the preset's and completed with its
+    plugin's defaults (:func:`~.sections.resolve_section`), then every dependent of a switched-off switch reset
+    unless given.
+
+    Raises:
+        OptionTypeError: a section's value or key is invalid (``prefix`` is shown before its name).
+    """
     config = {**defaults, **given}
+    for option in SECTIONS:
+        if option in config:
+            preset = defaults.get(option, False)
+            config[option] = resolve_section(option, given[option] if option in given else preset, preset, prefix)
     for switch, is_off, dependents in DEPENDENT_OPTIONS:
         if switch in config and is_off(config[switch]):
             config.update({k: v for k, v in dependents.items() if k in config and k not in given})
@@ -208,30 +220,11 @@ def common_plugins(config: Dict[str, Any]) -> List[SupervisedPlugin]:
     if config["epochs_first"] is not None:
         plugins.append(ExperienceEpochsPlugin(config["train_epochs"], config["epochs_first"]))
     if config["lr_schedule"]:
-        plugins.append(
-            ExperienceLRSchedulePlugin(
-                config["lr"],
-                lr_first=config["lr_first"],
-                warmup_epochs=config["lr_warmup_epochs"],
-                min_lr=config["min_lr"],
-                warmup_start_lr=config["lr_warmup_start"],
-                schedule_epochs=config["schedule_epochs"],
-                step=config["lr_step"],
-                reset_optimizer_state=config["reset_optimizer"],
-            )
-        )
+        plugins.append(ExperienceLRSchedulePlugin(config["lr"], **config["lr_schedule"]))
     if config["precision"] != "fp32":
         plugins.append(AutocastPlugin(config["precision"]))
     if config["lpa_warmup"]:
-        plugins.append(
-            LPAWarmupPlugin(
-                start_factor=config["lpa_warmup_start"],
-                epochs=config["lpa_warmup_epochs"],
-                iterations=config["lpa_warmup_iters"],
-                schedule=config["lpa_warmup_schedule"],
-                skip_first_experience=config["lpa_warmup_skip_first"],
-            )
-        )
+        plugins.append(LPAWarmupPlugin(**config["lpa_warmup"]))
     return plugins
 
 

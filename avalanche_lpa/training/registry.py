@@ -305,9 +305,7 @@ SPECS: Dict[str, Spec] = {
         why="it adapts the model to every experience first, and per-experience heads would freeze all but the last",
         whole_stream=True,
     ),
-    # FromScratchTraining takes the common option reset_optimizer (default True here, as Avalanche's).
-    "from_scratch": Spec(FromScratchTraining, parts=lambda model, config, n_classes: dict(
-        model=model, reset_optimizer=config["reset_optimizer"])),
+    "from_scratch": Spec(FromScratchTraining, dict(reset_optimizer=True)),  # Avalanche's default
     "bic": Spec(
         BiC, dict(mem_size=2000, val_percentage=0.1, temperature=2.0, stage_2_epochs=200, lamb=-1.0, stage_2_lr=0.1),
         rename=dict(temperature="T", stage_2_lr="lr"),
