@@ -9,7 +9,7 @@ experience from the run's ``progress.json`` (``phase_times_s``, written by the r
 The projection to the authors' run keeps every per-experience cost (memory update, evaluation, locality probe,
 attention maps, checkpoint, the setup of each experience's training, the rest) and scales what happens inside the
 training epochs (``epochs`` and ``epoch_waits`` of the phase record: compute and loader waits) by ``epochs_first``
-(500) / ``train_epochs`` (600) over the epochs run, and finetuning by ``finetune_epochs`` (20) over the finetuning
+(500) / ``train_epochs`` (600) over the epochs run, and finetuning by ``finetune.epochs`` (20) over the finetuning
 epochs run. The goal (issue 24): everything but training and finetuning at most 2% of the projection.
 
     python benchmarks/run_cost.py                                  # CIFAR-100 at its real size, tiny + cifar presets
@@ -43,7 +43,7 @@ SCALED = {"train", "data_wait", "finetune"}  # phases that grow with epochs; the
 def launch(args, preset: str, data: Path, out: Path) -> List[Dict[str, float]]:
     """Runs the experiment script for ``args.experiences`` experiences; returns their ``phase_times_s``."""
     sets = [f"model.preset={preset}", f"strategy.epochs_first={args.epochs}", f"strategy.train_epochs={args.epochs}",
-            f"strategy.finetune_epochs={args.finetune_epochs}", "evaluation.progress_bar=false", "output.plots=false"]
+            f"strategy.finetune.epochs={args.finetune_epochs}", "evaluation.progress_bar=false", "output.plots=false"]
     if args.workers is not None:
         sets.append(f"data.num_workers={args.workers}")
     if args.train_per_class is not None:
@@ -93,7 +93,7 @@ def project(phases: List[Dict[str, float]], epochs: int, finetune_epochs: int) -
         more = (authors["epochs_first"] if index == 0 else authors["train_epochs"]) / epochs - 1
         row["train"] += (seconds["epochs"] - seconds["epoch_waits"]) * more  # the setup stays
         row["data_wait"] += seconds["epoch_waits"] * more
-        row["finetune"] *= authors["finetune_epochs"] / finetune_epochs if finetune_epochs else 0.0
+        row["finetune"] *= authors["finetune"]["epochs"] / finetune_epochs if finetune_epochs else 0.0
         projected.append(row)
     return projected
 

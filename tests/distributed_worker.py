@@ -163,7 +163,7 @@ def memory_run(scope: str, out: Path) -> Dict[str, Any]:
     strategy = build_strategy(
         "lpa", model, evaluator=cil_evaluator(loggers=[], probe_size=16, accuracy_matrix_metric=False), device="cpu",
         plugins=[DistributedPlugin(check_consistency=True)], memory_scope=scope, mem_size=8, train_mb_size=8,
-        train_epochs=1, epochs_first=None, finetune_epochs=1, lr_schedule={"schedule_epochs": None},
+        train_epochs=1, epochs_first=None, finetune={"epochs": 1}, lr_schedule={"schedule_epochs": None},
     )
     replay = next(p for p in strategy.plugins if isinstance(p, ConcatReplayPlugin))
     memories = []

@@ -17,7 +17,7 @@ SYNTHETIC = [
     "--device", "cpu", "--set", "data.dataset=synthetic", "--set", "data.n_experiences=2",
     "--set", "data.class_order=null",
     "--set", "model.overrides={img_size: 8, patch_size: 2, in_chans: 1, embed_dim: 18, depth: 1, num_heads: 9}",
-    "--set", "strategy.epochs_first=1", "--set", "strategy.train_epochs=1", "--set", "strategy.finetune_epochs=1",
+    "--set", "strategy.epochs_first=1", "--set", "strategy.train_epochs=1", "--set", "strategy.finetune.epochs=1",
     "--set", "strategy.mem_size=20", "--set", "strategy.train_mb_size=16", "--set", "evaluation.progress_bar=false",
     "--set", "evaluation.locality_probe_size=16",
 ]

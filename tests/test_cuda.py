@@ -44,7 +44,7 @@ TINY_YAML = "{img_size: 8, patch_size: 2, in_chans: 1, embed_dim: 32, depth: 2, 
 SHAPES = {"cifar": dict(grid=8, batch=8), "imagenet": dict(grid=14, batch=2)}
 WIDTH, HEADS = 384, 12
 # Small memories and one finetuning epoch, so every strategy runs two experiences in seconds.
-SMALL = {"mem_size": 12, "patterns_per_exp": 8, "train_epochs": 1, "epochs_first": None, "finetune_epochs": 1}
+SMALL = {"mem_size": 12, "patterns_per_exp": 8, "train_epochs": 1, "epochs_first": None, "finetune": {"epochs": 1}}
 
 #: aten operators behind ``F.scaled_dot_product_attention``, by backend, as the profiler names them.
 SDPA_OPS = {
@@ -342,7 +342,7 @@ def _recipe_config(tmp_path: Path, device: str) -> Dict[str, Any]:
     return load_config(None, [
         "data.dataset=synthetic", "data.n_experiences=3", "model.preset=tiny", f"model.overrides={TINY_YAML}",
         "strategy.name=lpa", "strategy.mem_size=24", "strategy.train_epochs=1", "strategy.epochs_first=1",
-        "strategy.finetune_epochs=1", "strategy.lr_schedule.warmup_epochs=1.0", "strategy.lpa_warmup.epochs=1.0",
+        "strategy.finetune.epochs=1", "strategy.lr_schedule.warmup_epochs=1.0", "strategy.lpa_warmup.epochs=1.0",
         "strategy.train_mb_size=16", "evaluation.progress_bar=false", "evaluation.locality_probe_size=24",
         "output.plots=false", f"output.dir={tmp_path / 'run'}", f"device={device}", "seed=7",
     ])  # fmt: skip

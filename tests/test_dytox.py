@@ -182,7 +182,7 @@ def _dytox_config(tmp_path, name, *extra):
         "strategy.train_mb_size=16", "strategy.lr_schedule.schedule_epochs=null", "strategy.lr_schedule.step=iteration",
         "strategy.lr_schedule.warmup_epochs=0.5", "strategy.lr=0.003", "strategy.lr_schedule.lr_first=0.003",
         "strategy.mem_size=12",
-        "strategy.finetune_epochs=1", "strategy.repeated_aug=3", "evaluation.progress_bar=false",
+        "strategy.finetune.epochs=1", "strategy.repeated_aug=3", "evaluation.progress_bar=false",
         "evaluation.locality_probe_size=12", f"output.dir={tmp_path / name}", "seed=3", *extra,
     ])
 
@@ -215,20 +215,20 @@ def test_the_douillard_presets_hold_his_cifar100_b0_10_config_and_dytox_stays_th
     assert {k: his[k] for k in ("lr", "train_epochs", "epochs_first")} == dict(
         lr=2.5e-4, train_epochs=500, epochs_first=None)  # 5e-4 x 128 x 2 / 512
     assert (his["lr_schedule"]["lr_first"], his["lr_schedule"]["schedule_epochs"]) == (None, 500.0)
-    assert (his["distillation"], his["finetune_teacher"], his["finetune_sampling"], his["finetune_lr"]) == (
+    assert (his["distillation"], his["finetune_teacher"], his["finetune"]["sampling"], his["finetune"]["lr"]) == (
         "all_samples", False, "none", 2.5e-5)
     assert (his["mixup"], his["label_smoothing"], his["loss"], his["divergence_weight"]) == (0.0, 0.0, "bce", 0.1)
-    assert (his["mem_size"], his["memory_scope"], his["finetune_epochs"], his["repeated_aug"]) == (
+    assert (his["mem_size"], his["memory_scope"], his["finetune"]["epochs"], his["repeated_aug"]) == (
         2000, "global", 20, 3)
-    assert his["finetune_frozen"][:3] == DYTOX_FROZEN[:3] and his["finetune_frozen_mode"] == "train"
+    assert tuple(his["finetune"]["frozen"][:3]) == DYTOX_FROZEN[:3] and his["finetune"]["frozen_mode"] == "train"
     plus = strategy_options("dytox_plus_douillard")
     assert {k: v for k, v in plus.items() if his[k] != v} == {"mixup": 0.8, "label_smoothing": 0.1}
     lpa_authors = strategy_options("dytox")
     assert (lpa_authors["lr"], lpa_authors["lr_schedule"]["lr_first"], lpa_authors["train_epochs"],
             lpa_authors["epochs_first"]) == (
         4e-4, 2.5e-4, 600, 500)
-    assert (lpa_authors["distillation"], lpa_authors["finetune_teacher"], lpa_authors["finetune_sampling"],
-            lpa_authors["finetune_lr"], lpa_authors["mixup"]) == ("old_samples", True, "repeated_aug", 5e-5, 0.8)
+    assert (lpa_authors["distillation"], lpa_authors["finetune_teacher"], lpa_authors["finetune"]["sampling"],
+            lpa_authors["finetune"]["lr"], lpa_authors["mixup"]) == ("old_samples", True, "repeated_aug", 5e-5, 0.8)
 
 
 @pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")  # his reduction, as ours
@@ -298,7 +298,7 @@ def test_douillards_dytox_trains_in_the_strategy_api(cil_benchmark):
     for name in ("dytox_douillard", "dytox_plus_douillard"):
         strategy = build_strategy(name, make_dytox(joint_tokens=True), device="cpu",
                                   evaluator=EvaluationPlugin(loggers=[]), train_mb_size=16, mem_size=12,
-                                  train_epochs=1, finetune_epochs=1, lr_schedule={"schedule_epochs": None})
+                                  train_epochs=1, finetune={"epochs": 1}, lr_schedule={"schedule_epochs": None})
         for experience in cil_benchmark.train_stream[:2]:
             strategy.train(experience)
         assert len(strategy.model.task_tokens) == 2

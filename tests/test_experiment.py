@@ -98,7 +98,8 @@ def test_switching_a_validated_config_gives_the_new_strategy_its_own_defaults():
     warm = validate({**config, "strategy": switch_strategy(config["strategy"], "lpa_warmup")})["strategy"]
     assert warm["lpa_warmup"]["start_factor"] == 0.0 and warm["lr"] == config["strategy"]["lr"]  # the budget stays
     dytox = validate({**config, "strategy": switch_strategy(config["strategy"], "dytox")})["strategy"]
-    assert dytox["finetune_frozen"][0] == "backbone.encoder.patch_embed"  # DyTox's freeze set, not LocalityViT's
+    assert dytox["finetune"]["frozen"][0] == "backbone.encoder.patch_embed"  # DyTox's freeze set, not LocalityViT's
+    assert (dytox["finetune"]["epochs"], dytox["finetune"]["lr"]) == (10, 1e-3)  # what the config set is kept
     assert dytox["replay_mode"] == "balanced_batches"  # an option the config set is kept
     replay = validate({**config, "strategy": switch_strategy(config["strategy"], "replay")})["strategy"]
     assert replay["decay_embeddings"] is False and replay["lr_schedule"] is False
@@ -185,7 +186,7 @@ def test_cifar_script_end_to_end_on_fake_cifar(fake_cifar, tmp_path, monkeypatch
         "--set", "data.n_experiences=2", "--set", "data.num_workers=0", "--set", "evaluation.progress_bar=false",
         "--set", "model.overrides={patch_size: 8, embed_dim: 18, depth: 1, num_heads: 9}",
         "--set", "strategy.epochs_first=1", "--set", "strategy.train_epochs=1", "--set", "strategy.mem_size=20",
-        "--set", "strategy.finetune_epochs=1", "--set", "evaluation.locality_probe_size=16",
+        "--set", "strategy.finetune.epochs=1", "--set", "evaluation.locality_probe_size=16",
     ]
     monkeypatch.setattr("sys.argv", argv)
     with pytest.raises(SystemExit) as exit_info:

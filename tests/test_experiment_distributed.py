@@ -28,11 +28,11 @@ RUNS = {
     # The authors' recipe on per-experience heads: concatenated replay with repeated augmentation (the sampler
     # shards itself), the authors' distillation, finetuning through DDP with the backbone frozen.
     "lpa": ["--set", "model.head=per_experience", "--set", "strategy.train_mb_size=8", "--set", "strategy.mem_size=16",
-            "--set", "strategy.epochs_first=1", "--set", "strategy.finetune_epochs=1",
+            "--set", "strategy.epochs_first=1", "--set", "strategy.finetune.epochs=1",
             "--set", "strategy.lr_schedule.schedule_epochs=null", "--set", "strategy.lr_schedule.step=iteration",
             "--set", "strategy.lr_schedule.warmup_epochs=0"],
     "dytox": ["--set", "strategy.train_mb_size=8", "--set", "strategy.mem_size=16", "--set", "strategy.epochs_first=1",
-              "--set", "strategy.finetune_epochs=1", "--set", "strategy.lr_schedule.schedule_epochs=null",
+              "--set", "strategy.finetune.epochs=1", "--set", "strategy.lr_schedule.schedule_epochs=null",
               "--set", "strategy.lr_schedule.step=iteration", "--set", "strategy.lr_schedule.warmup_epochs=0"],
 }
 MODELS = {"replay": "lpa_vit_tiny", "lpa": "lpa_vit_tiny", "dytox": "dytox_lpa_tiny"}

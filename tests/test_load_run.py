@@ -12,9 +12,9 @@ from avalanche_lpa.experiment.run import run
 from .test_experiment import synthetic_config
 
 RUNS = {
-    "lpa": ("strategy.name=lpa", "model.head=per_experience", "strategy.epochs_first=1", "strategy.finetune_epochs=1",
+    "lpa": ("strategy.name=lpa", "model.head=per_experience", "strategy.epochs_first=1", "strategy.finetune.epochs=1",
             "strategy.lr_schedule.schedule_epochs=null", "strategy.lr_schedule.warmup_epochs=0"),
-    "dytox": ("strategy.name=dytox", "strategy.epochs_first=1", "strategy.finetune_epochs=1",
+    "dytox": ("strategy.name=dytox", "strategy.epochs_first=1", "strategy.finetune.epochs=1",
               "strategy.lr_schedule.schedule_epochs=null", "strategy.lr_schedule.warmup_epochs=0"),
     "timm": ("model.name=timm:vit_tiny_patch16_224", "model.kwargs={embed_dim: 16, depth: 2, num_heads: 2}"),
 }

@@ -203,7 +203,7 @@ def test_a_run_json_that_does_not_parse_is_one_line(base_yaml, finished_run, tmp
 # into a herded memory, distillation from the previous model, 2 epochs of balanced finetuning after each task.
 LPA_SETTINGS = [
     "strategy.name=lpa", "model.head=per_experience", "strategy.train_mb_size=16", "strategy.mem_size=24",
-    "strategy.train_epochs=3", "strategy.epochs_first=2", "strategy.finetune_epochs=2",
+    "strategy.train_epochs=3", "strategy.epochs_first=2", "strategy.finetune.epochs=2",
     "strategy.lr_schedule.schedule_epochs=null", "strategy.lr_schedule.step=epoch", "strategy.lr_schedule.warmup_epochs=1",
     "evaluation.attention_maps=0", "output.plots=false", "checkpoint.every_epochs=1",
 ]

@@ -10,7 +10,7 @@ from .conftest import make_tiny
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(finetune_lr="1e-3"), "finetune_lr: expected a number, got '1e-3' (a string)"),
+    (dict(finetune={"lr": "1e-3"}), "finetune.lr: expected a number, got '1e-3' (a string)"),
     (dict(lr="1e-3"), "lr: expected a number, got '1e-3' (a string)"),
     (dict(train_epochs=2.5), "train_epochs: expected an integer, got 2.5 (a number)"),
     (dict(lr_schedule="yes"),
@@ -32,8 +32,8 @@ def test_build_strategy_takes_numbers_in_any_spelling():
 
 
 def test_the_config_checks_the_same_types():
-    with pytest.raises(ConfigError, match=r"^strategy\.finetune_lr: expected a number, got '1e-3' \(a string\)$"):
-        load_config(None, ["strategy.finetune_lr='1e-3'"])
+    with pytest.raises(ConfigError, match=r"^strategy\.finetune\.lr: expected a number, got '1e-3' \(a string\)$"):
+        load_config(None, ["strategy.finetune.lr='1e-3'"])
     with pytest.raises(ConfigError,
                        match=r"^strategy\.lr_schedule\.lr_first: expected a number, got 'x' \(a string\)$"):
         load_config(None, ["strategy.lr_schedule.lr_first=x"])

@@ -69,7 +69,7 @@ def test_every_experience_records_every_phase_within_its_wall_time(tmp_path, cap
     config = load_config(None, [
         "data.dataset=synthetic", "data.n_experiences=3", "model.preset=tiny", f"model.overrides={TINY_MODEL}",
         "strategy.name=lpa", "strategy.mem_size=24", "strategy.train_epochs=1", "strategy.epochs_first=1",
-        "strategy.finetune_epochs=1", "strategy.train_mb_size=16", "evaluation.progress_bar=false",
+        "strategy.finetune.epochs=1", "strategy.train_mb_size=16", "evaluation.progress_bar=false",
         "evaluation.locality_probe_size=24", "evaluation.attention_maps=2", "output.plots=false",
         f"output.dir={tmp_path / 'run'}", "seed=7",
     ])  # fmt: skip

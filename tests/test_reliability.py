@@ -143,7 +143,7 @@ def _guards(strategy):
 def test_build_strategy_fails_loudly_on_a_nan_image(name, cil_benchmark):
     from avalanche_lpa.training import build_strategy
 
-    small = dict(train_epochs=1, epochs_first=None, finetune_epochs=0, repeated_aug=1, mem_size=12)
+    small = dict(train_epochs=1, epochs_first=None, finetune=False, repeated_aug=1, mem_size=12)
     options = small if name == "lpa" else {}
     strategy = build_strategy(name, make_tiny(head_type="incremental"), device="cpu", evaluator=None,
                               train_mb_size=16, plugins=[_NaNImage()], **options)

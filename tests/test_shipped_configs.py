@@ -93,9 +93,11 @@ def size_overrides(config: Path) -> List[str]:
     }
     if data["dataset"] == "imagenet100":  # 224 px images: a 7x7 patch grid keeps the tiny model tiny
         values.update({"model.overrides.img_size": 224, "model.overrides.patch_size": 32})
-    for key, value in (("epochs_first", 1), ("train_epochs", 1), ("finetune_epochs", 1), ("mem_size", 40)):
+    for key, value in (("epochs_first", 1), ("train_epochs", 1), ("mem_size", 40)):
         if key in strategy:
             values[f"strategy.{key}"] = value
+    if strategy.get("finetune"):  # on: one epoch of it (a size, not the path)
+        values["strategy.finetune.epochs"] = 1
     flags: List[str] = []
     for key, value in values.items():
         flags += ["--set", f"{key}={json.dumps(value)}"]

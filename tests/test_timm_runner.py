@@ -47,7 +47,7 @@ def test_timm_vit_runs_the_fashion_mnist_pipeline_end_to_end(fake_fmnist, tmp_pa
         "split_fashion_mnist.py", "--model", VIT, "--data-root", str(fake_fmnist), "--output", str(out),
         "--set", f"model.kwargs={TINY_VIT}", "--set", "evaluation.progress_bar=false",
         "--set", "strategy.epochs_first=1", "--set", "strategy.train_epochs=1", "--set", "strategy.mem_size=20",
-        "--set", "strategy.train_mb_size=16", "--set", "strategy.finetune_epochs=1",
+        "--set", "strategy.train_mb_size=16", "--set", "strategy.finetune.epochs=1",
         "--set", "evaluation.locality_probe_size=16",
     ]
     monkeypatch.setattr("sys.argv", argv)

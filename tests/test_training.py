@@ -40,7 +40,7 @@ from .conftest import make_tiny
 CLASSES = {"naive": Naive, "replay": Replay, "lwf": LwF, "icarl": ICaRL, "der": DER, "ewc": EWC, "gem": GEM,
            "er_ace": ER_ACE, "lpa": Naive, "lpa_warmup": Naive}
 # Small memories and a one-epoch, one-finetuning-epoch "lpa" so every name runs in well under a second.
-SMALL = {"mem_size": 12, "patterns_per_exp": 8, "train_epochs": 1, "epochs_first": None, "finetune_epochs": 1,
+SMALL = {"mem_size": 12, "patterns_per_exp": 8, "train_epochs": 1, "epochs_first": None, "finetune": {"epochs": 1},
          "repeated_aug": 1}
 
 
@@ -75,14 +75,16 @@ AUTHORS = dict(lr=4e-4, weight_decay=1e-6, train_mb_size=256, train_epochs=600, 
                lr_schedule=dict(lr_first=2.5e-4, schedule_epochs=600, warmup_epochs=5, warmup_start_lr=1e-6,
                                 min_lr=1e-5, step="epoch", reset_optimizer_state=True),
                mem_size=2000, temperature=1.0, mixup=0.8, cutmix=0.0, label_smoothing=0.1, loss="bce",
-               finetune_epochs=20, finetune_lr=5e-5, finetune_weight_decay=1e-6, repeated_aug=3,
+               finetune=dict(epochs=20, lr=5e-5, weight_decay=1e-6, frozen=["backbone.patch_embed", "backbone.pos_embed",
+                                                                     "backbone.blocks", "backbone.cls_blocks"],
+                             frozen_mode="train", sampling="repeated_aug"), repeated_aug=3,
                replay_mode="concat", distillation="old_samples", lpa_warmup=False)
 
 
 def test_lpa_preset_is_the_authors_recipe_and_lpa_warmup_only_adds_the_warmup():
     options = strategy_options("lpa")
     assert {k: options[k] for k in AUTHORS} == AUTHORS
-    assert tuple(options["finetune_frozen"]) == ("backbone.patch_embed", "backbone.pos_embed", "backbone.blocks",
+    assert tuple(options["finetune"]["frozen"]) == ("backbone.patch_embed", "backbone.pos_embed", "backbone.blocks",
                                                  "backbone.cls_blocks")
     warm = strategy_options("lpa_warmup")
     assert {k for k in options if options[k] != warm[k]} == {"lpa_warmup"}
@@ -103,7 +105,7 @@ def test_lpa_preset_is_the_authors_recipe_and_lpa_warmup_only_adds_the_warmup():
     assert isinstance(strategy._criterion, SeenClassesBCE) and strategy._criterion.mixup is not None
     assert any(isinstance(p, LPAWarmupPlugin) for p in build_strategy("lpa_warmup", make_tiny(), device="cpu").plugins)
     # Options switch recipe parts off, and the recipe switches work on baselines too.
-    lean = build_strategy("lpa", make_tiny(), device="cpu", distillation="none", finetune_epochs=0, lpa_warmup=False,
+    lean = build_strategy("lpa", make_tiny(), device="cpu", distillation="none", finetune=False, lpa_warmup=False,
                           mixup=0.0, loss="ce", lr_schedule=False, epochs_first=None, repeated_aug=1)
     assert not any(isinstance(p, (OldSampleDistillationPlugin, LwFPlugin, BalancedFinetuningPlugin, LPAWarmupPlugin,
                                   ExperienceEpochsPlugin, ExperienceLRSchedulePlugin, RepeatedAugmentationPlugin))
@@ -155,8 +157,8 @@ def test_unknown_names_keys_and_bad_combinations_are_explained():
 
 
 def test_lpa_recipe_trains_checkpoints_and_resumes(cil_benchmark, tmp_path):
-    config = dict(mem_size=12, train_epochs=2, epochs_first=1, finetune_epochs=1, lr_schedule={"warmup_epochs": 1},
-                  lpa_warmup={"epochs": 1}, finetune_frozen=["backbone.blocks"])  # a list, as YAML gives it
+    config = dict(mem_size=12, train_epochs=2, epochs_first=1, lr_schedule={"warmup_epochs": 1},
+                  lpa_warmup={"epochs": 1}, finetune={"epochs": 1, "frozen": ["backbone.blocks"]})  # a list, as YAML gives it
     strategy = _build("lpa_warmup", make_tiny(head_type="per_experience"), **config)
     strategy.train(cil_benchmark.train_stream[0])
     assert strategy.clock.train_iterations == 4  # epochs_first=1
@@ -251,10 +253,11 @@ def _preset_model(name):
 
 @pytest.mark.parametrize("name,key,value", list(_preset_cases()))
 def test_every_documented_switch_of_every_preset_builds_and_trains(name, key, value, cil_benchmark):
-    small = dict(mem_size=12, train_epochs=1, epochs_first=None, finetune_epochs=1)
-    options = {**small, "lr_schedule": {"schedule_epochs": None}, key: value}
-    if key == "lr_schedule" and isinstance(value, dict):
-        options[key] = {"schedule_epochs": None, **value}
+    small = dict(mem_size=12, train_epochs=1, epochs_first=None, finetune={"epochs": 1},
+                 lr_schedule={"schedule_epochs": None})
+    options = {**small, key: value}
+    if key in small and isinstance(value, dict):  # a plugin section: the switch merges into the small one
+        options[key] = {**small[key], **value}
     strategy = build_strategy(name, _preset_model(name), evaluator=EvaluationPlugin(loggers=[]), device="cpu",
                               train_mb_size=16, **options)
     for experience in cil_benchmark.train_stream[:2]:  # the second one distils and finetunes

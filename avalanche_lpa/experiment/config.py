@@ -445,7 +445,8 @@ def switch_strategy(section: Mapping[str, Any], name: str) -> Dict[str, Any]:
     Lets ``--strategy naive`` reuse a recipe's training budget (epochs, batch size, lr, ...) while dropping
     what only the recipe understands (memory size, distillation, ...). A value equal to the old strategy's
     default is not kept: in a validated section it is only that default filled in, and ``name`` gets its own
-    (``lpa`` -> ``lpa_warmup`` turns the warm-up on; ``lpa`` -> ``dytox`` freezes DyTox's finetuning set).
+    (``lpa`` -> ``lpa_warmup`` turns the warm-up on; ``lpa`` -> ``dytox`` freezes DyTox's finetuning set). Within a
+    plugin section the same holds per argument (``finetune: {epochs: 10}`` keeps 10 epochs, not ``lpa``'s frozen set).
     """
     try:
         valid = strategy_options(name)
@@ -457,7 +458,11 @@ def switch_strategy(section: Mapping[str, Any], name: str) -> Dict[str, Any]:
     except ValueError:  # an unknown old name is reported where it is validated
         old = {}
     unchanged = {k for k, v in section.items() if k in old and _plain(old[k]) == _plain(v)}
-    return {"name": name, **{k: v for k, v in section.items() if k in valid and k not in unchanged and k != "name"}}
+    kept = {k: v for k, v in section.items() if k in valid and k not in unchanged and k != "name"}
+    for key, value in kept.items():  # a plugin section keeps only the arguments set away from the old preset's
+        if is_section(key) and isinstance(value, Mapping) and isinstance(old.get(key), Mapping):
+            kept[key] = {k: v for k, v in value.items() if _plain(old[key].get(k)) != _plain(v)}
+    return {"name": name, **kept}
 
 
 def dump_config(config: Mapping[str, Any]) -> str:

@@ -92,13 +92,9 @@ OPTION_HELP: Dict[str, str] = {
     "repeated_aug": "DeiT's repeated augmentation: copies of each image per epoch (1: off)",
     "distillation": "`old_samples` (the authors'), `all_samples` (Douillard's), `weighted_lwf` or `none`",
     "temperature": "distillation temperature",
-    "finetune_epochs": "class-balanced finetuning on the memory after each experience t > 0 (0: off)",
-    "finetune_lr": "finetuning lr",
-    "finetune_weight_decay": "finetuning weight decay",
-    "finetune_frozen": "parameter-name prefixes frozen during finetuning",
-    "finetune_frozen_mode": "mode of the frozen modules during finetuning: `train` (the authors' runs) or `eval`",
+    "finetune": "class-balanced finetuning on the memory after each experience t > 0 (`BalancedFinetuningPlugin`): "
+                "`false`, `true` or its arguments",
     "finetune_teacher": "distillation on during finetuning",
-    "finetune_sampling": "`repeated_aug` (the authors' sampler) or `none` (Douillard's: dataset order)",
     "divergence_weight": "DyTox's divergence-head loss weight (0: off)",
 }
 
@@ -150,7 +146,7 @@ def section_help(option: str, key: str) -> Optional[str]:
     """The meaning of ``key`` of plugin section ``option``: the plugin's docstring (its ``Args:``)."""
     doc = SECTIONS[option].plugin.__doc__ or ""
     args = doc.partition("Args:\n")[2]
-    found = {name: " ".join(text.split()).replace("``", "`").rstrip(".") for name, text in _ARG.findall(args)}
+    found = {name: " ".join(text.split()).replace(":data:`", "`").replace("``", "`").rstrip(".") for name, text in _ARG.findall(args)}
     return found.get(key)
 
 
@@ -219,7 +215,7 @@ def config_reference() -> str:
     out += ["", "## Strategy options", "",
             "`strategy.<option>`, or `build_strategy(name, model, <option>=...)`. Every strategy takes the common",
             "options; the defaults of the recipe presets differ where the table says. An option that builds one",
-            "plugin (`lr_schedule`, `lpa_warmup`) is `false` or a mapping of that plugin's own arguments, merged",
+            "plugin (`lr_schedule`, `lpa_warmup`, `finetune`) is `false` or a mapping of that plugin's own arguments, merged",
             "into the preset's (`--set strategy.lr_schedule.min_lr=0`); `true` takes the preset's (or the plugin's",
             "defaults). Its rows list the plugin's arguments with the plugin's defaults (`–`: the preset has it off).",
             "",

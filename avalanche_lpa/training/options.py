@@ -2,14 +2,14 @@
 
 An option's type is its default's (``lr=1e-3``: a number); an option whose default is ``None`` takes ``None`` or
 the type in :data:`NULLABLE_TYPES`. A wrong type is refused in one line naming the option, the value and the
-type expected, before any plugin sees it (``finetune_lr="1e-3"`` used to reach ``BalancedFinetuningPlugin`` and
+type expected, before any plugin sees it (``finetune={"lr": "1e-3"}`` used to reach ``BalancedFinetuningPlugin`` and
 fail there with a ``TypeError``).
 """
 from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Sequence
 
-from ..plugins import DISTILLATIONS, FINETUNE_SAMPLINGS, FROZEN_MODES, MEMORY_SCOPES, REPLAY_MODES
+from ..plugins import DISTILLATIONS, MEMORY_SCOPES, REPLAY_MODES
 
 __all__ = ["CHOICES", "NULLABLE_TYPES", "OptionTypeError", "check_option", "check_options", "type_name"]
 
@@ -28,8 +28,6 @@ CHOICES: Dict[str, Sequence[str]] = dict(
     distillation=DISTILLATIONS,
     replay_mode=REPLAY_MODES,
     memory_scope=MEMORY_SCOPES,
-    finetune_frozen_mode=FROZEN_MODES,
-    finetune_sampling=FINETUNE_SAMPLINGS,
 )
 
 

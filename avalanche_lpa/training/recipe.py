@@ -56,13 +56,11 @@ RECIPE_OPTIONS: Dict[str, Any] = dict(
     repeated_aug=3,  # DeiT's repeated augmentation (1: off)
     distillation="old_samples",  # "old_samples" (the authors') | "all_samples" (Douillard's) | "weighted_lwf" | "none"
     temperature=1.0,
-    finetune_epochs=20,  # class-balanced finetuning on the memory after each task t > 0 (0: off)
-    finetune_lr=5e-5,
-    finetune_weight_decay=1e-6,
-    finetune_frozen=FINETUNE_FROZEN,  # the authors' freeze_ft: [sab, tab]
-    finetune_frozen_mode="train",  # their freeze sets eval, their engine's model.train() undoes it: "train" | "eval"
+    # Class-balanced finetuning on the memory after each task t > 0 (BalancedFinetuningPlugin's arguments; false:
+    # off). Its defaults are the authors' values: 20 epochs at 5e-5, weight decay 1e-6, their freeze_ft [sab, tab]
+    # frozen in training mode (their freeze sets eval, their engine's model.train() undoes it), their sampler.
+    finetune={},
     finetune_teacher=True,  # distillation on in finetuning (Douillard: finetuning_teacher off)
-    finetune_sampling="repeated_aug",  # their sampler | "none" (Douillard's ft_no_sampling: dataset order)
 )
 
 #: DyTox's recipe: the same, plus the divergence head's loss, and a finetuning that freezes only the encoder
@@ -70,7 +68,7 @@ RECIPE_OPTIONS: Dict[str, Any] = dict(
 DYTOX_OPTIONS: Dict[str, Any] = dict(
     RECIPE_OPTIONS,
     divergence_weight=0.1,  # the authors' head_div (0: off)
-    finetune_frozen=DYTOX_FINETUNE_FROZEN,
+    finetune={"frozen": DYTOX_FINETUNE_FROZEN},
 )
 
 #: Douillard's DyTox (arthurdouillard/dytox, ``options/model/cifar_dytox.yaml`` + ``main.py`` defaults): the DyTox
@@ -78,9 +76,9 @@ DYTOX_OPTIONS: Dict[str, Any] = dict(
 DOUILLARD_OPTIONS: Dict[str, Any] = dict(
     DYTOX_OPTIONS,
     distillation="all_samples",  # auto_kd (continual/engine.py: forward)
-    finetune_lr=2.5e-5,  # finetuning_lr 5e-5 x batch 128 x 2 GPUs / 512 (main.py)
+    # finetuning_lr 5e-5 x batch 128 x 2 GPUs / 512 (main.py); ft_no_sampling: true (dataset order)
+    finetune={"frozen": DYTOX_FINETUNE_FROZEN, "lr": 2.5e-5, "sampling": "none"},
     finetune_teacher=False,  # finetuning_teacher: off
-    finetune_sampling="none",  # ft_no_sampling: true
 )
 
 #: Common options whose defaults a name overrides. ``lpa`` is the authors' recipe: global batch 256 = their 128
@@ -161,13 +159,13 @@ PRESET_SWITCHES = (
     ("distillation", "old_samples"),
     ("distillation", "all_samples"),
     ("distillation", "weighted_lwf"),
-    ("finetune_epochs", 0),
-    ("finetune_frozen_mode", "eval"),
-    ("finetune_frozen_mode", "train"),
+    ("finetune", False),
+    ("finetune", {"frozen_mode": "eval"}),
+    ("finetune", {"frozen_mode": "train"}),
     ("finetune_teacher", False),
     ("finetune_teacher", True),
-    ("finetune_sampling", "none"),
-    ("finetune_sampling", "repeated_aug"),
+    ("finetune", {"sampling": "none"}),
+    ("finetune", {"sampling": "repeated_aug"}),
     ("lpa_warmup", True),
     ("lpa_warmup", {"start_factor": 0.5, "schedule": "cosine"}),
     ("lpa_warmup", False),
@@ -239,21 +237,9 @@ def recipe_plugins(config: Dict[str, Any]) -> List[SupervisedPlugin]:
         plugins.append(ConcatReplayPlugin(memory))
     else:
         plugins.append(ReplayPlugin(config["mem_size"], batch_size_mem=config["batch_size_mem"], storage_policy=memory))
-    if config["finetune_epochs"] > 0:
-        frozen = config["finetune_frozen"]
-        plugins.append(
-            BalancedFinetuningPlugin(
-                memory,
-                epochs=config["finetune_epochs"],
-                lr=config["finetune_lr"],
-                weight_decay=config["finetune_weight_decay"],
-                frozen=(frozen,) if isinstance(frozen, str) else tuple(frozen),
-                batch_size=config["train_mb_size"],
-                repeats=config["repeated_aug"],
-                frozen_mode=config["finetune_frozen_mode"],
-                sampling=config["finetune_sampling"],
-            )
-        )
+    if config["finetune"] and config["finetune"]["epochs"] > 0:
+        plugins.append(BalancedFinetuningPlugin(memory, batch_size=config["train_mb_size"],
+                                                repeats=config["repeated_aug"], **config["finetune"]))
     if config["distillation"] in ("old_samples", "all_samples"):
         plugins.append(
             OldSampleDistillationPlugin(

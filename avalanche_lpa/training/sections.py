@@ -11,9 +11,16 @@ from __future__ import annotations
 import inspect
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Sequence, Tuple, Union
 
-from ..plugins import LR_STEPS, ExperienceLRSchedulePlugin, LPAWarmupPlugin
+from ..plugins import (
+    FINETUNE_SAMPLINGS,
+    FROZEN_MODES,
+    LR_STEPS,
+    BalancedFinetuningPlugin,
+    ExperienceLRSchedulePlugin,
+    LPAWarmupPlugin,
+)
 from ..plugins.warmup import SCHEDULES
 from .options import OptionTypeError, check_option
 
@@ -54,7 +61,8 @@ class PluginSection:
         for name in self.parameters():
             hint = hints[name]
             args = [a for a in typing.get_args(hint) if a is not type(None)]
-            out[name] = args[0] if typing.get_origin(hint) is Union and len(args) == 1 else hint
+            hint = args[0] if typing.get_origin(hint) is Union and len(args) == 1 else hint
+            out[name] = typing.get_origin(hint) or hint  # Sequence[str]: a sequence
         return out
 
 
@@ -62,6 +70,12 @@ class PluginSection:
 SECTIONS: Dict[str, PluginSection] = {
     "lr_schedule": PluginSection(ExperienceLRSchedulePlugin, bound=("lr",), choices={"step": LR_STEPS}),
     "lpa_warmup": PluginSection(LPAWarmupPlugin, choices={"schedule": SCHEDULES}),
+    # The recipe's finetuning: the memory, batch and repeats come from the recipe (its memory, train_mb_size,
+    # repeated_aug).
+    "finetune": PluginSection(
+        BalancedFinetuningPlugin, bound=("storage_policy", "batch_size", "repeats", "seed"),
+        choices={"frozen_mode": FROZEN_MODES, "sampling": FINETUNE_SAMPLINGS},
+    ),
 }
 
 #: The flat options of earlier versions and where they live now (``lr_first`` -> ``lr_schedule.lr_first``):
@@ -79,6 +93,12 @@ MOVED_OPTIONS: Dict[str, Tuple[str, str]] = {
     "lpa_warmup_iters": ("lpa_warmup", "iterations"),
     "lpa_warmup_schedule": ("lpa_warmup", "schedule"),
     "lpa_warmup_skip_first": ("lpa_warmup", "skip_first_experience"),
+    "finetune_epochs": ("finetune", "epochs"),
+    "finetune_lr": ("finetune", "lr"),
+    "finetune_weight_decay": ("finetune", "weight_decay"),
+    "finetune_frozen": ("finetune", "frozen"),
+    "finetune_frozen_mode": ("finetune", "frozen_mode"),
+    "finetune_sampling": ("finetune", "sampling"),
 }
 
 
