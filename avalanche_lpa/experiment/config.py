@@ -1,8 +1,8 @@
 """Experiment configuration: YAML files plus ``--set key.sub=value`` overrides, validated against a schema.
 
-A config is a nested dict with the sections of :data:`DEFAULTS`. Every key is checked: an unknown key or a
-value of the wrong type is a :class:`ConfigError` whose one-line message names the key and lists the valid
-ones. The ``strategy`` section is checked against the options of the chosen strategy
+A config is a nested dict with the sections of :data:`DEFAULTS`, the typed schema of :mod:`~.schema` (one
+dataclass per section). Every key is checked, once, where the config enters: an unknown key or a value of the
+wrong type is a :class:`ConfigError` whose one-line message names the key and lists the valid ones. The ``strategy`` section is checked against the options of the chosen strategy
 (:func:`avalanche_lpa.training.strategy_options`) and ``model.overrides`` against the model constructor;
 ``model.name`` (``timm:<name>``) against timm's registry, its ``model.kwargs`` by timm when the model is built.
 """
@@ -22,6 +22,7 @@ from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, timm_model_name
 from ..training import strategy_entry, strategy_options
 from ..training.options import OptionTypeError, check_option
 from ..training.sections import MOVED_OPTIONS, is_section
+from .schema import CHECKED_ELSEWHERE, check_value, field_types, schema_defaults
 
 __all__ = [
     "ConfigError", "ValidConfig", "DEFAULTS", "DATASETS", "HARMLESS_KEYS", "LOGGERS", "load_config", "load_yaml", "apply_overrides", "read_yaml",
@@ -29,58 +30,13 @@ __all__ = [
 ]
 
 # DATASETS (re-exported here) is the data room's table: data.dataset is any of its names.
-_SYNTHETIC = dataset_info("synthetic").input_shape  # the defaults of data.synthetic: the table's image size
 
-#: The schema and defaults. ``None`` accepts a value of any type.
-DEFAULTS: Dict[str, Any] = {
-    "name": "run",
-    "seed": 1993,
-    "device": "auto",  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
-    "data": {
-        "dataset": "cifar100",
-        "root": None,  # None: $AVALANCHE_LPA_DATA, else Avalanche's ~/.avalanche/data/<name> (+ Debian Fashion-MNIST)
-        "download": True,  # download a missing CIFAR-100 / Fashion-MNIST into the root (--no-download: false)
-        "n_experiences": 10,
-        "class_order": None,  # explicit list of original class ids, in the order they arrive
-        "class_list": None,  # imagenet100: file with one WordNet id per line
-        "augment": True,  # random crop + flip on training images
-        "auto_augment": None,  # timm auto-augment policy (the authors: "rand-m9-mstd0.5-inc1")
-        "max_train_per_class": None,  # subsample for quick runs (None: all images)
-        "max_test_per_class": None,
-        "num_workers": 0,
-        "synthetic": {"img_size": _SYNTHETIC[-1], "in_chans": _SYNTHETIC[0], "train_per_class": 32,
-                      "test_per_class": 16, "noise": 0.5},
-    },
-    "model": {
-        "attn_type": "lpa",  # lpa | gpsa | mhsa
-        "preset": "cifar",  # cifar | imagenet | tiny (see avalanche_lpa.models.PRESETS)
-        "head": "incremental",  # incremental | per_experience (fixed-head strategies get a fixed Linear)
-        "overrides": {},  # any LocalityViT keyword, e.g. {embed_dim: 72, img_size: 28, in_chans: 1} (timm: patch_size only)
-        "name": None,  # a timm model instead: "timm:<name>", e.g. timm:deit_tiny_patch16_224 (experiment/timm_model.py)
-        "kwargs": {},  # its timm.create_model keywords, read by timm models only (img_size, in_chans default to the
-                       # data's, patch_size to the config's; null drops one); pretrained: true downloads weights
-        "compile": False,  # torch.compile the backbone (GPU runs; the first forward compiles for a minute)
-    },
-    "strategy": {"name": "lpa"},  # plus the options of that strategy (avalanche_lpa.training.strategy_options)
-    "evaluation": {
-        "locality_probe_size": 256,
-        "attention_maps": 4,  # probe images of the per-image attention figure (attention_maps.png); 0: off
-        "loggers": ["text"],  # any of text (log.txt), tensorboard (tb/), csv (csv/), wandb (wandb/; W&B's own settings)
-        "verbose": False,  # console: every metric after each epoch and evaluation, not one summary per experience
-        "progress_bar": True,
-    },
-    "output": {
-        "dir": "runs/{name}",  # {name}, {model} and {seed} are filled in
-        "checkpoint": True,
-        "save_model": True,
-        "plots": True,
-    },
-    # Checkpoints inside an experience (besides the one after every experience, output.checkpoint); null: off.
-    "checkpoint": {
-        "every_epochs": None,  # after every N-th epoch of a training or finetuning phase
-        "every_minutes": 30.0,  # at the first epoch end M minutes after the last checkpoint (docs/experiments.md: the cost)
-    },
-}
+#: The schema's defaults, as the nested mapping a YAML file mirrors: built from the typed schema
+#: (:class:`~.schema.RunConfig`, one dataclass per section), where every key's type and default is declared.
+#: ``strategy`` holds the options of the chosen strategy (avalanche_lpa.training.strategy_options).
+DEFAULTS: Dict[str, Any] = schema_defaults()
+#: Every key's annotation (``data.root``: ``Optional[str]``), what values are checked against.
+_TYPES = field_types()
 
 # Sections whose keys are not fixed by the schema (checked separately).
 _FREE_FORM = {("model", "overrides"), ("model", "kwargs")}
@@ -142,7 +98,11 @@ class ConfigError(ValueError):
 
 def _check_type(key: str, value: Any, default: Any) -> Any:
     try:
-        return check_option(key, value, default, option=key.rpartition(".")[2] if key.startswith("strategy.") else "")
+        if key.startswith("strategy."):  # the strategy's options: typed by their defaults (training/options.py)
+            return check_option(key, value, default, option=key.rpartition(".")[2])
+        if key in CHECKED_ELSEWHERE:  # range and type refused together, below
+            return value
+        return check_value(key, value, _TYPES[key])
     except OptionTypeError as error:
         raise ConfigError(str(error)) from None
 

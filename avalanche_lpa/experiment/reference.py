@@ -1,6 +1,6 @@
 """The configuration reference: every config key and strategy option with its type, default and meaning.
 
-Generated from the schema (:data:`~.config.DEFAULTS`, :func:`~avalanche_lpa.training.strategy_options`), so it
+Generated from the schema (:mod:`~.schema`'s typed sections, :func:`~avalanche_lpa.training.strategy_options`), so it
 cannot drift: ``tests/test_reference.py`` fails when a key has no meaning here or when ``docs/config-reference.md``
 differs from :func:`config_reference`. Options of Avalanche's own strategies take their meaning from Avalanche's
 docstrings. Regenerate with ``python -m avalanche_lpa.experiment.reference > docs/config-reference.md``.
@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+import typing
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..data import DATASETS
 from ..training import STRATEGIES, strategy_class, strategy_options
 from ..training.recipe import RECIPES
 from ..training.sections import SECTIONS
 from .config import DEFAULTS, LOGGERS
+from .schema import field_types
 
 __all__ = ["CONFIG_HELP", "OPTION_HELP", "STRATEGY_OPTION_HELP", "config_keys", "option_help", "config_reference"]
 
@@ -171,6 +173,19 @@ def _type(default: Any) -> str:
             dict: "mapping"}.get(type(default), type(default).__name__)
 
 
+def _hint(hint: Any) -> str:
+    """A schema annotation in words: ``Optional[List[int]]`` -> "list of integers or null"."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        (inner,) = [a for a in args if a is not type(None)]
+        return f"{_hint(inner)} or null"
+    if origin in (list, List):
+        return f"list of {_hint(args[0])}s" if args else "list"
+    if origin in (dict, Dict):
+        return "mapping"
+    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(hint, str(hint))
+
+
 def _value(default: Any) -> str:
     if isinstance(default, bool):
         return f"`{str(default).lower()}`"
@@ -208,8 +223,10 @@ def config_reference() -> str:
         "| key | type | default | meaning |",
         "|---|---|---|---|",
     ]
+    types = field_types()
     for key, default in config_keys():
-        out.append(f"| `{key}` | {_type(default)} | {_value(default)} | {CONFIG_HELP[key]} |")
+        kind = _hint(types[key]) if key in types else _type(default)  # strategy.name: a string
+        out.append(f"| `{key}` | {kind} | {_value(default)} | {CONFIG_HELP[key]} |")
     recipes = [name for name in STRATEGIES if name in RECIPES]
     common = strategy_options("naive")
     out += ["", "## Strategy options", "",
