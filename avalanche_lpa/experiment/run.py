@@ -79,6 +79,7 @@ from .report import (
     write_results,
 )
 from .midway import Preempted, StopRequest, checkpoint_plugin, continue_experience, preempted_message
+from .schema import RunConfig, typed
 from .timm_model import build_timm_model, model_label, model_slug
 
 __all__ = [
@@ -212,15 +213,15 @@ def _log_line(strategy, line: str) -> None:
             print(line, file=handle, flush=True)
 
 
-def _evaluator(loggers: List[Any], config: Dict[str, Any], seed: int):
+def _evaluator(loggers: List[Any], cfg: RunConfig):
     """The run's evaluator over ``loggers``, a list filled once the run folder exists (after validation)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No loggers specified")
-        images = config["evaluation"]["attention_maps"]
-        extra = [AttentionMapsPluginMetric(num_images=images, seed=seed)] if images else []
-        return cil_evaluator(loggers, probe_size=config["evaluation"]["locality_probe_size"], probe_seed=seed,
+        images = cfg.evaluation.attention_maps
+        extra = [AttentionMapsPluginMetric(num_images=images, seed=cfg.seed)] if images else []
+        return cil_evaluator(loggers, probe_size=cfg.evaluation.locality_probe_size, probe_seed=cfg.seed,
                              extra_metrics=extra, train_metrics=True,
-                             train_accuracy=trains_on_logits(config["strategy"]["name"]))
+                             train_accuracy=trains_on_logits(cfg.strategy["name"]))
 
 
 def read_run_yaml(folder: os.PathLike) -> Optional[Dict[str, Any]]:
@@ -293,8 +294,8 @@ def _check_existing_run(folder: Path, config: Dict[str, Any], resume: bool) -> N
         _check_same_experiment(folder, config, "--resume")
 
 
-def _divergence_hint(config: Dict[str, Any]) -> str:
-    options = config["strategy"]
+def _divergence_hint(cfg: RunConfig) -> str:
+    options = cfg.strategy
     first = (options.get("lr_schedule") or {}).get("lr_first")
     if first is not None:
         lowered = f"strategy.lr_schedule.lr_first / strategy.lr (now {first:g} / {options['lr']:g})"
@@ -377,9 +378,10 @@ def run(
         DivergenceError: training diverged.
     """
     config = validate(config)
+    cfg = typed(config)  # the runner reads the typed objects; the mapping is what config.yaml and the loggers keep
     if resume and overwrite:
         raise ConfigError("--resume continues a run and --overwrite starts it afresh; pass only one of them")
-    if strategy_entry(config["strategy"]["name"]).whole_stream:
+    if strategy_entry(cfg.strategy["name"]).whole_stream:
         raise ConfigError(
             f"strategy {config['strategy']['name']!r} trains once on the whole stream, the runner experience by "
             "experience; for the joint upper bound run strategy naive with data.n_experiences: 1 (what compare's "
@@ -387,9 +389,9 @@ def run(
         )
     folder = output_dir(config)
     checkpoint = folder / "checkpoint.pkl"
-    seed = config["seed"]
+    seed = cfg.seed
     # Under torchrun: join the process group, one device per process; otherwise a single-process no-op.
-    info = init_distributed(device=resolve_device(config["device"]), seed=seed)
+    info = init_distributed(device=resolve_device(cfg.device), seed=seed)
     device = info.device
     # Cheap checks first (no file is created): output folder, a live run in it, a run it already holds.
     check_output_folder(folder)
@@ -407,10 +409,10 @@ def run(
             benchmark = build_benchmark(data_config, seed)
         model = build_model(config, benchmark.n_classes)
         loggers: List[Any] = []  # filled once the folder exists: loggers create files
-        guard = [DivergenceGuardPlugin(hint=_divergence_hint(config))] if divergence_guard else []
+        guard = [DivergenceGuardPlugin(hint=_divergence_hint(cfg))] if divergence_guard else []
         try:
             strategy = build_strategy(
-                config["strategy"]["name"], model, evaluator=_evaluator(loggers, config, seed), device=device,
+                cfg.strategy["name"], model, evaluator=_evaluator(loggers, cfg), device=device,
                 num_classes=benchmark.n_classes, divergence_guard=divergence_guard,  # the guard is ours (its hint)
                 plugins=list(plugins or []) + guard + [DistributedPlugin(seed=seed)],  # inactive in one process
                 **_strategy_options(config),
@@ -429,14 +431,14 @@ def run(
                     for stale in list(folder.glob("checkpoint.pkl.*.tmp")) + list(folder.glob(".*.tmp")):
                         stale.unlink()  # a write cut short by a kill; ours is the only run in the folder
             try:
-                return _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info, resume,
+                return _train(config, cfg, folder, checkpoint, benchmark, model, strategy, loggers, info, resume,
                               stop_after)
             finally:
                 _close_loggers(loggers)
 
 
-def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info, resume, stop_after):
-    """The experience loop of :func:`run`, inside the folder lock."""
+def _train(config, cfg, folder, checkpoint, benchmark, model, strategy, loggers, info, resume, stop_after):
+    """The experience loop of :func:`run`, inside the folder lock (``cfg``: ``config`` as typed objects)."""
     device = info.device
     progress = {"finished_experiences": 0, "wall_time_s": 0.0, "train_iterations": []}
     position, rng = None, None
@@ -462,7 +464,7 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
 
     def save_inside(strategy_, where: Dict[str, Any]) -> bool:
         """An intra-experience checkpoint (:class:`~.midway.EpochCheckpointPlugin`), with progress.json."""
-        if not config["output"]["checkpoint"]:
+        if not cfg.output.checkpoint:
             return False
         plugin.position = {**where, "elapsed_s": time.perf_counter() - timer["started"]}
         try:
@@ -475,9 +477,9 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
         return True
 
     stop = StopRequest()
-    plugin.connect(every_epochs=config["checkpoint"]["every_epochs"],
-                   every_minutes=config["checkpoint"]["every_minutes"], save=save_inside, stop=stop)
-    workers = config["data"]["num_workers"]
+    plugin.connect(every_epochs=cfg.checkpoint.every_epochs, every_minutes=cfg.checkpoint.every_minutes,
+                   save=save_inside, stop=stop)
+    workers = cfg.data.num_workers
     sizes = experience_sizes(benchmark.test_stream)
     try:
         with stop.handling():
@@ -495,7 +497,7 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
                 _flush_logs(strategy)  # the log must be at least as far as the checkpoint
                 with phases.phase_times.phase("attention_maps"):
                     on_main(_write_attention_maps, strategy, folder)
-                if config["output"]["checkpoint"]:
+                if cfg.output.checkpoint:
                     with phases.phase_times.phase("checkpoint"):
                         on_main(save_checkpoint_atomic, strategy, checkpoint)
                     plugin.saved()
@@ -513,12 +515,12 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
                 done = progress["finished_experiences"] == len(benchmark.train_stream)
                 if not done and stop.requested():  # a signal during evaluation or the checkpoint
                     where = {"experience": progress["finished_experiences"], "phase": "end"}
-                    raise Preempted(preempted_message(where, config["output"]["checkpoint"]))
+                    raise Preempted(preempted_message(where, cfg.output.checkpoint))
     except DivergenceError as error:
         done = progress["finished_experiences"]
         kept = (
             f"{checkpoint} ({done} finished experience{'s' if done != 1 else ''}) is kept"
-            if done and config["output"]["checkpoint"] else "no experience had finished, nothing was checkpointed"
+            if done and cfg.output.checkpoint else "no experience had finished, nothing was checkpointed"
         )
         message = f"{error}; {kept}, no results were written"
         _log_line(strategy, f"error: {message}")
@@ -529,7 +531,7 @@ def _train(config, folder, checkpoint, benchmark, model, strategy, loggers, info
     finally:
         _flush_logs(strategy)
 
-    return _finish(config, folder, benchmark, model, strategy, info, progress)
+    return _finish(config, cfg, folder, benchmark, model, strategy, info, progress)
 
 
 def _read_progress(folder: Path, start: int) -> Dict[str, Any]:
@@ -558,9 +560,9 @@ def _check_checkpoint_config(plugin, config: Dict[str, Any], folder: Path) -> Op
     return plugin.position
 
 
-def _finish(config, folder, benchmark, model, strategy, info, progress) -> Dict[str, Any]:
+def _finish(config, cfg, folder, benchmark, model, strategy, info, progress) -> Dict[str, Any]:
     """Collects ``results.json`` of a run whose experiences are all trained and writes the outputs."""
-    seed, device = config["seed"], info.device
+    seed, device = cfg.seed, info.device
     results = collect_results(
         strategy,
         config=config,
@@ -583,8 +585,8 @@ def _finish(config, folder, benchmark, model, strategy, info, progress) -> Dict[
         # the reference of the locality figure: what attention spread evenly over the grid would give
         results["locality"]["uniform_distance"] = uniform_attention_distance(model)
     # After a resume the strategy holds unpickled copies of the network: its entry says where the trained one is.
-    trained = strategy_entry(config["strategy"]["name"]).trained_model(strategy, model)
-    on_main(_write_outputs, config, folder, results, trained)
+    trained = strategy_entry(cfg.strategy["name"]).trained_model(strategy, model)
+    on_main(_write_outputs, config, cfg, folder, results, trained)
     return results
 
 
@@ -597,11 +599,12 @@ def _write_attention_maps(strategy, folder: Path) -> None:
         atomic_write_bytes(folder / "attention_maps.json", text.encode())
 
 
-def _write_outputs(config: Dict[str, Any], folder: Path, results: Dict[str, Any], model: torch.nn.Module) -> None:
+def _write_outputs(config: Dict[str, Any], cfg: RunConfig, folder: Path, results: Dict[str, Any],
+                   model: torch.nn.Module) -> None:
     # results.json last: it marks a finished run, so a write that fails before it (full disk) never looks done.
-    if config["output"]["save_model"]:
+    if cfg.output.save_model:
         _save_model(model, folder / "model.pt")
-    if config["output"]["plots"]:
+    if cfg.output.plots:
         plot_runs({run_name(config): results}, folder)
         if (folder / "attention_maps.json").is_file():
             plot_attention_maps(folder)
