@@ -35,9 +35,10 @@ def test_a_section_switched_on_holds_the_plugins_own_defaults_and_no_flat_copy_i
     assert strategy_options("naive", {"lr_schedule": True})["lr_schedule"] == _signature_defaults(
         ExperienceLRSchedulePlugin, bound=("lr",))
     assert strategy_options("naive", {"lpa_warmup": True})["lpa_warmup"] == _signature_defaults(LPAWarmupPlugin)
-    # The flat copies of the plugins' defaults are gone from every strategy (from_scratch's reset_optimizer is
-    # FromScratchTraining's own argument).
-    flat = {(name, key) for name in STRATEGIES for key in strategy_options(name) if key in MOVED_OPTIONS}
+    # The flat copies of the plugins' defaults are gone from every strategy that has the section (from_scratch's
+    # reset_optimizer is FromScratchTraining's own argument; LwF's temperature is Avalanche's LwF's own).
+    flat = {(name, key) for name in STRATEGIES for key, _ in strategy_options(name).items()
+            if key in MOVED_OPTIONS and MOVED_OPTIONS[key][0] in strategy_options(name)}
     assert flat == {("from_scratch", "reset_optimizer")}
 
 
@@ -92,3 +93,15 @@ def test_a_run_folder_written_with_the_flat_options_reads_into_the_sections():
     for folder in folders:
         config = read_run_config(folder)
         assert config["strategy"]["lr_schedule"] is False and config["strategy"]["lpa_warmup"] is False, folder
+
+
+@pytest.mark.parametrize("name, sections", [
+    ("old_samples", dict(distillation=dict(temperature=2.0, all_samples=False, finetuning=False), weighted_lwf=False)),
+    ("all_samples", dict(distillation=dict(temperature=2.0, all_samples=True, finetuning=False), weighted_lwf=False)),
+    ("weighted_lwf", dict(distillation=False, weighted_lwf=dict(temperature=2.0))),
+    ("none", dict(distillation=False, weighted_lwf=False)),
+])  # fmt: skip
+def test_the_names_distillation_took_read_into_its_sections(name, sections):
+    old = {"strategy": {"name": "lpa", "distillation": name, "temperature": 2.0, "finetune_teacher": False}}
+    strategy = validate(upgrade_config(old))["strategy"]
+    assert {key: strategy[key] for key in sections} == sections

@@ -215,8 +215,8 @@ def test_the_douillard_presets_hold_his_cifar100_b0_10_config_and_dytox_stays_th
     assert {k: his[k] for k in ("lr", "train_epochs", "epochs_first")} == dict(
         lr=2.5e-4, train_epochs=500, epochs_first=None)  # 5e-4 x 128 x 2 / 512
     assert (his["lr_schedule"]["lr_first"], his["lr_schedule"]["schedule_epochs"]) == (None, 500.0)
-    assert (his["distillation"], his["finetune_teacher"], his["finetune"]["sampling"], his["finetune"]["lr"]) == (
-        "all_samples", False, "none", 2.5e-5)
+    assert (his["distillation"], his["finetune"]["sampling"], his["finetune"]["lr"]) == (
+        dict(temperature=1.0, all_samples=True, finetuning=False), "none", 2.5e-5)
     assert (his["mixup"], his["label_smoothing"], his["loss"], his["divergence_weight"]) == (0.0, 0.0, "bce", 0.1)
     assert (his["mem_size"], his["memory_scope"], his["finetune"]["epochs"], his["repeated_aug"]) == (
         2000, "global", 20, 3)
@@ -227,8 +227,8 @@ def test_the_douillard_presets_hold_his_cifar100_b0_10_config_and_dytox_stays_th
     assert (lpa_authors["lr"], lpa_authors["lr_schedule"]["lr_first"], lpa_authors["train_epochs"],
             lpa_authors["epochs_first"]) == (
         4e-4, 2.5e-4, 600, 500)
-    assert (lpa_authors["distillation"], lpa_authors["finetune_teacher"], lpa_authors["finetune"]["sampling"],
-            lpa_authors["finetune"]["lr"], lpa_authors["mixup"]) == ("old_samples", True, "repeated_aug", 5e-5, 0.8)
+    assert (lpa_authors["distillation"], lpa_authors["finetune"]["sampling"], lpa_authors["finetune"]["lr"],
+            lpa_authors["mixup"]) == (dict(temperature=1.0, all_samples=False, finetuning=True), "repeated_aug", 5e-5, 0.8)
 
 
 @pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")  # his reduction, as ours

@@ -74,11 +74,12 @@ def test_every_strategy_builds_and_runs_one_experience(name, cil_benchmark):
 AUTHORS = dict(lr=4e-4, weight_decay=1e-6, train_mb_size=256, train_epochs=600, epochs_first=500,
                lr_schedule=dict(lr_first=2.5e-4, schedule_epochs=600, warmup_epochs=5, warmup_start_lr=1e-6,
                                 min_lr=1e-5, step="epoch", reset_optimizer_state=True),
-               mem_size=2000, temperature=1.0, mixup=0.8, cutmix=0.0, label_smoothing=0.1, loss="bce",
+               mem_size=2000, mixup=0.8, cutmix=0.0, label_smoothing=0.1, loss="bce",
                finetune=dict(epochs=20, lr=5e-5, weight_decay=1e-6, frozen=["backbone.patch_embed", "backbone.pos_embed",
                                                                      "backbone.blocks", "backbone.cls_blocks"],
                              frozen_mode="train", sampling="repeated_aug"), repeated_aug=3,
-               replay_mode="concat", distillation="old_samples", lpa_warmup=False)
+               replay_mode="concat", distillation=dict(temperature=1.0, all_samples=False, finetuning=True),
+               weighted_lwf=False, lpa_warmup=False)
 
 
 def test_lpa_preset_is_the_authors_recipe_and_lpa_warmup_only_adds_the_warmup():
@@ -105,15 +106,16 @@ def test_lpa_preset_is_the_authors_recipe_and_lpa_warmup_only_adds_the_warmup():
     assert isinstance(strategy._criterion, SeenClassesBCE) and strategy._criterion.mixup is not None
     assert any(isinstance(p, LPAWarmupPlugin) for p in build_strategy("lpa_warmup", make_tiny(), device="cpu").plugins)
     # Options switch recipe parts off, and the recipe switches work on baselines too.
-    lean = build_strategy("lpa", make_tiny(), device="cpu", distillation="none", finetune=False, lpa_warmup=False,
+    lean = build_strategy("lpa", make_tiny(), device="cpu", distillation=False, finetune=False, lpa_warmup=False,
                           mixup=0.0, loss="ce", lr_schedule=False, epochs_first=None, repeated_aug=1)
     assert not any(isinstance(p, (OldSampleDistillationPlugin, LwFPlugin, BalancedFinetuningPlugin, LPAWarmupPlugin,
                                   ExperienceEpochsPlugin, ExperienceLRSchedulePlugin, RepeatedAugmentationPlugin))
                    for p in lean.plugins)
     balanced = build_strategy("lpa", make_tiny(), device="cpu", replay_mode="balanced_batches", repeated_aug=1,
-                              distillation="weighted_lwf")
+                              weighted_lwf=True)  # the preset's distillation goes with it
     assert any(isinstance(p, ReplayPlugin) for p in balanced.plugins)
     assert any(isinstance(p, WeightedLwFPlugin) for p in balanced.plugins)
+    assert not any(isinstance(p, OldSampleDistillationPlugin) for p in balanced.plugins)
     lwf = build_strategy("lwf", make_tiny(), device="cpu", lpa_warmup=True, lr_schedule=True, loss="bce")
     assert any(isinstance(p, LPAWarmupPlugin) for p in lwf.plugins)
     assert isinstance(lwf._criterion, SeenClassesBCE)
@@ -148,8 +150,11 @@ def test_unknown_names_keys_and_bad_combinations_are_explained():
         build_strategy("naive", model, lpa_warmup="on")
     with pytest.raises(ValueError, match="adamw, sgd"):
         build_strategy("naive", model, optimizer="lamb")
-    with pytest.raises(ValueError, match="distillation must be one of old_samples, all_samples, weighted_lwf, none"):
-        build_strategy("lpa", model, distillation=True)
+    with pytest.raises(ValueError, match="distillation and weighted_lwf are two distillations of one model; set one"):
+        build_strategy("lpa", model, distillation=True, weighted_lwf=True)  # both asked for explicitly
+    with pytest.raises(ValueError, match=r"distillation: expected false, true or a mapping of OldSampleDistillationPl"
+                                         r".*got 'old_samples' \(old_samples is true, all_samples is"):
+        build_strategy("lpa", model, distillation="old_samples")
     with pytest.raises(ValueError, match="replay_mode='concat'"):  # repeated augmentation asked for explicitly
         build_strategy("lpa", model, replay_mode="balanced_batches", repeated_aug=3)
     with pytest.raises(ValueError, match="lr_schedule.step must be one of iteration, epoch, got 'batch'"):

@@ -21,7 +21,7 @@ from ..data import DATASETS, dataset_info
 from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, timm_model_name
 from ..training import strategy_entry, strategy_options
 from ..training.options import OptionTypeError, check_option
-from ..training.sections import MOVED_OPTIONS, is_section
+from ..training.sections import DISTILLATION_NAMES, MOVED_OPTIONS, is_section
 from .schema import CHECKED_ELSEWHERE, check_value, field_types, schema_defaults
 
 __all__ = [
@@ -232,7 +232,8 @@ def upgrade_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
 
     Reads the logger switches of configs written before ``evaluation.loggers`` (``text_log``, ``tensorboard``), and
     the flat strategy options written before the plugin sections (``lr_first``, ``lr_warmup_epochs``, ...,
-    ``lpa_warmup_start``, ...: :data:`~avalanche_lpa.training.sections.MOVED_OPTIONS`) into their sections.
+    ``lpa_warmup_start``, ...: :data:`~avalanche_lpa.training.sections.MOVED_OPTIONS`) into their sections, and the
+    names ``distillation`` took (``old_samples``, ``all_samples``, ``weighted_lwf``, ``none``).
     """
     return _upgrade_strategy(_upgrade_loggers(config))
 
@@ -252,14 +253,22 @@ def _upgrade_loggers(config: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _upgrade_strategy(config: Mapping[str, Any]) -> Mapping[str, Any]:
     strategy = config.get("strategy")
-    if not isinstance(strategy, Mapping) or not set(strategy) & set(MOVED_OPTIONS):
+    named = isinstance(strategy, Mapping) and isinstance(strategy.get("distillation"), str)
+    if not isinstance(strategy, Mapping) or not (set(strategy) & set(MOVED_OPTIONS) or named):
         return config
     try:
         own = strategy_options(strategy.get("name", DEFAULTS["strategy"]["name"]))
     except ValueError:  # an unknown name is reported where the config is validated
         return config
     strategy = dict(strategy)
-    moved = {key: strategy.pop(key) for key in list(strategy) if key in MOVED_OPTIONS and key not in own}
+    if named and strategy["distillation"] in DISTILLATION_NAMES and "distillation" in own:
+        # distillation: old_samples | all_samples | weighted_lwf | none, the temperature of whichever was on
+        sections = copy.deepcopy(DISTILLATION_NAMES[strategy.pop("distillation")])
+        if sections["weighted_lwf"] is not False and "temperature" in strategy:
+            sections["weighted_lwf"]["temperature"] = strategy.pop("temperature")
+        strategy.update(sections)
+    moved = {key: strategy.pop(key) for key in list(strategy)
+             if key in MOVED_OPTIONS and key not in own and MOVED_OPTIONS[key][0] in own}
     for section in {section for section, _ in MOVED_OPTIONS.values()}:
         parts = {MOVED_OPTIONS[key][1]: value for key, value in moved.items() if MOVED_OPTIONS[key][0] == section}
         switch = strategy.get(section, True if parts else None)

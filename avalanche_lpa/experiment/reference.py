@@ -92,11 +92,12 @@ OPTION_HELP: Dict[str, str] = {
     "batch_size_mem": "memory part of every batch (`balanced_batches` only)",
     "herding_layer": "the module whose output herding reads",
     "repeated_aug": "DeiT's repeated augmentation: copies of each image per epoch (1: off)",
-    "distillation": "`old_samples` (the authors'), `all_samples` (Douillard's), `weighted_lwf` or `none`",
-    "temperature": "distillation temperature",
+    "distillation": "distillation from the previous model (`OldSampleDistillationPlugin`; the authors' on old "
+                    "samples, `all_samples: true` Douillard's): `false`, `true` or its arguments",
+    "weighted_lwf": "Avalanche's LwF weighted by old / seen classes instead (`WeightedLwFPlugin`): `false`, `true` or "
+                    "its arguments",
     "finetune": "class-balanced finetuning on the memory after each experience t > 0 (`BalancedFinetuningPlugin`): "
                 "`false`, `true` or its arguments",
-    "finetune_teacher": "distillation on during finetuning",
     "divergence_weight": "DyTox's divergence-head loss weight (0: off)",
 }
 
@@ -232,7 +233,7 @@ def config_reference() -> str:
     out += ["", "## Strategy options", "",
             "`strategy.<option>`, or `build_strategy(name, model, <option>=...)`. Every strategy takes the common",
             "options; the defaults of the recipe presets differ where the table says. An option that builds one",
-            "plugin (`lr_schedule`, `lpa_warmup`, `finetune`) is `false` or a mapping of that plugin's own arguments, merged",
+            "plugin (`lr_schedule`, `lpa_warmup`, `finetune`, `distillation`, ...) is `false` or a mapping of that plugin's own arguments, merged",
             "into the preset's (`--set strategy.lr_schedule.min_lr=0`); `true` takes the preset's (or the plugin's",
             "defaults). Its rows list the plugin's arguments with the plugin's defaults (`–`: the preset has it off).",
             "",

@@ -4,7 +4,6 @@ from ._sampling import RepeatedAugmentationSampler
 from .criterion import SeenClassesBCE
 from .distributed import DistributedModel, DistributedPlugin
 from .distillation import (
-    DISTILLATIONS,
     OldSampleDistillationPlugin,
     WeightedLwFPlugin,
     distillation_weight,
@@ -40,7 +39,6 @@ __all__ = [
     "AutocastPlugin",
     "BalancedFinetuningPlugin",
     "ConcatReplayPlugin",
-    "DISTILLATIONS",
     "DistributedModel",
     "DistributedPlugin",
     "DYTOX_FINETUNE_FROZEN",

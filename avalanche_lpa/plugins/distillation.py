@@ -29,16 +29,12 @@ if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
 __all__ = [
-    "DISTILLATIONS",
     "OldSampleDistillationPlugin",
     "WeightedLwFPlugin",
     "distillation_weight",
     "old_sample_distillation",
 ]
 
-#: Distillation choices of ``build_strategy(..., distillation=...)``: the LPA authors' term, Douillard's (every
-#: sample), the LwF-based alternative, none.
-DISTILLATIONS = ("old_samples", "all_samples", "weighted_lwf", "none")
 
 
 def distillation_weight(n_old: int, n_total: int) -> float:

@@ -144,7 +144,7 @@ def _resolve(name: str, options: Dict[str, Any]) -> Dict[str, Any]:
     unknown = sorted(set(options) - set(valid))
     if unknown:
         moved = [f"{key} is now {MOVED_OPTIONS[key][0]}={{{MOVED_OPTIONS[key][1]!r}: ...}}" for key in unknown
-                 if key in MOVED_OPTIONS]
+                 if key in MOVED_OPTIONS and MOVED_OPTIONS[key][0] in valid]
         raise ValueError(
             f"unknown option(s) {', '.join(unknown)} for strategy {name!r}"
             f"{' (' + '; '.join(moved) + ')' if moved else ''}; valid options: {', '.join(sorted(valid))}"

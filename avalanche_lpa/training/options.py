@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Sequence
 
-from ..plugins import DISTILLATIONS, MEMORY_SCOPES, REPLAY_MODES
+from ..plugins import MEMORY_SCOPES, REPLAY_MODES
 
 __all__ = ["CHOICES", "NULLABLE_TYPES", "OptionTypeError", "check_option", "check_options", "type_name"]
 
@@ -25,7 +25,6 @@ NULLABLE_TYPES: Dict[str, type] = dict(
 
 #: Options that take one of a few names: a value outside them (of any type) is refused with the list.
 CHOICES: Dict[str, Sequence[str]] = dict(
-    distillation=DISTILLATIONS,
     replay_mode=REPLAY_MODES,
     memory_scope=MEMORY_SCOPES,
 )

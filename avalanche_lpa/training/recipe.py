@@ -54,13 +54,14 @@ RECIPE_OPTIONS: Dict[str, Any] = dict(
     batch_size_mem=None,  # memory part of every batch (balanced_batches only)
     herding_layer="backbone",
     repeated_aug=3,  # DeiT's repeated augmentation (1: off)
-    distillation="old_samples",  # "old_samples" (the authors') | "all_samples" (Douillard's) | "weighted_lwf" | "none"
-    temperature=1.0,
+    # Distillation from the previous model (OldSampleDistillationPlugin's arguments; false: off). Its defaults are
+    # the authors': old samples only, temperature 1, on in finetuning; all_samples: true is Douillard's.
+    distillation={},
+    weighted_lwf=False,  # WeightedLwFPlugin's arguments instead (Avalanche's LwF weighted by old / seen classes)
     # Class-balanced finetuning on the memory after each task t > 0 (BalancedFinetuningPlugin's arguments; false:
     # off). Its defaults are the authors' values: 20 epochs at 5e-5, weight decay 1e-6, their freeze_ft [sab, tab]
     # frozen in training mode (their freeze sets eval, their engine's model.train() undoes it), their sampler.
     finetune={},
-    finetune_teacher=True,  # distillation on in finetuning (Douillard: finetuning_teacher off)
 )
 
 #: DyTox's recipe: the same, plus the divergence head's loss, and a finetuning that freezes only the encoder
@@ -75,10 +76,9 @@ DYTOX_OPTIONS: Dict[str, Any] = dict(
 #: recipe with his distillation over every sample, finetuning without teacher or sampler at lr 5e-5 x 256 / 512.
 DOUILLARD_OPTIONS: Dict[str, Any] = dict(
     DYTOX_OPTIONS,
-    distillation="all_samples",  # auto_kd (continual/engine.py: forward)
+    distillation={"all_samples": True, "finetuning": False},  # auto_kd (continual/engine.py); finetuning_teacher: off
     # finetuning_lr 5e-5 x batch 128 x 2 GPUs / 512 (main.py); ft_no_sampling: true (dataset order)
     finetune={"frozen": DYTOX_FINETUNE_FROZEN, "lr": 2.5e-5, "sampling": "none"},
-    finetune_teacher=False,  # finetuning_teacher: off
 )
 
 #: Common options whose defaults a name overrides. ``lpa`` is the authors' recipe: global batch 256 = their 128
@@ -138,6 +138,7 @@ DYTOX_NAMES = ("dytox", "dytox_douillard", "dytox_plus_douillard")
 DEPENDENT_OPTIONS = (
     ("loss", lambda value: value == "ce", {"mixup": 0.0, "cutmix": 0.0}),  # mixup needs soft targets (BCE)
     ("replay_mode", lambda value: value != "concat", {"repeated_aug": 1}),  # its sampler replaces the loader
+    ("weighted_lwf", lambda value: value is not False, {"distillation": False}),  # one distillation at a time
 )
 
 #: The documented switches of the presets (``RECIPES``): each one (option, value) builds and trains on every
@@ -155,15 +156,15 @@ PRESET_SWITCHES = (
     ("repeated_aug", 1),
     ("replay_mode", "balanced_batches"),
     ("memory_scope", "per_rank"),
-    ("distillation", "none"),
-    ("distillation", "old_samples"),
-    ("distillation", "all_samples"),
-    ("distillation", "weighted_lwf"),
+    ("distillation", False),
+    ("distillation", {"all_samples": False}),
+    ("distillation", {"all_samples": True}),
+    ("weighted_lwf", True),
     ("finetune", False),
     ("finetune", {"frozen_mode": "eval"}),
     ("finetune", {"frozen_mode": "train"}),
-    ("finetune_teacher", False),
-    ("finetune_teacher", True),
+    ("distillation", {"finetuning": False}),
+    ("distillation", {"finetuning": True}),
     ("finetune", {"sampling": "none"}),
     ("finetune", {"sampling": "repeated_aug"}),
     ("lpa_warmup", True),
@@ -205,7 +206,9 @@ def dytox_model(model: nn.Module, config: Dict[str, Any], n_classes: Optional[in
 
 def check_recipe(config: Dict[str, Any]) -> None:
     """Raises ``ValueError`` (one line) for recipe options that do not go together."""
-    # The names of distillation, replay_mode, ... are checked with the option types (training/options.py).
+    # The names of replay_mode, ... are checked with the option types (training/options.py).
+    if config["distillation"] is not False and config["weighted_lwf"] is not False:
+        raise ValueError("distillation and weighted_lwf are two distillations of one model; set one of them to false")
     if config["repeated_aug"] < 1:
         raise ValueError(f"repeated_aug must be at least 1 (1 = off), got {config['repeated_aug']}")
     if config["repeated_aug"] > 1 and config["replay_mode"] != "concat":
@@ -240,16 +243,10 @@ def recipe_plugins(config: Dict[str, Any]) -> List[SupervisedPlugin]:
     if config["finetune"] and config["finetune"]["epochs"] > 0:
         plugins.append(BalancedFinetuningPlugin(memory, batch_size=config["train_mb_size"],
                                                 repeats=config["repeated_aug"], **config["finetune"]))
-    if config["distillation"] in ("old_samples", "all_samples"):
-        plugins.append(
-            OldSampleDistillationPlugin(
-                temperature=config["temperature"],
-                all_samples=config["distillation"] == "all_samples",
-                finetuning=config["finetune_teacher"],
-            )
-        )
-    elif config["distillation"] == "weighted_lwf":
-        plugins.append(WeightedLwFPlugin(temperature=config["temperature"]))
+    if config["distillation"] is not False:
+        plugins.append(OldSampleDistillationPlugin(**config["distillation"]))
+    elif config["weighted_lwf"] is not False:
+        plugins.append(WeightedLwFPlugin(**config["weighted_lwf"]))
     if config.get("divergence_weight"):
         plugins.append(DivergenceHeadPlugin(config["divergence_weight"], loss=config["loss"]))
     return plugins

@@ -20,11 +20,13 @@ from ..plugins import (
     BalancedFinetuningPlugin,
     ExperienceLRSchedulePlugin,
     LPAWarmupPlugin,
+    OldSampleDistillationPlugin,
+    WeightedLwFPlugin,
 )
 from ..plugins.warmup import SCHEDULES
 from .options import OptionTypeError, check_option
 
-__all__ = ["PluginSection", "SECTIONS", "MOVED_OPTIONS", "is_section", "resolve_section"]
+__all__ = ["PluginSection", "SECTIONS", "MOVED_OPTIONS", "DISTILLATION_NAMES", "is_section", "resolve_section"]
 
 #: A resolved section: ``False`` (off) or every keyword argument of the plugin.
 Section = Union[bool, Dict[str, Any]]
@@ -38,11 +40,13 @@ class PluginSection:
         plugin: the plugin class; its ``__init__`` keywords (less ``bound``) are the section's keys.
         bound: arguments the builder passes from other options (``lr`` of the lr schedule).
         choices: keys that take one of a few names.
+        hint: added to the error for a value that is not false, true or a mapping (an older spelling's new one).
     """
 
     plugin: type
     bound: Tuple[str, ...] = ()
     choices: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    hint: str = ""
 
     def parameters(self) -> Dict[str, inspect.Parameter]:
         """The plugin's keyword arguments of the section, in signature order."""
@@ -76,6 +80,12 @@ SECTIONS: Dict[str, PluginSection] = {
         BalancedFinetuningPlugin, bound=("storage_policy", "batch_size", "repeats", "seed"),
         choices={"frozen_mode": FROZEN_MODES, "sampling": FINETUNE_SAMPLINGS},
     ),
+    # The recipe's distillation from the previous model, or Avalanche's LwF weighted by old / seen classes.
+    "distillation": PluginSection(
+        OldSampleDistillationPlugin,
+        hint="old_samples is true, all_samples is {all_samples: true}, none is false, weighted_lwf is weighted_lwf: true",
+    ),
+    "weighted_lwf": PluginSection(WeightedLwFPlugin),
 }
 
 #: The flat options of earlier versions and where they live now (``lr_first`` -> ``lr_schedule.lr_first``):
@@ -99,6 +109,15 @@ MOVED_OPTIONS: Dict[str, Tuple[str, str]] = {
     "finetune_frozen": ("finetune", "frozen"),
     "finetune_frozen_mode": ("finetune", "frozen_mode"),
     "finetune_sampling": ("finetune", "sampling"),
+    "temperature": ("distillation", "temperature"),
+    "finetune_teacher": ("distillation", "finetuning"),
+}
+#: The names ``distillation`` took before it was a plugin section: each one's sections.
+DISTILLATION_NAMES: Dict[str, Dict[str, Any]] = {
+    "old_samples": {"distillation": {"all_samples": False}, "weighted_lwf": False},
+    "all_samples": {"distillation": {"all_samples": True}, "weighted_lwf": False},
+    "weighted_lwf": {"distillation": False, "weighted_lwf": {}},
+    "none": {"distillation": False, "weighted_lwf": False},
 }
 
 
@@ -132,6 +151,7 @@ def resolve_section(option: str, value: Any, preset: Any = False, prefix: str = 
     else:
         raise OptionTypeError(
             f"{name}: expected false, true or a mapping of {section.plugin.__name__}'s arguments, got {value!r}"
+            + (f" ({section.hint})" if section.hint else "")
         )
     defaults, types = section.defaults(), section.types()
     unknown = sorted(set(given) - set(defaults))
