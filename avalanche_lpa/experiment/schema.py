@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from ..data import dataset_info
 from ..training.options import OptionTypeError, check_option, type_name
@@ -120,32 +120,24 @@ def schema_defaults(cls: type = RunConfig) -> Dict[str, Any]:
     return dataclasses.asdict(cls())
 
 
-def field_types(cls: type = RunConfig, prefix: str = "") -> Dict[str, Any]:
-    """``{dotted key: annotation}`` of every leaf of the schema (free-form mappings are leaves)."""
+def _leaves(cls: type, prefix: str = "") -> Iterator[Tuple[str, dataclasses.Field, Any]]:
+    """``(dotted key, field, annotation)`` of every leaf of a schema class (free-form mappings are leaves)."""
     hints = typing.get_type_hints(cls)
-    out: Dict[str, Any] = {}
     for item in dataclasses.fields(cls):
         hint = hints[item.name]
         if dataclasses.is_dataclass(hint):
-            out.update(field_types(hint, f"{prefix}{item.name}."))
+            yield from _leaves(hint, f"{prefix}{item.name}.")
         else:
-            out[f"{prefix}{item.name}"] = hint
-    return out
+            yield f"{prefix}{item.name}", item, hint
 
 
-def _checked_elsewhere(cls: type = RunConfig, prefix: str = "") -> List[str]:
-    hints = typing.get_type_hints(cls)
-    out: List[str] = []
-    for item in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[item.name]):
-            out += _checked_elsewhere(hints[item.name], f"{prefix}{item.name}.")
-        elif item.metadata.get("checked"):
-            out.append(f"{prefix}{item.name}")
-    return out
+def field_types(cls: type = RunConfig) -> Dict[str, Any]:
+    """``{dotted key: annotation}`` of every leaf of the schema (free-form mappings are leaves)."""
+    return {key: hint for key, _, hint in _leaves(cls)}
 
 
 #: Keys whose values the config's own checks refuse with a message of their own (range and type together).
-CHECKED_ELSEWHERE = frozenset(_checked_elsewhere())
+CHECKED_ELSEWHERE = frozenset(key for key, item, _ in _leaves(RunConfig) if item.metadata.get("checked"))
 _SAMPLES = {bool: True, int: 1, float: 1.0, str: ""}
 
 

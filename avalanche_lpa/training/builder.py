@@ -165,8 +165,8 @@ def _resolve(name: str, options: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _divergence_hint(config: Dict[str, Any]) -> str:
-    first = config["lr_schedule"] and config["lr_schedule"]["lr_first"]
-    if first is not None and first is not False:
+    first = (config["lr_schedule"] or {}).get("lr_first")
+    if first is not None:
         return f"lower lr_schedule.lr_first / lr (now {first:g} / {config['lr']:g}) or check the data for NaN/inf"
     return f"lower lr (now {config['lr']:g}) or check the data for NaN/inf"
 

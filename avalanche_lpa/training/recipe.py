@@ -15,7 +15,6 @@ from torch import nn
 
 from ..plugins import (
     DYTOX_FINETUNE_FROZEN,
-    FINETUNE_FROZEN,
     AutocastPlugin,
     BalancedFinetuningPlugin,
     ConcatReplayPlugin,
@@ -131,9 +130,10 @@ RECIPES = ("lpa", "lpa_warmup", "dytox", "dytox_douillard", "dytox_plus_douillar
 #: The names that train a DyTox model (the runner builds ``dytox_<attn_type>_<preset>`` for them).
 DYTOX_NAMES = ("dytox", "dytox_douillard", "dytox_plus_douillard")
 
-#: Options that only mean something while a switch is on: ``(switch, is_off, {dependent: value when off})``. A
-#: preset sets the dependents to its own values; turning its switch off resets them too, unless the caller set
-#: them (then the combination is refused by the checks, naming the fix). A plugin's own arguments need no entry:
+#: Options that only mean something while a switch is in some state: ``(switch, resets, {dependent: value then})``.
+#: A preset sets the dependents to its own values; when ``resets(switch's value)`` holds (a part switched off, or
+#: ``weighted_lwf`` switched on) they are reset too, unless the caller set them (then the combination is refused
+#: by the checks, naming the fix). A plugin's own arguments need no entry:
 #: they live in its section (training/sections.py) and go with it.
 DEPENDENT_OPTIONS = (
     ("loss", lambda value: value == "ce", {"mixup": 0.0, "cutmix": 0.0}),  # mixup needs soft targets (BCE)
@@ -187,8 +187,8 @@ def compose_options(defaults: Dict[str, Any], given: Dict[str, Any], prefix: str
         if option in config:
             preset = defaults.get(option, False)
             config[option] = resolve_section(option, given[option] if option in given else preset, preset, prefix)
-    for switch, is_off, dependents in DEPENDENT_OPTIONS:
-        if switch in config and is_off(config[switch]):
+    for switch, resets, dependents in DEPENDENT_OPTIONS:
+        if switch in config and resets(config[switch]):
             config.update({k: v for k, v in dependents.items() if k in config and k not in given})
     return config
 
