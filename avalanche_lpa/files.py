@@ -12,14 +12,17 @@ the file, its folder and the free space there; the temporary file is removed and
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Any, Iterator, Union
 
-__all__ = ["TEMP_GLOB", "WriteError", "atomic_path", "atomic_write_bytes", "free_space", "write_error"]
+from .errors import ConfigError, one_line
+
+__all__ = ["TEMP_GLOB", "WriteError", "atomic_path", "atomic_write_bytes", "free_space", "read_json", "write_error"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -47,7 +50,7 @@ def free_space(folder: PathLike) -> str:
 def write_error(path: PathLike, error: OSError) -> WriteError:
     """The one-line :class:`WriteError` for a failed write of ``path``."""
     path = Path(path)
-    reason = error.strerror or " ".join(str(error).split()) or type(error).__name__
+    reason = error.strerror or one_line(error)
     failure = WriteError(
         f"cannot write {path.name} in {path.parent} ({reason}; {free_space(path.parent)} free there): the previous "
         f"{path.name}, if any, is intact; free some space (or choose another --output) and continue with --resume"
@@ -99,3 +102,19 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
     return Path(path)
+
+
+def read_json(path: PathLike) -> Any:
+    """A run folder's JSON file (``results.json``, ``progress.json``, ...).
+
+    Raises:
+        ConfigError: the file cannot be read or does not parse (one line: the file, the problem, the fix).
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ConfigError(
+            f"{path} is damaged ({one_line(error, kind=True)}); restore it from a backup, or start the run afresh with "
+            "--overwrite"
+        ) from None

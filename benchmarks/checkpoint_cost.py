@@ -31,11 +31,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from avalanche_lpa.experiment.checkpoint import load_checkpoint, save_checkpoint_atomic  # noqa: E402
-from avalanche_lpa.experiment.config import load_config  # noqa: E402
-from avalanche_lpa.experiment.data import build_benchmark  # noqa: E402
-from avalanche_lpa.experiment.midway import checkpoint_plugin  # noqa: E402
-from avalanche_lpa.experiment.run import _evaluator, _strategy_options, build_model  # noqa: E402
+from avalanche_lpa.config import load_config  # noqa: E402
+from avalanche_lpa.runner import build_model  # noqa: E402
+from avalanche_lpa.runner.benchmark import build_benchmark  # noqa: E402
+from avalanche_lpa.runner.checkpoint import load_checkpoint, save_checkpoint_atomic  # noqa: E402
+from avalanche_lpa.runner.loggers import evaluator  # noqa: E402
+from avalanche_lpa.runner.midway import checkpoint_plugin  # noqa: E402
 from avalanche_lpa.plugins import OldSampleDistillationPlugin  # noqa: E402
 from avalanche_lpa.training import build_strategy  # noqa: E402
 
@@ -71,10 +72,10 @@ def fake_imagenet100(root: Path) -> Path:
 def strategy_inside_experience_2(config):
     """The run's strategy as it stands during experience 2 (index 1) of the config."""
     torch.manual_seed(0)
-    benchmark = build_benchmark({**config["data"], "download": False}, config["seed"])
+    benchmark = build_benchmark(config.data, config.seed, download=False)
     model = build_model(config, benchmark.n_classes)
-    strategy = build_strategy(config["strategy"]["name"], model, evaluator=_evaluator([], config, config["seed"]),
-                              device="cpu", num_classes=benchmark.n_classes, **_strategy_options(config))
+    strategy = build_strategy(config.strategy, model, evaluator=evaluator([], config), device="cpu",
+                              num_classes=benchmark.n_classes)
     checkpoint_plugin(strategy)
     strategy.experience = benchmark.train_stream[1]
     strategy.clock.train_exp_counter = 1
@@ -92,7 +93,7 @@ def strategy_inside_experience_2(config):
 
 
 def measure(name: str, data_root: Path, repeats: int) -> dict:
-    config = load_config(REPO / "experiments" / "configs" / f"{name}.yaml",
+    config = load_config(name,
                          [f"data.root={data_root}", "data.num_workers=0", "device=cpu"])
     strategy, params = strategy_inside_experience_2(config)
     with tempfile.TemporaryDirectory() as folder:

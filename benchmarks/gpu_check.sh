@@ -148,7 +148,7 @@ import timm
 import torch
 
 import avalanche_lpa
-from avalanche_lpa.experiment import cli, run  # noqa: F401  (the runner and everything it imports)
+from avalanche_lpa import cli, runner  # noqa: F401  (the runner and everything it imports)
 from avalanche_lpa.training import STRATEGIES
 
 print(f"avalanche-lib {avalanche.__version__} from {avalanche.__file__}")

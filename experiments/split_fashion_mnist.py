@@ -9,8 +9,8 @@ it (unless --no-download).
 """
 import sys
 
-from avalanche_lpa.configs import config_path
-from avalanche_lpa.experiment.cli import main
+from avalanche_lpa.config.shipped import config_path
+from avalanche_lpa.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:], description=__doc__, default_config=config_path("fashion_mnist")))

@@ -7,8 +7,8 @@ Without --class-list the first 100 classes of <root>/train in sorted order are u
 """
 import sys
 
-from avalanche_lpa.configs import config_path
-from avalanche_lpa.experiment.cli import main
+from avalanche_lpa.config.shipped import config_path
+from avalanche_lpa.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:], description=__doc__, default_config=config_path("imagenet100_10steps"), imagenet=True))

@@ -153,7 +153,7 @@ def run(name: str, strategy_name: str, benchmark: Any, distributed: bool, out: P
 
 def memory_run(scope: str, out: Path) -> Dict[str, Any]:
     """The ``lpa`` recipe with ``memory_scope=scope``: each rank's memory after every experience, and a checkpoint."""
-    from avalanche_lpa.experiment.checkpoint import load_checkpoint, save_checkpoint_atomic
+    from avalanche_lpa.runner.checkpoint import load_checkpoint, save_checkpoint_atomic
     from avalanche_lpa.plugins import ConcatReplayPlugin
 
     torch.manual_seed(0)

@@ -24,9 +24,9 @@ from avalanche.distributed import DistributedHelper
 
 from avalanche_lpa.distributed import init_distributed
 from avalanche_lpa.plugins import DistributedModel, DistributedPlugin
-from avalanche_lpa.experiment.cli import main as cli_main
+from avalanche_lpa.cli import main as cli_main
 
-from avalanche_lpa.configs import CONFIG_DIR as CONFIGS  # the shipped configs (package data)
+from avalanche_lpa.config.shipped import CONFIG_DIR as CONFIGS  # the shipped configs (package data)
 
 
 def main(argv: List[str]) -> int:

@@ -8,7 +8,7 @@ from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
-from avalanche_lpa.experiment.report import attention_comparison_figure, attention_maps_figure, plot_attention_maps
+from avalanche_lpa.report import attention_comparison_figure, attention_maps_figure, plot_attention_maps
 from avalanche_lpa.metrics import AttentionMapsPluginMetric, draw_probe, mean_attention_distance
 
 from .conftest import make_tiny

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from avalanche.training.plugins import EvaluationPlugin
 
-from avalanche_lpa.configs import config_names
-from avalanche_lpa.experiment.config import dump_config, load_config, load_yaml, upgrade_config, validate
-from avalanche_lpa.experiment.run import read_run_config
+from avalanche_lpa.config.shipped import config_names
+from avalanche_lpa.config import ConfigError, dump_config, load_config, load_yaml, upgrade_config, validate
+from avalanche_lpa.runner import read_run_config
 from avalanche_lpa.plugins import ExperienceLRSchedulePlugin, LPAWarmupPlugin
 from avalanche_lpa.training import RECIPES, STRATEGIES, build_strategy, strategy_options
 from avalanche_lpa.training.sections import MOVED_OPTIONS, SECTIONS
@@ -51,7 +51,7 @@ def test_switching_a_section_off_never_trips_over_a_preset_default(name, section
                               **{section: False})
     assert not any(isinstance(p, SECTIONS[section].plugin) for p in strategy.plugins)
     config = load_config(None, [f"strategy.name={name}", f"strategy.{section}=false"])
-    assert config["strategy"][section] is False
+    assert config.strategy[section] is False
 
 
 def test_the_section_builds_its_plugin_with_the_merged_arguments():
@@ -67,14 +67,17 @@ def test_the_section_builds_its_plugin_with_the_merged_arguments():
 
 
 def test_a_yaml_section_turned_on_by_one_argument_and_a_base_config_merging_into_it(tmp_path):
-    config = load_config("fashion_mnist", ["strategy.lr_schedule.warmup_epochs=0.5"])  # the file says false
-    assert config["strategy"]["lr_schedule"] == {**strategy_options("lpa")["lr_schedule"], "warmup_epochs": 0.5}
+    config = load_config("fashion_mnist", ["strategy.lr_schedule.warmup_epochs=2"])  # the file says false
+    assert config.strategy["lr_schedule"] == {**strategy_options("lpa")["lr_schedule"], "warmup_epochs": 2.0}
+    # validated as the run builds it: the plugin's own check refuses half an epoch stepped per epoch
+    with pytest.raises(ConfigError, match=r"^strategy: step='epoch' needs whole warm-up epochs, got 0.5"):
+        load_config("fashion_mnist", ["strategy.lr_schedule.warmup_epochs=0.5"])
     (tmp_path / "child.yaml").write_text(
-        f"base: {REPO / 'avalanche_lpa' / 'configs' / 'cifar100_b0_10steps.yaml'}\n"
+        f"base: {REPO / 'avalanche_lpa' / 'config' / 'shipped' / 'cifar100_b0_10steps.yaml'}\n"
         "strategy:\n  lr_schedule: {min_lr: 0.0}\n"
     )
     child = load_config(tmp_path / "child.yaml")
-    assert child["strategy"]["lr_schedule"] == {**strategy_options("lpa")["lr_schedule"], "min_lr": 0.0}
+    assert child.strategy["lr_schedule"] == {**strategy_options("lpa")["lr_schedule"], "min_lr": 0.0}
 
 
 def test_a_run_folder_written_with_the_flat_options_reads_into_the_sections():
@@ -83,7 +86,7 @@ def test_a_run_folder_written_with_the_flat_options_reads_into_the_sections():
                         "reset_optimizer": False, "lpa_warmup": False, "lpa_warmup_start": 0.5,
                         "lpa_warmup_epochs": 1.0, "lpa_warmup_iters": None, "lpa_warmup_schedule": "linear",
                         "lpa_warmup_skip_first": False}}
-    strategy = validate(upgrade_config(old))["strategy"]
+    strategy = validate(upgrade_config(old)).strategy
     assert strategy["lr_schedule"] == dict(lr_first=1e-4, warmup_epochs=2.0, warmup_start_lr=1e-7, min_lr=1e-6,
                                            schedule_epochs=50.0, step="iteration", reset_optimizer_state=False)
     assert strategy["lpa_warmup"] is False  # off: its arguments meant nothing
@@ -92,7 +95,7 @@ def test_a_run_folder_written_with_the_flat_options_reads_into_the_sections():
     assert len(folders) >= 30
     for folder in folders:
         config = read_run_config(folder)
-        assert config["strategy"]["lr_schedule"] is False and config["strategy"]["lpa_warmup"] is False, folder
+        assert config.strategy["lr_schedule"] is False and config.strategy["lpa_warmup"] is False, folder
 
 
 @pytest.mark.parametrize("name, sections", [
@@ -103,5 +106,5 @@ def test_a_run_folder_written_with_the_flat_options_reads_into_the_sections():
 ])  # fmt: skip
 def test_the_names_distillation_took_read_into_its_sections(name, sections):
     old = {"strategy": {"name": "lpa", "distillation": name, "temperature": 2.0, "finetune_teacher": False}}
-    strategy = validate(upgrade_config(old))["strategy"]
+    strategy = validate(upgrade_config(old)).strategy
     assert {key: strategy[key] for key in sections} == sections

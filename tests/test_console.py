@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from avalanche_lpa.configs import CONFIG_DIR, config_names, config_path, describe, resolve_config
-from avalanche_lpa.experiment.cli import DEFAULT_CONFIG, console
-from avalanche_lpa.experiment.config import load_config, load_yaml
+from avalanche_lpa.config.shipped import CONFIG_DIR, config_names, config_path, describe, resolve_config
+from avalanche_lpa.cli import DEFAULT_CONFIG, console
+from avalanche_lpa.config import load_config, load_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTHETIC = [
@@ -53,7 +53,7 @@ def test_print_config_prints_the_resolved_config_and_touches_nothing(tmp_path, c
     assert code == 0 and not out.exists()
     printed = load_yaml(capsys.readouterr().out)
     expected = load_config("fashion_mnist", ["strategy.lr=3e-4"], {"seed": 7, "output.dir": str(out)})
-    assert printed == json.loads(json.dumps(expected))  # YAML round trip of the validated config
+    assert printed == json.loads(json.dumps(expected.as_dict()))  # YAML round trip of the validated config
     assert printed["seed"] == 7 and printed["strategy"]["lr"] == 3e-4 and printed["data"]["dataset"] == "fashion_mnist"
 
 

@@ -25,9 +25,9 @@ from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training.plugins import EvaluationPlugin
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from avalanche_lpa.experiment.checkpoint import load_checkpoint
-from avalanche_lpa.experiment.config import load_config
-from avalanche_lpa.experiment.run import RunInterrupted, build_model, run
+from avalanche_lpa.runner.checkpoint import load_checkpoint
+from avalanche_lpa.config import load_config
+from avalanche_lpa.runner import RunInterrupted, build_model, run
 from avalanche_lpa.layers import LPAttention
 from avalanche_lpa.models import LocalityViT
 from avalanche_lpa.training import STRATEGIES, build_strategy, needs_fixed_head, strategy_options

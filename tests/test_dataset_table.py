@@ -6,10 +6,10 @@ import timm
 
 from avalanche_lpa.data import DATASETS, DatasetInfo, dataset_info, register_dataset, synthetic_benchmark
 from avalanche_lpa.data import transforms
-from avalanche_lpa.experiment.config import ConfigError, load_config
-from avalanche_lpa.experiment.data import build_benchmark, input_shape
-from avalanche_lpa.experiment.reference import CONFIG_HELP
-from avalanche_lpa.experiment.run import build_model
+from avalanche_lpa.config import ConfigError, load_config
+from avalanche_lpa.runner.benchmark import build_benchmark, input_shape
+from avalanche_lpa.config.reference import CONFIG_HELP
+from avalanche_lpa.runner import build_model
 from avalanche_lpa.models import PRESET_DATASETS, PRESETS, model_name
 
 
@@ -76,7 +76,7 @@ def tiny_dataset(monkeypatch):
 def test_adding_a_dataset_is_adding_an_entry(tiny_dataset):
     config = load_config(None, ["data.dataset=tiny3", "data.n_experiences=3", "data.max_train_per_class=7",
                                 "model.preset=tiny", "model.overrides={img_size: 12, in_chans: 2, patch_size: 4}"])
-    data = config["data"]
+    data = config.data
     assert input_shape(data) == (2, 12, 12)
     benchmark = build_benchmark(data, seed=0)
     assert tiny_dataset == [dict(augment=True, max_train_per_class=7)]  # only the options the entry names
@@ -85,12 +85,12 @@ def test_adding_a_dataset_is_adding_an_entry(tiny_dataset):
     model = build_model(config, benchmark.n_classes)
     assert model(x[None]).shape[0] == 1
     with pytest.raises(ConfigError, match="data.n_experiences=2 does not divide the 3 classes of tiny3"):
-        build_benchmark({**data, "n_experiences": 2}, seed=0)  # the split is checked with the entry's classes
+        build_benchmark(replace(data, n_experiences=2), seed=0)  # the split is checked with the entry's classes
 
 
 def test_synthetic_takes_its_size_from_its_section_and_its_classes_from_the_table(monkeypatch):
     data = load_config(None, ["data.dataset=synthetic", "data.n_experiences=2", "data.synthetic.img_size=6",
-                              "data.synthetic.in_chans=3"])["data"]
+                              "data.synthetic.in_chans=3"]).data
     assert input_shape(data) == (3, 6, 6)
     assert build_benchmark(data, seed=0).n_classes == 2 * DATASETS["synthetic"].classes_per_experience
     monkeypatch.setitem(DATASETS, "synthetic", replace(DATASETS["synthetic"], classes_per_experience=3))

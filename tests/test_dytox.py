@@ -173,7 +173,7 @@ def test_dytox_timm_entry_points(attn_type):
 
 
 def _dytox_config(tmp_path, name, *extra):
-    from avalanche_lpa.experiment.config import load_config
+    from avalanche_lpa.config import load_config
 
     tiny = "{img_size: 8, patch_size: 2, in_chans: 1, embed_dim: 18, depth: 2, num_heads: 9, drop_path_rate: 0.0}"
     return load_config(None, [
@@ -189,7 +189,7 @@ def _dytox_config(tmp_path, name, *extra):
 
 @pytest.mark.slow
 def test_dytox_runs_in_the_runner_and_resumes_identically(tmp_path):
-    from avalanche_lpa.experiment.run import RunInterrupted, run
+    from avalanche_lpa.runner import RunInterrupted, run
 
     straight = run(_dytox_config(tmp_path, "straight"))
     assert straight["model"] == "dytox_lpa_tiny" and len(straight["accuracy_matrix"]) == 3

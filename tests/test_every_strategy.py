@@ -19,10 +19,10 @@ from avalanche.training import JointTraining, StreamingLDA
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedMetaLearningTemplate, SupervisedTemplate
 
-from avalanche_lpa.experiment.checkpoint import load_checkpoint, save_checkpoint_atomic
-from avalanche_lpa.experiment.config import ConfigError, load_config
+from avalanche_lpa.runner.checkpoint import load_checkpoint, save_checkpoint_atomic
+from avalanche_lpa.config import ConfigError, load_config
 from avalanche_lpa.data import synthetic_benchmark
-from avalanche_lpa.experiment.run import build_model, evaluate_saved_run, run
+from avalanche_lpa.runner import build_model, evaluate_saved_run, run
 from avalanche_lpa.models import DyTox, GrowingClassifier, PerExperienceHeads
 from avalanche_lpa.training import (
     COMMON_OPTIONS,

@@ -1,4 +1,5 @@
 """The experiment layer end to end: configs, real-data loaders on fake files, runs, resume, CLI errors."""
+import dataclasses
 import json
 import runpy
 from pathlib import Path
@@ -9,15 +10,15 @@ import torch
 import yaml
 from PIL import Image
 
-from avalanche_lpa.configs import CONFIG_DIR
+from avalanche_lpa.config.shipped import CONFIG_DIR
 from avalanche_lpa.data import dataset_info
 from avalanche_lpa.data import datasets as data_module
-from avalanche_lpa.experiment.data import build_benchmark, class_mapping
-from avalanche_lpa.experiment.checkpoint import CheckpointError, load_checkpoint
-from avalanche_lpa.experiment.cli import main
-from avalanche_lpa.experiment.compare import compare
-from avalanche_lpa.experiment.config import ConfigError, load_config
-from avalanche_lpa.experiment.run import RunInterrupted, evaluate_saved_run, run
+from avalanche_lpa.runner.benchmark import build_benchmark, class_mapping
+from avalanche_lpa.runner.checkpoint import CheckpointError, load_checkpoint
+from avalanche_lpa.cli import main
+from avalanche_lpa.runner import compare
+from avalanche_lpa.config import ConfigError, load_config
+from avalanche_lpa.runner import RunInterrupted, evaluate_saved_run, run
 
 from .fake_datasets import make_fake_cifar100, make_fake_fashion_mnist_gz
 
@@ -58,12 +59,12 @@ def test_shipped_configs_validate_and_use_the_standard_class_orders(fake_cifar):
         load_config(path)
     for steps in (10, 20, 50):
         config = load_config(CONFIGS / f"cifar100_b0_{steps}steps.yaml")
-        assert config["data"]["n_experiences"] == steps and config["strategy"]["name"] == "lpa"
-        order = config["data"]["class_order"]
+        assert config.data.n_experiences == steps and config.strategy.name == "lpa"
+        order = config.data.class_order
         assert order[:20] == CIL_ORDER_FIRST_TASKS and sorted(order) == list(range(100)) and order[-1] == 39
     split = data_module.split_cifar100(fake_cifar, n_experiences=10, class_order=order, seed=1993)
     assert list(split.classes_order_original_ids)[:10] == CIL_ORDER_FIRST_TASKS[:10]
-    imagenet = load_config(CONFIGS / "imagenet100_10steps.yaml")["data"]["class_order"]
+    imagenet = load_config(CONFIGS / "imagenet100_10steps.yaml").data.class_order
     assert imagenet[:20] == IMAGENET_ORDER_FIRST_TASKS and sorted(imagenet) == list(range(100))
 
 
@@ -92,28 +93,28 @@ def test_unknown_keys_and_bad_values_are_one_line_errors(tmp_path):
 def test_switching_a_validated_config_gives_the_new_strategy_its_own_defaults():
     # compare switches strategies on validated configs, where every option is filled in: a value that is only
     # the old strategy's default must not override the new strategy's (the bug: lpa_warmup ran without warm-up).
-    from avalanche_lpa.experiment.config import switch_strategy, validate
+    from avalanche_lpa.config import switch_strategy, validate
 
     config = load_config(CONFIGS / "fashion_mnist.yaml")
-    warm = validate({**config, "strategy": switch_strategy(config["strategy"], "lpa_warmup")})["strategy"]
-    assert warm["lpa_warmup"]["start_factor"] == 0.0 and warm["lr"] == config["strategy"]["lr"]  # the budget stays
-    dytox = validate({**config, "strategy": switch_strategy(config["strategy"], "dytox")})["strategy"]
+    warm = validate({**config.as_dict(), "strategy": switch_strategy(config.strategy, "lpa_warmup")}).strategy
+    assert warm["lpa_warmup"]["start_factor"] == 0.0 and warm["lr"] == config.strategy["lr"]  # the budget stays
+    dytox = validate({**config.as_dict(), "strategy": switch_strategy(config.strategy, "dytox")}).strategy
     assert dytox["finetune"]["frozen"][0] == "backbone.encoder.patch_embed"  # DyTox's freeze set, not LocalityViT's
     assert (dytox["finetune"]["epochs"], dytox["finetune"]["lr"]) == (10, 1e-3)  # what the config set is kept
     assert dytox["replay_mode"] == "balanced_batches"  # an option the config set is kept
-    replay = validate({**config, "strategy": switch_strategy(config["strategy"], "replay")})["strategy"]
+    replay = validate({**config.as_dict(), "strategy": switch_strategy(config.strategy, "replay")}).strategy
     assert replay["decay_embeddings"] is False and replay["lr_schedule"] is False
 
 
 def test_strategy_flag_keeps_the_budget_and_drops_recipe_only_options():
     config = load_config(CONFIGS / "cifar100_quick.yaml", values={"strategy.name": "naive"})
-    assert config["strategy"]["name"] == "naive"
-    assert config["strategy"]["train_epochs"] == 4 and "mem_size" not in config["strategy"]
+    assert config.strategy.name == "naive"
+    assert config.strategy["train_epochs"] == 4 and "mem_size" not in config.strategy
 
 
 # -- data ------------------------------------------------------------------------------------------------------
 def test_cifar_loader_reads_torchvision_layout_and_maps_labels_from_zero(fake_cifar):
-    order = load_config(CONFIGS / "cifar100_b0_10steps.yaml")["data"]["class_order"]
+    order = load_config(CONFIGS / "cifar100_b0_10steps.yaml").data.class_order
     bench = data_module.split_cifar100(fake_cifar, n_experiences=10, class_order=order)
     assert bench.train_stream[0].classes_in_this_experience == list(range(10))
     assert len(bench.train_stream[0].dataset) == 40
@@ -284,7 +285,7 @@ def test_class_order_and_split_are_checked_against_the_dataset(tmp_path):
     with pytest.raises(ConfigError, match="data.class_order must list each of the 6 synthetic class ids"):
         run(synthetic_config(tmp_path, "data.class_order=[0, 1, 2]"))
     with pytest.raises(ConfigError, match="n_experiences=3 does not divide the 10 classes of fashion_mnist"):
-        build_benchmark({**load_config(CONFIGS / "fashion_mnist.yaml")["data"], "n_experiences": 3}, 0)
+        build_benchmark(dataclasses.replace(load_config(CONFIGS / "fashion_mnist.yaml").data, n_experiences=3), 0)
 
 
 @pytest.mark.slow

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import avalanche_lpa
-from avalanche_lpa.experiment.config import ConfigError
-from avalanche_lpa.experiment.data import build_benchmark
-from avalanche_lpa.experiment.run import run
+from avalanche_lpa.config import ConfigError
+from avalanche_lpa.runner.benchmark import build_benchmark
+from avalanche_lpa.runner import run
 
 from .test_experiment import synthetic_config
 
@@ -38,12 +38,12 @@ def test_load_run_gives_the_trained_model_of_lpa_dytox_and_timm_runs(kind, tmp_p
     loaded = avalanche_lpa.load_run(tmp_path / kind)
     assert not loaded.model.training and loaded.results["summary"] == results["summary"]
     assert loaded.class_order == json.loads((tmp_path / kind / "classes.json").read_text())["class_order"]
-    assert loaded.config == json.loads(json.dumps(config))  # the run's own validated config (tuples as lists)
+    assert loaded.config == config  # the run's own validated config
     saved = torch.load(tmp_path / kind / "model.pt", weights_only=True)
     state = loaded.model.state_dict()
     assert saved.keys() == state.keys() and all(torch.equal(saved[k], state[k]) for k in saved)
     # the loaded model scores on the test stream exactly what the run reported after its last experience
-    benchmark = build_benchmark(loaded.config["data"], loaded.config["seed"])
+    benchmark = build_benchmark(loaded.config.data, loaded.config.seed)
     assert _accuracy(loaded.model, benchmark) == pytest.approx(results["summary"]["last_accuracy"], abs=1e-6)
 
 

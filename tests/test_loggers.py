@@ -6,8 +6,8 @@ import re
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from avalanche_lpa.experiment.config import ConfigError, load_config, validate
-from avalanche_lpa.experiment.run import run
+from avalanche_lpa.config import ConfigError, load_config, validate
+from avalanche_lpa.runner import run
 
 from .test_experiment import synthetic_config
 from .wandb_offline import history
@@ -42,14 +42,16 @@ def test_every_logger_holds_the_training_loss_and_lr_series(tmp_path, monkeypatc
 
     log = (folder / "log.txt").read_text()
     assert len(re.findall(r"\tLoss_Epoch/train_phase/train_stream/Task000 = [\d.]+", log)) == EPOCHS
-    assert len(re.findall(r"^experience \d/3, accuracy [\d.]+ on the seen classes", log, re.M)) == 3
+    assert log.startswith(f"[{log[1:20]}] run ")  # the opening block first, every line timestamped
+    assert len(re.findall(r"^\[[\d-]+ [\d:]+\] experience \d/3, accuracy [\d.]+ on the seen classes", log, re.M)) == 3
 
 
 @pytest.mark.slow
 def test_the_console_prints_one_line_per_epoch_and_one_summary_per_experience(tmp_path, capsys):
     run(synthetic_config(tmp_path, "evaluation.progress_bar=true", name="quiet"))
     out = capsys.readouterr().out
-    assert len(re.findall(r"^\tloss [\d.]+, accuracy [\d.]+, lr 0\.003$", out, re.M)) == EPOCHS
+    epochs = re.findall(r"^exp (\d)/3 · train epoch (\d)/(\d): loss [\d.]+, accuracy [\d.]+, lr 0\.003, \d+s$", out, re.M)
+    assert len(epochs) == EPOCHS and all(int(epoch) <= int(total) for _, epoch, total in epochs)
     summaries = re.findall(r"^experience (\d)/3, accuracy [\d.]+ on the seen classes, forgetting [\d.]+, "
                            r"locality [\d.]+ patches, [\d:]+ for it, (?:ETA|run) [\d:]+$", out, re.M)
     assert summaries == ["1", "2", "3"]
@@ -64,5 +66,5 @@ def test_logger_names_are_checked_and_old_switches_still_read():
         load_config(None, ["evaluation.loggers=[text, mlflow]"])
     # config.yaml of runs written before evaluation.loggers existed still resume and evaluate
     old = validate({"evaluation": {"text_log": False, "tensorboard": True}})
-    assert old["evaluation"]["loggers"] == ["tensorboard"]
-    assert validate({"evaluation": {"tensorboard": True}})["evaluation"]["loggers"] == ["text", "tensorboard"]
+    assert old.evaluation.loggers == ["tensorboard"]
+    assert validate({"evaluation": {"tensorboard": True}}).evaluation.loggers == ["text", "tensorboard"]

@@ -16,11 +16,11 @@ import pytest
 import torch
 from avalanche.core import SupervisedPlugin
 
-import avalanche_lpa.experiment.run as run_module
+import avalanche_lpa.runner.runs as run_module
 import avalanche_lpa.files as files
-from avalanche_lpa.experiment.config import HARMLESS_KEYS, ConfigError, load_config
-from avalanche_lpa.experiment.midway import checkpoint_plugin
-from avalanche_lpa.experiment.run import RunInterrupted, run
+from avalanche_lpa.config import HARMLESS_KEYS, ConfigError, load_config
+from avalanche_lpa.runner.midway import checkpoint_plugin
+from avalanche_lpa.runner import RunInterrupted, run
 
 from .processes import kill_when_printed
 from .test_reliability import SYNTHETIC_YAML, cli, one_line_error
@@ -210,9 +210,9 @@ LPA_SETTINGS = [
 
 KILLED_CHILD = """
 import sys, time
-import avalanche_lpa.experiment.run as run_module
-from avalanche_lpa.experiment.config import load_config
-from avalanche_lpa.experiment.midway import checkpoint_plugin
+import avalanche_lpa.runner.runs as run_module
+from avalanche_lpa.config import load_config
+from avalanche_lpa.runner.midway import checkpoint_plugin
 
 target = (int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
 original = run_module.save_checkpoint_atomic
@@ -325,14 +325,14 @@ def test_checkpoint_keys_are_checked_and_harmless_on_resume(tmp_path):
     for bad in ("checkpoint.every_epochs=0", "checkpoint.every_epochs=1.5", "checkpoint.every_minutes=-1"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             load_config(None, [bad])
-    assert load_config(None, ["checkpoint.every_minutes=30"])["checkpoint"]["every_minutes"] == 30
+    assert load_config(None, ["checkpoint.every_minutes=30"]).checkpoint.every_minutes == 30
     assert {"checkpoint.every_epochs", "checkpoint.every_minutes"} <= set(HARMLESS_KEYS)
 
 
 TORCHRUN_CHILD = """
 import os, runpy, signal, sys
 sys.path.insert(0, sys.argv[1])
-import avalanche_lpa.experiment.run as run_module
+import avalanche_lpa.runner.runs as run_module
 from tests.test_long_runs import SignalAt
 
 build = run_module.build_strategy

@@ -1,9 +1,11 @@
 """Option types are checked where options enter: build_strategy and the config's strategy section, in one line."""
+from typing import Any
+
 import pytest
 
-from avalanche_lpa.experiment.config import ConfigError, load_config
+from avalanche_lpa.config import ConfigError, load_config
 from avalanche_lpa.training import build_strategy, strategy_options
-from avalanche_lpa.training.options import NULLABLE_TYPES, check_option
+from avalanche_lpa.training.options import NULLABLE_TYPES, check_option, check_type, plain_values
 from avalanche_lpa.training.sections import SECTIONS
 
 from .conftest import make_tiny
@@ -37,7 +39,7 @@ def test_the_config_checks_the_same_types():
     with pytest.raises(ConfigError,
                        match=r"^strategy\.lr_schedule\.lr_first: expected a number, got 'x' \(a string\)$"):
         load_config(None, ["strategy.lr_schedule.lr_first=x"])
-    assert load_config(None, ["strategy.lr_schedule.lr_first=3e-4"])["strategy"]["lr_schedule"]["lr_first"] == 3e-4
+    assert load_config(None, ["strategy.lr_schedule.lr_first=3e-4"]).strategy["lr_schedule"]["lr_first"] == 3e-4
 
 
 def test_every_option_with_no_default_has_a_type():
@@ -49,7 +51,9 @@ def test_every_option_with_no_default_has_a_type():
     assert check_option("epochs_first", None, None) is None  # None stays allowed
     for section in SECTIONS.values():  # a plugin section's keys are typed by the plugin's annotations
         assert set(section.types()) == set(section.defaults())
-        assert all(isinstance(kind, type) for kind in section.types().values())
+        assert all(kind is not Any for kind in section.types().values())
+        for key, kind in section.types().items():  # each default passes the one checker against its annotation
+            assert check_type(key, section.defaults()[key], kind) == plain_values(section.defaults()[key])
 
 
 def test_named_choices_list_the_names_whatever_the_wrong_value():

@@ -5,8 +5,8 @@ import re
 import pytest
 
 from avalanche_lpa import timing
-from avalanche_lpa.experiment.config import load_config
-from avalanche_lpa.experiment.run import RunInterrupted, run
+from avalanche_lpa.config import load_config
+from avalanche_lpa.runner import RunInterrupted, run
 from avalanche_lpa.timing import PHASES, PhaseTimes, format_phase_times
 
 TINY_MODEL = "{img_size: 8, patch_size: 2, in_chans: 1, embed_dim: 18, depth: 2, num_heads: 9}"
@@ -96,4 +96,6 @@ def test_every_experience_records_every_phase_within_its_wall_time(tmp_path, cap
     # (which phases show depends on the machine: a phase under 0.05 s, even training on a fast one, is left out)
     times = re.findall(r"^experience (\d)/3, .*\n\ttime [\d.]+ s: [a-z ]+ [\d.]+ s \(\d+%\)", out, re.M)
     assert times == ["1", "2", "3"]
-    assert re.search(r"^experience 3/3, .*\n\ttime [\d.]+ s: [a-z]", (tmp_path / "run" / "log.txt").read_text(), re.M)
+    stamp = r"\[[\d-]+ [\d:]+\] "  # log.txt puts a timestamp in front of every line
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert re.search(rf"^{stamp}experience 3/3, .*\n{stamp}\ttime [\d.]+ s: [a-z]", log, re.M)

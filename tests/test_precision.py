@@ -42,8 +42,8 @@ def test_precision_values_are_checked():
 
 
 def test_compile_switch_compiles_the_backbone_in_place(monkeypatch):
-    from avalanche_lpa.experiment.config import load_config
-    from avalanche_lpa.experiment.run import build_model
+    from avalanche_lpa.config import load_config
+    from avalanche_lpa.runner import build_model
 
     compiled = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))

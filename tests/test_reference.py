@@ -1,7 +1,7 @@
 """The configuration reference covers every key and option and is the committed docs/config-reference.md."""
 from pathlib import Path
 
-from avalanche_lpa.experiment.reference import CONFIG_HELP, config_keys, config_reference, option_help
+from avalanche_lpa.config.reference import CONFIG_HELP, config_keys, config_reference, option_help
 from avalanche_lpa.training import STRATEGIES, strategy_options
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,5 +19,5 @@ def test_every_config_key_and_strategy_option_has_a_meaning():
 def test_the_committed_reference_is_the_generated_one():
     committed = (REPO / "docs" / "config-reference.md").read_text()
     assert committed == config_reference(), (
-        "docs/config-reference.md is stale: python -m avalanche_lpa.experiment.reference > docs/config-reference.md"
+        "docs/config-reference.md is stale: python -m avalanche_lpa.config.reference > docs/config-reference.md"
     )

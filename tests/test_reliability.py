@@ -19,12 +19,13 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training import LwF, Naive
 
 from avalanche_lpa.data import datasets as data_module
-from avalanche_lpa.experiment.checkpoint import load_checkpoint
-from avalanche_lpa.experiment.cli import main
-from avalanche_lpa.experiment.config import ConfigError, load_config
-from avalanche_lpa.experiment.folder import LOCK_NAME
-from avalanche_lpa.experiment.report import accuracy_matrix_figure, locality_figure, uniform_attention_distance
-from avalanche_lpa.experiment.run import RunInterrupted, run
+from avalanche_lpa.runner.checkpoint import load_checkpoint
+from avalanche_lpa.cli import main
+from avalanche_lpa.config import ConfigError, load_config
+from avalanche_lpa.runner.folder import LOCK_NAME
+from avalanche_lpa.metrics import uniform_attention_distance
+from avalanche_lpa.report import accuracy_matrix_figure, locality_figure
+from avalanche_lpa.runner import RunInterrupted, run
 from avalanche_lpa.plugins import DivergenceError, DivergenceGuardPlugin
 
 from .conftest import make_tiny
@@ -251,19 +252,19 @@ SPELLINGS = [
 
 @pytest.mark.parametrize("spelling, value", SPELLINGS)
 def test_number_spellings_in_set_and_yaml(spelling, value, tmp_path):
-    assert load_config(None, [f"strategy.lr={spelling}"])["strategy"]["lr"] == value
+    assert load_config(None, [f"strategy.lr={spelling}"]).strategy["lr"] == value
     path = tmp_path / "config.yaml"
     path.write_text(f"strategy:\n  lr: {spelling}\n  weight_decay: {spelling}\n")
     loaded = load_config(path)
-    assert loaded["strategy"]["lr"] == value and loaded["strategy"]["weight_decay"] == value
-    assert isinstance(loaded["strategy"]["lr"], float)
+    assert loaded.strategy["lr"] == value and loaded.strategy["weight_decay"] == value
+    assert isinstance(loaded.strategy["lr"], float)
 
 
 @pytest.mark.parametrize("spelling, value", [("2e3", 2000), ("1.0e+3", 1000), ("64", 64), ("1E2", 100)])
 def test_integral_number_spellings_for_integer_fields(spelling, value):
     config = load_config(None, [f"strategy.mem_size={spelling}", f"strategy.eval_mb_size={spelling}"])
-    assert config["strategy"]["mem_size"] == value and isinstance(config["strategy"]["mem_size"], int)
-    assert config["strategy"]["eval_mb_size"] == value and isinstance(config["strategy"]["eval_mb_size"], int)
+    assert config.strategy["mem_size"] == value and isinstance(config.strategy["mem_size"], int)
+    assert config.strategy["eval_mb_size"] == value and isinstance(config.strategy["eval_mb_size"], int)
 
 
 @pytest.mark.parametrize("spelling", ["1e-3x", "e5", "1e", "1.2.3", "ten"])
@@ -358,7 +359,7 @@ def test_a_brief_probe_of_the_lock_does_not_refuse_the_run_that_takes_it(tmp_pat
     # Under torchrun every rank probes the lock (check_not_locked) while rank 0 takes it: a probe holds the flock
     # for an instant, and must neither refuse the run taking it nor another probe (CI saw rank 0 refused so).
     import threading
-    from avalanche_lpa.experiment.folder import RunFolderLock, check_not_locked
+    from avalanche_lpa.runner.folder import RunFolderLock, check_not_locked
     folder = tmp_path / "run"
     folder.mkdir()
     fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT)
@@ -425,6 +426,9 @@ def test_overwrite_starts_afresh_and_corrupt_checkpoint_advice_works(base_yaml, 
     assert "already holds a run" in err and "--resume" in err and "--overwrite" in err
     checkpoint = folder / "checkpoint.pkl"
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    assert cli(base_yaml, *args, "--resume") == 0  # a finished run is left as it is: its checkpoint is not read
+    assert "holds a finished run" in capsys.readouterr().out
+    (folder / "results.json").unlink()  # an interrupted run: the resume needs its checkpoint
     assert cli(base_yaml, *args, "--resume") == 2
     err = one_line_error(capsys)
     assert "corrupt" in err and "--overwrite" in err and "without --resume" not in err
@@ -573,7 +577,7 @@ def test_no_download_never_downloads(base_yaml, avalanche_home, tmp_path, capsys
     err = _refused(base_yaml, capsys, tmp_path / "out", "--set", "data.dataset=cifar100",
                    "--set", "data.n_experiences=5", "--set", "data.class_order=null", "--no-download")
     assert "downloading is off (--no-download / data.download: false)" in err
-    assert load_config(None, ["data.download=false"])["data"]["download"] is False
+    assert load_config(None, ["data.download=false"]).data.download is False
 
 
 # -- 7. small fixes ------------------------------------------------------------------------------------------
@@ -631,9 +635,9 @@ def test_run_results_carry_the_uniform_reference(base_yaml, tmp_path):
 # -- 8. a kill while the checkpoint is written ---------------------------------------------------------------
 CHILD = """
 import io, sys, time
-import avalanche_lpa.experiment.checkpoint as checkpoint
-from avalanche_lpa.experiment.config import load_config
-from avalanche_lpa.experiment.run import run
+import avalanche_lpa.runner.checkpoint as checkpoint
+from avalanche_lpa.config import load_config
+from avalanche_lpa.runner import run
 
 original, calls = checkpoint.save_checkpoint, []
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import avalanche_lpa
-from avalanche_lpa.experiment import report
-from avalanche_lpa.experiment.report import (
+from avalanche_lpa import report
+from avalanche_lpa.report import (
     collect_results,
     package_versions,
     plot_accuracy_curves,
@@ -100,7 +100,7 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     def crash(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(report.os, "replace", crash)  # fails after the temporary file was written
+    monkeypatch.setattr(report.results.os, "replace", crash)  # fails after the temporary file was written
     with pytest.raises(OSError, match="disk full"):
         write_results(path, {"value": 3})
     assert path.read_bytes() == before
@@ -137,11 +137,11 @@ def test_plots_explain_a_missing_matplotlib(tmp_path, monkeypatch):
 
 
 def test_accuracy_curves_start_at_zero_and_show_seeds_as_a_band(tmp_path, monkeypatch):
-    from avalanche_lpa.experiment import report
+    from avalanche_lpa.report import figures as figures_module
 
     figures = []
-    monkeypatch.setattr(report, "_save", lambda figure, path, dpi: figures.append(figure) or path)
-    report.plot_accuracy_curves({"lpa": [[0.9, 0.6], [0.8, 0.5]], "one seed": [0.7, 0.4]}, tmp_path / "a.png")
+    monkeypatch.setattr(figures_module, "save_figure", lambda figure, path, dpi: figures.append(figure) or path)
+    figures_module.plot_accuracy_curves({"lpa": [[0.9, 0.6], [0.8, 0.5]], "one seed": [0.7, 0.4]}, tmp_path / "a.png")
     axes = figures[0].axes[0]
     assert axes.get_ylim() == (0.0, 100.0)
     mean = next(line for line in axes.get_lines() if line.get_label() == "lpa (2 seeds)")

@@ -4,10 +4,11 @@ import dataclasses
 
 import pytest
 
-from avalanche_lpa.configs import config_names
-from avalanche_lpa.experiment.config import DEFAULTS, ConfigError, load_config
-from avalanche_lpa.experiment.reference import config_keys
-from avalanche_lpa.experiment.schema import DataConfig, RunConfig, field_types, schema_defaults, typed
+from avalanche_lpa.config.shipped import config_names
+from avalanche_lpa.config import DEFAULTS, ConfigError, load_config
+from avalanche_lpa.config.reference import config_keys
+from avalanche_lpa.config import validate
+from avalanche_lpa.config.schema import DataConfig, RunConfig, field_types, schema_defaults
 
 
 def test_every_key_of_the_defaults_is_declared_with_a_type():
@@ -36,13 +37,15 @@ def test_a_key_whose_default_is_null_is_typed_too(setting, message):
 
 def test_numbers_keep_their_spellings_and_a_null_mapping_is_empty():
     config = load_config(None, ["data.max_train_per_class=2e3", "data.class_order=[1.0, 0]", "model.kwargs="])
-    assert config["data"]["max_train_per_class"] == 2000 and config["data"]["class_order"] == [1, 0]
-    assert config["model"]["kwargs"] == {}
+    assert config.data.max_train_per_class == 2000 and config.data.class_order == [1, 0]
+    assert config.model.kwargs == {}
 
 
 @pytest.mark.parametrize("name", config_names())
 def test_a_validated_config_is_the_typed_objects(name):
     config = load_config(name)
-    run = typed(config)
-    assert isinstance(run, RunConfig) and dataclasses.asdict(run) == dict(config)
-    assert run.data.n_experiences == config["data"]["n_experiences"] and run.strategy == config["strategy"]
+    mapping = config.as_dict()
+    assert isinstance(config, RunConfig) and validate(mapping) == config  # the mapping reads back as the same objects
+    assert isinstance(config.data, DataConfig) and dataclasses.is_dataclass(config.checkpoint)
+    assert config.data.n_experiences == mapping["data"]["n_experiences"]
+    assert config.strategy.as_dict() == mapping["strategy"] and config.strategy.name == mapping["strategy"]["name"]

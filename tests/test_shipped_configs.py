@@ -1,6 +1,6 @@
 """Every shipped config, run end to end through the real command line on fake data in its dataset's layout.
 
-The configs are discovered (``avalanche_lpa/configs/*.yaml``, so a new config is covered without editing this
+The configs are discovered (``avalanche_lpa/config/shipped/*.yaml``, so a new config is covered without editing this
 file), and so is each script's default config, which runs through its script with no ``--config`` at all. Each
 run keeps the config's own transforms (RandAugment included), samplers, replay, loss, distillation,
 finetuning and schedule; only sizes are overridden: the tiny preset shrunk further, a few images per class,
@@ -21,10 +21,10 @@ from typing import Dict, List, Optional
 
 import pytest
 
-import avalanche_lpa.experiment.cli as cli
-from avalanche_lpa.configs import CONFIG_DIR
+import avalanche_lpa.cli as cli
+from avalanche_lpa.config.shipped import CONFIG_DIR
 from avalanche_lpa.data import datasets as data_module
-from avalanche_lpa.experiment.config import load_config
+from avalanche_lpa.config import load_config
 
 from .fake_datasets import make_fake_cifar100, make_fake_fashion_mnist_gz, make_fake_imagenet
 
@@ -60,7 +60,7 @@ def _default_config(script: Path) -> Path:
 
 
 DEFAULTS = {_default_config(script): script for script in SCRIPTS}
-DATASET_SCRIPTS = {load_config(config)["data"]["dataset"]: script for config, script in DEFAULTS.items()}
+DATASET_SCRIPTS = {load_config(config).data.dataset: script for config, script in DEFAULTS.items()}
 
 
 def test_every_script_has_a_shipped_default_config():
@@ -75,10 +75,10 @@ def _n_experiences(n_classes: int) -> int:
 def size_overrides(config: Path) -> List[str]:
     """``--set`` flags that shrink ``config``'s sizes and nothing else."""
     loaded = load_config(config)
-    data, strategy = loaded["data"], loaded["strategy"]
-    assert data["class_order"] is not None, f"{config.name}: the size overrides need data.class_order"
+    data, strategy = loaded.data, loaded.strategy
+    assert data.class_order is not None, f"{config.name}: the size overrides need data.class_order"
     values = {
-        "data.n_experiences": _n_experiences(len(data["class_order"])),
+        "data.n_experiences": _n_experiences(len(data.class_order)),
         "data.max_train_per_class": 5,
         "data.max_test_per_class": 1,
         "data.num_workers": 0,
@@ -91,7 +91,7 @@ def size_overrides(config: Path) -> List[str]:
         "evaluation.locality_probe_size": 16,
         "evaluation.progress_bar": False,
     }
-    if data["dataset"] == "imagenet100":  # 224 px images: a 7x7 patch grid keeps the tiny model tiny
+    if data.dataset == "imagenet100":  # 224 px images: a 7x7 patch grid keeps the tiny model tiny
         values.update({"model.overrides.img_size": 224, "model.overrides.patch_size": 32})
     for key, value in (("epochs_first", 1), ("train_epochs", 1), ("mem_size", 40)):
         if key in strategy:
@@ -115,7 +115,7 @@ def fake_data(tmp_path_factory) -> Dict[str, Path]:
 
 
 def _command(config: Path, data_root: Path, out: Path) -> List[str]:
-    dataset = load_config(config)["data"]["dataset"]
+    dataset = load_config(config).data.dataset
     script = DEFAULTS.get(config) or DATASET_SCRIPTS[dataset]
     chosen = [] if DEFAULTS.get(config) == script else ["--config", str(config)]
     return [str(script), *chosen, "--data-root", str(data_root), "--output", str(out), "--device", "cpu",
@@ -124,10 +124,10 @@ def _command(config: Path, data_root: Path, out: Path) -> List[str]:
 
 def _check_run(out: Path, config: Path, world_size: Optional[int] = None) -> None:
     results = json.loads((out / "results.json").read_text())
-    steps = _n_experiences(len(load_config(config)["data"]["class_order"]))
+    steps = _n_experiences(len(load_config(config).data.class_order))
     matrix = results["accuracy_matrix"]
     assert len(matrix) == steps and all(math.isfinite(a) for row in matrix for a in row)
-    assert results["config"]["strategy"]["name"] == load_config(config)["strategy"]["name"]
+    assert results["config"]["strategy"]["name"] == load_config(config).strategy.name
     if world_size is not None:
         assert results["world_size"] == world_size
     for name in FIGURES:
@@ -140,7 +140,7 @@ def test_shipped_config_runs_end_to_end(config, fake_data, tmp_path, monkeypatch
     monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *args, **kwargs: True)
     # Fashion-MNIST: only the fake folder, never the Debian package that may be installed on this machine.
     monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
-    dataset = load_config(config)["data"]["dataset"]
+    dataset = load_config(config).data.dataset
     out = tmp_path / "run"
     argv = _command(config, fake_data[dataset], out)
     monkeypatch.setattr("sys.argv", argv)
@@ -149,7 +149,7 @@ def test_shipped_config_runs_end_to_end(config, fake_data, tmp_path, monkeypatch
     assert exit_info.value.code == 0, capsys.readouterr().err[-3000:]
     _check_run(out, config)
     # the run used the config's own recipe: its augmentation policy and strategy, not a default
-    assert load_config(out / "config.yaml")["data"]["auto_augment"] == load_config(config)["data"]["auto_augment"]
+    assert load_config(out / "config.yaml").data.auto_augment == load_config(config).data.auto_augment
     assert (out / "model.pt").is_file() and (out / "checkpoint.pkl").is_file()
 
 

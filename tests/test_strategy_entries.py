@@ -1,8 +1,8 @@
 """What a strategy needs lives in its registry entry: the runner asks the entry, never the name.
 
 Every entry says which model family and head it needs, how the trained network comes back from the strategy
-and whether it trains on the whole stream at once; the runner (experiment/run.py, the model label and the
-config's model keywords) holds no branch on a strategy name.
+and whether it trains on the whole stream at once; the runner (``runner/``: the run, the model label, the run card)
+and the config (its validation of the model keywords) hold no branch on a strategy name.
 """
 import ast
 import dataclasses
@@ -14,9 +14,9 @@ import torch
 from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training.plugins import EvaluationPlugin
 
-from avalanche_lpa.experiment.config import ConfigError, load_config
-from avalanche_lpa.experiment.run import build_model, run
-from avalanche_lpa.experiment.timm_model import model_label
+from avalanche_lpa.config import ConfigError, load_config
+from avalanche_lpa.runner import build_model, run
+from avalanche_lpa.runner.model import model_label
 from avalanche_lpa.models import DyTox, LocalityViT
 from avalanche_lpa.training import (
     DYTOX,
@@ -35,9 +35,11 @@ from avalanche_lpa.training.trained import own_model
 
 from .conftest import make_tiny
 
-EXPERIMENT = Path(__file__).resolve().parents[1] / "avalanche_lpa" / "experiment"
-#: The runner and the two places it builds models from (the model's timm name, the keywords a config may set).
-RUNNER_FILES = ("run.py", "timm_model.py", "config.py")
+PACKAGE = Path(__file__).resolve().parents[1] / "avalanche_lpa"
+#: The runner (every module of it: the run, the model's timm name, the run card, ...) and the config (the keywords
+#: a config may set); not the config reference, which documents the recipes' options by name.
+RUNNER_FILES = tuple(sorted(str(p.relative_to(PACKAGE)) for folder in ("runner", "config")
+                            for p in (PACKAGE / folder).glob("*.py") if p.name != "reference.py"))
 TINY_MODEL = "{img_size: 8, patch_size: 2, in_chans: 1, embed_dim: 18, depth: 2, num_heads: 9}"
 
 
@@ -83,7 +85,7 @@ def _strategy_names(node):
 
 @pytest.mark.parametrize("file", RUNNER_FILES)
 def test_the_runner_holds_no_branch_on_a_strategy_name(file):
-    tree = ast.parse((EXPERIMENT / file).read_text())
+    tree = ast.parse((PACKAGE / file).read_text())
     for node in ast.walk(tree):
         if isinstance(node, (ast.Compare, ast.match_case)):  # name == "icarl", name in ("dytox", ...), case "scr"
             assert not _strategy_names(node), f"{file}:{getattr(node, 'lineno', '?')} compares strategy names"
@@ -91,11 +93,11 @@ def test_the_runner_holds_no_branch_on_a_strategy_name(file):
     assert not used & {"DYTOX_NAMES", "RECIPES", "needs_fixed_head"}, f"{file} groups strategies by name"
 
 
-def test_the_only_strategy_name_in_run_py_is_the_plain_naive_of_eval_only():
-    tree = ast.parse((EXPERIMENT / "run.py").read_text())
+def test_the_only_strategy_name_in_runs_py_is_the_plain_naive_of_eval_only():
+    tree = ast.parse((PACKAGE / "runner" / "runs.py").read_text())
     built = [call.args[0] for call in ast.walk(tree) if isinstance(call, ast.Call)
              and getattr(call.func, "id", None) == "build_strategy" and isinstance(call.args[0], ast.Constant)]
-    assert [c.value for c in built] == ["naive"]  # evaluate_saved_run: Avalanche's eval loop, whatever trained
+    assert [c.value for c in built] == ["naive"]  # Run.evaluate: Avalanche's eval loop, whatever trained
     assert _strategy_names(tree) == ["naive"]
 
 

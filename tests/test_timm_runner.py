@@ -12,11 +12,11 @@ from torch import nn
 
 from avalanche_lpa.data import datasets as data_module
 from avalanche_lpa.data import synthetic_benchmark
-from avalanche_lpa.experiment.cli import main
-from avalanche_lpa.experiment.compare import compare
-from avalanche_lpa.experiment.config import ConfigError, load_config
-from avalanche_lpa.experiment.report import attention_maps_figure, read_results
-from avalanche_lpa.experiment.run import RunInterrupted, evaluate_saved_run, run
+from avalanche_lpa.cli import main
+from avalanche_lpa.runner import compare
+from avalanche_lpa.config import ConfigError, load_config
+from avalanche_lpa.report import attention_maps_figure, read_results
+from avalanche_lpa.runner import RunInterrupted, evaluate_saved_run, run
 from avalanche_lpa.metrics import LocalityPluginMetric, cil_evaluator
 from avalanche_lpa.models import GrowingClassifier, PerExperienceHeads, TimmClassifier, timm_classifier
 
@@ -110,8 +110,8 @@ def test_model_flag_rejects_other_names(capsys):
 
 def test_timm_config_from_yaml_keys(tmp_path):
     config = load_config(CONFIGS / "fashion_mnist.yaml", [f"model.name={VIT}", f"model.kwargs={TINY_VIT}"])
-    assert config["model"]["name"] == VIT and config["model"]["kwargs"]["depth"] == 2
-    assert load_config(CONFIGS / "fashion_mnist.yaml", values={"model.attn_type": "gpsa"})["model"]["name"] is None
+    assert config.model.name == VIT and config.model.kwargs["depth"] == 2
+    assert load_config(CONFIGS / "fashion_mnist.yaml", values={"model.attn_type": "gpsa"}).model.name is None
     with pytest.raises(ConfigError, match=r"model.name: 'deit_tiny_patch16_224' is not a timm model spec; write "
                                           r"timm:<name>"):
         load_config(None, ["model.name=deit_tiny_patch16_224"])

@@ -10,7 +10,7 @@ from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training.plugins import EvaluationPlugin, LwFPlugin, ReplayPlugin
 from PIL import Image
 
-from avalanche_lpa.experiment.checkpoint import load_checkpoint, save_checkpoint_atomic
+from avalanche_lpa.runner.checkpoint import load_checkpoint, save_checkpoint_atomic
 from avalanche_lpa.layers import LPAttention
 from avalanche_lpa.plugins import (
     BalancedFinetuningPlugin,
@@ -290,10 +290,10 @@ def test_switching_a_part_of_a_preset_off_switches_off_its_dependent_defaults():
 
 
 def test_a_yaml_preset_composes_like_the_api():
-    from avalanche_lpa.experiment.config import load_config
+    from avalanche_lpa.config import load_config
 
     config = load_config(None, ["strategy.name=lpa", "strategy.lr_schedule=false", "strategy.loss=ce"])
-    assert config["strategy"]["lr_schedule"] is False and config["strategy"]["mixup"] == 0.0
-    assert load_config(None, ["strategy.name=lpa"])["strategy"]["lr_schedule"]["lr_first"] == 2.5e-4
+    assert config.strategy["lr_schedule"] is False and config.strategy["mixup"] == 0.0
+    assert load_config(None, ["strategy.name=lpa"]).strategy["lr_schedule"]["lr_first"] == 2.5e-4
     config = load_config(None, ["strategy.name=lpa", "strategy.lr_schedule.min_lr=0"])  # --set into the section
-    assert config["strategy"]["lr_schedule"] == {**strategy_options("lpa")["lr_schedule"], "min_lr": 0.0}
+    assert config.strategy["lr_schedule"] == {**strategy_options("lpa")["lr_schedule"], "min_lr": 0.0}

@@ -1,13 +1,16 @@
 """A run's config is validated once, where it enters; a resume validates the resumed config once too.
 
-Counted by wrapping the work of ``validate`` (``config._check_config``): a ``ValidConfig`` nobody changed is
-returned as it is, a changed one is checked again, and the folder's ``config.yaml`` is compared as written.
+Counted by wrapping the work of ``validate`` (``validation._check_config``): a :class:`RunConfig` is returned as it
+is (it is frozen: nobody can change what was validated), a changed copy is a new config, checked again, and the
+folder's ``config.yaml`` is compared as written.
 """
+import dataclasses
+
 import pytest
 
-from avalanche_lpa.experiment import config as config_module
-from avalanche_lpa.experiment.config import ValidConfig, load_config, validate
-from avalanche_lpa.experiment.run import RunInterrupted, run
+from avalanche_lpa.config import ConfigError, RunConfig, load_config, validate
+from avalanche_lpa.config import validation as validation_module
+from avalanche_lpa.runner import RunInterrupted, run
 
 from .test_reliability import SYNTHETIC_YAML, cli
 
@@ -15,13 +18,13 @@ from .test_reliability import SYNTHETIC_YAML, cli
 @pytest.fixture
 def validations(monkeypatch):
     calls = []
-    check = config_module._check_config
+    check = validation_module._check_config
 
     def counted(config):
         calls.append(1)
         return check(config)
 
-    monkeypatch.setattr(config_module, "_check_config", counted)
+    monkeypatch.setattr(validation_module, "_check_config", counted)
     return calls
 
 
@@ -32,13 +35,16 @@ def base_yaml(tmp_path):
     return path
 
 
-def test_a_validated_config_is_not_checked_again_until_it_changes(validations):
+def test_a_validated_config_is_not_checked_again_and_cannot_change(validations):
     config = load_config(None, ["data.dataset=synthetic"])
-    assert isinstance(config, ValidConfig) and len(validations) == 1
+    assert isinstance(config, RunConfig) and len(validations) == 1
     assert validate(config) is config and len(validations) == 1
-    config["strategy"]["lr"] = "fast"  # a change inside a section is seen
-    with pytest.raises(config_module.ConfigError, match="strategy.lr: expected a number"):
-        validate(config)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.data.n_experiences = 2  # what was validated stays what it was
+    with pytest.raises(TypeError):
+        config.strategy["lr"] = "fast"  # the strategy's options are read-only too
+    with pytest.raises(ConfigError, match="strategy.lr: expected a number"):
+        config.updated({"strategy.lr": "fast"})  # a changed copy is a new config, checked again
     assert len(validations) == 2
 
 

@@ -69,7 +69,7 @@ WORKAROUNDS: Tuple[Workaround, ...] = (
                "avalanche_lpa.compat.avalanche_warnings.each_deprecation_once"),
     # Features of ours that also close a gap of Avalanche; they live with the feature.
     Workaround(_AV, "the checkpoint is written in place: a kill while saving truncates it",
-               "avalanche_lpa.experiment.checkpoint.save_checkpoint_atomic"),
+               "avalanche_lpa.runner.checkpoint.save_checkpoint_atomic"),
     Workaround(_AV, "strategies never wrap the model in DDP (wrap_model would pick cuda:<global rank>)",
                "avalanche_lpa.plugins.distributed.DistributedPlugin"),
     Workaround(_AV, "init_distributed picks cuda:<global rank>, absent on a second node",

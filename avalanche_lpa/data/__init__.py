@@ -1,7 +1,7 @@
 """The data room: class-incremental benchmarks (synthetic and real), their transforms and downloads, and the
 dataset table (:data:`DATASETS`: classes, image shape, statistics, files, loader of each dataset).
 
-Depends only on Avalanche, torchvision and timm (no other room of this package), so models, tests, benchmarks
+Depends only on Avalanche, torchvision and timm (no other room of this package but the bottom ``errors``), so models, tests, benchmarks
 and the experiment layer all import it.
 """
 from .datasets import (
@@ -11,6 +11,7 @@ from .datasets import (
     DatasetNotFoundError,
     authors_imagenet100,
     check_data_root,
+    data_location,
     default_data_root,
     imagenet100_classes,
     split_cifar100,
@@ -18,6 +19,7 @@ from .datasets import (
     split_imagenet100,
     split_torchvision,
 )
+from .integrity import check_files, read_image
 from .registry import DATASETS, DatasetInfo, dataset_info, register_dataset
 from .splits import (
     TargetTensorDataset,
@@ -56,12 +58,15 @@ __all__ = [
     "TargetTensorDataset",
     "authors_imagenet100",
     "check_data_root",
+    "check_files",
     "class_incremental_split",
+    "data_location",
     "classic_split",
     "dataset_info",
     "default_data_root",
     "eval_transform",
     "imagenet100_classes",
+    "read_image",
     "register_dataset",
     "split_cifar100",
     "split_fashion_mnist",

@@ -17,12 +17,15 @@ import os
 import shutil
 import tempfile
 import warnings
+import zlib
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from avalanche.benchmarks.datasets import default_dataset_location
 from torchvision import datasets
 
+from ..errors import one_line
+from .integrity import DatasetNotFoundError, check_files, read_image
 from .registry import DATASETS, DatasetInfo, dataset_info
 from .splits import class_incremental_split, classic_split, subsample_per_class
 from .transforms import eval_transform, train_transform
@@ -34,6 +37,7 @@ __all__ = [
     "IMAGENET100_WNIDS",
     "authors_imagenet100",
     "check_data_root",
+    "data_location",
     "default_data_root",
     "imagenet100_classes",
     "split_cifar100",
@@ -44,10 +48,6 @@ __all__ = [
 
 #: Where the Debian package ``dataset-fashion-mnist`` keeps the gzipped files (:func:`split_fashion_mnist` reads them).
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset is not on disk; the message says where it was expected and how to provide it."""
 
 
 #: Avalanche's folder name of each dataset under its default dataset location (the table's ``avalanche_name``).
@@ -68,10 +68,18 @@ def default_data_root(dataset: str = "cifar100") -> Path:
     return Path(default_dataset_location(name)).expanduser()
 
 
-def _one_line(error: BaseException) -> str:
-    """``Type: message`` on one line (torchvision's download errors span several)."""
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+def data_location(dataset: str, root: Optional[os.PathLike] = None) -> Optional[Path]:
+    """The folder a dataset of the table reads its files from (``None`` for one without files: ``synthetic``).
+
+    Args:
+        dataset: its name in :data:`~avalanche_lpa.data.DATASETS`.
+        root: the data root (``data.root``); ``None``: :func:`default_data_root`.
+    """
+    info = dataset_info(dataset)
+    if not info.files:
+        return None
+    base = Path(root).expanduser() if root is not None else default_data_root(info.name)
+    return base / info.folder if info.folder else base
 
 
 def check_data_root(root: os.PathLike, holds: str) -> Path:
@@ -123,7 +131,7 @@ def _download(name: str, torchvision_dataset, root: Path, expected: str, size: s
                 with contextlib.suppress(OSError):
                     os.rmdir(folder)
         raise DatasetNotFoundError(
-            f"{name} not found (expected {expected}) and the download into {root} failed ({_one_line(error)}); {manual}"
+            f"{name} not found (expected {expected}) and the download into {root} failed ({one_line(error, kind=True)}); {manual}"
         ) from None
 
 
@@ -147,6 +155,11 @@ def _unpack(info: DatasetInfo, source: Path, folder: Path) -> None:
             with gzip.open(source / f"{name}.gz", "rb") as src, os.fdopen(handle, "wb") as dst:
                 shutil.copyfileobj(src, dst)
             os.replace(temporary, folder / name)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as error:  # a truncated or garbled archive
+            raise DatasetNotFoundError(
+                f"{info.title}: {source / (name + '.gz')} is damaged ({one_line(error, 120, kind=True)}); replace it "
+                "(or remove it to use another source), or pass another folder with --data-root"
+            ) from None
         finally:
             if os.path.exists(temporary):
                 os.unlink(temporary)
@@ -161,10 +174,12 @@ def _dataset_root(info: DatasetInfo, root: Optional[os.PathLike], download: bool
     folder = root / info.folder
     missing = [name for name in info.files if not (folder / name).is_file()]
     if not missing:
+        check_files(info, root, download)
         return root
     sources = _gzipped_sources(info, root, packaged) if info.gzipped else []
     if sources:
         _unpack(info, sources[0], folder)
+        check_files(info, root, download)
         return root
     expected = f"{folder}/{{{','.join(info.files)}}}"
     manual = f"{info.manual.format(root=root, folder=folder, packaged=packaged)}, or {_root_help(holds)}"
@@ -179,6 +194,7 @@ def _dataset_root(info: DatasetInfo, root: Optional[os.PathLike], download: bool
     _download(info.title, info.torchvision, root, expected, info.download_size, manual)
     if any(not (folder / name).is_file() for name in info.files):  # e.g. an archive of another layout
         raise DatasetNotFoundError(f"{info.title} was downloaded but {expected} is incomplete; {manual}")
+    check_files(info, root, download)
     return root
 
 
@@ -273,11 +289,12 @@ def split_fashion_mnist(
 
 
 class _ClassSubsetFolder(datasets.ImageFolder):
-    """``ImageFolder`` restricted to ``classes`` (WordNet ids), labelled in that order."""
+    """``ImageFolder`` restricted to ``classes`` (WordNet ids), labelled in that order; an image that does not
+    decode is a one-line error naming it (:func:`read_image`)."""
 
     def __init__(self, root: str, classes: Sequence[str]) -> None:
         self._wanted = list(classes)
-        super().__init__(root)
+        super().__init__(root, loader=read_image)
 
     def find_classes(self, directory: str) -> Tuple[List[str], Dict[str, int]]:
         missing = [c for c in self._wanted if not (Path(directory) / c).is_dir()]

@@ -28,6 +28,7 @@ from .locality import (
     locality_metrics,
     mean_attention_distance,
     measure_locality,
+    uniform_attention_distance,
 )
 from .probe import class_balanced_indices, draw_probe
 from .training import EpochLearningRate, LearningRate, training_metrics
@@ -58,6 +59,7 @@ __all__ = [
     "locality_metrics",
     "mean_attention_distance",
     "measure_locality",
+    "uniform_attention_distance",
     "metric_history",
     "parse_metric_name",
     "patch_attention",

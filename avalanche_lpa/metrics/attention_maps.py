@@ -13,7 +13,7 @@ chosen stream, keeps for each image
 It emits the distance and probability of every image
 (``AttentionMaps/eval_phase/<stream>_stream/ImageKK/{Distance,Probability}``) and keeps everything in
 :attr:`AttentionMapsPluginMetric.snapshots`; :meth:`AttentionMapsPluginMetric.as_dict` is the small
-JSON-ready record (``attention_maps.json`` in a run folder) that ``experiment.report`` draws.
+JSON-ready record (``attention_maps.json`` in a run folder) that ``avalanche_lpa.report`` draws.
 """
 from __future__ import annotations
 

@@ -50,6 +50,7 @@ __all__ = [
     "locality_metrics",
     "mean_attention_distance",
     "measure_locality",
+    "uniform_attention_distance",
 ]
 
 
@@ -139,6 +140,21 @@ class MeanAttentionDistance(Metric[List[torch.Tensor]]):
 
 
 @torch.no_grad()
+def uniform_attention_distance(source: Any) -> Optional[float]:
+    """Mean attention distance (patches) of attention spread evenly over the patch grid: the reference value.
+
+    Args:
+        source: a model with attention layers of any registered family (the grid of its first one is used) or a
+            grid size ``G`` / ``(rows, cols)``. ``None`` if a model has no such layer or does not give its grid.
+    """
+    if isinstance(source, torch.nn.Module):
+        sites = attention_sites(source)
+        if not sites or sites[0].grid_size is None:
+            return None
+        source = sites[0].grid_size
+    return float(relative_distances(source).mean())
+
+
 def measure_locality(
     model: nn.Module,
     images: torch.Tensor,

@@ -15,13 +15,14 @@ import timm
 import torch
 from torch import nn
 
+from .. import names
 from .attention_adapters import attention_layers, collect_attention_maps
 from .heads import HEAD_TYPES, BackboneWithHead, build_head
 
 __all__ = ["TIMM_PREFIX", "TimmClassifier", "timm_classifier", "timm_model_name"]
 
 #: How configs and the command line name a timm model: ``timm:<name>``.
-TIMM_PREFIX = "timm:"
+TIMM_PREFIX = names.TIMM_PREFIX
 
 
 def timm_model_name(spec: str) -> str:

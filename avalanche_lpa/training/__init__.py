@@ -5,7 +5,9 @@ from .builder import (
     RECIPES,
     STRATEGIES,
     build_strategy,
+    divergence_hint,
     head_requirement,
+    resolve_options,
     needs_fixed_head,
     trains_on_logits,
     strategy_class,
@@ -16,6 +18,7 @@ from ..compat.avalanche_strategies import BiC, BiCPlugin, MemoryGuard
 from .recipe import DEPENDENT_OPTIONS, DYTOX_NAMES, PRESET_SWITCHES
 from .registry import DYTOX, LOCALITY_VIT, ModelFamily, Spec
 from .optim import OPTIMIZERS, build_optimizer, multiple_param_groups_supported
+from .options import StrategyOptions
 
 __all__ = [
     "BiC",
@@ -33,8 +36,10 @@ __all__ = [
     "RECIPES",
     "STRATEGIES",
     "Spec",
+    "StrategyOptions",
     "build_optimizer",
     "build_strategy",
+    "divergence_hint",
     "head_requirement",
     "multiple_param_groups_supported",
     "needs_fixed_head",
@@ -42,4 +47,5 @@ __all__ = [
     "strategy_class",
     "strategy_entry",
     "strategy_options",
+    "resolve_options",
 ]

@@ -30,7 +30,7 @@ recipe's schedule (``lr_schedule=True``, ``lpa_warmup={"start_factor": 0.1}``, `
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from avalanche.core import SupervisedPlugin
@@ -41,7 +41,7 @@ from torch import nn
 from ..models import PerExperienceHeads
 from ..plugins import DivergenceGuardPlugin, SeenClassesBCE, WeightDecayGroupsPlugin
 from .optim import build_optimizer
-from .options import check_options
+from .options import OptionTypeError, StrategyOptions, check_options, plain_values
 from .recipe import RECIPES, STRATEGY_DEFAULTS, check_recipe, common_plugins, compose_options, recipe_plugins
 from .registry import HEADS, SPECS, Spec, head_width
 from .sections import MOVED_OPTIONS, SECTIONS
@@ -58,6 +58,8 @@ __all__ = [
     "needs_fixed_head",
     "trains_on_logits",
     "build_strategy",
+    "divergence_hint",
+    "resolve_options",
 ]
 
 #: Options every strategy accepts, with their defaults.
@@ -139,36 +141,79 @@ def needs_fixed_head(name: str) -> bool:
     return _spec(name).head == "fixed"
 
 
-def _resolve(name: str, options: Dict[str, Any]) -> Dict[str, Any]:
-    valid = strategy_options(name)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        moved = [f"{key} is now {MOVED_OPTIONS[key][0]}={{{MOVED_OPTIONS[key][1]!r}: ...}}" for key in unknown
-                 if key in MOVED_OPTIONS and MOVED_OPTIONS[key][0] in valid]
-        raise ValueError(
-            f"unknown option(s) {', '.join(unknown)} for strategy {name!r}"
-            f"{' (' + '; '.join(moved) + ')' if moved else ''}; valid options: {', '.join(sorted(valid))}"
-        )
-    config = compose_options(valid, check_options(options, valid, skip=tuple(SECTIONS)))  # sections checked there
+#: Options that count something and must be at least 1 (``None`` allowed where it is the default).
+POSITIVE_OPTIONS = ("train_mb_size", "eval_mb_size", "batch_size_mem", "train_epochs", "epochs_first", "mem_size",
+                    "patterns_per_exp")
+
+
+def _unknown(name: str, unknown: List[str], valid: Dict[str, Any], prefix: str) -> str:
+    moved = [f"{key} is now {MOVED_OPTIONS[key][0]}={{{MOVED_OPTIONS[key][1]!r}: ...}}" for key in unknown
+             if key in MOVED_OPTIONS and MOVED_OPTIONS[key][0] in valid]
+    note = f" ({'; '.join(moved)})" if moved else ""
+    if prefix:  # a config's section: the config's words
+        return (f"unknown config key(s) {', '.join(unknown)} in {prefix.rstrip('.')!r}{note}; valid keys: "
+                f"{', '.join(sorted(['name', *valid]))}")
+    return f"unknown option(s) {', '.join(unknown)} for strategy {name!r}{note}; valid options: {', '.join(sorted(valid))}"
+
+
+def _check_ranges(config: Dict[str, Any], prefix: str) -> None:
+    for key in POSITIVE_OPTIONS:
+        value = config.get(key)
+        if value is not None and value < 1:
+            raise OptionTypeError(f"{prefix}{key}: must be an integer of at least 1, got {value!r}")
+
+
+def _check_combinations(name: str, spec: Spec, config: Dict[str, Any]) -> None:
     if config["loss"] not in ("ce", "bce"):
         raise ValueError(f"loss must be 'ce' or 'bce', got {config['loss']!r}")
     if config["loss"] == "ce" and (config["mixup"] or config["cutmix"]):
         raise ValueError("mixup / cutmix need loss='bce' (soft targets)")
     if name in RECIPES:
         check_recipe(config)
-    spec = SPECS[name]
     if spec.loss and (config["loss"] != "ce" or config["label_smoothing"]):
         raise ValueError(f"{name} uses {spec.loss}; leave loss, label_smoothing, mixup and cutmix unset")
     if not spec.trains and config["lr_schedule"]:
         raise ValueError(f"{name} trains no weights (no optimizer); leave lr_schedule unset")
-    return config
+    # The plugins that need no model, built once and dropped: their own checks of their arguments (a memory of -5
+    # exemplars, a temperature of 0, ...) refuse a config here, where it is validated, not when the run starts.
+    common_plugins(config)
+    if name in RECIPES:
+        recipe_plugins(config)
 
 
-def _divergence_hint(config: Dict[str, Any]) -> str:
-    first = (config["lr_schedule"] or {}).get("lr_first")
+def resolve_options(name: str, given: Optional[Mapping[str, Any]] = None, *, prefix: str = "") -> StrategyOptions:
+    """The options of strategy ``name``, resolved and checked once: ``given`` composed with the preset (plugin
+    sections merged and completed with their plugins' defaults, a switched-off part's dependents reset), every
+    type, range and combination checked. ``build_strategy`` takes the result as it is; a config holds it.
+
+    Args:
+        name: one of :data:`STRATEGIES`.
+        given: the options the caller sets.
+        prefix: shown before an option's name in errors (``"strategy."`` for a config's section).
+
+    Raises:
+        ValueError: an unknown name or option, or options that do not go together (:class:`~.options.OptionTypeError`
+            for a value of the wrong type or range); one line.
+    """
+    spec = _spec(name)
+    valid = strategy_options(name)
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise ValueError(_unknown(name, unknown, valid, prefix))
+    config = compose_options(valid, check_options(given, valid, prefix=prefix, skip=tuple(SECTIONS)), prefix)
+    _check_ranges(config, prefix)
+    _check_combinations(name, spec, config)
+    return StrategyOptions(name, plain_values(config))
+
+
+def divergence_hint(options: Mapping[str, Any], prefix: str = "") -> str:
+    """What to lower when training with ``options`` diverges (the learning rates, by their names in ``prefix``)."""
+    first = (options.get("lr_schedule") or {}).get("lr_first")
     if first is not None:
-        return f"lower lr_schedule.lr_first / lr (now {first:g} / {config['lr']:g}) or check the data for NaN/inf"
-    return f"lower lr (now {config['lr']:g}) or check the data for NaN/inf"
+        return (f"lower {prefix}lr_schedule.lr_first / {prefix}lr (now {first:g} / {options['lr']:g}) or check the "
+                "data for NaN/inf")
+    return f"lower {prefix}lr (now {options['lr']:g}) or check the data for NaN/inf"
 
 
 def _criterion(config: Dict[str, Any]) -> Callable:
@@ -191,10 +236,10 @@ def _check_head(name: str, spec: Spec, model: nn.Module) -> None:
 
 
 def build_strategy(
-    name: str,
+    name: Union[str, StrategyOptions],
     model: nn.Module,
     *,
-    optimizer: Union[torch.optim.Optimizer, str] = "adamw",
+    optimizer: Optional[Union[torch.optim.Optimizer, str]] = None,
     plugins: Optional[Sequence[SupervisedPlugin]] = None,
     evaluator: Optional[Union[EvaluationPlugin, Callable[[], EvaluationPlugin]]] = None,
     device: Optional[Union[str, torch.device]] = None,
@@ -205,13 +250,15 @@ def build_strategy(
     """Builds the Avalanche strategy ``name`` around ``model``.
 
     Args:
-        name: one of :data:`STRATEGIES`.
+        name: one of :data:`STRATEGIES`, or the :class:`~.options.StrategyOptions` of :func:`resolve_options` (a
+            config's ``strategy``), taken as they are (then no ``**options``).
         model: the network; names whose :func:`head_requirement` is ``"fixed"`` need a fixed head
             (``num_classes=int``), ``"single"`` one head over all classes (not per-experience heads); names
             that take the model apart need ``feature_extractor``,
             ``classifier``, ``embed_dim``, ``img_size`` and ``in_chans`` (as
             :class:`~avalanche_lpa.models.LocalityViT` has).
-        optimizer: an optimizer over ``model``, or the name of one to build (``"adamw"`` or ``"sgd"``) from
+        optimizer: an optimizer over ``model``, or the name of one to build (``"adamw"`` or ``"sgd"``; ``None``: the
+            options' ``optimizer``, ``"adamw"`` by default) from
             the ``lr`` (the schedule's ``lr_first`` if set), ``weight_decay``, ``momentum`` and ``param_groups`` options
             (SCR's over its model: our feature extractor plus its projection; an optimizer you pass for SCR
             must cover that projection too, so prefer the name there).
@@ -228,8 +275,18 @@ def build_strategy(
     Raises:
         ValueError: unknown name or option (the message lists the valid ones), or an invalid combination.
     """
+    if isinstance(name, StrategyOptions):  # resolved once, where the config was validated
+        if options:
+            raise ValueError(f"build_strategy takes resolved options or keyword options, not both: {', '.join(options)}")
+        resolved = name
+    else:
+        if isinstance(optimizer, str):  # a name is an option like the others (checked, and kept in the options)
+            options["optimizer"] = optimizer
+        resolved = resolve_options(name, options)
+    name, config = resolved.name, dict(resolved)
+    if optimizer is None:
+        optimizer = config["optimizer"]
     spec = _spec(name)
-    config = _resolve(name, options)
     _check_head(name, spec, model)
     n_classes = num_classes or head_width(model)
     problem = spec.check(config, n_classes) if spec.check else None
@@ -257,7 +314,7 @@ def build_strategy(
     all_plugins = own + common_plugins(config) + recipe + list(plugins or [])
     if divergence_guard and not any(isinstance(p, DivergenceGuardPlugin) for p in all_plugins):
         # Last: it checks the loss after every plugin has added its terms, and the parameters after finetuning.
-        all_plugins.append(DivergenceGuardPlugin(hint=_divergence_hint(config)))
+        all_plugins.append(DivergenceGuardPlugin(hint=divergence_hint(config)))
     kwargs: Dict[str, Any] = dict(
         train_mb_size=config["train_mb_size"],
         train_epochs=config["train_epochs"],

@@ -24,7 +24,7 @@ from ..plugins import (
     WeightedLwFPlugin,
 )
 from ..plugins.warmup import SCHEDULES
-from .options import OptionTypeError, check_option
+from .options import OptionTypeError, check_type
 
 __all__ = ["PluginSection", "SECTIONS", "MOVED_OPTIONS", "DISTILLATION_NAMES", "is_section", "resolve_section"]
 
@@ -58,16 +58,10 @@ class PluginSection:
         """Every key with the plugin's default."""
         return {name: p.default for name, p in self.parameters().items()}
 
-    def types(self) -> Dict[str, type]:
-        """Every key's type, from the plugin's annotations (``Optional[float]``: ``float``, ``None`` allowed)."""
+    def types(self) -> Dict[str, Any]:
+        """Every key's annotation, from the plugin's signature (``Optional[float]``, ``Sequence[str]``, ...)."""
         hints = typing.get_type_hints(self.plugin.__init__)
-        out = {}
-        for name in self.parameters():
-            hint = hints[name]
-            args = [a for a in typing.get_args(hint) if a is not type(None)]
-            hint = args[0] if typing.get_origin(hint) is Union and len(args) == 1 else hint
-            out[name] = typing.get_origin(hint) or hint  # Sequence[str]: a sequence
-        return out
+        return {name: hints[name] for name in self.parameters()}
 
 
 #: The sections, by option name.
@@ -89,7 +83,7 @@ SECTIONS: Dict[str, PluginSection] = {
 }
 
 #: The flat options of earlier versions and where they live now (``lr_first`` -> ``lr_schedule.lr_first``):
-#: :func:`~avalanche_lpa.experiment.config.upgrade_config` reads old run folders' ``config.yaml`` with it.
+#: :func:`~avalanche_lpa.config.upgrade_config` reads old run folders' ``config.yaml`` with it.
 MOVED_OPTIONS: Dict[str, Tuple[str, str]] = {
     "lr_first": ("lr_schedule", "lr_first"),
     "lr_warmup_epochs": ("lr_schedule", "warmup_epochs"),
@@ -164,7 +158,5 @@ def resolve_section(option: str, value: Any, preset: Any = False, prefix: str = 
     for key, choices in section.choices.items():
         if not isinstance(out[key], str) or out[key] not in choices:
             raise OptionTypeError(f"{name}.{key} must be one of {', '.join(choices)}, got {out[key]!r}")
-    # check_option checks a value against a default's type: a nullable key's type comes from its annotation.
-    return {key: out[key] if key in section.choices else
-            check_option(f"{name}.{key}", out[key], types[key](1) if defaults[key] is None else defaults[key])
+    return {key: out[key] if key in section.choices else check_type(f"{name}.{key}", out[key], types[key])
             for key in defaults}

@@ -14,7 +14,8 @@ import torch
 from avalanche.training import Naive
 
 from avalanche_lpa.data import synthetic_benchmark
-from avalanche_lpa.experiment.report import collect_results, plot_locality, uniform_attention_distance
+from avalanche_lpa.metrics import uniform_attention_distance
+from avalanche_lpa.report import collect_results, plot_locality
 from avalanche_lpa.metrics import cil_evaluator, experience_sizes
 from avalanche_lpa.models import LocalityViT
 

@@ -1,34 +1,35 @@
-"""The run configuration as typed dataclasses: every key's type and default, declared once.
+"""The run configuration as typed, frozen dataclasses: every key's type and default, declared once.
 
-:data:`~.config.DEFAULTS` (the nested mapping a YAML file mirrors) is built from :class:`RunConfig`, and
-:func:`check_value` checks a value against a field's annotation, so a key whose default is ``null``
+A config is validated once, where it enters (:func:`~.validation.validate`), into a :class:`RunConfig`; that object
+is what flows through the runner, the report and the command line. A plain mapping exists only at the edges: the
+YAML file (:meth:`RunConfig.as_dict`), W&B, ``results.json``. :data:`~.validation.DEFAULTS` (the nested mapping a
+YAML file mirrors) is built from these classes, and every value is checked against its field's annotation by the
+package's one type checker (:func:`avalanche_lpa.training.options.check_type`), so a key whose default is ``null``
 (``data.root``, ``data.class_order``, ...) is typed too. The ``strategy`` section is the chosen strategy's
-options: its schema is the strategy registry's (:func:`avalanche_lpa.training.strategy_options`, with the plugin
-sections of :mod:`avalanche_lpa.training.sections`), checked there. :func:`typed` turns a validated config into
-these objects, for code that wants attributes (``typed(config).data.n_experiences``).
+options, resolved once (:class:`~avalanche_lpa.training.StrategyOptions`).
 
-Dataclasses rather than pydantic: no dependency, and the validator must give the one-line errors of the rest of
-the package (key, value, fix) and a strategy schema that depends on ``strategy.name``.
+Dataclasses rather than pydantic: no dependency, and the validator gives the one-line errors of the rest of the
+package (key, value, fix) for a strategy schema that depends on ``strategy.name``.
 """
 from __future__ import annotations
 
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from ..data import dataset_info
-from ..training.options import OptionTypeError, check_option, type_name
+from ..training.options import StrategyOptions, plain_values
 
 __all__ = [
     "CheckpointConfig", "DataConfig", "EvaluationConfig", "ModelConfig", "OutputConfig", "RunConfig",
-    "SyntheticData", "check_value", "field_types", "schema_defaults", "typed",
+    "SyntheticData", "field_types", "schema_defaults",
 ]
 
 _SYNTHETIC = dataset_info("synthetic").input_shape  # the defaults of data.synthetic: the dataset table's image
 
 
-@dataclass
+@dataclass(frozen=True)
 class SyntheticData:
     """Images of the ``synthetic`` dataset (tests, smoke runs)."""
 
@@ -39,7 +40,7 @@ class SyntheticData:
     noise: float = 0.5
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """The benchmark: dataset, split into experiences, augmentation, loading."""
 
@@ -57,7 +58,7 @@ class DataConfig:
     synthetic: SyntheticData = field(default_factory=SyntheticData)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """The network: a LocalityViT-family preset (or a timm model) and its head."""
 
@@ -65,12 +66,12 @@ class ModelConfig:
     preset: str = "cifar"  # cifar | imagenet | tiny (avalanche_lpa.models.PRESETS)
     head: str = "incremental"  # incremental | per_experience (fixed-head strategies get a fixed Linear)
     overrides: Dict[str, Any] = field(default_factory=dict)  # LocalityViT keywords (timm models: patch_size only)
-    name: Optional[str] = None  # a timm model instead: "timm:<name>" (experiment/timm_model.py)
+    name: Optional[str] = None  # a timm model instead: "timm:<name>" (runner/model.py)
     kwargs: Dict[str, Any] = field(default_factory=dict)  # its timm.create_model keywords (timm models only)
     compile: bool = False  # torch.compile the backbone (GPU runs)
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvaluationConfig:
     """What is measured and shown besides accuracy."""
 
@@ -78,10 +79,10 @@ class EvaluationConfig:
     attention_maps: int = 4  # probe images of attention_maps.png; 0: off
     loggers: List[str] = field(default_factory=lambda: ["text"])  # text, tensorboard, csv, wandb
     verbose: bool = False  # console: every metric, not one summary per experience
-    progress_bar: bool = True
+    progress_bar: bool = True  # labelled progress bars on a terminal
 
 
-@dataclass
+@dataclass(frozen=True)
 class OutputConfig:
     """The run folder and what is written into it."""
 
@@ -91,7 +92,7 @@ class OutputConfig:
     plots: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckpointConfig:
     """Checkpoints inside an experience (besides the one after every experience, ``output.checkpoint``)."""
 
@@ -99,7 +100,7 @@ class CheckpointConfig:
     every_minutes: Optional[float] = field(default=30.0, metadata={"checked": "config"})  # first epoch end after M
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
     """One run: every section of a config file."""
 
@@ -108,16 +109,48 @@ class RunConfig:
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    # The chosen strategy's options; their schema is the strategy registry's (avalanche_lpa.training).
-    strategy: Dict[str, Any] = field(default_factory=lambda: {"name": "lpa"})
+    # The chosen strategy's options, resolved once; their schema is the strategy registry's (avalanche_lpa.training).
+    strategy: StrategyOptions = field(default_factory=lambda: StrategyOptions("lpa"))
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
+    def as_dict(self) -> Dict[str, Any]:
+        """The config as the nested mapping a YAML file holds (``config.yaml``, W&B, ``results.json``)."""
+        return _as_dict(self)
+
+    def updated(self, values: Mapping[str, Any]) -> "RunConfig":
+        """A new config with ``{"dotted.key": value}`` set, validated (``{"seed": 1994, "output.dir": "runs/b"}``).
+
+        Raises:
+            ConfigError: the new config is invalid (one line).
+        """
+        from .overrides import set_value
+        from .validation import validate
+
+        raw = self.as_dict()
+        for key, value in values.items():
+            set_value(raw, key, value)
+        return validate(raw)
+
+
+def _is_section(hint: Any) -> bool:
+    """Whether a field is a section of the schema (a dataclass of keys), not a value (the strategy's options)."""
+    return dataclasses.is_dataclass(hint) and hint is not StrategyOptions
+
 
 def schema_defaults(cls: type = RunConfig) -> Dict[str, Any]:
-    """The nested mapping of defaults of a schema class (what :data:`~.config.DEFAULTS` holds)."""
-    return dataclasses.asdict(cls())
+    """The nested mapping of defaults of a schema class (what :data:`~.validation.DEFAULTS` holds; the strategy
+    section names the default strategy only: its options are the registry's)."""
+    return _as_dict(cls())
+
+
+def _as_dict(value: Any) -> Any:
+    if isinstance(value, StrategyOptions):  # the section a YAML file holds: the name, then the options
+        return {"name": value.name, **{key: plain_values(option) for key, option in value.values.items()}}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {item.name: _as_dict(getattr(value, item.name)) for item in dataclasses.fields(value)}
+    return plain_values(value)
 
 
 def _leaves(cls: type, prefix: str = "") -> Iterator[Tuple[str, dataclasses.Field, Any]]:
@@ -125,7 +158,7 @@ def _leaves(cls: type, prefix: str = "") -> Iterator[Tuple[str, dataclasses.Fiel
     hints = typing.get_type_hints(cls)
     for item in dataclasses.fields(cls):
         hint = hints[item.name]
-        if dataclasses.is_dataclass(hint):
+        if _is_section(hint):
             yield from _leaves(hint, f"{prefix}{item.name}.")
         else:
             yield f"{prefix}{item.name}", item, hint
@@ -138,51 +171,13 @@ def field_types(cls: type = RunConfig) -> Dict[str, Any]:
 
 #: Keys whose values the config's own checks refuse with a message of their own (range and type together).
 CHECKED_ELSEWHERE = frozenset(key for key, item, _ in _leaves(RunConfig) if item.metadata.get("checked"))
-_SAMPLES = {bool: True, int: 1, float: 1.0, str: ""}
 
 
-def check_value(key: str, value: Any, hint: Any) -> Any:
-    """``value`` checked against the annotation ``hint`` (``int``, ``Optional[str]``, ``List[int]``, ...).
-
-    Numbers are taken in any spelling (``2e3`` for an int, ``1`` for a float), as strategy options are.
-
-    Raises:
-        OptionTypeError: one line naming the key, the value and the type expected.
-    """
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Union:  # Optional[X]
-        if value is None:
-            return None
-        (hint,) = [a for a in args if a is not type(None)]
-        return check_value(key, value, hint)
-    if hint is Any:
-        return value
-    if origin in (list, List):
-        if not isinstance(value, (list, tuple)):
-            raise OptionTypeError(f"{key}: expected a list, got {value!r} ({type_name(value)})")
-        (item,) = args or (Any,)
-        return [check_value(f"{key}[{index}]", element, item) for index, element in enumerate(value)]
-    if origin in (dict, Dict, Mapping):
-        if value is None:  # `kwargs:` with nothing after it, in YAML: none
-            return {}
-        if not isinstance(value, Mapping):
-            raise OptionTypeError(f"{key}: expected a mapping, got {value!r} ({type_name(value)})")
-        return dict(value)
-    if value is None:
-        raise OptionTypeError(f"{key}: expected {type_name(hint)}, got null")
-    return check_option(key, value, _SAMPLES[hint])
-
-
-def _build(cls: type, values: Mapping[str, Any]) -> Any:
+def build(cls: type, values: Mapping[str, Any]) -> Any:
+    """The dataclass ``cls`` from a checked nested mapping (its sections built as their own classes)."""
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for item in dataclasses.fields(cls):
         value = values[item.name]
-        kwargs[item.name] = _build(hints[item.name], value) if dataclasses.is_dataclass(hints[item.name]) else value
+        kwargs[item.name] = build(hints[item.name], value) if _is_section(hints[item.name]) else value
     return cls(**kwargs)
-
-
-def typed(config: Mapping[str, Any]) -> RunConfig:
-    """A validated config (:func:`~.config.validate`'s result) as :class:`RunConfig` (``strategy`` stays a mapping
-    of the strategy's options)."""
-    return _build(RunConfig, config)

@@ -5,7 +5,6 @@ never ``checkpoint.pkl``, a pickle that can run code. No dataset is needed.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +12,12 @@ from typing import Any, Dict, List, Optional, Union
 
 import torch
 
-from .config import ConfigError
-from .report import read_results
-from .run import build_model, read_run_config
+from ..config.schema import RunConfig
+from ..errors import ConfigError, one_line
+from ..files import read_json
+from ..report import read_results
+from .model import build_model, load_model_file
+from .resume import read_run_config
 
 __all__ = ["FinishedRun", "load_run"]
 
@@ -34,18 +36,10 @@ class FinishedRun:
     """
 
     model: torch.nn.Module
-    config: Dict[str, Any]
+    config: RunConfig
     results: Optional[Dict[str, Any]]
     class_order: List[int] = field(default_factory=list)
     folder: Path = Path(".")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"{path} cannot be read as JSON ({type(error).__name__}: {error}); the run folder is "
-                          f"damaged") from None
 
 
 def load_run(folder: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu") -> FinishedRun:
@@ -63,14 +57,14 @@ def load_run(folder: Union[str, os.PathLike], device: Union[str, torch.device] =
         if not (folder / name).is_file():
             raise ConfigError(f"{folder} is not a finished run ({name} missing); pass the folder a run wrote")
     config = read_run_config(folder)
-    class_order = [int(c) for c in _read_json(folder / "classes.json")["class_order"]]
-    model = build_model(config, len(class_order))
+    classes = read_json(folder / "classes.json")
     try:
-        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except Exception as error:  # torch's unpickling errors are many and multi-line: one line that names the file
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"{folder / 'model.pt'} is not a state dict of this run's model ({first})") from None
+        class_order = [int(c) for c in classes["class_order"]]
+    except (TypeError, KeyError, ValueError) as error:
+        raise ConfigError(f"{folder / 'classes.json'} is damaged (no class order: {one_line(error, kind=True)}); "
+                          "the run folder is damaged") from None
+    model = build_model(config, len(class_order))
+    load_model_file(model, folder / "model.pt")
     results_path = folder / "results.json"
     results = read_results(results_path) if results_path.is_file() else None
     return FinishedRun(model=model.to(device).eval(), config=config, results=results, class_order=class_order,

@@ -1,9 +1,11 @@
 """The command line: ``avalanche-lpa`` / ``python -m avalanche_lpa`` and ``experiments/split_*.py``.
 
-Parse, build the config, run, report errors in one line. Exit status: 0 success, 2 bad input (config,
-flags, device, data, output folder, a folder in use, a damaged run file), 1 a run that failed (diverged, or
-a file could not be written: a full disk), 75 preempted (SIGTERM or SIGUSR1: checkpointed, continue with
---resume), 130 interrupted (Ctrl-C).
+Argument parsing only: ``--help``, ``--version``, ``configs`` and every argument error answer with the standard
+library alone; the config is read and validated when a command needs it, and torch, timm and Avalanche are imported
+when a run starts. Errors are one line on stderr, no traceback. Exit status: 0 success (a ``--resume`` of a
+finished run included), 2 bad input (config, flags, device, data, output folder, a folder in use, a damaged run
+file), 1 a run that failed (diverged, or a file could not be written: a full disk), 75 preempted (SIGTERM or
+SIGUSR1: checkpointed, continue with --resume), 130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -12,31 +14,22 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from ..configs import CONFIG_DIR, config_path, descriptions
-from ..distributed import shutdown_distributed
-from ..files import WriteError
-from ..models import ATTN_TYPES, TIMM_PREFIX
-from ..plugins import DivergenceError
-from ..training import STRATEGIES
-from .checkpoint import CheckpointError
-from .compare import compare
-from .config import ConfigError, dump_config, load_config
-from .midway import PREEMPTED_EXIT, Preempted
-from ..data import DatasetNotFoundError
-from .run import evaluate_saved_run, output_dir, read_run_yaml, run
-from .timm_model import select_model
+from .config.shipped import CONFIG_DIR, config_path, descriptions
+from .errors import ConfigError, user_message
+from .files import WriteError
+from .names import ATTENTION_TYPES, STRATEGY_NAMES, TIMM_PREFIX
+from .version import __version__
 
-__all__ = ["build_parser", "config_from_args", "main", "console"]
+__all__ = ["DEFAULT_CONFIG", "build_parser", "config_from_args", "console", "main"]
 
-
-MODEL_CHOICES = f"{{{','.join(ATTN_TYPES)},timm:NAME}}"
+MODEL_CHOICES = f"{{{','.join(ATTENTION_TYPES)},timm:NAME}}"
 
 
 def model_choice(value: str) -> str:
     """An attention type of the LocalityViT family or ``timm:<name>`` (the name is checked with the config)."""
-    if value in ATTN_TYPES or (value.startswith(TIMM_PREFIX) and len(value) > len(TIMM_PREFIX)):
+    if value in ATTENTION_TYPES or (value.startswith(TIMM_PREFIX) and len(value) > len(TIMM_PREFIX)):
         return value
-    raise argparse.ArgumentTypeError(f"{value!r}: choose {', '.join(ATTN_TYPES)} or timm:<name> (a timm model)")
+    raise argparse.ArgumentTypeError(f"{value!r}: choose {', '.join(ATTENTION_TYPES)} or timm:<name> (a timm model)")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -58,21 +51,25 @@ def _config_label(path: Path) -> str:
 def build_parser(description: str, default_config: Path, imagenet: bool = False,
                  prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", default=None, metavar="NAME|FILE",
                         help=f"a shipped config by name (avalanche-lpa configs lists them) or a YAML file; default: "
                              f"{_config_label(default_config)}; with --resume / --eval-only: the run's config.yaml")
     parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config (file, flags and --set values, defaults filled in) as YAML and exit")
+                        help="print the resolved config (file, flags and --set values, defaults filled in) as YAML and "
+                             "exit; it is validated as a run validates it, so what it prints is what would run")
     parser.add_argument("--model", type=model_choice, metavar=MODEL_CHOICES,
                         help="attention type (model.attn_type), or timm:<name> for any timm model (model.name)")
-    parser.add_argument("--strategy", choices=STRATEGIES, metavar="NAME",
-                        help=f"strategy (strategy.name): {', '.join(STRATEGIES)}; config options it does not take are dropped")
+    parser.add_argument("--strategy", choices=STRATEGY_NAMES, metavar="NAME",
+                        help=f"strategy (strategy.name): {', '.join(STRATEGY_NAMES)}; config options it does not take "
+                             "are dropped")
     parser.add_argument("--seed", type=int, help="seed (also of the class order when none is given)")
     parser.add_argument("--data-root", help="dataset folder (data.root)")
     parser.add_argument("--output", help="run folder (output.dir); {name} {model} {strategy} {seed} are filled in")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --output from its checkpoint, with the run's own config.yaml")
+                        help="continue the run in --output from its checkpoint, with the run's own config.yaml (a "
+                             "finished run is left as it is)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start the run in --output afresh, deleting the files an earlier run wrote there")
     parser.add_argument("--eval-only", action="store_true", help="re-evaluate the finished run in --output")
@@ -85,9 +82,9 @@ def build_parser(description: str, default_config: Path, imagenet: bool = False,
                         help="override a config key, e.g. --set strategy.lr=1e-3 (repeatable; values are YAML)")
     group = parser.add_argument_group("comparison")
     group.add_argument("--compare", action="store_true", help="run every --models x --strategies x --seeds")
-    group.add_argument("--models", nargs="+", type=model_choice, metavar=MODEL_CHOICES, default=list(ATTN_TYPES),
+    group.add_argument("--models", nargs="+", type=model_choice, metavar=MODEL_CHOICES, default=list(ATTENTION_TYPES),
                        help="models to compare: attention types and timm:<name> specs")
-    group.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=None, metavar="NAME",
+    group.add_argument("--strategies", nargs="+", choices=STRATEGY_NAMES, default=None, metavar="NAME",
                        help="strategies to compare (names as --strategy)")
     group.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the config's seed")
     group.add_argument("--no-joint", action="store_true", help="skip the joint-training control runs")
@@ -98,6 +95,8 @@ def build_parser(description: str, default_config: Path, imagenet: bool = False,
 
 
 def _flag_values(args: argparse.Namespace) -> Dict[str, Any]:
+    from .config.overrides import select_model
+
     flags = {"strategy": "strategy.name", "seed": "seed", "data_root": "data.root",
              "output": "output.dir", "device": "device", "class_list": "data.class_list"}
     values = {key: getattr(args, flag) for flag, key in flags.items() if getattr(args, flag, None) is not None}
@@ -105,24 +104,29 @@ def _flag_values(args: argparse.Namespace) -> Dict[str, Any]:
         values["data.download"] = False
     if getattr(args, "verbose", False):
         values["evaluation.verbose"] = True
-    if getattr(args, "model", None) is not None:  # the model keys as select_model sets them
-        chosen = select_model({"model": {}}, args.model)["model"]
-        values.update({f"model.{key}": value for key, value in chosen.items()})
+    if getattr(args, "model", None) is not None:
+        values.update(select_model(args.model))
     return values
 
 
-def config_from_args(args: argparse.Namespace) -> Dict[str, Any]:
-    """The validated config: YAML file, then the dedicated flags, then ``--set`` overrides.
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The validated config (:class:`~avalanche_lpa.config.RunConfig`): YAML file, then the dedicated flags, then
+    ``--set`` overrides.
 
     With ``--resume`` / ``--eval-only`` (single run) and no ``--config``, the run folder's ``config.yaml`` is the
     starting point instead of the default config file, so the run continues as it was started; flags that
     change it are refused later by the runner (only harmless keys such as the device may differ).
     """
+    from .config.files import read_run_yaml
+    from .config.load import load_config
+
     config_file = args.config if args.config is not None else getattr(args, "default_config", None)
     values = _flag_values(args)
     if (args.resume or args.eval_only) and not args.compare and args.config is None:
         # Locate the run folder (--output, or the default config's output.dir filled in by the flags), then
         # start from its config.yaml; --set values that only make sense for that config must not stop this.
+        from .runner.folder import output_dir
+
         output = values.get("output.dir")
         if isinstance(output, str) and "{" not in output:  # the folder itself: no config to build for it
             saved = read_run_yaml(Path(output).expanduser())
@@ -140,6 +144,59 @@ def config_from_args(args: argparse.Namespace) -> Dict[str, Any]:
     return load_config(config_file, args.overrides, values)
 
 
+def _evaluation_line(results: Dict[str, Any]) -> str:
+    metrics, original = results["metrics"], results.get("original_summary") or {}
+    parts = [f"re-evaluated {results['run']}"]
+    accuracy = metrics.get("Top1_Acc_Stream/eval_phase/test_stream/Task000")
+    if isinstance(accuracy, (int, float)):
+        parts.append(f"accuracy {accuracy:.4f} on the whole test stream")
+    locality = metrics.get("Locality_Stream/eval_phase/test_stream")
+    if isinstance(locality, (int, float)):
+        parts.append(f"locality {locality:.2f} patches")
+    if isinstance(original.get("last_accuracy"), (int, float)):
+        parts.append(f"the run reported last accuracy {original['last_accuracy']:.4f}")
+    return ", ".join(parts) + "; wrote eval_results.json"
+
+
+def _execute(args: argparse.Namespace, config: Any) -> int:
+    """Runs, resumes, evaluates or compares: the part of :func:`main` that needs torch, timm and Avalanche."""
+    from .data import DatasetNotFoundError
+    from .distributed import shutdown_distributed
+    from .plugins import DivergenceError
+    from .runner import CheckpointError, PREEMPTED_EXIT, Preempted, Run, compare, evaluate_saved_run, output_dir
+
+    try:
+        if args.eval_only:
+            print(_evaluation_line(evaluate_saved_run(output_dir(config), config=config)))
+        elif args.compare:
+            seeds = args.seeds or [config.seed]
+            outcome = compare(config, models=args.models, strategies=args.strategies, seeds=seeds,
+                              joint=not args.no_joint, resume=args.resume, overwrite=args.overwrite)
+            print(outcome["table"])
+            print(f"wrote {outcome['folder']}/comparison.md and figures")
+        else:
+            run = Run(config, resume=args.resume, overwrite=args.overwrite)
+            finished = run.finished()
+            if finished is not None:
+                print(f"{run.folder} holds a finished run ({finished}): nothing to resume, nothing was changed; "
+                      "its results are in results.json (start it again with --overwrite)")
+                return 0
+            summary = run.train()["summary"]
+            print(f"avg incremental accuracy {summary['avg_incremental_accuracy']:.4f}, "
+                  f"last accuracy {summary['last_accuracy']:.4f}; results in {run.folder}")
+    except (ConfigError, DatasetNotFoundError, CheckpointError) as error:
+        print(f"error: {user_message(error)}", file=sys.stderr)
+        return 2
+    except (DivergenceError, WriteError) as error:  # a failed run, not bad input
+        print(f"error: {user_message(error)}", file=sys.stderr)
+        return 1
+    except Preempted as stopped:
+        print(stopped, file=sys.stderr)
+        return PREEMPTED_EXIT
+    shutdown_distributed()  # after success only: torchrun stops every rank when one fails
+    return 0
+
+
 def main(argv: Optional[Sequence[str]], *, description: str, default_config: Path, imagenet: bool = False,
          prog: Optional[str] = None) -> int:
     """Runs the command line; returns the exit status (errors are one line on stderr, no traceback)."""
@@ -149,35 +206,17 @@ def main(argv: Optional[Sequence[str]], *, description: str, default_config: Pat
             raise ConfigError("--overwrite starts a run afresh; it cannot be combined with --resume or --eval-only")
         config = config_from_args(args)
         if args.print_config:
+            from .config.files import dump_config
+
             print(dump_config(config), end="")
-        elif args.eval_only:
-            results = evaluate_saved_run(output_dir(config), config=config)
-            print(f"re-evaluated {results['run']}: wrote eval_results.json")
-        elif args.compare:
-            seeds = args.seeds or [config["seed"]]
-            outcome = compare(config, models=args.models, strategies=args.strategies, seeds=seeds,
-                              joint=not args.no_joint, resume=args.resume, overwrite=args.overwrite)
-            print(outcome["table"])
-            print(f"wrote {outcome['folder']}/comparison.md and figures")
-        else:
-            results = run(config, resume=args.resume, overwrite=args.overwrite)
-            summary = results["summary"]
-            print(f"avg incremental accuracy {summary['avg_incremental_accuracy']:.4f}, "
-                  f"last accuracy {summary['last_accuracy']:.4f}; results in {output_dir(config)}")
-    except (ConfigError, DatasetNotFoundError, CheckpointError) as error:
+            return 0
+        return _execute(args, config)
+    except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (DivergenceError, WriteError) as error:  # a failed run, not bad input
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except Preempted as stopped:
-        print(stopped, file=sys.stderr)
-        return PREEMPTED_EXIT
     except KeyboardInterrupt:
         print("interrupted: finished experiences are checkpointed; continue with --resume", file=sys.stderr)
         return 130
-    shutdown_distributed()  # after success only: torchrun stops every rank when one fails
-    return 0
 
 
 CONSOLE_DESCRIPTION = """Class-incremental learning with Locality-Preserved Attention ViTs in Avalanche.

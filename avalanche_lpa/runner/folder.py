@@ -1,4 +1,4 @@
-"""The run folder: writability check before anything is created, one run per folder, starting afresh.
+"""The run folder: its name, a writability check before anything is created, one run per folder, starting afresh.
 
 * :func:`check_output_folder` finds out whether a folder can be created and written without creating it, so a
   bad ``--output`` is a one-line error before any work is done.
@@ -16,16 +16,17 @@ from __future__ import annotations
 import errno
 import fcntl
 import io
-import json
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
+from ..config.schema import RunConfig
+from ..errors import ConfigError
 from ..files import TEMP_GLOB, write_error
-from .config import ConfigError
+from .model import model_slug
 
 __all__ = [
     "LOCK_NAME",
@@ -37,8 +38,9 @@ __all__ = [
     "check_no_symlinks",
     "clear_run_files",
     "open_log",
-    "read_run_json",
     "existing_run_files",
+    "output_dir",
+    "run_name",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -53,6 +55,22 @@ _RUN_GLOBS = ("*.png", TEMP_GLOB)
 
 class FolderLockedError(ConfigError):
     """Another live process holds the run folder's lock."""
+
+
+def _fields(config: RunConfig, **fixed: Any) -> Dict[str, Any]:
+    fields = dict(model=model_slug(config), strategy=config.strategy.name, seed=config.seed)
+    fields.update(fixed)
+    return {"name": config.name.format(**fields), **fields}
+
+
+def run_name(config: RunConfig, **fixed: Any) -> str:
+    """``name`` with ``{model}``, ``{strategy}`` and ``{seed}`` filled in (``fixed`` overrides a field)."""
+    return _fields(config, **fixed)["name"]
+
+
+def output_dir(config: RunConfig, **fixed: Any) -> Path:
+    """The run folder: ``output.dir`` with ``{name}``, ``{model}``, ``{strategy}`` and ``{seed}`` filled in."""
+    return Path(config.output.dir.format(**_fields(config, **fixed))).expanduser()
 
 
 def check_output_folder(folder: PathLike) -> None:
@@ -129,23 +147,6 @@ def open_log(path: PathLike) -> io.TextIOWrapper:
     path = Path(path)
     binary = open(path, "ab", opener=lambda name, flags: _open_nofollow(Path(name), flags))
     return _LogFile(binary, encoding="utf-8", line_buffering=False)
-
-
-def read_run_json(path: PathLike) -> Any:
-    """A run folder's JSON file (``results.json``, ``progress.json``, ...).
-
-    Raises:
-        ConfigError: the file cannot be read or does not parse (one line: the file, the problem, the fix).
-    """
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        problem = " ".join(str(error).split())
-        raise ConfigError(
-            f"{path} is damaged ({type(error).__name__}: {problem}); restore it from a backup, or start the run "
-            "afresh with --overwrite"
-        ) from None
 
 
 def _holder(fd: int) -> str:

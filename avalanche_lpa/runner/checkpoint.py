@@ -6,16 +6,24 @@ here right before each save and load. And:
 
 * Avalanche writes the file in place: a run killed while saving leaves a truncated checkpoint. We write to a
   temporary file in the same folder and ``os.replace`` it, and turn a corrupt file into a clear error.
+* Avalanche's loader prints a line per device it maps (``Mapping cpu to cpu``) on the console: read silently.
+* Checkpoints of version 0.1.0 before the runner had a package of its own name our classes by their old modules
+  (``avalanche_lpa.experiment.midway``, ``.console``): they load under today's names.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import importlib
+import io
 import os
-from typing import Optional, Sequence, Tuple, TypeVar, Union
+import sys
+from typing import Iterator, Optional, Sequence, Tuple, TypeVar, Union
 
 from avalanche.checkpointing import maybe_load_checkpoint, save_checkpoint
 
 from ..compat.dill_pickling import register_generator_reducer, register_optimizer_reducers
+from ..errors import one_line
 from ..files import atomic_path
 
 __all__ = [
@@ -52,7 +60,27 @@ def save_checkpoint_atomic(strategy, path: PathLike, exclude: Optional[Sequence[
         except RuntimeError as error:
             if not _is_write_failure(error):
                 raise
-            raise OSError(errno.EIO, f"torch could not write the file: {' '.join(str(error).split())}") from error
+            raise OSError(errno.EIO, f"torch could not write the file: {one_line(error)}") from error
+
+
+#: Modules that held pickled classes before the runner was ``avalanche_lpa.runner``, and where they are now.
+_MOVED_MODULES = {
+    "avalanche_lpa.experiment": "avalanche_lpa.runner",
+    "avalanche_lpa.experiment.midway": "avalanche_lpa.runner.midway",
+    "avalanche_lpa.experiment.console": "avalanche_lpa.runner.console",
+}
+
+
+@contextlib.contextmanager
+def _old_module_names() -> Iterator[None]:
+    added = [old for old in _MOVED_MODULES if old not in sys.modules]
+    for old in added:
+        sys.modules[old] = importlib.import_module(_MOVED_MODULES[old])
+    try:
+        yield
+    finally:
+        for old in added:
+            sys.modules.pop(old, None)
 
 
 def load_checkpoint(strategy: T, path: PathLike, map_location=None) -> Tuple[T, int]:
@@ -65,10 +93,12 @@ def load_checkpoint(strategy: T, path: PathLike, map_location=None) -> Tuple[T, 
     if not os.path.exists(path):
         return strategy, 0
     try:
-        return maybe_load_checkpoint(strategy, str(path), map_location=map_location)
+        # avalanche-lib 0.5, 0.6 print "Mapping <device> to <device>" for every device they map
+        with contextlib.redirect_stdout(io.StringIO()), _old_module_names():
+            return maybe_load_checkpoint(strategy, str(path), map_location=map_location)
     except Exception as error:  # torch/dill raise many types for a damaged file
         raise CheckpointError(
-            f"cannot read checkpoint {path} ({type(error).__name__}: {' '.join(str(error).split())}); it is corrupt "
+            f"cannot read checkpoint {path} ({one_line(error, kind=True)}); it is corrupt "
             "or from an incompatible version: start the run afresh with --overwrite (deletes this run's files) "
             "or choose another --output"
         ) from error

@@ -3,7 +3,7 @@
 Generated from the schema (:mod:`~.schema`'s typed sections, :func:`~avalanche_lpa.training.strategy_options`), so it
 cannot drift: ``tests/test_reference.py`` fails when a key has no meaning here or when ``docs/config-reference.md``
 differs from :func:`config_reference`. Options of Avalanche's own strategies take their meaning from Avalanche's
-docstrings. Regenerate with ``python -m avalanche_lpa.experiment.reference > docs/config-reference.md``.
+docstrings. Regenerate with ``python -m avalanche_lpa.config.reference > docs/config-reference.md``.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ..data import DATASETS
 from ..training import STRATEGIES, strategy_class, strategy_options
 from ..training.recipe import RECIPES
 from ..training.sections import SECTIONS
-from .config import DEFAULTS, LOGGERS
+from .validation import DEFAULTS, LOGGERS
 from .schema import field_types
 
 __all__ = ["CONFIG_HELP", "OPTION_HELP", "STRATEGY_OPTION_HELP", "config_keys", "option_help", "config_reference"]
@@ -57,7 +57,7 @@ CONFIG_HELP: Dict[str, str] = {
     "evaluation.attention_maps": "probe images of the per-image attention figure (0: off)",
     "evaluation.loggers": f"file loggers: any of {', '.join(f'`{name}`' for name in LOGGERS)}",
     "evaluation.verbose": "console: every metric (`--verbose`) instead of one line per epoch and per experience",
-    "evaluation.progress_bar": "console progress bars",
+    "evaluation.progress_bar": "console progress bars, labelled with the experience, phase and epoch (on a terminal; a job's log file gets one line per epoch)",
     "output.dir": "run folder; `{name}`, `{model}`, `{strategy}`, `{seed}` are filled in (`--output`)",
     "output.checkpoint": "write `checkpoint.pkl` (after each experience and inside it, see `checkpoint.*`)",
     "output.save_model": "write `model.pt` at the end",
@@ -204,7 +204,7 @@ def _section_rows(option: str, recipes: List[str], recipe_options: Dict[str, Dic
     rows = [f"| `{option}` | `false` or mapping | `false` | " + " | ".join(on) + f" | {OPTION_HELP[option]} |"]
     for key, default in section.defaults().items():
         cells = [_value(recipe_options[name][option][key]) if recipe_options[name][option] else "–" for name in recipes]
-        kind = _type(default) if default is not None else f"{_type(section.types()[key](1))} or null"
+        kind = _type(default) if default is not None else _hint(section.types()[key])
         rows.append(f"| `{option}.{key}` | {kind} | {_value(default)} | " + " | ".join(cells)
                     + f" | {section_help(option, key)} |")
     return rows
@@ -215,7 +215,7 @@ def config_reference() -> str:
     out: List[str] = [
         "# Configuration reference",
         "",
-        "Generated from the schema by `python -m avalanche_lpa.experiment.reference` (a test checks it is current).",
+        "Generated from the schema by `python -m avalanche_lpa.config.reference` (a test checks it is current).",
         "Every key can be set in a YAML config or with `--set key.sub=value`; `avalanche-lpa --print-config` prints",
         "the resolved config of a run.",
         "",

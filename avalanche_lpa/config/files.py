@@ -1,0 +1,109 @@
+"""Config files in and out: YAML in every common spelling of numbers, ``base:`` includes, the text a run folder
+keeps as ``config.yaml``, and a run folder's ``config.yaml`` as written."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+import yaml
+
+from ..errors import ConfigError, one_line
+from ..training.options import plain_values
+from .shipped import config_names
+
+__all__ = ["dump_config", "load_yaml", "read_run_yaml", "read_yaml", "yaml_problem"]
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads ``1e-3``, ``1e6``, ``1.0e6``, ``1E+6`` as numbers.
+
+    PyYAML follows YAML 1.1, whose floats need a dot and a signed exponent (``1.0e+6``); YAML 1.2 and every
+    programming language accept the other spellings too, and they are what people type.
+    """
+
+
+_Loader.add_implicit_resolver(  # copies the inherited resolvers first: yaml.SafeLoader is unchanged
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parses YAML like ``yaml.safe_load``, with numbers in every common spelling (``1e-3``, ``-2.5E+4``, ``.5``)."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: the problem and where."""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
+def dump_config(config: Any) -> str:
+    """A config (a :class:`~.schema.RunConfig` or a mapping) as YAML text: what a run folder keeps as
+    ``config.yaml`` and ``--print-config`` prints."""
+    mapping = config.as_dict() if hasattr(config, "as_dict") else plain_values(config)
+    return yaml.safe_dump(mapping, sort_keys=False)
+
+
+def _merge(base: Dict[str, Any], update: Mapping[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_yaml(path: Path, _seen: tuple = ()) -> Dict[str, Any]:
+    """Reads a config file; a top-level ``base: other.yaml`` (relative to the file) is merged in first.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not YAML or not a mapping (one line naming it).
+    """
+    from .overrides import switch_strategy  # a base's strategy section for another strategy
+
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file or the name of a shipped "
+                          f"config ({', '.join(config_names())})")
+    if path.resolve() in _seen:
+        raise ConfigError(f"config file {path} includes itself through 'base'")
+    try:
+        raw = load_yaml(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {yaml_problem(error)}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ConfigError(f"cannot read config file {path} ({one_line(error)}); pass --config with a readable YAML "
+                          "file") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    parent = read_yaml(path.parent / base, _seen + (path.resolve(),))
+    # A strategy section that names another strategy replaces the base's instead of merging into it.
+    if "name" in raw.get("strategy", {}) and raw["strategy"]["name"] != parent.get("strategy", {}).get("name"):
+        parent["strategy"] = switch_strategy(parent.get("strategy", {}), raw["strategy"]["name"])
+    return _merge(parent, raw)
+
+
+def read_run_yaml(folder: os.PathLike) -> Optional[Dict[str, Any]]:
+    """The ``config.yaml`` of a run folder as written (not validated), ``None`` if there is none.
+
+    Raises:
+        ConfigError: the file cannot be read or is not YAML (one line).
+    """
+    path = Path(folder) / "config.yaml"
+    if not path.is_file():
+        return None
+    fix = "fix it, or start the run afresh with --overwrite"
+    try:
+        raw = load_yaml(path.read_text())
+    except Exception as error:  # the folder's file was edited or damaged
+        raise ConfigError(f"{path} is not a valid config ({one_line(error)}); {fix}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} is not a valid config (not a mapping); {fix}")
+    return raw

@@ -1,0 +1,165 @@
+"""Validation: a config mapping checked once, where it enters, into the typed :class:`~.schema.RunConfig`.
+
+Every key is checked against its declared type (:mod:`~.schema`) by the package's one type checker: an unknown key
+or a value of the wrong type is a :class:`~avalanche_lpa.errors.ConfigError` whose one-line message names the key
+and the valid ones. The ``strategy`` section is resolved and checked once by the strategy registry
+(:func:`avalanche_lpa.training.resolve_options`: types, ranges, combinations, the plugins' own checks), exactly as
+a run builds it; ``model.overrides`` is checked against the model constructor and ``model.name`` (``timm:<name>``)
+against timm's registry (its ``model.kwargs`` by timm when the model is built).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Mapping
+
+from ..data import dataset_info
+from ..errors import ConfigError
+from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, timm_model_name
+from ..training import resolve_options, strategy_entry
+from ..training.options import OptionTypeError, check_type
+from .schema import CHECKED_ELSEWHERE, RunConfig, build, field_types, schema_defaults
+from .upgrade import upgrade_config
+
+__all__ = ["DEFAULTS", "LOGGERS", "validate"]
+
+#: The schema's defaults, as the nested mapping a YAML file mirrors: built from the typed schema
+#: (:class:`~.schema.RunConfig`, one dataclass per section), where every key's type and default is declared.
+#: ``strategy`` names the default strategy; its options are the registry's (``avalanche_lpa.training``).
+DEFAULTS: Dict[str, Any] = schema_defaults()
+#: Every key's annotation (``data.root``: ``Optional[str]``), what values are checked against.
+_TYPES = field_types()
+# Sections whose keys are not fixed by the schema (checked separately).
+_FREE_FORM = {"model.overrides", "model.kwargs", "strategy"}
+
+#: The loggers ``evaluation.loggers`` may list (Avalanche's TextLogger, TensorboardLogger, CSVLogger, WandBLogger).
+LOGGERS = ("text", "tensorboard", "csv", "wandb")
+
+
+def validate(config: Any) -> RunConfig:
+    """Checks a config against the schema; returns it completed with defaults, as the typed :class:`RunConfig`.
+
+    A :class:`RunConfig` is returned as it is: it was validated when it was made, and it is frozen.
+
+    Raises:
+        ConfigError: with a one-line message naming the bad key and the valid alternatives.
+    """
+    if isinstance(config, RunConfig):
+        return config
+    return _check_config(config)
+
+
+def _check_config(config: Any) -> RunConfig:
+    """The work of :func:`validate`: every key checked, defaults filled in, the typed config built."""
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"config: expected a mapping of sections, got {type(config).__name__}")
+    config = upgrade_config(config)
+    given = dict(config.get("strategy") or {})
+    name = given.pop("name", DEFAULTS["strategy"]["name"])
+    checked = _check_section("", {**config, "strategy": {}}, DEFAULTS)
+    try:
+        checked["strategy"] = resolve_options(name, given, prefix="strategy.")
+    except OptionTypeError as error:
+        raise ConfigError(str(error)) from None
+    except ValueError as error:
+        message = str(error)
+        if message.startswith("unknown strategy"):
+            raise ConfigError(f"strategy.name: {message}") from None
+        raise ConfigError(message if message.startswith("unknown config key") else f"strategy: {message}") from None
+    _check_values(checked)
+    return build(RunConfig, checked)
+
+
+def _check_section(prefix: str, values: Any, schema: Mapping[str, Any]) -> Dict[str, Any]:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+    unknown = sorted(set(values) - set(schema))
+    if unknown:
+        where = f"in {prefix!r}" if prefix else "at the top level"
+        raise ConfigError(f"unknown config key(s) {', '.join(unknown)} {where}; valid keys: {', '.join(sorted(schema))}")
+    out = {}
+    for key, default in schema.items():
+        path = f"{prefix}.{key}" if prefix else key
+        value = values.get(key, default)
+        if path == "strategy":
+            out[key] = value
+        elif isinstance(default, dict) and path not in _FREE_FORM:
+            out[key] = _check_section(path, value, default)
+        elif path in CHECKED_ELSEWHERE:  # range and type refused together, in _check_values
+            out[key] = value
+        else:
+            try:
+                out[key] = check_type(path, value, _TYPES[path])
+            except OptionTypeError as error:
+                raise ConfigError(str(error)) from None
+    return out
+
+
+def _at_least(key: str, value: int, least: int, meaning: str = "") -> None:
+    if value < least:
+        raise ConfigError(f"{key}: must be {meaning or f'at least {least}'}, got {value}")
+
+
+def _check_values(config: Dict[str, Any]) -> None:
+    """The checks of values beyond their types (names, ranges, combinations), in place."""
+    data, model, evaluation = config["data"], config["model"], config["evaluation"]
+    try:
+        dataset_info(data["dataset"])
+    except ValueError as error:  # one line naming the datasets of the table
+        raise ConfigError(f"data.dataset: {error}") from None
+    for key, valid in (("attn_type", ATTN_TYPES), ("preset", PRESETS), ("head", HEAD_TYPES)):
+        if model[key] not in valid:
+            raise ConfigError(f"model.{key}: unknown {model[key]!r}; valid: {', '.join(valid)}")
+    keywords = _model_keywords(config["strategy"].name)
+    unknown = sorted(set(model["overrides"]) - set(keywords))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(unknown)} in 'model.overrides'; valid keys: {', '.join(sorted(keywords))}"
+        )
+    _check_timm(model)
+    _at_least("evaluation.attention_maps", evaluation["attention_maps"], 0, "0 (off) or more")
+    _at_least("data.n_experiences", data["n_experiences"], 1)
+    _at_least("data.num_workers", data["num_workers"], 0, "0 (load in the main process) or more")
+    _check_checkpoint(config["checkpoint"])
+    _at_least("evaluation.locality_probe_size", evaluation["locality_probe_size"], 1)
+    loggers = evaluation["loggers"]
+    unknown = [name for name in loggers if name not in LOGGERS]
+    if unknown:
+        raise ConfigError(f"evaluation.loggers: unknown logger(s) {', '.join(map(str, unknown))}; valid: {', '.join(LOGGERS)}")
+    evaluation["loggers"] = list(dict.fromkeys(loggers))
+
+
+def _model_keywords(strategy: str) -> Iterable[str]:
+    # The keywords of the strategy's model family (DyTox's has no head ones); attn_type and head_type have keys
+    # of their own (model.attn_type, model.head).
+    return [p for p in strategy_entry(strategy).model.keywords() if p not in ("attn_type", "head_type")]
+
+
+def _check_checkpoint(section: Dict[str, Any]) -> None:
+    """``checkpoint.every_epochs`` is null or an integer >= 1, ``checkpoint.every_minutes`` null or a number > 0."""
+    epochs, minutes = section["every_epochs"], section["every_minutes"]
+    if isinstance(epochs, float) and epochs.is_integer():
+        epochs = section["every_epochs"] = int(epochs)
+    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
+        raise ConfigError(f"checkpoint.every_epochs: must be null (off) or an integer of at least 1, got {epochs!r}")
+    if minutes is not None and (not isinstance(minutes, (int, float)) or isinstance(minutes, bool) or minutes <= 0):
+        raise ConfigError(f"checkpoint.every_minutes: must be null (off) or a number above 0, got {minutes!r}")
+    if isinstance(minutes, int):
+        section["every_minutes"] = float(minutes)
+
+
+def _check_timm(model: Dict[str, Any]) -> None:
+    """``model.name`` is ``None`` or ``timm:<a timm model>``; ``model.kwargs`` never sets the head.
+
+    ``model.kwargs`` is used by timm models only, as ``model.overrides`` by the LocalityViT family only (but its
+    ``patch_size``), so one config can compare both (``--compare --models lpa timm:<name>``). timm checks the
+    keywords when it builds the model, before the run folder is touched.
+    """
+    if model["name"] is not None:
+        try:
+            timm_model_name(model["name"])
+        except ValueError as error:
+            raise ConfigError(f"model.name: {error}") from None
+    if "num_classes" in model["kwargs"]:
+        raise ConfigError(
+            "model.kwargs.num_classes: the timm model is built as a feature extractor (num_classes=0) under the "
+            "run's head (model.head); drop it"
+        )

@@ -1,0 +1,77 @@
+"""The benchmark a config describes, built by its dataset's loader in the data room's table
+(:data:`avalanche_lpa.data.DATASETS`), and its class map."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Tuple
+
+from ..config.schema import DataConfig
+from ..data import DatasetInfo, dataset_info
+from ..errors import ConfigError
+
+__all__ = ["build_benchmark", "class_mapping", "input_shape", "loader_options"]
+
+
+def class_mapping(benchmark: Any) -> Dict[str, Any]:
+    """Class order (original ids, arrival order) and the original-id -> label mapping of a benchmark."""
+    order = [int(c) for c in benchmark.classes_order_original_ids]
+    return {"class_order": order, "label_of_original_class": {str(c): i for i, c in enumerate(order)}}
+
+
+def loader_options(info: DatasetInfo, data: DataConfig) -> Dict[str, Any]:
+    """The keywords of ``info.loader`` from a ``data`` section: the keys ``info.options`` names, a section of its
+    own (``data.synthetic``) as its keys."""
+    options: Dict[str, Any] = {}
+    for key in info.options:
+        value = getattr(data, key)
+        if dataclasses.is_dataclass(value):
+            options.update(dataclasses.asdict(value))
+        else:
+            options[key] = value
+    return options
+
+
+def input_shape(data: DataConfig) -> Tuple[int, int, int]:
+    """``(channels, height, width)`` of the images of the benchmark a ``data`` section describes: the table's,
+    unless the loader is told another size (``data.synthetic``: ``in_chans``, ``img_size``)."""
+    info = dataset_info(data.dataset)
+    options = loader_options(info, data)
+    channels, height, width = info.input_shape
+    if "img_size" in options:
+        height = width = options["img_size"]
+    return options.get("in_chans", channels), height, width
+
+
+def _check_split(name: str, num_classes: int, data: DataConfig) -> None:
+    order, steps = data.class_order, data.n_experiences
+    if order is not None and sorted(order) != list(range(num_classes)):
+        raise ConfigError(
+            f"data.class_order must list each of the {num_classes} {name} class ids 0..{num_classes - 1} once "
+            f"(got {len(order)} ids); fix it or set it to null"
+        )
+    if num_classes % steps:
+        raise ConfigError(f"data.n_experiences={steps} does not divide the {num_classes} classes of {name}")
+
+
+def check_split(data: DataConfig) -> None:
+    """Raises :class:`ConfigError` if the class order or the number of experiences does not fit the dataset
+    (datasets named by a class list, ImageNet-100, are counted when they are loaded)."""
+    info = dataset_info(data.dataset)
+    if "class_list" not in loader_options(info, data):
+        _check_split(info.name, info.classes(data.n_experiences), data)
+
+
+def build_benchmark(data: DataConfig, seed: int, *, download: bool = True) -> Any:
+    """The benchmark a ``data`` section describes, built by its dataset's loader.
+
+    Args:
+        data: the config's ``data`` section.
+        seed: the run's seed (the class order when none is given).
+        download: allow the download ``data.download`` asks for (``False`` on the ranks that only read the data).
+    """
+    info = dataset_info(data.dataset)
+    check_split(data)
+    if not download:
+        data = dataclasses.replace(data, download=False)
+    options = loader_options(info, data)
+    return info.loader(n_experiences=data.n_experiences, class_order=data.class_order, seed=seed, **options)

@@ -1,0 +1,86 @@
+"""The run card: what a run is, in the words of its opening block (:class:`~.console.RunCard`)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Mapping, Optional
+
+from ..config.schema import RunConfig
+from ..data import data_location, dataset_info
+from ..distributed import DistInfo
+from .console import RunCard
+from .folder import run_name
+from .model import model_label, parameter_count
+
+__all__ = ["run_card", "start_label", "strategy_summary"]
+
+_ATTENTION = {"lpa": "LPA attention", "gpsa": "GPSA attention", "mhsa": "plain attention"}
+
+
+def strategy_summary(options: Mapping[str, Any]) -> str:
+    """A strategy's main options in words: ``lpa: 5 epochs (10 on the first experience), batch 64, lr 0.001, ...``."""
+    parts: List[str] = []
+    epochs = options.get("train_epochs")
+    if epochs is not None:
+        first = options.get("epochs_first")
+        parts.append(f"{epochs} epoch{'s' if epochs != 1 else ''}"
+                     + (f" ({first} on the first experience)" if first not in (None, epochs) else ""))
+    if options.get("train_mb_size") is not None:
+        parts.append(f"batch {options['train_mb_size']}")
+    if options.get("lr") is not None:
+        parts.append(f"lr {options['lr']:g}" + (", schedule" if options.get("lr_schedule") else ""))
+    if options.get("mem_size") is not None:
+        parts.append(f"memory {options['mem_size']}")
+    finetune = options.get("finetune")
+    if isinstance(finetune, Mapping) and finetune.get("epochs"):
+        parts.append(f"finetuning {finetune['epochs']} epoch{'s' if finetune['epochs'] != 1 else ''}")
+    if options.get("precision", "fp32") != "fp32":
+        parts.append(options["precision"])
+    return f"{options.name}: {', '.join(parts)}" if parts else options.name
+
+
+def _data(config: RunConfig) -> str:
+    info = dataset_info(config.data.dataset)
+    where = data_location(config.data.dataset, config.data.root)
+    if where is None:
+        return f"{info.title} (generated in memory, no files)"
+    return f"{info.title} from {where}"
+
+
+def _split(benchmark: Any) -> str:
+    experiences = len(benchmark.train_stream)
+    classes = benchmark.n_classes
+    train = sum(len(exp.dataset) for exp in benchmark.train_stream)
+    test = sum(len(exp.dataset) for exp in benchmark.test_stream)
+    per = f"{classes // experiences} classes" if classes % experiences == 0 else f"{classes} classes in all"
+    return f"{experiences} experiences x {per}; {train:,} training and {test:,} test images"
+
+
+def _device(info: DistInfo) -> str:
+    if info.world_size == 1:
+        return f"{info.device} (1 process)"
+    return f"{info.device} on each of {info.world_size} processes (torchrun, {info.backend})"
+
+
+def start_label(resume: bool, finished: int, position: Optional[Mapping[str, Any]], total: int) -> str:
+    """``fresh``, or where a resumed run continues: after ``finished`` of ``total`` experiences, or inside one at
+    the checkpoint's ``position`` (1-based experience and epoch)."""
+    if not resume:
+        return "fresh"
+    if position is not None:
+        phase = "finetuning epoch" if position["phase"] == "finetune" else "epoch"
+        return f"resumed inside experience {position['experience'] + 1}/{total}, {phase} {position['epoch'] + 1}"
+    if finished == 0:
+        return "resumed: no experience had finished, starting at experience 1"
+    return f"resumed after experience {finished}/{total}"
+
+
+def run_card(config: RunConfig, folder: Path, benchmark: Any, network: Any, info: DistInfo, start: str) -> RunCard:
+    """The card of a run about to train ``network`` on ``benchmark``, in ``folder`` (``start``: fresh or where a
+    resumed run continues)."""
+    label = model_label(config)
+    attention = "" if config.model.name else f" ({_ATTENTION.get(config.model.attn_type, config.model.attn_type)})"
+    return RunCard(
+        name=run_name(config), model=f"{label}{attention}", parameters=parameter_count(network),
+        device=_device(info), data=_data(config), split=_split(benchmark),
+        strategy=strategy_summary(config.strategy), start=start, output=str(folder),
+    )

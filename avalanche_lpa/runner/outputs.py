@@ -1,0 +1,84 @@
+"""What a finished run writes: ``results.json`` (from the trained network and the evaluator's history),
+``model.pt``, the figures and the per-image attention record; ``results.json`` last, so that it marks a run whose
+outputs are all complete."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any, Dict, Mapping, Sequence
+
+import torch
+
+from ..config.schema import RunConfig
+from ..files import atomic_write_bytes
+from ..metrics import find_attention_maps_metric, uniform_attention_distance
+from ..report import collect_results, plot_attention_maps, plot_runs, write_results
+from .folder import run_name
+from .model import model_label, parameter_count
+
+__all__ = ["run_results", "save_model", "write_attention_maps", "write_json", "write_outputs"]
+
+
+def write_json(path: Path, data: Any) -> None:
+    """``data`` as indented JSON, written atomically."""
+    atomic_write_bytes(path, json.dumps(data, indent=2).encode())
+
+
+def save_model(model: torch.nn.Module, path: Path) -> None:
+    """The network's state dict (``model.pt``), written atomically."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_attention_maps(strategy: Any, folder: Path) -> None:
+    """Writes the per-image attention record (``attention_maps.json``) kept by the evaluator so far."""
+    metric = find_attention_maps_metric(strategy.evaluator.metrics)
+    if metric is not None and metric.snapshots:
+        # Compact separators, no indent: the images are long nested lists of small integers.
+        text = json.dumps(metric.as_dict(), separators=(",", ":"))
+        atomic_write_bytes(folder / "attention_maps.json", text.encode())
+
+
+def run_results(config: RunConfig, strategy: Any, network: torch.nn.Module, *, progress: Mapping[str, Any],
+                device: Any, world_size: int, test_sizes: Sequence[int], classes: Mapping[str, Any]) -> Dict[str, Any]:
+    """The ``results.json`` content of a run whose experiences are all trained.
+
+    Every number about the network comes from ``network``, the trained one (a resumed strategy holds unpickled
+    copies of the model the run built; its registry entry says where the trained network is).
+    """
+    results = collect_results(
+        strategy,
+        config=config,
+        seed=config.seed,
+        device=device,
+        wall_time_s=progress["wall_time_s"],
+        exp_sizes=test_sizes,
+        extra={
+            "model": model_label(config),
+            "params": parameter_count(network),
+            # cumulative training iterations at the end of each experience (the joint control matches them)
+            "train_iterations": progress["train_iterations"],
+            # seconds per phase of each experience (timing.PHASES, exclusive) and its wall time incl. checkpoint
+            "phase_times_s": progress["phase_times_s"],
+            "classes": dict(classes),
+            "world_size": world_size,
+        },
+    )
+    if results.get("locality"):
+        # the reference of the locality figure: what attention spread evenly over the grid would give
+        results["locality"]["uniform_distance"] = uniform_attention_distance(network)
+    return results
+
+
+def write_outputs(config: RunConfig, folder: Path, results: Mapping[str, Any], network: torch.nn.Module) -> None:
+    """``model.pt``, the figures, then ``results.json`` (last: a write that fails before it, a full disk, never
+    looks like a finished run)."""
+    if config.output.save_model:
+        save_model(network, folder / "model.pt")
+    if config.output.plots:
+        plot_runs({run_name(config): results}, folder)
+        if (folder / "attention_maps.json").is_file():
+            plot_attention_maps(folder)
+    write_results(folder / "results.json", results)

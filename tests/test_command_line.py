@@ -1,0 +1,83 @@
+"""The command line answers at once (issue 27.4): ``--help``, ``--version``, ``configs`` and argument errors import
+neither torch, timm nor Avalanche; the names it checks are the registries'; ``--print-config`` validates exactly as
+a run does, so what it prints is what would run."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from avalanche_lpa import names
+from avalanche_lpa.cli import console
+from avalanche_lpa.models import ATTN_TYPES, TIMM_PREFIX
+from avalanche_lpa.training import STRATEGIES
+from avalanche_lpa.version import __version__
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "timm", "avalanche", "torchvision")
+
+# Runs console(argv) in a fresh interpreter and reports what it printed, its status and the heavy modules loaded.
+_PROBE = """
+import contextlib, io, json, sys
+from avalanche_lpa.cli import console
+out, err = io.StringIO(), io.StringIO()
+with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    try:
+        code = console(json.loads(sys.argv[1]))
+    except SystemExit as stop:
+        code = stop.code
+heavy = sorted({name.split(".")[0] for name in sys.modules} & {"torch", "timm", "avalanche", "torchvision"})
+print(json.dumps({"code": code, "out": out.getvalue(), "err": err.getvalue(), "heavy": heavy}))
+"""
+
+
+def _console(*argv: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(list(argv))], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("argv, code", [
+    (["--help"], 0),
+    (["--version"], 0),
+    (["configs"], 0),
+    (["configs", "extra"], 2),
+    (["--no-such-flag"], 2),
+    (["--seed", "abc"], 2),
+    (["--model", "vit"], 2),
+    (["--strategy", "l2p"], 2),
+    (["--models", "lpa", "bogus"], 2),
+])  # fmt: skip
+def test_help_version_configs_and_argument_errors_import_nothing_heavy(argv, code):
+    result = _console(*argv)
+    assert result["code"] == code and result["heavy"] == [], result
+    if code == 2:
+        assert result["err"].strip() and "Traceback" not in result["err"]
+
+
+def test_version_names_the_package_version():
+    assert _console("--version")["out"].strip() == f"avalanche-lpa {__version__}"
+
+
+def test_the_names_the_command_line_checks_are_the_registries():
+    assert names.ATTENTION_TYPES == ATTN_TYPES
+    assert names.STRATEGY_NAMES == STRATEGIES
+    assert names.TIMM_PREFIX == TIMM_PREFIX
+
+
+@pytest.mark.parametrize("settings, message", [
+    (["strategy.mem_size=-5"], "strategy.mem_size: must be an integer of at least 1, got -5"),
+    (["strategy.train_mb_size=0"], "strategy.train_mb_size: must be an integer of at least 1, got 0"),
+    (["strategy.loss=ce", "strategy.mixup=0.5"], "strategy: mixup / cutmix need loss='bce' (soft targets)"),
+    (["strategy.distillation.temperature=0"], "strategy: temperature must be positive, got 0.0"),
+    (["strategy.lr_schedule.warmup_epochs=0.5"], "strategy: step='epoch' needs whole warm-up epochs, got 0.5"),
+])  # fmt: skip
+def test_print_config_refuses_what_a_run_refuses(tmp_path, capsys, settings, message):
+    # Before: --print-config printed mem_size: -5 and exited 0; the run refused the same value when it started.
+    flags = [part for setting in settings for part in ("--set", setting)]
+    code = console(["--config", "cifar100_b0_10steps", *flags, "--output", str(tmp_path / "out"), "--print-config"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
