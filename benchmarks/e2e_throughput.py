@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import avalanche_lpa  # noqa: E402,F401
+import avalanche_lpa.models  # noqa: E402,F401  (registers the timm models)
 from avalanche_lpa.data import TargetTensorDataset  # noqa: E402
 from avalanche_lpa.metrics import cil_evaluator  # noqa: E402
 from avalanche_lpa.training import build_strategy  # noqa: E402

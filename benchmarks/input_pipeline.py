@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Subset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import avalanche_lpa  # noqa: E402,F401  (registers the timm models)
+import avalanche_lpa.models  # noqa: E402,F401  (registers the timm models)
 from avalanche_lpa.data import split_cifar100  # noqa: E402
 from avalanche_lpa.data.transforms import (  # noqa: E402
     AUTHORS_AUTO_AUGMENT,

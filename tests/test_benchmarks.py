@@ -147,3 +147,13 @@ def test_config_trace_follows_the_config_and_counts_one_validation(capsys):
     for line in lines:
         counts = {key: int(value) for key, value in (part.strip().rsplit(" ", 1) for part in line[10:].split(", "))}
         assert counts["validations"] == 1 and counts["files"] >= 3 and counts["moves"] >= counts["back"] >= 0
+
+
+@pytest.mark.slow
+def test_cli_speed_times_every_command_beside_an_empty_interpreter(capsys):
+    bench = _load("cli_speed")
+    report = bench.main(["--repeats", "1"])
+    assert set(report) == set(bench.COMMANDS) and report["python -c pass"]["vs_python"] == 1.0
+    assert all(row["median_s"] > 0 for row in report.values())
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in bench.COMMANDS)

@@ -81,3 +81,31 @@ def test_print_config_refuses_what_a_run_refuses(tmp_path, capsys, settings, mes
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def _python(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.slow
+def test_importing_the_package_is_light_and_timm_users_still_get_our_models():
+    heavy = "import sys; print(sorted({n.split('.')[0] for n in sys.modules} & {'torch', 'timm', 'avalanche'}))"
+    assert _python(f"import avalanche_lpa; {heavy}") == "[]"
+    registered = "print('lpa_vit_cifar' in timm.list_models('lpa_vit*'))"
+    assert _python(f"import timm, avalanche_lpa; {registered}") == "True"  # timm first: registered as always
+    assert _python(f"import avalanche_lpa.models, timm; {registered}") == "True"
+    assert _python(f"import timm; from avalanche_lpa import LPAViT; {registered}") == "True"
+
+
+def test_the_citation_file_and_the_readme_cite_the_same_paper_and_version():
+    import yaml
+
+    citation = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    readme = (REPO / "README.md").read_text()
+    paper = citation["references"][0]
+    assert citation["cff-version"] == "1.2.0" and citation["version"] == __version__
+    assert paper["title"] in readme and paper["identifiers"][0]["value"] in readme
+    authors = " and ".join(f"{a['family-names']}, {a['given-names']}" for a in paper["authors"])
+    assert f"author    = {{{authors}}}" in readme and f"version = {{{__version__}}}" in readme

@@ -8,7 +8,7 @@ import timm
 import torch
 from avalanche.models import IncrementalClassifier
 
-import avalanche_lpa  # noqa: F401  (registers the timm entry points)
+import avalanche_lpa.models  # noqa: F401  (registers the timm entry points)
 from avalanche_lpa.layers import collect_patch_attention_maps
 from avalanche_lpa.models import (
     ATTN_TYPES,
