@@ -21,3 +21,19 @@ def test_the_committed_reference_is_the_generated_one():
     assert committed == config_reference(), (
         "docs/config-reference.md is stale: python -m avalanche_lpa.config.reference > docs/config-reference.md"
     )
+
+
+def test_every_documentation_page_is_in_the_navigation():
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    nav = yaml.safe_load((root / "mkdocs.yml").read_text())["nav"]
+
+    def pages(entries):
+        for entry in entries:
+            value = next(iter(entry.values())) if isinstance(entry, dict) else entry
+            yield from pages(value) if isinstance(value, list) else [value]
+
+    listed = set(pages(nav))
+    on_disk = {str(p.relative_to(root / "docs")) for p in (root / "docs").rglob("*.md")}
+    assert on_disk == listed
