@@ -144,30 +144,17 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return load_config(config_file, args.overrides, values)
 
 
-def _evaluation_line(results: Dict[str, Any]) -> str:
-    metrics, original = results["metrics"], results.get("original_summary") or {}
-    parts = [f"re-evaluated {results['run']}"]
-    accuracy = metrics.get("Top1_Acc_Stream/eval_phase/test_stream/Task000")
-    if isinstance(accuracy, (int, float)):
-        parts.append(f"accuracy {accuracy:.4f} on the whole test stream")
-    locality = metrics.get("Locality_Stream/eval_phase/test_stream")
-    if isinstance(locality, (int, float)):
-        parts.append(f"locality {locality:.2f} patches")
-    if isinstance(original.get("last_accuracy"), (int, float)):
-        parts.append(f"the run reported last accuracy {original['last_accuracy']:.4f}")
-    return ", ".join(parts) + "; wrote eval_results.json"
-
-
 def _execute(args: argparse.Namespace, config: Any) -> int:
     """Runs, resumes, evaluates or compares: the part of :func:`main` that needs torch, timm and Avalanche."""
     from .data import DatasetNotFoundError
     from .distributed import shutdown_distributed
     from .plugins import DivergenceError
     from .runner import CheckpointError, PREEMPTED_EXIT, Preempted, Run, compare, evaluate_saved_run, output_dir
+    from .runner.console import evaluation_summary
 
     try:
         if args.eval_only:
-            print(_evaluation_line(evaluate_saved_run(output_dir(config), config=config)))
+            print(evaluation_summary(evaluate_saved_run(output_dir(config), config=config)))
         elif args.compare:
             seeds = args.seeds or [config.seed]
             outcome = compare(config, models=args.models, strategies=args.strategies, seeds=seeds,

@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from avalanche_lpa.config import ConfigError, RunConfig, load_config, validate
+from avalanche_lpa.config import ConfigError, RunConfig, load_config, updated, validate
 from avalanche_lpa.config import validation as validation_module
 from avalanche_lpa.runner import RunInterrupted, run
 
@@ -44,7 +44,7 @@ def test_a_validated_config_is_not_checked_again_and_cannot_change(validations):
     with pytest.raises(TypeError):
         config.strategy["lr"] = "fast"  # the strategy's options are read-only too
     with pytest.raises(ConfigError, match="strategy.lr: expected a number"):
-        config.updated({"strategy.lr": "fast"})  # a changed copy is a new config, checked again
+        updated(config, {"strategy.lr": "fast"})  # a changed copy is a new config, checked again
     assert len(validations) == 2
 
 

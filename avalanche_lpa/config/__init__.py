@@ -17,7 +17,7 @@ __all__ = [
     "DEFAULTS", "HARMLESS_KEYS", "LOGGERS", "CheckpointConfig", "ConfigError", "DataConfig", "EvaluationConfig",
     "ModelConfig", "OutputConfig", "RunConfig", "SyntheticData", "apply_overrides", "config_differences",
     "config_reference", "dump_config", "leaves", "load_config", "load_yaml", "read_run_yaml", "read_yaml",
-    "select_model", "set_value", "switch_strategy", "upgrade_config", "validate",
+    "select_model", "set_value", "switch_strategy", "updated", "upgrade_config", "validate",
 ]
 
 _HOMES = {
@@ -26,7 +26,7 @@ _HOMES = {
     "CheckpointConfig": "schema", "DataConfig": "schema", "EvaluationConfig": "schema", "ModelConfig": "schema",
     "OutputConfig": "schema", "RunConfig": "schema", "SyntheticData": "schema",
     "apply_overrides": "overrides", "select_model": "overrides", "set_value": "overrides", "switch_strategy": "overrides",
-    "dump_config": "files", "load_yaml": "files", "read_run_yaml": "files", "read_yaml": "files",
+    "dump_config": "files", "load_yaml": "files", "read_run_yaml": "files", "read_yaml": "load", "updated": "load",
     "load_config": "load", "upgrade_config": "upgrade", "config_reference": "reference",
 }
 

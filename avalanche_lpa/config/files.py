@@ -1,19 +1,18 @@
-"""Config files in and out: YAML in every common spelling of numbers, ``base:`` includes, the text a run folder
-keeps as ``config.yaml``, and a run folder's ``config.yaml`` as written."""
+"""Config files in and out: YAML in every common spelling of numbers, the text a run folder keeps as
+``config.yaml``, and a run folder's ``config.yaml`` as written."""
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Optional
 
 import yaml
 
 from ..errors import ConfigError, one_line
 from ..training.options import plain_values
-from .shipped import config_names
 
-__all__ = ["dump_config", "load_yaml", "read_run_yaml", "read_yaml", "yaml_problem"]
+__all__ = ["dump_config", "load_yaml", "read_run_yaml", "yaml_problem"]
 
 
 class _Loader(yaml.SafeLoader):
@@ -49,45 +48,6 @@ def dump_config(config: Any) -> str:
     ``config.yaml`` and ``--print-config`` prints."""
     mapping = config.as_dict() if hasattr(config, "as_dict") else plain_values(config)
     return yaml.safe_dump(mapping, sort_keys=False)
-
-
-def _merge(base: Dict[str, Any], update: Mapping[str, Any]) -> Dict[str, Any]:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def read_yaml(path: Path, _seen: tuple = ()) -> Dict[str, Any]:
-    """Reads a config file; a top-level ``base: other.yaml`` (relative to the file) is merged in first.
-
-    Raises:
-        ConfigError: the file is missing, unreadable, not YAML or not a mapping (one line naming it).
-    """
-    from .overrides import switch_strategy  # a base's strategy section for another strategy
-
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file or the name of a shipped "
-                          f"config ({', '.join(config_names())})")
-    if path.resolve() in _seen:
-        raise ConfigError(f"config file {path} includes itself through 'base'")
-    try:
-        raw = load_yaml(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {yaml_problem(error)}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise ConfigError(f"cannot read config file {path} ({one_line(error)}); pass --config with a readable YAML "
-                          "file") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(raw).__name__}")
-    base = raw.pop("base", None)
-    if base is None:
-        return raw
-    parent = read_yaml(path.parent / base, _seen + (path.resolve(),))
-    # A strategy section that names another strategy replaces the base's instead of merging into it.
-    if "name" in raw.get("strategy", {}) and raw["strategy"]["name"] != parent.get("strategy", {}).get("name"):
-        parent["strategy"] = switch_strategy(parent.get("strategy", {}), raw["strategy"]["name"])
-    return _merge(parent, raw)
 
 
 def read_run_yaml(folder: os.PathLike) -> Optional[Dict[str, Any]]:

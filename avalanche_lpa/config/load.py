@@ -1,18 +1,59 @@
-"""A run's config from where it comes from: a YAML file (or the defaults), the command line's flags and ``--set``
-overrides, or a run folder's own ``config.yaml``; validated once, into a :class:`~.schema.RunConfig`."""
+"""A run's config from where it comes from: a YAML file (``base:`` includes merged in) or the defaults, the command
+line's flags and ``--set`` overrides, or a run folder's own ``config.yaml``; validated once, into a
+:class:`~.schema.RunConfig`; and a config with some keys changed (:func:`updated`)."""
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
-from .files import read_yaml
+import yaml
+
+from ..errors import ConfigError, one_line
+from .files import load_yaml, yaml_problem
 from .overrides import apply_overrides, set_value, switch_strategy
 from .schema import RunConfig
-from .shipped import resolve_config
+from .shipped import config_names, resolve_config
 from .validation import validate
 
-__all__ = ["load_config"]
+__all__ = ["load_config", "read_yaml", "updated"]
+
+
+def _merge(base: Dict[str, Any], update: Mapping[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_yaml(path: Path, _seen: tuple = ()) -> Dict[str, Any]:
+    """Reads a config file; a top-level ``base: other.yaml`` (relative to the file) is merged in first.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not YAML or not a mapping (one line naming it).
+    """
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file or the name of a shipped "
+                          f"config ({', '.join(config_names())})")
+    if path.resolve() in _seen:
+        raise ConfigError(f"config file {path} includes itself through 'base'")
+    try:
+        raw = load_yaml(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {yaml_problem(error)}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ConfigError(f"cannot read config file {path} ({one_line(error)}); pass --config with a readable YAML "
+                          "file") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    parent = read_yaml(path.parent / base, _seen + (path.resolve(),))
+    # A strategy section that names another strategy replaces the base's instead of merging into it.
+    if "name" in raw.get("strategy", {}) and raw["strategy"]["name"] != parent.get("strategy", {}).get("name"):
+        parent["strategy"] = switch_strategy(parent.get("strategy", {}), raw["strategy"]["name"])
+    return _merge(parent, raw)
 
 
 def load_config(
@@ -44,3 +85,16 @@ def load_config(
     for key, value in values.items():
         set_value(raw, key, value)
     return validate(apply_overrides(raw, overrides))
+
+
+def updated(config: RunConfig, values: Mapping[str, Any]) -> RunConfig:
+    """A new config: ``config`` with ``{"dotted.key": value}`` set (``{"seed": 1994, "output.dir": "runs/b"}``),
+    validated; ``config`` itself is frozen and stays as it was.
+
+    Raises:
+        ConfigError: the new config is invalid (one line).
+    """
+    raw = config.as_dict()
+    for key, value in values.items():
+        set_value(raw, key, value)
+    return validate(raw)

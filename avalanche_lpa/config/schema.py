@@ -119,20 +119,6 @@ class RunConfig:
         """The config as the nested mapping a YAML file holds (``config.yaml``, W&B, ``results.json``)."""
         return _as_dict(self)
 
-    def updated(self, values: Mapping[str, Any]) -> "RunConfig":
-        """A new config with ``{"dotted.key": value}`` set, validated (``{"seed": 1994, "output.dir": "runs/b"}``).
-
-        Raises:
-            ConfigError: the new config is invalid (one line).
-        """
-        from .overrides import set_value
-        from .validation import validate
-
-        raw = self.as_dict()
-        for key, value in values.items():
-            set_value(raw, key, value)
-        return validate(raw)
-
 
 def _is_section(hint: Any) -> bool:
     """Whether a field is a section of the schema (a dataclass of keys), not a value (the strategy's options)."""

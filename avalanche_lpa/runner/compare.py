@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ..config.overrides import select_model, switch_strategy
 from ..config.schema import RunConfig
+from ..config.load import updated
 from ..config.validation import validate
 from ..files import atomic_write_bytes
 from ..metrics import LocalityAtIterations, draw_probe
@@ -48,7 +49,7 @@ def joint_config(config: RunConfig, total_iterations: int, train_size: int) -> R
         values["strategy.epochs_first"] = epochs
     folder = Path(config.output.dir)
     values["output.dir"] = str(folder.with_name(folder.name + "-joint"))
-    return config.updated(values)
+    return updated(config, values)
 
 
 def run_joint(config: Any, incremental: Dict[str, Any], *, overwrite: bool = False) -> Dict[str, Any]:
@@ -59,7 +60,7 @@ def run_joint(config: Any, incremental: Dict[str, Any], *, overwrite: bool = Fal
     """
     config = validate(config)
     milestones = incremental["train_iterations"]
-    one = config.updated({"data.n_experiences": 1})
+    one = updated(config, {"data.n_experiences": 1})
     benchmark = build_benchmark(one.data, config.seed)
     probe, _ = draw_probe(benchmark.test_stream, config.evaluation.locality_probe_size, config.seed)
     joint = joint_config(config, milestones[-1], len(benchmark.train_stream[0].dataset))
@@ -107,9 +108,9 @@ def compare(
                 values: Dict[str, Any] = {**select_model(model), "seed": seed}
                 if strategy != config.strategy.name:
                     values["strategy"] = switch_strategy(config.strategy, strategy)
-                run_cfg = config.updated(values)
+                run_cfg = updated(config, values)
                 slug = model_slug(run_cfg)
-                run_cfg = run_cfg.updated({
+                run_cfg = updated(run_cfg, {
                     "name": f"{run_name(config, model=slug, strategy=strategy, seed=seed)}-{strategy}-s{seed}",
                     "output.dir": str(root / f"{slug}-{strategy}-s{seed}"),
                 })

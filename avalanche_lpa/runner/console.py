@@ -23,8 +23,11 @@ from ..plugins import in_finetuning
 from ..plugins.finetune import BalancedFinetuningPlugin
 from ..timing import format_phase_times
 
-__all__ = ["ConsoleLogger", "RunCard", "RunLog", "experience_summary", "position_label", "timestamp"]
+__all__ = [
+    "ConsoleLogger", "RunCard", "RunLog", "evaluation_summary", "experience_summary", "position_label", "timestamp",
+]
 
+_LOCALITY = "Locality_Stream/eval_phase/test_stream"
 # (metric name, label) of the per-epoch line, in this order.
 _EPOCH_METRICS = (("Loss_Epoch", "loss"), ("Top1_Acc_Epoch", "accuracy"), ("LR_Epoch", "lr"))
 
@@ -277,6 +280,11 @@ def _duration(seconds: float) -> str:
     return str(datetime.timedelta(seconds=round(seconds)))
 
 
+def _number(metrics: Mapping[str, Any], name: str) -> Optional[float]:
+    value = metrics.get(name)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def _seen_accuracy(metrics: Mapping[str, Any], seen: int, sizes: Optional[Sequence[int]]) -> Optional[float]:
     """Accuracy on the test images of the first ``seen`` experiences (weighted by their sizes)."""
     values = []
@@ -317,11 +325,11 @@ def experience_summary(
     accuracy = _seen_accuracy(metrics, finished, sizes)
     if accuracy is not None:
         parts.append(f"accuracy {accuracy:.3f} on the seen classes")
-    forgetting = metrics.get("StreamForgetting/eval_phase/test_stream")
-    if isinstance(forgetting, (int, float)):
+    forgetting = _number(metrics, "StreamForgetting/eval_phase/test_stream")
+    if forgetting is not None:
         parts.append(f"forgetting {forgetting:.3f}")
-    locality = metrics.get("Locality_Stream/eval_phase/test_stream")
-    if isinstance(locality, (int, float)):
+    locality = _number(metrics, _LOCALITY)
+    if locality is not None:
         parts.append(f"locality {locality:.2f} patches")
     parts.append(f"{_duration(seconds)} for it")
     if finished < total:
@@ -332,3 +340,20 @@ def experience_summary(
     if phase_times:
         line += "\n\ttime " + format_phase_times(phase_times)
     return line
+
+
+def evaluation_summary(results: Mapping[str, Any]) -> str:
+    """The line ``--eval-only`` prints: the final model's accuracy on the whole test stream and its locality,
+    beside the last accuracy the run reported (``results``: what :meth:`~.runs.Run.evaluate` returns)."""
+    metrics, original = results["metrics"], results.get("original_summary") or {}
+    parts = [f"re-evaluated {results['run']}"]
+    accuracy = _number(metrics, "Top1_Acc_Stream/eval_phase/test_stream/Task000")
+    if accuracy is not None:
+        parts.append(f"accuracy {accuracy:.4f} on the whole test stream")
+    locality = _number(metrics, _LOCALITY)
+    if locality is not None:
+        parts.append(f"locality {locality:.2f} patches")
+    reported = _number(original, "last_accuracy")
+    if reported is not None:
+        parts.append(f"the run reported last accuracy {reported:.4f}")
+    return ", ".join(parts) + "; wrote eval_results.json"

@@ -37,6 +37,7 @@ from avalanche.training.determinism.rng_manager import RNGManager
 from ..compat.avalanche_warnings import each_deprecation_once
 from ..config.files import dump_config
 from ..config.schema import RunConfig
+from ..config.load import updated
 from ..config.validation import validate
 from ..distributed import DistInfo, init_distributed, main_process_loggers, on_main
 from ..errors import ConfigError
@@ -337,7 +338,7 @@ class Run:
                 raise ConfigError(f"{folder} is not a finished run ({name} missing); point --output at a run folder")
         read_run_config(folder)  # the folder's own config is valid
         check_same_experiment(folder, self.config, "--eval-only")
-        config = self.config if device is None else self.config.updated({"device": device})
+        config = self.config if device is None else updated(self.config, {"device": device})
         torch_device = resolve_device(config.device)
         check_not_locked(folder)
         with each_deprecation_once(), RunFolderLock(folder):
@@ -347,7 +348,7 @@ class Run:
             load_model_file(self.model, folder / "model.pt")
             # The console and the loggers that keep curves; log.txt and W&B belong to the training run.
             kept = [name for name in config.evaluation.loggers if name not in ("text", "wandb")]
-            shown = config.updated({"evaluation.loggers": kept})
+            shown = updated(config, {"evaluation.loggers": kept})
             self.loggers = make_loggers(shown, folder, len(self.benchmark.train_stream))
             try:
                 # Evaluation only needs Avalanche's eval loop; a plain Naive strategy provides it.
@@ -385,7 +386,7 @@ def evaluate_saved_run(folder: Any, *, device: Optional[str] = None, config: Any
             raise ConfigError(f"{folder} is not a finished run (config.yaml missing); point --output at a run folder")
     config = validate(config)
     if output_dir(config) != folder:  # the folder was moved, or named by the caller: evaluate it where it is
-        config = config.updated({"output.dir": str(folder)})
+        config = updated(config, {"output.dir": str(folder)})
     return Run(config).evaluate(device)
 
 
