@@ -29,16 +29,17 @@ EOF
 "$WORK/venv/bin/avalanche-lpa" --config cifar100_quick --device cpu --output "$WORK/outside/run" \
     --set data.dataset=synthetic --set data.n_experiences=2 --set data.class_order=null \
     --set model.overrides="{img_size: 8, patch_size: 2, in_chans: 1, embed_dim: 18, depth: 1, num_heads: 9}" \
-    --set strategy.epochs_first=1 --set strategy.train_epochs=1 --set strategy.finetune_epochs=1 \
+    --set strategy.epochs_first=1 --set strategy.train_epochs=1 --set strategy.finetune.epochs=1 \
     --set strategy.mem_size=20 --set strategy.train_mb_size=16 --set evaluation.progress_bar=false \
     --set evaluation.locality_probe_size=16
 test -s "$WORK/outside/run/results.json"
 "$WORK/venv/bin/python" -m avalanche_lpa --help >/dev/null
+"$WORK/venv/bin/avalanche-lpa" --version
 echo "wheel: the console command ran a synthetic job outside the repository"
 
 mkdir "$WORK/sdist" && tar -xzf "$SDIST" -C "$WORK/sdist"
 cd "$WORK"/sdist/avalanche*lpa-*/
-for needed in tests experiments tox.ini avalanche_lpa/configs/cifar100_b0_10steps.yaml; do
+for needed in tests experiments tox.ini CITATION.cff avalanche_lpa/config/shipped/cifar100_b0_10steps.yaml; do
     test -e "$needed" || { echo "error: the sdist lacks $needed"; exit 1; }
 done
 # The unpacked sdist first on the path (python -m pytest puts the working folder there), so its tests run
