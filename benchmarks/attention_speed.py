@@ -1,7 +1,9 @@
 """Forward+backward time and peak memory of LPA against its baselines, measured side by side.
 
 Candidates (one attention layer, one block, or the whole model):
-  lpa_matmul / lpa_sdpa   our fused LPA kernels (one batched matmul + bias + softmax | SDPA with a bias)
+  lpa_fused               our LPA as one mask-free SDPA call (queries and keys extended by position features)
+  lpa_matmul / lpa_sdpa   our LPA with the [heads, N, N] position bias (one batched matmul + bias + softmax | SDPA
+                          with the bias as its mask)
   lpa_explicit            our LPA path that materialises the probabilities (used by the locality metric)
   gpsa, mhsa              our GPSA and plain attention (same skeleton)
   timm_vit                timm's VisionTransformer attention (fused SDPA)
@@ -17,7 +19,7 @@ fresh subprocess (growth of the resident-set high-water mark, reset before the s
 rises). CUDA: in this process, ``max_memory_allocated`` counts live tensors only, so the other candidates'
 weights and the allocator's cache do not enter the difference.
 
-    python benchmarks/attention_speed.py                      # everything at both shapes, CPU
+    python benchmarks/attention_speed.py                      # everything at the three shapes, CPU
     python benchmarks/attention_speed.py --level model --shape cifar --batch 32 --rounds 15
     python benchmarks/attention_speed.py --device cuda --level model --shape cifar --batch 128 --autocast bf16
 """
@@ -41,8 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from avalanche_lpa.layers import ATTENTION_LAYERS, LocalityBlock, LPAttention  # noqa: E402
 from avalanche_lpa.models import PRESETS, LocalityViT  # noqa: E402
 
-# The presets' image and patch sizes (from the dataset table: CIFAR-100 32 px / patch 4, ImageNet-100 224 / 16).
+# The presets' image and patch sizes (from the dataset table: CIFAR-100 32 px / patch 4, 64 tokens; ImageNet-100
+# 224 / 16, 196 tokens), and 384 px images at patch 16 (576 tokens), where the N x N terms dominate.
 SHAPES = {name: {key: PRESETS[name][key] for key in ("img_size", "patch_size")} for name in ("cifar", "imagenet")}
+SHAPES["large"] = {"img_size": 384, "patch_size": 16}
+#: Default batch per shape: (layer and block, model).
+BATCHES = {"cifar": (64, 32), "imagenet": (16, 8), "large": (4, 2)}
 WIDTH, HEADS, DEPTH = 384, 12, 5
 
 
@@ -103,6 +109,7 @@ def _layer(name: str, grid: int) -> nn.Module:
     from avalanche_lpa.layers import GPSAttention, MHSAttention
 
     builders: Dict[str, Callable[[], nn.Module]] = {
+        "lpa_fused": lambda: _lpa_layer("fused", grid),
         "lpa_matmul": lambda: _lpa_layer("matmul", grid),
         "lpa_sdpa": lambda: _lpa_layer("sdpa", grid),
         "lpa_explicit": lambda: _Explicit(LPAttention(WIDTH, HEADS, grid)),
@@ -127,7 +134,8 @@ def _block(name: str, grid: int) -> nn.Module:
 
 def _model(name: str, shape: str) -> nn.Module:
     attn_type = {"gpsa": "gpsa", "mhsa": "mhsa"}.get(name, "lpa")
-    kernel = {"lpa_sdpa": "sdpa", "lpa_matmul": "matmul"}.get(name, "auto") if attn_type == "lpa" else None
+    kernel = {"lpa_sdpa": "sdpa", "lpa_matmul": "matmul", "lpa_fused": "fused"}.get(name, "auto") \
+        if attn_type == "lpa" else None
     model = LocalityViT(
         attn_type=attn_type, embed_dim=WIDTH, depth=DEPTH, num_heads=HEADS, num_classes=100,
         drop_path_rate=0.0, lpa_kernel=kernel, **SHAPES[shape],
@@ -140,9 +148,11 @@ def _model(name: str, shape: str) -> nn.Module:
 
 
 LEVEL_CANDIDATES = {
-    "layer": ["mhsa", "lpa_matmul", "lpa_sdpa", "lpa_explicit", "gpsa", "timm_vit", "timm_gpsa", "authors"],
-    "block": ["mhsa", "lpa_matmul", "lpa_sdpa", "lpa_explicit", "gpsa", "timm_vit", "timm_gpsa", "authors"],
-    "model": ["mhsa", "lpa_matmul", "lpa_sdpa", "gpsa", "authors"],
+    "layer": ["mhsa", "lpa_fused", "lpa_matmul", "lpa_sdpa", "lpa_explicit", "gpsa", "timm_vit", "timm_gpsa",
+              "authors"],
+    "block": ["mhsa", "lpa_fused", "lpa_matmul", "lpa_sdpa", "lpa_explicit", "gpsa", "timm_vit", "timm_gpsa",
+              "authors"],
+    "model": ["mhsa", "lpa_fused", "lpa_matmul", "lpa_sdpa", "gpsa", "authors"],
 }
 
 
@@ -285,8 +295,9 @@ def summarise(times: Dict[str, List[float]], references: List[str]) -> Dict[str,
 def main(argv=None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--level", choices=["layer", "block", "model", "all"], default="all")
-    parser.add_argument("--shape", choices=["cifar", "imagenet", "all"], default="all")
-    parser.add_argument("--batch", type=int, default=None, help="default: 64 (layer/block), 32 (model, cifar), 8 (model, imagenet)")
+    parser.add_argument("--shape", choices=[*SHAPES, "all"], default="all")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="default per shape (layer/block, model): cifar 64/32, imagenet 16/8, large 4/2")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--candidates", nargs="*", default=None)
@@ -303,7 +314,7 @@ def main(argv=None) -> Dict:
         parser.error(f"--device {args.device}: CUDA is not available here")
 
     levels = ["layer", "block", "model"] if args.level == "all" else [args.level]
-    shapes = ["cifar", "imagenet"] if args.shape == "all" else [args.shape]
+    shapes = list(SHAPES) if args.shape == "all" else [args.shape]
     if args.memory_child:
         print(memory_child(levels[0], args.memory_child, shapes[0], args.batch, device, args.autocast))
         return {}
@@ -314,7 +325,7 @@ def main(argv=None) -> Dict:
               "rounds": args.rounds, "results": []}
     for shape in shapes:
         for level in levels:
-            batch = args.batch or (64 if level != "model" else (32 if shape == "cifar" else 8))
+            batch = args.batch or BATCHES[shape][level == "model"]
             names = args.candidates or LEVEL_CANDIDATES[level]
             names = [n for n in names if n in LEVEL_CANDIDATES[level]]
             times = time_candidates(level, names, shape, batch, args.rounds, args.warmup, device, args.autocast)

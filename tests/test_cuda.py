@@ -139,9 +139,29 @@ def test_sdpa_backend_probe_names_the_kernel_that_ran():
     assert sdpa_backends(lambda: layer(x).sum().backward()) == set()
 
 
+@pytest.mark.parametrize("layer_type", ["mhsa", "lpa"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_plain_and_fused_lpa_attention_take_the_fast_backend_in_half_precision(device, layer_type):
+    """Without a mask LPA is plain attention over longer heads: on CUDA in bf16 it takes FlashAttention as plain
+    attention does (a float mask ruled it out); on the CPU, the flash CPU kernel, never the math fallback."""
+    from avalanche_lpa.layers import ATTENTION_LAYERS
+
+    grid = SHAPES["imagenet"]["grid"]
+    kwargs = {"kernel": "fused"} if layer_type == "lpa" else {}
+    layer = ATTENTION_LAYERS[layer_type](WIDTH, HEADS, grid, **kwargs).to(device)
+    x = torch.randn(2, grid * grid, WIDTH, device=device)
+
+    def step():
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+            out = layer(x)
+        out.float().sum().backward()
+
+    assert sdpa_backends(step) == ({"flash"} if device == "cuda" else {"flash_cpu"})
+
+
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-@pytest.mark.parametrize("kernel", ["matmul", "sdpa"])
+@pytest.mark.parametrize("kernel", ["fused", "matmul", "sdpa"])
 @pytest.mark.parametrize("device", DEVICES)
 def test_fused_kernels_equal_the_explicit_path(device, kernel, precision, shape):
     """Outputs and gradients against a float64 reference; on CUDA ``sdpa`` must run on the efficient kernel."""

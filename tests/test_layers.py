@@ -32,7 +32,7 @@ def _assert_close_scaled(a: torch.Tensor, b: torch.Tensor, name: str = "") -> No
     assert (a - b).abs().max() <= 1e-5 * scale, (name, (a - b).abs().max().item(), scale.item())
 
 
-@pytest.mark.parametrize("kernel", ["matmul", "sdpa"])
+@pytest.mark.parametrize("kernel", ["fused", "matmul", "sdpa"])
 def test_lpa_fused_matches_explicit_outputs_and_gradients(kernel):
     layer = _randomise(LPAttention(DIM, HEADS, GRID, kernel=kernel))
     x = torch.randn(3, GRID * GRID, DIM, requires_grad=True)

@@ -20,7 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .position import GridSize, local_position_weights, relative_position_features, to_grid
+from .position import (
+    GridSize,
+    centred_grid_coordinates,
+    local_position_weights,
+    relative_position_features,
+    to_grid,
+)
 
 __all__ = [
     "PatchAttention",
@@ -40,8 +46,14 @@ __all__ = [
 #: ``N * exp(-40)``, far below float32 rounding.
 DENORMAL_GUARD = 40.0
 
-#: Kernels of the fused LPA path; "auto" picks one per device (see ``LPAttention.kernel_for``).
-LPA_KERNELS = ("auto", "matmul", "sdpa")
+#: Kernels of the fused LPA path; "auto" picks one per device (see ``LPAttention.kernel_for``). "fused": one
+#: mask-free ``scaled_dot_product_attention`` over queries and keys extended by position features; "matmul": one
+#: batched matmul plus the ``[heads, N, N]`` position bias, then softmax; "sdpa": SDPA with that bias as its mask.
+LPA_KERNELS = ("auto", "fused", "matmul", "sdpa")
+#: Head-dimension columns the position features add to queries and keys (and zeros to values) in the "fused" kernel:
+#: 4 features (x, y, x^2, y^2 of the key) in two parts each, the query features' value in the compute dtype and
+#: its rounding error, so that the position logits stay float32-accurate under bfloat16 / float16 autocast.
+POSITION_COLUMNS = 8
 
 
 class PatchAttention(nn.Module):
@@ -129,6 +141,7 @@ class _PositionalAttention(PatchAttention):
         self.num_local_heads = math.isqrt(num_heads) ** 2
         # Geometry only: rebuilt by the constructor, so it stays out of the state dict.
         self.register_buffer("rel_pos", relative_position_features(grid_size), persistent=False)
+        self.register_buffer("grid_coords", centred_grid_coordinates(grid_size), persistent=False)
         _PositionalAttention.local_init(self)
 
     @torch.no_grad()
@@ -155,6 +168,26 @@ class _PositionalAttention(PatchAttention):
         if margin is not None:
             floor = floor - margin.view(-1, 1, 1)
         return torch.maximum(logits, floor)
+
+    def position_features(self, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Query features ``[heads, N, 8]`` and key features ``[N, 8]`` whose dot products are the position logits
+        ``a_h . r_ij``, up to a constant per query (which the row softmax cancels).
+
+        With ``d = p_j - p_i`` and centred integer coordinates ``p = (x, y)``:
+        ``a0 dx + a1 dy + a2 |d|^2 = (a0 - 2 a2 x_i) x_j + (a1 - 2 a2 y_i) y_j + a2 x_j^2 + a2 y_j^2 + c_i``. The key
+        features ``(x_j, y_j, x_j^2, y_j^2)`` are small integers, exact in bfloat16 up to 32 x 32 grids; the query
+        features come as their value in ``dtype`` plus its rounding error (each against the same key features), so
+        a half-precision attention kernel adds the position logits with float32's accuracy.
+        """
+        x, y = self.grid_coords.unbind(-1)
+        a = self.pos_weight.float()
+        heads, tokens = a.shape[0], x.numel()
+        a2 = a[:, 2, None].expand(heads, tokens)
+        query = torch.stack([a[:, 0, None] - 2.0 * a2 * x, a[:, 1, None] - 2.0 * a2 * y, a2, a2], dim=-1)
+        key = torch.stack([x, y, x * x, y * y], dim=-1)
+        rounded = query.to(dtype)
+        query = torch.cat([rounded, (query - rounded.float()).to(dtype)], dim=-1)
+        return query, torch.cat([key, key], dim=-1).to(dtype)
 
     def _qkv(self, x: torch.Tensor):
         q, k = self.qk(x).chunk(2, dim=-1)
@@ -237,19 +270,29 @@ class LPAttention(_PositionalAttention):
 
     def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self._qkv(x)
-        bias = self.position_logits(self.content_spread(q, k))
         kernel = self.kernel if self.kernel != "auto" else self.kernel_for(x.device)
+        dropout = self.attn_drop.p if self.training else 0.0
+        if kernel == "fused":
+            return self._merge_heads(self._fused_attention(q, k, v, dropout))
+        bias = self.position_logits(self.content_spread(q, k))
         if kernel == "sdpa":
             out = F.scaled_dot_product_attention(
-                q * self._content_scale(),
-                k,
-                v,
-                attn_mask=bias.to(q.dtype),
-                dropout_p=self.attn_drop.p if self.training else 0.0,
+                q * self._content_scale(), k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout,
             )
             return self._merge_heads(out)
         logits = torch.matmul(q * (self._content_scale() * self.scale), k.transpose(-2, -1))
         return self._attend(logits.add_(bias).softmax(dim=-1), v)
+
+    def _fused_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) -> torch.Tensor:
+        """LPA as one plain attention without a mask: ``softmax([c q / sqrt(d), f_i] . [k, g_j]) [v, 0]``, with the
+        position features ``f_i``, ``g_j`` of :meth:`position_features`; returns ``[B, heads, N, d]``."""
+        batch, heads, tokens, width = q.shape
+        query_pos, key_pos = self.position_features(q.dtype)
+        shape = (batch, heads, tokens, POSITION_COLUMNS)
+        q = torch.cat([q * (self._content_scale() * self.scale).to(q.dtype), query_pos.expand(shape)], dim=-1)
+        k = torch.cat([k, key_pos.expand(shape)], dim=-1)
+        v = F.pad(v, (0, POSITION_COLUMNS))  # zeros: the attention kernels want one head size for q, k and v
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=1.0)[..., :width]
 
     def forward_explicit(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         q, k, v = self._qkv(x)
@@ -263,7 +306,10 @@ class GPSAttention(_PositionalAttention):
     """Gated positional self-attention (ConViT baseline).
 
     ``A = (1 - sigmoid(g_h)) softmax(q.k / sqrt(d)) + sigmoid(g_h) softmax(a_h . r_ij)``, rows renormalised,
-    with the gate ``g_h`` initialised to 1. Two softmaxes, so there is no single fused kernel.
+    with the gate ``g_h`` initialised to 1. Both softmaxes have rows that sum to one, so the renormalisation is the
+    identity and ``A v = (1 - sigmoid(g_h)) attention(q, k, v) + sigmoid(g_h) softmax(a_h . r_ij) v``: the fused
+    path is one plain attention call plus the position term, whose ``[heads, N, N]`` probabilities are the same for
+    every sample (with attention dropout in training, the explicit path: dropout acts on ``A``).
     """
 
     def __init__(
@@ -281,6 +327,15 @@ class GPSAttention(_PositionalAttention):
             proj_drop=proj_drop,
         )
         self.gating_param = nn.Parameter(torch.ones(num_heads))
+
+    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.attn_drop.p > 0:
+            return self.forward_explicit(x)[0]
+        q, k, v = self._qkv(x)
+        gate = torch.sigmoid(self.gating_param).view(1, -1, 1, 1)
+        content = F.scaled_dot_product_attention(q, k, v)
+        position = torch.matmul(self.position_logits().softmax(dim=-1).to(v.dtype), v)
+        return self._merge_heads((1.0 - gate) * content + gate * position)
 
     def forward_explicit(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         q, k, v = self._qkv(x)

@@ -19,6 +19,7 @@ __all__ = [
     "to_grid",
     "grid_offsets",
     "relative_position_features",
+    "centred_grid_coordinates",
     "relative_distances",
     "local_position_weights",
     "check_grid",
@@ -61,6 +62,21 @@ def grid_offsets(grid_size: GridSize, device=None) -> torch.Tensor:
     )
     pos = torch.stack([xs.flatten(), ys.flatten()], dim=-1)  # [N, 2] as (x, y)
     return pos[None, :, :] - pos[:, None, :]
+
+
+def centred_grid_coordinates(grid_size: GridSize, device=None) -> torch.Tensor:
+    """Integer patch coordinates ``(x, y)`` of every token, centred on the grid, shape ``[N, 2]`` (float32).
+
+    Offsets between tokens are those of :func:`grid_offsets`; centring keeps the coordinates (and products of
+    them) small, so that position features built from them lose nothing to rounding.
+    """
+    rows, cols = to_grid(grid_size)
+    ys, xs = torch.meshgrid(
+        torch.arange(rows, device=device, dtype=torch.float32) - (rows - 1) // 2,
+        torch.arange(cols, device=device, dtype=torch.float32) - (cols - 1) // 2,
+        indexing="ij",
+    )
+    return torch.stack([xs.flatten(), ys.flatten()], dim=-1)
 
 
 def relative_position_features(grid_size: GridSize, device=None) -> torch.Tensor:
