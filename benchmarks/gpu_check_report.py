@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 #: The issue's target on a GPU: whole LPAViT at the CIFAR preset, batch 128, fwd+bwd, over the plain skeleton.
+#: Issue 28's layer-level goals against plain attention: LPA's time, LPA's peak memory (196 and 576 tokens), GPSA's time.
+LAYER_TIME_TARGET, LAYER_MEMORY_TARGET, GPSA_TIME_TARGET = 1.10, 1.5, 1.15
 MODEL_TARGET = 1.15
 PACKAGES = ("torch", "torchvision", "timm", "avalanche-lib", "numpy", "scipy", "dill", "qpsolvers", "quadprog",
             "pytorchcv", "GPUtil", "gdown", "torchmetrics", "pytest")
@@ -103,11 +105,31 @@ def _attention_lines(report: Dict[str, Any]) -> List[str]:
                 lines.append(f"  {name:<14}{row['median_ms']:>10.3f} ms"
                              + (f"{ratio:>9.3f} x plain" if ratio is not None else "")
                              + (f"{peak:>10.1f} MiB" if peak is not None else ""))
-            lpa = rows.get("lpa_sdpa") if run["device"].startswith("cuda") else rows.get("lpa_matmul")
+            lpa = rows.get("lpa_fused")  # the kernel of LPAttention.kernel_for on every device
             if result["level"] == "model" and result["shape"] == "cifar" and lpa and "ratio_to_mhsa" in lpa:
                 verdict = "meets" if lpa["ratio_to_mhsa"] <= MODEL_TARGET else "MISSES"
                 lines.append(f"  -> LPAViT / plain skeleton = {lpa['ratio_to_mhsa']:.3f} ({verdict} the target "
                              f"<= {MODEL_TARGET} at batch {result['batch']})")
+            if result["level"] == "layer":
+                lines += _layer_verdicts(result["shape"], rows)
+    return lines
+
+
+def _verdict(label: str, value: float, target: float) -> str:
+    return f"  -> {label} = {value:.3f} ({'meets' if value <= target else 'MISSES'} the target <= {target})"
+
+
+def _layer_verdicts(shape: str, rows: Dict[str, Any]) -> List[str]:
+    """Issue 28's layer-level goals: LPA time / plain at every shape, its peak memory / plain at 196 and 576 tokens,
+    GPSA time / plain."""
+    lines, lpa, gpsa, plain = [], rows.get("lpa_fused"), rows.get("gpsa"), rows.get("mhsa")
+    if lpa and "ratio_to_mhsa" in lpa:
+        lines.append(_verdict(f"LPA layer time / plain @ {shape}", lpa["ratio_to_mhsa"], LAYER_TIME_TARGET))
+        if shape != "cifar" and plain and lpa.get("peak_mib") and plain.get("peak_mib"):
+            lines.append(_verdict(f"LPA layer peak memory / plain @ {shape}", lpa["peak_mib"] / plain["peak_mib"],
+                                  LAYER_MEMORY_TARGET))
+    if gpsa and "ratio_to_mhsa" in gpsa:
+        lines.append(_verdict(f"GPSA layer time / plain @ {shape}", gpsa["ratio_to_mhsa"], GPSA_TIME_TARGET))
     return lines
 
 

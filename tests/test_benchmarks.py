@@ -86,11 +86,12 @@ def test_gpu_check_merges_runs_and_judges_the_model_target(tmp_path):
     report = _load("gpu_check_report")
 
     def run(ratio: float) -> Path:
-        rows = {"mhsa": {"median_ms": 10.0, "ratio_to_mhsa": 1.0},
-                "lpa_sdpa": {"median_ms": 10.0 * ratio, "ratio_to_mhsa": ratio}}
+        rows = {"mhsa": {"median_ms": 10.0, "ratio_to_mhsa": 1.0, "peak_mib": 100.0},
+                "lpa_fused": {"median_ms": 10.0 * ratio, "ratio_to_mhsa": ratio, "peak_mib": 100.0 * ratio}}
         path = tmp_path / "run.json"
         path.write_text(json.dumps({"device": "cuda", "gpu": "Some GPU", "autocast": "none", "results": [
-            {"level": "model", "shape": "cifar", "batch": 128, "candidates": rows}]}))
+            {"level": "model", "shape": "cifar", "batch": 128, "candidates": rows},
+            {"level": "layer", "shape": "imagenet", "batch": 16, "candidates": rows}]}))
         return path
 
     report.add_run(tmp_path / "attention_speed.json", run(1.10), "fast")
@@ -99,6 +100,9 @@ def test_gpu_check_merges_runs_and_judges_the_model_target(tmp_path):
     assert [r["label"] for r in merged["runs"]] == ["fast", "slow"]
     text = report.summary(tmp_path)
     assert "= 1.100 (meets the target <= 1.15" in text and "= 1.300 (MISSES the target <= 1.15" in text
+    assert "LPA layer time / plain @ imagenet = 1.100 (meets the target <= 1.1)" in text
+    assert "LPA layer time / plain @ imagenet = 1.300 (MISSES the target <= 1.1)" in text
+    assert "LPA layer peak memory / plain @ imagenet = 1.300 (meets the target <= 1.5)" in text
 
 
 @pytest.fixture

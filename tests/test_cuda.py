@@ -196,7 +196,7 @@ def test_fused_kernels_equal_the_explicit_path(device, kernel, precision, shape)
 @pytest.mark.parametrize("device", DEVICES)
 def test_auto_kernel_is_the_device_rule(device, monkeypatch):
     rule = LPAttention.kernel_for(torch.device(device))
-    assert rule == ("sdpa" if device == "cuda" else "matmul")  # the rule documented in kernel_for
+    assert rule == "fused"  # the rule documented in kernel_for: the mask-free kernel on every device
     grid = SHAPES["cifar"]["grid"]
     auto = randomised_layer(grid, device)
     assert auto.kernel == "auto"
@@ -212,7 +212,8 @@ def test_auto_kernel_is_the_device_rule(device, monkeypatch):
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
     x = torch.randn(2, grid * grid, WIDTH, device=device)
     out = auto(x)
-    assert calls == ([True] if rule == "sdpa" else [])
+    # the "fused" kernel: one SDPA call and no mask ("sdpa": one call with a mask; "matmul": none)
+    assert calls == {"fused": [False], "sdpa": [True], "matmul": []}[rule]
     torch.testing.assert_close(out, chosen(x), rtol=0, atol=0)
 
 

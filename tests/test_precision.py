@@ -53,3 +53,14 @@ def test_compile_switch_compiles_the_backbone_in_place(monkeypatch):
     assert "backbone.pos_embed" in model.state_dict()  # keys unchanged: checkpoints stay loadable
     build_model(load_config(None, ["model.preset=tiny"]), num_classes=10)
     assert len(compiled) == 1
+
+
+def test_the_shipped_configs_train_in_the_authors_precision():
+    # The authors: CIFAR-100 in float32 (cifar_raw_lpa.yaml, no_amp: true), ImageNet-100 with automatic mixed
+    # precision (imagenet_raw_lpa.yaml, no_amp: false): bfloat16 autocast here, no loss scaling needed.
+    from avalanche_lpa.config import load_config
+    from avalanche_lpa.config.shipped import config_names
+
+    for name in config_names():
+        expected = "bf16" if name.startswith("imagenet100") else "fp32"
+        assert load_config(name).strategy["precision"] == expected, name

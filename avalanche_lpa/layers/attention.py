@@ -40,20 +40,22 @@ __all__ = [
     "DENORMAL_GUARD",
 ]
 
-#: Logits further than this below their row's maximum are raised to it. The local init puts far patches
-#: near -128, whose softmax underflows into float32 denormals that x86 CPUs process several times slower;
-#: raising a logit that lies this far below its row's maximum changes every probability by less than
-#: ``N * exp(-40)``, far below float32 rounding.
+#: Logits further than this below their row's maximum are raised to it (the explicit path, the bias kernels and GPSA's
+#: position softmax). The local init puts far patches near -128, whose softmax underflows into float32 denormals
+#: that x86 CPUs process several times slower; raising a logit that lies this far below its row's maximum changes
+#: every probability by less than ``N * exp(-40)``, far below float32 rounding. The "fused" kernel needs no guard:
+#: SDPA's kernels underflow those terms to zero at no cost (measured: the same time with and without far logits).
 DENORMAL_GUARD = 40.0
 
 #: Kernels of the fused LPA path; "auto" picks one per device (see ``LPAttention.kernel_for``). "fused": one
 #: mask-free ``scaled_dot_product_attention`` over queries and keys extended by position features; "matmul": one
 #: batched matmul plus the ``[heads, N, N]`` position bias, then softmax; "sdpa": SDPA with that bias as its mask.
 LPA_KERNELS = ("auto", "fused", "matmul", "sdpa")
-#: Head-dimension columns the position features add to queries and keys (and zeros to values) in the "fused" kernel:
-#: 4 features (x, y, x^2, y^2 of the key) in two parts each, the query features' value in the compute dtype and
-#: its rounding error, so that the position logits stay float32-accurate under bfloat16 / float16 autocast.
-POSITION_COLUMNS = 8
+#: Head-dimension columns the position features add to queries and keys (and zeros to values) in the "fused" kernel,
+#: by compute dtype: 4 features (x, y, x^2, y^2 of the key); in half precision each twice, against the query
+#: features' value in that dtype and against its rounding error, so the position logits stay float32-accurate.
+POSITION_COLUMNS = {torch.float32: 4, torch.float64: 4}
+HALF_PRECISION_POSITION_COLUMNS = 8
 
 
 class PatchAttention(nn.Module):
@@ -170,14 +172,15 @@ class _PositionalAttention(PatchAttention):
         return torch.maximum(logits, floor)
 
     def position_features(self, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Query features ``[heads, N, 8]`` and key features ``[N, 8]`` whose dot products are the position logits
+        """Query features ``[heads, N, P]`` and key features ``[N, P]`` whose dot products are the position logits
         ``a_h . r_ij``, up to a constant per query (which the row softmax cancels).
 
         With ``d = p_j - p_i`` and centred integer coordinates ``p = (x, y)``:
-        ``a0 dx + a1 dy + a2 |d|^2 = (a0 - 2 a2 x_i) x_j + (a1 - 2 a2 y_i) y_j + a2 x_j^2 + a2 y_j^2 + c_i``. The key
-        features ``(x_j, y_j, x_j^2, y_j^2)`` are small integers, exact in bfloat16 up to 32 x 32 grids; the query
-        features come as their value in ``dtype`` plus its rounding error (each against the same key features), so
-        a half-precision attention kernel adds the position logits with float32's accuracy.
+        ``a0 dx + a1 dy + a2 |d|^2 = (a0 - 2 a2 x_i) x_j + (a1 - 2 a2 y_i) y_j + a2 x_j^2 + a2 y_j^2 + c_i``: ``P = 4``
+        in float32. The key features ``(x_j, y_j, x_j^2, y_j^2)`` are small integers, exact in bfloat16 up to 32 x 32
+        grids; in half precision (``P = 8``) the query features come as their value in ``dtype`` and its rounding
+        error, each against the same key features, so the attention kernel adds the position logits with float32's
+        accuracy.
         """
         x, y = self.grid_coords.unbind(-1)
         a = self.pos_weight.float()
@@ -185,6 +188,8 @@ class _PositionalAttention(PatchAttention):
         a2 = a[:, 2, None].expand(heads, tokens)
         query = torch.stack([a[:, 0, None] - 2.0 * a2 * x, a[:, 1, None] - 2.0 * a2 * y, a2, a2], dim=-1)
         key = torch.stack([x, y, x * x, y * y], dim=-1)
+        if dtype in POSITION_COLUMNS:
+            return query.to(dtype), key.to(dtype)
         rounded = query.to(dtype)
         query = torch.cat([rounded, (query - rounded.float()).to(dtype)], dim=-1)
         return query, torch.cat([key, key], dim=-1).to(dtype)
@@ -203,8 +208,10 @@ class LPAttention(_PositionalAttention):
         grid_size: the patch grid, ``G`` or ``(rows, cols)``.
         locality_strength: ``alpha`` of the local init; also scales the content weights.
         content_init_std: standard deviation ``sigma`` of the initial content weights ``c_h``.
-        kernel: fused kernel, ``"matmul"`` (one batched matmul plus the bias, then softmax), ``"sdpa"``
-            (``scaled_dot_product_attention`` with the bias as mask) or ``"auto"`` (a fixed rule per device).
+        kernel: fused kernel: ``"fused"`` (one mask-free ``scaled_dot_product_attention`` over queries and keys
+            extended by position features, :meth:`position_features`), ``"matmul"`` (one batched matmul plus the
+            ``[heads, N, N]`` position bias, then softmax), ``"sdpa"`` (SDPA with that bias as its mask) or
+            ``"auto"`` (:meth:`kernel_for`).
         qkv_bias: as in :class:`PatchAttention`.
         attn_drop: as in :class:`PatchAttention`.
         proj_drop: as in :class:`PatchAttention`.
@@ -243,12 +250,16 @@ class LPAttention(_PositionalAttention):
 
     @staticmethod
     def kernel_for(device: torch.device) -> str:
-        """The fixed per-device rule behind ``kernel="auto"`` (chosen by ``benchmarks/attention_speed.py``).
+        """The kernel behind ``kernel="auto"``: ``"fused"`` on every device (measured by
+        ``benchmarks/attention_speed.py``, docs/performance.md).
 
-        On CUDA the memory-efficient SDPA kernel accepts a bias that needs gradients; on CPU SDPA falls back
-        to its slow math kernel for such a mask, and one batched matmul plus softmax is faster.
+        Without a mask LPA is plain attention over heads 4 columns wider (8 in half precision): on this project's
+        CPU it took 1.1-1.2x plain attention's time and 1.2x its peak memory at 64, 196 and 576 tokens, where the
+        bias kernels ("matmul", "sdpa") materialise ``N x N`` terms (up to 1.8x the time and 7.6x the memory at 576
+        tokens); on CUDA it may take FlashAttention in half precision, which a float mask rules out (not measured
+        here: no GPU).
         """
-        return "sdpa" if device.type == "cuda" else "matmul"
+        return "fused"
 
     def _content_scale(self) -> torch.Tensor:
         return (self.content_weight * self.content_factor).view(1, -1, 1, 1)
@@ -269,11 +280,11 @@ class LPAttention(_PositionalAttention):
         return 2.0 * weight * self.scale * q_norm * k_norm
 
     def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self._qkv(x)
         kernel = self.kernel if self.kernel != "auto" else self.kernel_for(x.device)
         dropout = self.attn_drop.p if self.training else 0.0
         if kernel == "fused":
-            return self._merge_heads(self._fused_attention(q, k, v, dropout))
+            return self._merge_heads(self._fused_attention(x, dropout))
+        q, k, v = self._qkv(x)
         bias = self.position_logits(self.content_spread(q, k))
         if kernel == "sdpa":
             out = F.scaled_dot_product_attention(
@@ -283,15 +294,25 @@ class LPAttention(_PositionalAttention):
         logits = torch.matmul(q * (self._content_scale() * self.scale), k.transpose(-2, -1))
         return self._attend(logits.add_(bias).softmax(dim=-1), v)
 
-    def _fused_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) -> torch.Tensor:
+    def _fused_attention(self, x: torch.Tensor, dropout: float) -> torch.Tensor:
         """LPA as one plain attention without a mask: ``softmax([c q / sqrt(d), f_i] . [k, g_j]) [v, 0]``, with the
-        position features ``f_i``, ``g_j`` of :meth:`position_features`; returns ``[B, heads, N, d]``."""
+        position features ``f_i``, ``g_j`` of :meth:`position_features`; returns ``[B, heads, N, d]``.
+
+        The content scale ``c_h / sqrt(d)`` (warm-up factor included) multiplies the query projection's rows, not
+        the queries: a ``C x C`` product instead of one over every token.
+        """
+        dim = self.qk.out_features // 2
+        rows = (self.content_weight * self.content_factor * self.scale).repeat_interleave(self.head_dim)
+        scale = torch.cat([rows, rows.new_ones(dim)]).to(self.qk.weight.dtype)
+        bias = self.qk.bias * scale if self.qk.bias is not None else None
+        q, k = F.linear(x, self.qk.weight * scale[:, None], bias).chunk(2, dim=-1)
+        q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(self.v(x))
         batch, heads, tokens, width = q.shape
         query_pos, key_pos = self.position_features(q.dtype)
-        shape = (batch, heads, tokens, POSITION_COLUMNS)
-        q = torch.cat([q * (self._content_scale() * self.scale).to(q.dtype), query_pos.expand(shape)], dim=-1)
+        shape = (batch, heads, tokens, query_pos.shape[-1])
+        q = torch.cat([q, query_pos.expand(shape)], dim=-1)
         k = torch.cat([k, key_pos.expand(shape)], dim=-1)
-        v = F.pad(v, (0, POSITION_COLUMNS))  # zeros: the attention kernels want one head size for q, k and v
+        v = F.pad(v, (0, shape[-1]))  # zeros: the attention kernels want one head size for q, k and v
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=1.0)[..., :width]
 
     def forward_explicit(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -334,7 +355,12 @@ class GPSAttention(_PositionalAttention):
         q, k, v = self._qkv(x)
         gate = torch.sigmoid(self.gating_param).view(1, -1, 1, 1)
         content = F.scaled_dot_product_attention(q, k, v)
-        position = torch.matmul(self.position_logits().softmax(dim=-1).to(v.dtype), v)
+        # The position probabilities [heads, N, N] are the same for every sample: one product per head over the
+        # batch's values side by side ([heads, N, B * d]), never the probabilities repeated per sample.
+        batch, heads, tokens, width = v.shape
+        values = v.permute(1, 2, 0, 3).reshape(heads, tokens, batch * width)
+        position = torch.bmm(self.position_logits().softmax(dim=-1).to(v.dtype), values)
+        position = position.view(heads, tokens, batch, width).permute(2, 0, 1, 3)
         return self._merge_heads((1.0 - gate) * content + gate * position)
 
     def forward_explicit(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -63,7 +63,8 @@ class LocalityViTBackbone(nn.Module):
         drop_path_rate: stochastic depth, increasing linearly over all blocks.
         locality_strength: ``alpha`` of the local init (LPA and GPSA only; ``None``: the layer's default 1).
         content_init_std: initial scale of the content weights (LPA only; ``None``: 0.02).
-        lpa_kernel: fused LPA kernel, ``"auto"``, ``"matmul"`` or ``"sdpa"`` (LPA only; ``None``: ``"auto"``).
+        lpa_kernel: fused LPA kernel, ``"auto"``, ``"fused"``, ``"matmul"`` or ``"sdpa"`` (LPA only; ``None``:
+            ``"auto"``).
         final_norm: LayerNorm on the output tokens (off under per-experience heads, which normalise).
 
     Raises:

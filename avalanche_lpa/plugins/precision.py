@@ -47,6 +47,10 @@ class AutocastPlugin(SupervisedPlugin, supports_distributed=True):
     def before_training_exp(self, strategy, **kwargs) -> None:
         if self.precision == "fp16":
             raise ValueError("fp16 training needs loss scaling, which this plugin does not do; use bf16")
+        device = torch.device(strategy.device)
+        if self.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"bf16 autocast needs a GPU with bfloat16 (Ampere or newer); {device} has none: "
+                             "use precision fp32 (--set strategy.precision=fp32)")
 
     def before_forward(self, strategy, **kwargs) -> None:
         self._enter(strategy)
