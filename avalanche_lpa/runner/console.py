@@ -285,6 +285,11 @@ def _number(metrics: Mapping[str, Any], name: str) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def _parts(first: str, *numbers: Tuple[str, Optional[float]]) -> List[str]:
+    """``first``, then each ``(template, value)`` filled in, those without a value left out."""
+    return [first] + [template.format(value) for template, value in numbers if value is not None]
+
+
 def _seen_accuracy(metrics: Mapping[str, Any], seen: int, sizes: Optional[Sequence[int]]) -> Optional[float]:
     """Accuracy on the test images of the first ``seen`` experiences (weighted by their sizes)."""
     values = []
@@ -321,16 +326,12 @@ def experience_summary(
         phase_times: the experience's seconds per phase (``results.json``'s ``phase_times_s`` entry): adds a
             second line, where the time went.
     """
-    parts = [f"experience {finished}/{total}"]
-    accuracy = _seen_accuracy(metrics, finished, sizes)
-    if accuracy is not None:
-        parts.append(f"accuracy {accuracy:.3f} on the seen classes")
-    forgetting = _number(metrics, "StreamForgetting/eval_phase/test_stream")
-    if forgetting is not None:
-        parts.append(f"forgetting {forgetting:.3f}")
-    locality = _number(metrics, _LOCALITY)
-    if locality is not None:
-        parts.append(f"locality {locality:.2f} patches")
+    parts = _parts(
+        f"experience {finished}/{total}",
+        ("accuracy {:.3f} on the seen classes", _seen_accuracy(metrics, finished, sizes)),
+        ("forgetting {:.3f}", _number(metrics, "StreamForgetting/eval_phase/test_stream")),
+        ("locality {:.2f} patches", _number(metrics, _LOCALITY)),
+    )
     parts.append(f"{_duration(seconds)} for it")
     if finished < total:
         parts.append(f"ETA {_duration(run_seconds / finished * (total - finished))}")
@@ -346,14 +347,10 @@ def evaluation_summary(results: Mapping[str, Any]) -> str:
     """The line ``--eval-only`` prints: the final model's accuracy on the whole test stream and its locality,
     beside the last accuracy the run reported (``results``: what :meth:`~.runs.Run.evaluate` returns)."""
     metrics, original = results["metrics"], results.get("original_summary") or {}
-    parts = [f"re-evaluated {results['run']}"]
-    accuracy = _number(metrics, "Top1_Acc_Stream/eval_phase/test_stream/Task000")
-    if accuracy is not None:
-        parts.append(f"accuracy {accuracy:.4f} on the whole test stream")
-    locality = _number(metrics, _LOCALITY)
-    if locality is not None:
-        parts.append(f"locality {locality:.2f} patches")
-    reported = _number(original, "last_accuracy")
-    if reported is not None:
-        parts.append(f"the run reported last accuracy {reported:.4f}")
+    parts = _parts(
+        f"re-evaluated {results['run']}",
+        ("accuracy {:.4f} on the whole test stream", _number(metrics, "Top1_Acc_Stream/eval_phase/test_stream/Task000")),
+        ("locality {:.2f} patches", _number(metrics, _LOCALITY)),
+        ("the run reported last accuracy {:.4f}", _number(original, "last_accuracy")),
+    )
     return ", ".join(parts) + "; wrote eval_results.json"
