@@ -375,6 +375,49 @@ def test_preemption_under_torchrun_stops_every_rank_and_resume_equals_the_uninte
     _same_run(tmp_path / "straight", tmp_path / "run")
 
 
+def _two_nodes(tmp_path: Path, script: list, *args: str) -> list:
+    """``script`` as docs/distributed.md runs it on several machines: one torchrun per "node" (``--nnodes=2``, its
+    own ``--node_rank``, one process each), both on this machine's loopback address with gloo; their results."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    nodes = [
+        subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={rank}",
+                          "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}", *script,
+                          "--device", "cpu", "--set", "evaluation.progress_bar=false", *args],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+        for rank in (0, 1)
+    ]
+    try:
+        return [(node.wait(timeout=300), *node.communicate()) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+
+
+def test_the_multi_node_command_runs_as_two_nodes_and_resumes_as_one_node_of_two_processes_would(base_yaml, tmp_path):
+    # docs/distributed.md's command for several machines, on two "nodes" of this machine: preempted on node 1 inside
+    # experience 2, resumed by both nodes, it ends where one node with two processes ends uninterrupted.
+    settings = ["--config", str(base_yaml)] + [i for s in LPA_SETTINGS for i in ("--set", s)]
+    cifar = [str(REPO / "experiments" / "split_cifar100.py")]
+    straight = _torchrun(tmp_path, cifar, "--output", str(tmp_path / "straight"), *settings)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    child = tmp_path / "child.py"
+    child.write_text(TORCHRUN_CHILD)
+    stopped = _two_nodes(tmp_path, [str(child), str(REPO)], "--output", str(tmp_path / "run"), *settings)
+    line = "preempted at experience 2, epoch 2: checkpointed; continue with --resume"
+    assert all(code != 0 and line in err for code, _, err in stopped), [err[-2000:] for _, _, err in stopped]
+    resumed = _two_nodes(tmp_path, cifar, "--output", str(tmp_path / "run"), "--resume", "--config",
+                         str(tmp_path / "run" / "config.yaml"))
+    assert all(code == 0 for code, _, _ in resumed), [err[-2000:] for _, _, err in resumed]
+    assert "run       syn (resumed inside experience 2/3, epoch 2)" in resumed[0][1]  # node 0 prints the card
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["world_size"] == 2
+    _same_run(tmp_path / "straight", tmp_path / "run")
+
+
 @pytest.mark.parametrize("setting,expected", [
     # (experience, phase, epochs done): 2 epochs in experience 1, 3 + 2 finetuning epochs in the others
     ("checkpoint.every_epochs=2", [(0, "train", 2), (1, "train", 2), (1, "finetune", 2), (2, "train", 2),
