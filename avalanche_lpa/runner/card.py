@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from ..config.schema import RunConfig
 from ..data import data_location, dataset_info
@@ -11,13 +11,30 @@ from .console import RunCard
 from .folder import run_name
 from .model import model_label, parameter_count
 
-__all__ = ["run_card", "start_label", "strategy_summary"]
+__all__ = ["run_card", "run_facts", "start_label", "strategy_summary"]
 
 _ATTENTION = {"lpa": "LPA attention", "gpsa": "GPSA attention", "mhsa": "plain attention"}
 
 
-def strategy_summary(options: Mapping[str, Any]) -> str:
-    """A strategy's main options in words: ``lpa: 5 epochs (10 on the first experience), batch 64, lr 0.001, ...``."""
+def run_facts(config: RunConfig, world_size: int) -> Dict[str, Any]:
+    """What decides how a run compares with another beside its config's science: processes, batch per process and
+    in all, memory and its scope, precision, a pretrained backbone (``results.json``'s ``run_card``)."""
+    options = config.strategy
+    batch = options.get("train_mb_size")
+    return {
+        "world_size": world_size,
+        "batch_per_process": batch,
+        "global_batch": batch * world_size if batch is not None else None,
+        "memory_size": options.get("mem_size"),
+        "memory_scope": options.get("memory_scope", "global") if options.get("mem_size") is not None else None,
+        "precision": options.get("precision", "fp32"),
+        "pretrained": bool((config.model.kwargs or {}).get("pretrained", False)) if config.model.name else False,
+    }
+
+
+def strategy_summary(options: Mapping[str, Any], world_size: int = 1) -> str:
+    """A strategy's main options in words: ``lpa: 5 epochs (10 on the first experience), batch 64, lr 0.001, ...``
+    (under several processes the batch per process and in all, and the memory's scope)."""
     parts: List[str] = []
     epochs = options.get("train_epochs")
     if epochs is not None:
@@ -25,11 +42,14 @@ def strategy_summary(options: Mapping[str, Any]) -> str:
         parts.append(f"{epochs} epoch{'s' if epochs != 1 else ''}"
                      + (f" ({first} on the first experience)" if first not in (None, epochs) else ""))
     if options.get("train_mb_size") is not None:
-        parts.append(f"batch {options['train_mb_size']}")
+        batch = options["train_mb_size"]
+        parts.append(f"batch {batch}" if world_size == 1 else
+                     f"batch {batch} per process ({batch * world_size} in all)")
     if options.get("lr") is not None:
         parts.append(f"lr {options['lr']:g}" + (", schedule" if options.get("lr_schedule") else ""))
     if options.get("mem_size") is not None:
-        parts.append(f"memory {options['mem_size']}")
+        scope = options.get("memory_scope", "global")
+        parts.append(f"memory {options['mem_size']}" + (f" ({scope})" if world_size > 1 else ""))
     finetune = options.get("finetune")
     if isinstance(finetune, Mapping) and finetune.get("epochs"):
         parts.append(f"finetuning {finetune['epochs']} epoch{'s' if finetune['epochs'] != 1 else ''}")
@@ -78,9 +98,12 @@ def run_card(config: RunConfig, folder: Path, benchmark: Any, network: Any, info
     """The card of a run about to train ``network`` on ``benchmark``, in ``folder`` (``start``: fresh or where a
     resumed run continues)."""
     label = model_label(config)
-    attention = "" if config.model.name else f" ({_ATTENTION.get(config.model.attn_type, config.model.attn_type)})"
+    if config.model.name:
+        kind = " (pretrained)" if run_facts(config, info.world_size)["pretrained"] else ""
+    else:
+        kind = f" ({_ATTENTION.get(config.model.attn_type, config.model.attn_type)})"
     return RunCard(
-        name=run_name(config), model=f"{label}{attention}", parameters=parameter_count(network),
+        name=run_name(config), model=f"{label}{kind}", parameters=parameter_count(network),
         device=_device(info), data=_data(config), split=_split(benchmark),
-        strategy=strategy_summary(config.strategy), start=start, output=str(folder),
+        strategy=strategy_summary(config.strategy, info.world_size), start=start, output=str(folder),
     )

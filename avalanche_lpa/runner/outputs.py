@@ -14,6 +14,7 @@ from ..config.schema import RunConfig
 from ..files import atomic_write_bytes
 from ..metrics import find_attention_maps_metric, uniform_attention_distance
 from ..report import collect_results, plot_attention_maps, plot_runs, write_results
+from .card import run_facts
 from .folder import run_name
 from .model import model_label, parameter_count
 
@@ -64,6 +65,8 @@ def run_results(config: RunConfig, strategy: Any, network: torch.nn.Module, *, p
             "phase_times_s": progress["phase_times_s"],
             "classes": dict(classes),
             "world_size": world_size,
+            # processes, batch per process and in all, memory and scope, precision, pretrained backbone
+            "run_card": run_facts(config, world_size),
         },
     )
     if results.get("locality"):
