@@ -60,6 +60,10 @@ def test_split_cifar100_script_runs_under_torchrun(strategy, tmp_path):
     assert len(summaries) == 2 and summaries[0] == summaries[1]  # every rank reports the same metrics
     results = json.loads((out / "results.json").read_text())
     assert results["world_size"] == 2 and len(results["accuracy_matrix"]) == 2
+    card = results["run_card"]  # the batch per process and in all, the memory and its scope
+    assert card["world_size"] == 2 and card["global_batch"] == 2 * card["batch_per_process"]
+    assert card["memory_scope"] == "global" and "batch " + str(card["batch_per_process"]) + " per process (" \
+        + str(card["global_batch"]) + " in all)" in done.stdout
     assert results["model"] == MODELS[strategy]
     assert (out / "checkpoint.pkl").is_file() and (out / "model.pt").is_file()
     assert len(list(out.glob("*.tmp"))) == 0

@@ -147,3 +147,21 @@ def test_accuracy_curves_start_at_zero_and_show_seeds_as_a_band(tmp_path, monkey
     mean = next(line for line in axes.get_lines() if line.get_label() == "lpa (2 seeds)")
     assert list(mean.get_ydata()) == pytest.approx([85.0, 55.0])  # the mean over seeds, in %
     assert len(axes.collections) == 1  # one std band: for the run with two seeds only
+
+
+def _group(run_card):
+    results = {"params": 1e6, "summary": {"avg_incremental_accuracy": 0.5, "last_accuracy": 0.4,
+                                         "avg_forgetting_max": 0.1}, "wall_time_s": 1.0, "run_card": run_card}
+    return {"incremental": [results], "joint": []}
+
+
+def test_the_comparison_names_the_run_card_facts_where_rows_differ():
+    from avalanche_lpa.report import comparison_table
+
+    card = {"world_size": 1, "batch_per_process": 64, "global_batch": 64, "precision": "fp32"}
+    same = comparison_table({"a": _group(card), "b": _group(dict(card))})
+    assert "run card" not in same  # nothing to say where every run is alike
+    differs = comparison_table({"a": _group(card), "b": _group({**card, "world_size": 2, "global_batch": 128})})
+    header, rule, first, second = differs.strip().splitlines()
+    assert header.endswith("| run card |") and rule.count("---") == 12
+    assert first.endswith("| global_batch 64, world_size 1 |") and second.endswith("| global_batch 128, world_size 2 |")

@@ -29,16 +29,27 @@ def _joint_first_last(results: Dict[str, Any]) -> tuple:
     return (means[0], means[-1]) if means else (None, None)
 
 
+def _differing(cards: Dict[str, Dict[str, Any]]) -> List[str]:
+    """The run-card facts (processes, batch, memory, precision, ...) whose values differ between the rows."""
+    keys = sorted({key for card in cards.values() for key in card})
+    return [key for key in keys if len({repr(card.get(key)) for card in cards.values()}) > 1]
+
+
 def comparison_table(groups: Dict[str, Dict[str, List[Dict[str, Any]]]]) -> str:
-    """Markdown table: one row per model/strategy, mean ± std over seeds.
+    """Markdown table: one row per model/strategy, mean ± std over seeds; a "run card" column names the facts of
+    ``results.json``'s ``run_card`` (processes, batches, memory and its scope, precision, pretrained) where the rows
+    differ in them.
 
     Args:
         groups: ``{label: {"incremental": [results per seed], "joint": [results per seed]}}``.
     """
+    cards = {label: runs["incremental"][0].get("run_card") or {} for label, runs in groups.items()}
+    differing = _differing(cards)
     header = (
         "| run | seeds | params | avg incr. acc | last acc | forgetting (max) | locality after exp 1 | "
-        "locality after last exp | joint acc | joint locality (same iterations) | wall time (s) |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "locality after last exp | joint acc | joint locality (same iterations) | wall time (s) |"
+        + (" run card |\n" if differing else "\n")
+        + "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|\n" if differing else "\n")
     )
     rows = []
     for label, runs in groups.items():
@@ -60,5 +71,6 @@ def comparison_table(groups: Dict[str, Dict[str, List[Dict[str, Any]]]]) -> str:
             f"| {_mean_std([r['summary']['avg_forgetting_max'] for r in inc])} "
             f"| {_mean_std([f for f, _ in first_last])} | {_mean_std([l for _, l in first_last])} "
             f"| {joint_acc} | {joint_cell} | {_mean_std([r.get('wall_time_s') for r in inc])} |"
+            + (f" {', '.join(f'{key} {cards[label].get(key)}' for key in differing)} |" if differing else "")
         )
     return header + "\n".join(rows) + "\n"
