@@ -13,7 +13,7 @@ from avalanche.training.plugins import EvaluationPlugin
 from avalanche_lpa.cli import main
 from avalanche_lpa.config import load_config
 from avalanche_lpa.runner import RunInterrupted, run
-from avalanche_lpa.runner.console import ConsoleLogger, RunCard
+from avalanche_lpa.runner.console import ConsoleLogger
 from avalanche_lpa.training import build_strategy
 
 from .conftest import make_tiny
