@@ -1,7 +1,7 @@
 """Presets of the LocalityViT and DyTox families and their timm entry points, one ``@register_model`` function
 per name.
 
-After ``import avalanche_lpa`` these names work with ``timm.create_model`` (keyword arguments override the
+After ``import avalanche_lpa.models`` (or ``import timm, avalanche_lpa``) these names work with ``timm.create_model`` (keyword arguments override the
 preset): ``{lpa,gpsa,mhsa}_vit_cifar`` (the paper's CIFAR network), ``{lpa,gpsa,mhsa}_vit_imagenet``
 (224 px, patch 16), ``{lpa,gpsa,mhsa}_vit_tiny`` (a CPU-sized network for quick runs), and the same networks
 as DyTox models, ``dytox_{lpa,gpsa,mhsa}_{cifar,imagenet,tiny}`` (``dytox_gpsa_*`` is DyTox, ``dytox_lpa_*`` the
