@@ -11,7 +11,7 @@ which replace the shared final LayerNorm). ``num_classes=int`` gives a fixed ``n
 from __future__ import annotations
 
 import inspect
-from typing import Any, List, Optional, Set, Tuple, Union
+from typing import Any, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from timm.layers import PatchEmbed, trunc_normal_
@@ -29,6 +29,21 @@ from .heads import HEAD_TYPES, BackboneWithHead, build_head
 __all__ = ["LocalityViT", "LPAViT", "LocalityViTBackbone", "model_keywords"]
 
 ImageSize = Union[int, Tuple[int, int]]
+
+
+def _take_indices(depth: int, indices: Optional[Union[int, Sequence[int]]]) -> List[int]:
+    """Block indices from timm's ``indices`` argument: the last ``n`` blocks for an int, those given (negative ones
+    counted from the end) for a sequence, every block for ``None``."""
+    if indices is None:
+        return list(range(depth))
+    if isinstance(indices, int):
+        if not 0 < indices <= depth:
+            raise ValueError(f"indices={indices}: the model has {depth} local blocks")
+        return list(range(depth - indices, depth))
+    taken = [i + depth if i < 0 else i for i in indices]
+    if any(not 0 <= i < depth for i in taken):
+        raise ValueError(f"indices={list(indices)}: the model has {depth} local blocks (0..{depth - 1})")
+    return taken
 
 
 def _pair(size: ImageSize) -> Tuple[int, int]:
@@ -225,7 +240,8 @@ class LocalityViT(BackboneWithHead):
 
     Follows Avalanche's model conventions (an ``avalanche.models.BaseModel`` with ``get_features``, the head
     registered as the submodule ``classifier``, so strategies that replace or look up ``classifier`` by name
-    work) and timm's (``forward_features`` / ``forward_head``, ``reset_classifier``, ``head`` as an alias).
+    work) and timm's (``forward_features`` / ``forward_head`` / ``forward_intermediates``, ``feature_info`` and
+    ``timm.create_model(..., features_only=True)``, ``reset_classifier``, ``head`` as an alias).
 
     Args:
         num_classes: ``None`` for a head that grows with the stream; an int for a fixed ``nn.Linear``.
@@ -268,6 +284,10 @@ class LocalityViT(BackboneWithHead):
         self.head_type = head_type
         self.num_classes = num_classes
         self.classifier = build_head(num_classes, self.embed_dim, initial_out_features, head_type)
+        # timm's feature metadata: one entry per local block (patch tokens at the patch grid's stride).
+        stride = self.backbone.patch_embed.patch_size[0]
+        self.feature_info = [dict(num_chs=self.embed_dim, reduction=stride, module=f"backbone.blocks.{i}")
+                             for i in range(len(self.backbone.blocks))]
 
     # -- Avalanche / iCaRL view (feature_extractor, get_features, head: BackboneWithHead) ------------------
     def get_attention_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
@@ -291,6 +311,47 @@ class LocalityViT(BackboneWithHead):
         """Tokens from :meth:`forward_features` to logits (or to CLS features with ``pre_logits=True``)."""
         cls = x[:, 0]
         return cls if pre_logits else self.classifier(cls)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, Sequence[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """The patch tokens after local blocks, as timm's ViTs give them (``features_only=True`` reads them).
+
+        Args:
+            x: images ``[B, C, H, W]``.
+            indices: which blocks: the last ``n`` for an int, these indices for a sequence, all for ``None``.
+            norm: apply the final LayerNorm to each (where the model has one).
+            stop_early: stop after the last block asked for (only with ``intermediates_only``).
+            output_fmt: ``"NCHW"`` (tokens on the patch grid, ``[B, C, rows, cols]``) or ``"NLC"`` (``[B, N, C]``).
+            intermediates_only: return the intermediates alone, not ``(forward_features(x), intermediates)``.
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        backbone = self.backbone
+        depth = len(backbone.blocks)
+        take = _take_indices(depth, indices)
+        backbone.check_input(x)
+        tokens = backbone.pos_drop(backbone.patch_embed(x) + backbone.pos_embed)
+        intermediates: List[torch.Tensor] = []
+        last = max(take) if stop_early and intermediates_only else depth - 1
+        for index, block in enumerate(backbone.blocks[: last + 1]):
+            tokens = block(tokens)
+            if index in take:
+                out = backbone.norm(tokens) if norm else tokens
+                if output_fmt == "NCHW":
+                    rows, cols = backbone.grid_size
+                    out = out.transpose(1, 2).reshape(out.shape[0], out.shape[2], rows, cols)
+                intermediates.append(out)
+        if intermediates_only:
+            return intermediates
+        cls = backbone.decode(tokens, backbone.cls_token.expand(x.shape[0], -1, -1))
+        return backbone.norm(torch.cat([cls, tokens], dim=1)), intermediates
 
     # forward (BackboneWithHead) runs through the backbone module, not forward_features, so a forward hook on
     # "backbone" sees the CLS features [B, D] (herding reads them); same result as forward_head(forward_features(x)).

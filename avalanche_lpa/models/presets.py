@@ -76,6 +76,19 @@ default_cfgs = generate_default_cfgs(
 )
 
 
+def _feature_cfg() -> Dict[str, Any]:
+    """How ``features_only=True`` reads the blocks: through ``forward_intermediates`` (patch tokens on the grid,
+    ``[B, C, rows, cols]``) where timm has that wrapper (1.0 on), else with hooks on the blocks (tokens ``[B, N, C]``)."""
+    try:
+        from timm.models._features import FeatureGetterNet  # noqa: F401  (timm >= 1.0)
+    except ImportError:
+        return dict(feature_cls="hook")
+    return dict(feature_cls="getter")
+
+
+_FEATURES = _feature_cfg()
+
+
 def _create(attn_type: str, preset: str, pretrained: bool = False, **kwargs: Any) -> LocalityViT:
     name = model_name(attn_type, preset)
     if pretrained:
@@ -88,7 +101,8 @@ def _create(attn_type: str, preset: str, pretrained: bool = False, **kwargs: Any
     # Where timm would download weights; timm >= 1.0 consumes it, 0.9 passes it on. There are no weights.
     kwargs.pop("cache_dir", None)
     args = {**PRESETS[preset], "attn_type": attn_type, **kwargs}
-    return build_model_with_cfg(LocalityViT, name, pretrained=False, **args)
+    # A copy: timm pops keys of the feature config it is given.
+    return build_model_with_cfg(LocalityViT, name, pretrained=False, feature_cfg=dict(_FEATURES), **args)
 
 
 def _create_dytox(attn_type: str, preset: str, pretrained: bool = False, **kwargs: Any) -> DyTox:
