@@ -355,13 +355,20 @@ def _torchrun(tmp_path: Path, script: list, *args: str):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
 
 
-def test_preemption_under_torchrun_stops_every_rank_and_resume_equals_the_uninterrupted_run(base_yaml, tmp_path):
+def _straight_under_torchrun(base_yaml: Path, tmp_path: Path):
+    """The small recipe run uninterrupted by one torchrun of two processes into ``straight/``; the settings, the
+    script, and a child script that preempts it on rank 1 (:data:`TORCHRUN_CHILD`)."""
     settings = ["--config", str(base_yaml)] + [i for s in LPA_SETTINGS for i in ("--set", s)]
     cifar = [str(REPO / "experiments" / "split_cifar100.py")]
     straight = _torchrun(tmp_path, cifar, "--output", str(tmp_path / "straight"), *settings)
     assert straight.returncode == 0, straight.stderr[-3000:]
     child = tmp_path / "child.py"
     child.write_text(TORCHRUN_CHILD)
+    return settings, cifar, child
+
+
+def test_preemption_under_torchrun_stops_every_rank_and_resume_equals_the_uninterrupted_run(base_yaml, tmp_path):
+    settings, cifar, child = _straight_under_torchrun(base_yaml, tmp_path)
     stopped = _torchrun(tmp_path, [str(child), str(REPO)], "--output", str(tmp_path / "run"), *settings)
     assert stopped.returncode != 0
     line = "preempted at experience 2, epoch 2: checkpointed; continue with --resume"
@@ -400,12 +407,7 @@ def _two_nodes(tmp_path: Path, script: list, *args: str) -> list:
 def test_the_multi_node_command_runs_as_two_nodes_and_resumes_as_one_node_of_two_processes_would(base_yaml, tmp_path):
     # docs/distributed.md's command for several machines, on two "nodes" of this machine: preempted on node 1 inside
     # experience 2, resumed by both nodes, it ends where one node with two processes ends uninterrupted.
-    settings = ["--config", str(base_yaml)] + [i for s in LPA_SETTINGS for i in ("--set", s)]
-    cifar = [str(REPO / "experiments" / "split_cifar100.py")]
-    straight = _torchrun(tmp_path, cifar, "--output", str(tmp_path / "straight"), *settings)
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    child = tmp_path / "child.py"
-    child.write_text(TORCHRUN_CHILD)
+    settings, cifar, child = _straight_under_torchrun(base_yaml, tmp_path)
     stopped = _two_nodes(tmp_path, [str(child), str(REPO)], "--output", str(tmp_path / "run"), *settings)
     line = "preempted at experience 2, epoch 2: checkpointed; continue with --resume"
     assert all(code != 0 and line in err for code, _, err in stopped), [err[-2000:] for _, _, err in stopped]
