@@ -1,4 +1,4 @@
-"""bf16 autocast as a strategy switch, and the torch.compile switch of the runner."""
+"""bf16 and fp16 autocast as a strategy switch (fp16 with loss scaling), and the torch.compile switch of the runner."""
 import pickle
 
 import pytest
@@ -64,3 +64,55 @@ def test_the_shipped_configs_train_in_the_authors_precision():
     for name in config_names():
         expected = "bf16" if name.startswith("imagenet100") else "fp32"
         assert load_config(name).strategy["precision"] == expected, name
+
+
+class _Overflow(SupervisedPlugin):
+    """Makes one gradient infinite in the backward pass of training iteration ``at`` (counted over the run)."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at, self.seen, self.before = at, 0, None
+
+    def after_backward(self, strategy, **kwargs):
+        if self.seen == self.at:
+            self.before = {n: p.detach().clone() for n, p in strategy.model.named_parameters()}
+            next(p for p in strategy.model.parameters() if p.grad is not None).grad.fill_(float("inf"))
+        self.seen += 1
+
+
+def test_fp16_training_scales_the_loss_skips_an_overflowed_step_and_reports_the_loss_unscaled(cil_benchmark):
+    model = make_tiny()
+    seen, losses = [], []
+    model.backbone.blocks[0].mlp.fc1.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+
+    class Losses(SupervisedPlugin):
+        def after_backward(self, strategy, **kwargs):
+            losses.append(float(strategy.loss))
+
+    overflow = _Overflow(at=2)
+    skipped = {}
+
+    class AfterStep(SupervisedPlugin):
+        def after_update(self, strategy, **kwargs):
+            if overflow.seen == overflow.at + 1 and not skipped:
+                skipped.update({n: torch.equal(p, overflow.before[n]) for n, p in strategy.model.named_parameters()})
+
+    strategy = build_strategy("naive", model, device="cpu", precision="fp16", train_mb_size=16, train_epochs=2,
+                              lr=1e-3, plugins=[overflow, Losses(), AfterStep()])
+    autocast = next(p for p in strategy.plugins if isinstance(p, AutocastPlugin))
+    strategy.train(cil_benchmark.train_stream[0])
+    assert seen and set(seen) == {torch.float16}
+    assert all(0 < loss < 10 for loss in losses)  # unscaled: cross-entropy of 2 classes, not x 65536
+    assert skipped and all(skipped.values())  # the overflowed update changed no parameter
+    assert autocast.scaler.get_scale() < 2.0**16  # the scale was halved after the overflow
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    restored = pickle.loads(pickle.dumps(autocast))  # checkpoints pickle the scaler between iterations
+    assert restored.scaler.get_scale() == autocast.scaler.get_scale()
+
+
+def test_precision_names_are_listed_where_a_config_enters():
+    from avalanche_lpa.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"^strategy\.precision must be one of fp32, bf16, fp16, got 'fp8'$"):
+        load_config(None, ["strategy.precision=fp8"])
+    assert load_config(None, ["strategy.precision=fp16"]).strategy["precision"] == "fp16"

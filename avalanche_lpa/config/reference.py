@@ -81,7 +81,8 @@ OPTION_HELP: Dict[str, str] = {
     "eval_every": "Avalanche's periodic evaluation during training (-1: off)",
     "lr_schedule": "per-experience warm-up + cosine (`ExperienceLRSchedulePlugin`): `false`, `true` or its arguments",
     "lpa_warmup": "our LPA content warm-up (`LPAWarmupPlugin`): `false`, `true` or its arguments",
-    "precision": "`fp32` or `bf16` (forward passes under `torch.autocast`)",
+    "precision": "`fp32`, `bf16` or `fp16` (forward passes under `torch.autocast`; `fp16` with loss scaling, "
+                 "`GradScaler`)",
     "loss": "`ce` (cross-entropy) or `bce` (BCE over the seen classes; needed for mixup / cutmix)",
     "label_smoothing": "label smoothing",
     "mixup": "mixup alpha (0: off; needs `loss: bce`)",

@@ -79,7 +79,7 @@ COMMON_OPTIONS: Dict[str, Any] = dict(
     # plugin sections (training/sections.py): false, or a mapping of the plugin's own keyword arguments
     lr_schedule=False,  # ExperienceLRSchedulePlugin: per-experience warm-up + cosine (timm's), lr_first, ...
     lpa_warmup=False,  # LPAWarmupPlugin: our LPA content warm-up
-    # forward passes under torch.autocast: "fp32" (off) | "bf16" (AutocastPlugin)
+    # forward passes under torch.autocast (AutocastPlugin): "fp32" (off) | "bf16" | "fp16" (the loss scaled)
     precision="fp32",
     # classification loss: "ce" (cross-entropy) | "bce" (SeenClassesBCE, needed for mixup / cutmix)
     loss="ce",

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ..plugins import MEMORY_SCOPES, REPLAY_MODES
+from ..plugins import MEMORY_SCOPES, PRECISIONS, REPLAY_MODES
 
 __all__ = [
     "CHOICES", "NULLABLE_TYPES", "OptionTypeError", "StrategyOptions", "check_option", "check_options", "check_type",
@@ -37,6 +37,7 @@ NULLABLE_TYPES: Dict[str, type] = dict(
 CHOICES: Dict[str, Sequence[str]] = dict(
     replay_mode=REPLAY_MODES,
     memory_scope=MEMORY_SCOPES,
+    precision=tuple(PRECISIONS),
 )
 
 
