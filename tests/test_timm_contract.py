@@ -69,3 +69,26 @@ def test_forward_intermediates_and_features_only(name):
     # timm >= 1.0: tokens on the patch grid (forward_intermediates); timm 0.9 hooks the blocks: tokens [B, N, C]
     assert [tuple(o.shape) for o in outs] in ([(2, model.embed_dim, rows, cols)] * 2,
                                               [(2, rows * cols, model.embed_dim)] * 2)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torch_fx_traces_the_fused_path(name):
+    model = timm.create_model(name, num_classes=4, **SMALL).eval()
+    traced = torch.fx.symbolic_trace(model)
+    x = _images(model)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), model(x), atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attn_type", ATTN_TYPES)
+def test_torch_export_and_torch_compile_capture_the_model(attn_type):
+    # TorchScript is not offered: torch.jit.script is deprecated in favour of these two (torch 2.14 says so itself).
+    model = timm.create_model(model_name(attn_type, "tiny"), num_classes=4, **SMALL).eval()
+    x = _images(model)
+    with torch.no_grad():
+        expected = model(x)
+        exported = torch.export.export(model, (x,)).module()
+        torch.testing.assert_close(exported(x), expected, atol=1e-6, rtol=0)
+        compiled = torch.compile(model, backend="eager")  # dynamo's capture; the inductor backend takes minutes here
+        torch.testing.assert_close(compiled(x), expected, atol=1e-6, rtol=0)

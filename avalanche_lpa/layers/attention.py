@@ -294,6 +294,14 @@ class LPAttention(_PositionalAttention):
         logits = torch.matmul(q * (self._content_scale() * self.scale), k.transpose(-2, -1))
         return self._attend(logits.add_(bias).softmax(dim=-1), v)
 
+    def _compute_dtype(self) -> torch.dtype:
+        """The dtype the attention computes in: autocast's where it is on, else the weights'. Read from the weights, not
+        from a tensor of the forward pass, so that ``torch.fx`` traces the layer (no traced value to branch on)."""
+        weight = next(self.parameters())
+        if torch.is_autocast_enabled(weight.device.type):
+            return torch.get_autocast_dtype(weight.device.type)
+        return weight.dtype
+
     def _fused_attention(self, x: torch.Tensor, dropout: float) -> torch.Tensor:
         """LPA as one plain attention without a mask: ``softmax([c q / sqrt(d), f_i] . [k, g_j]) [v, 0]``, with the
         position features ``f_i``, ``g_j`` of :meth:`position_features`; returns ``[B, heads, N, d]``.
@@ -308,7 +316,7 @@ class LPAttention(_PositionalAttention):
         q, k = F.linear(x, self.qk.weight * scale[:, None], bias).chunk(2, dim=-1)
         q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(self.v(x))
         batch, heads, tokens, width = q.shape
-        query_pos, key_pos = self.position_features(q.dtype)
+        query_pos, key_pos = self.position_features(self._compute_dtype())
         shape = (batch, heads, tokens, query_pos.shape[-1])
         q = torch.cat([q, query_pos.expand(shape)], dim=-1)
         k = torch.cat([k, key_pos.expand(shape)], dim=-1)

@@ -31,6 +31,13 @@ __all__ = ["LocalityViT", "LPAViT", "LocalityViTBackbone", "model_keywords"]
 ImageSize = Union[int, Tuple[int, int]]
 
 
+def _tracing() -> bool:
+    """Whether ``torch.fx`` is tracing the model: its checks of the input's shape are Python branches on a traced
+    value, which a trace cannot take, so they are left out of the traced graph."""
+    tracing = getattr(torch.fx._symbolic_trace, "is_fx_tracing_symbolic_tracing", None)  # torch >= 2.12
+    return tracing() if tracing is not None else torch.fx._symbolic_trace.is_fx_tracing()
+
+
 def _take_indices(depth: int, indices: Optional[Union[int, Sequence[int]]]) -> List[int]:
     """Block indices from timm's ``indices`` argument: the last ``n`` blocks for an int, those given (negative ones
     counted from the end) for a sequence, every block for ``None``."""
@@ -186,6 +193,8 @@ class LocalityViTBackbone(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raises ``ValueError`` unless ``x`` is a batch of images of the size and channels the model was built for."""
+        if _tracing():
+            return
         expected = (self.in_chans, *self.img_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             got = "x".join(str(s) for s in x.shape[1:]) if x.dim() == 4 else f"a {x.dim()}-d tensor {list(x.shape)}"
@@ -213,7 +222,7 @@ class LocalityViTBackbone(nn.Module):
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Images to normalised tokens ``[B, 1 + N, embed_dim]``, CLS token first."""
-        if x.shape[0] == 0:  # an empty batch (e.g. the last shard of a tiny dataset): empty tokens
+        if not _tracing() and x.shape[0] == 0:  # an empty batch (the last shard of a tiny dataset): empty tokens
             self.check_input(x)
             num_tokens = 1 + self.grid_size[0] * self.grid_size[1]
             return x.new_zeros((0, num_tokens, self.embed_dim))
