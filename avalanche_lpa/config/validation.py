@@ -28,7 +28,7 @@ DEFAULTS: Dict[str, Any] = schema_defaults()
 #: Every key's annotation (``data.root``: ``Optional[str]``), what values are checked against.
 _TYPES = field_types()
 # Sections whose keys are not fixed by the schema (checked separately).
-_FREE_FORM = {"model.overrides", "model.kwargs", "strategy"}
+_FREE_FORM = {"model.overrides", "model.kwargs"}
 
 #: The loggers ``evaluation.loggers`` may list (Avalanche's TextLogger, TensorboardLogger, CSVLogger, WandBLogger).
 LOGGERS = ("text", "tensorboard", "csv", "wandb")
@@ -79,7 +79,7 @@ def _check_section(prefix: str, values: Any, schema: Mapping[str, Any]) -> Dict[
     for key, default in schema.items():
         path = f"{prefix}.{key}" if prefix else key
         value = values.get(key, default)
-        if path == "strategy":
+        if path == "strategy":  # the strategy's options: resolved by the registry (resolve_options)
             out[key] = value
         elif isinstance(default, dict) and path not in _FREE_FORM:
             out[key] = _check_section(path, value, default)

@@ -51,11 +51,10 @@ DENORMAL_GUARD = 40.0
 #: mask-free ``scaled_dot_product_attention`` over queries and keys extended by position features; "matmul": one
 #: batched matmul plus the ``[heads, N, N]`` position bias, then softmax; "sdpa": SDPA with that bias as its mask.
 LPA_KERNELS = ("auto", "fused", "matmul", "sdpa")
-#: Head-dimension columns the position features add to queries and keys (and zeros to values) in the "fused" kernel,
-#: by compute dtype: 4 features (x, y, x^2, y^2 of the key); in half precision each twice, against the query
-#: features' value in that dtype and against its rounding error, so the position logits stay float32-accurate.
-POSITION_COLUMNS = {torch.float32: 4, torch.float64: 4}
-HALF_PRECISION_POSITION_COLUMNS = 8
+#: Compute dtypes in which the "fused" kernel's 4 position features (x, y, x^2, y^2 of the key) are exact as they are;
+#: in half precision each comes twice, against the query features' value in that dtype and against its rounding
+#: error, so the position logits stay float32-accurate (8 columns).
+EXACT_POSITION_DTYPES = (torch.float32, torch.float64)
 
 
 class PatchAttention(nn.Module):
@@ -188,7 +187,7 @@ class _PositionalAttention(PatchAttention):
         a2 = a[:, 2, None].expand(heads, tokens)
         query = torch.stack([a[:, 0, None] - 2.0 * a2 * x, a[:, 1, None] - 2.0 * a2 * y, a2, a2], dim=-1)
         key = torch.stack([x, y, x * x, y * y], dim=-1)
-        if dtype in POSITION_COLUMNS:
+        if dtype in EXACT_POSITION_DTYPES:
             return query.to(dtype), key.to(dtype)
         rounded = query.to(dtype)
         query = torch.cat([rounded, (query - rounded.float()).to(dtype)], dim=-1)
@@ -310,7 +309,7 @@ class LPAttention(_PositionalAttention):
         the queries: a ``C x C`` product instead of one over every token.
         """
         dim = self.qk.out_features // 2
-        rows = (self.content_weight * self.content_factor * self.scale).repeat_interleave(self.head_dim)
+        rows = (self._content_scale().flatten() * self.scale).repeat_interleave(self.head_dim)
         scale = torch.cat([rows, rows.new_ones(dim)]).to(self.qk.weight.dtype)
         bias = self.qk.bias * scale if self.qk.bias is not None else None
         q, k = F.linear(x, self.qk.weight * scale[:, None], bias).chunk(2, dim=-1)

@@ -205,11 +205,20 @@ class LocalityViTBackbone(nn.Module):
                 f"in_chans={x.shape[1] if x.dim() == 4 else '...'}"
             )
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Images to patch tokens ``[B, N, embed_dim]`` before the local blocks (patch and position embedding)."""
+        self.check_input(x)
+        return self.pos_drop(self.patch_embed(x) + self.pos_embed)
+
     def forward_patches(self, x: torch.Tensor) -> torch.Tensor:
         """Images to patch tokens ``[B, N, embed_dim]`` after the local blocks (the shared encoder of DyTox)."""
-        self.check_input(x)
-        x = self.pos_drop(self.patch_embed(x) + self.pos_embed)
-        return self.blocks(x)
+        return self.blocks(self.embed(x))
+
+    def with_cls(self, patches: torch.Tensor) -> torch.Tensor:
+        """Patch tokens after the local blocks to normalised tokens ``[B, 1 + N, embed_dim]``: the CLS token through
+        the class-attention blocks, first."""
+        cls = self.decode(patches, self.cls_token.expand(patches.shape[0], -1, -1))
+        return self.norm(torch.cat([cls, patches], dim=1))
 
     def decode(
         self, patches: torch.Tensor, queries: torch.Tensor, attn_mask: Optional[torch.Tensor] = None
@@ -226,9 +235,7 @@ class LocalityViTBackbone(nn.Module):
             self.check_input(x)
             num_tokens = 1 + self.grid_size[0] * self.grid_size[1]
             return x.new_zeros((0, num_tokens, self.embed_dim))
-        patches = self.forward_patches(x)
-        cls = self.decode(patches, self.cls_token.expand(x.shape[0], -1, -1))
-        return self.norm(torch.cat([cls, patches], dim=1))
+        return self.with_cls(self.forward_patches(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images to CLS features ``[B, embed_dim]``."""
@@ -345,8 +352,7 @@ class LocalityViT(BackboneWithHead):
         backbone = self.backbone
         depth = len(backbone.blocks)
         take = _take_indices(depth, indices)
-        backbone.check_input(x)
-        tokens = backbone.pos_drop(backbone.patch_embed(x) + backbone.pos_embed)
+        tokens = backbone.embed(x)
         intermediates: List[torch.Tensor] = []
         last = max(take) if stop_early and intermediates_only else depth - 1
         for index, block in enumerate(backbone.blocks[: last + 1]):
@@ -359,8 +365,7 @@ class LocalityViT(BackboneWithHead):
                 intermediates.append(out)
         if intermediates_only:
             return intermediates
-        cls = backbone.decode(tokens, backbone.cls_token.expand(x.shape[0], -1, -1))
-        return backbone.norm(torch.cat([cls, tokens], dim=1)), intermediates
+        return backbone.with_cls(tokens), intermediates
 
     # forward (BackboneWithHead) runs through the backbone module, not forward_features, so a forward hook on
     # "backbone" sees the CLS features [B, D] (herding reads them); same result as forward_head(forward_features(x)).

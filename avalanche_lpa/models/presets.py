@@ -79,11 +79,9 @@ default_cfgs = generate_default_cfgs(
 def _feature_cfg() -> Dict[str, Any]:
     """How ``features_only=True`` reads the blocks: through ``forward_intermediates`` (patch tokens on the grid,
     ``[B, C, rows, cols]``) where timm has that wrapper (1.0 on), else with hooks on the blocks (tokens ``[B, N, C]``)."""
-    try:
-        from timm.models._features import FeatureGetterNet  # noqa: F401  (timm >= 1.0)
-    except ImportError:
-        return dict(feature_cls="hook")
-    return dict(feature_cls="getter")
+    from timm.models import _features
+
+    return dict(feature_cls="getter" if hasattr(_features, "FeatureGetterNet") else "hook")  # the getter: timm >= 1.0
 
 
 _FEATURES = _feature_cfg()

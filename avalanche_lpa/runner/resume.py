@@ -13,6 +13,7 @@ from ..config.upgrade import upgrade_config
 from ..config.validation import validate
 from ..errors import ConfigError
 from ..files import read_json
+from ..report import read_results
 from .folder import existing_run_files
 
 __all__ = [
@@ -77,14 +78,15 @@ def finished_run(folder: Path) -> Optional[str]:
     """What a finished run in ``folder`` reports (``None`` when the folder holds no finished run).
 
     ``results.json`` is written last, once every output is complete, so its presence marks a finished run.
+
+    Raises:
+        ConfigError: the file is damaged (one line).
     """
     path = Path(folder) / "results.json"
     if not path.is_file():
         return None
-    results = read_json(path)
-    summary = results.get("summary") if isinstance(results, dict) else None
-    if not isinstance(summary, dict):
-        return f"results.json of {results.get('created', 'an earlier run')}" if isinstance(results, dict) else ""
+    results = read_results(path)
+    summary = results.get("summary") or {}
     steps = len(results.get("accuracy_matrix") or [])
     return (f"{steps} experiences, avg incremental accuracy {summary.get('avg_incremental_accuracy', float('nan')):.4f}, "
             f"last accuracy {summary.get('last_accuracy', float('nan')):.4f}")

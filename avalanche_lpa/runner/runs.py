@@ -175,7 +175,7 @@ class Run:
         # Under torchrun: join the process group, one device per process; otherwise a single-process no-op.
         self.info = init_distributed(device=resolve_device(self.config.device), seed=self.config.seed)
         self._check_folder()
-        if self.finished() is not None:
+        if self.resume and (self.folder / "results.json").is_file():  # finished: nothing to do, nothing written
             return read_results(self.folder / "results.json")
         with each_deprecation_once():
             self._build()
@@ -213,10 +213,9 @@ class Run:
     def _open_loggers(self, progress: Dict[str, Any]) -> None:
         # The network as it is now: the model just built, or the one a resumed strategy holds (its head grown).
         network = self._network() if self.resume else self.model
-        start = start_label(self.resume, progress["finished_experiences"], self._position,
-                            len(self.benchmark.train_stream))
-        card = run_card(self.config, self.folder, self.benchmark, network, self.info, start)
         total = len(self.benchmark.train_stream)
+        start = start_label(self.resume, progress["finished_experiences"], self._position, total)
+        card = run_card(self.config, self.folder, self.benchmark, network, self.info, start)
         self.loggers.extend(main_process_loggers(lambda: make_loggers(self.config, self.folder, total, card.lines())))
         # A resumed strategy carries the loggers it was saved with (pickled); log through this run's instead.
         self.strategy.evaluator.loggers = self.loggers
@@ -224,7 +223,7 @@ class Run:
 
     def _train(self, stop_after: Optional[int]) -> Dict[str, Any]:
         """The experience loop, inside the folder lock."""
-        config, folder, strategy = self.config, self.folder, None
+        config, folder = self.config, self.folder
         progress = self._restore()
         strategy = self.strategy
         plugin = checkpoint_plugin(strategy)
@@ -307,13 +306,13 @@ class Run:
             raise
         finally:
             flush_logs(strategy)
-        return self._finish(progress)
+        return self._finish(progress, sizes)
 
-    def _finish(self, progress: Dict[str, Any]) -> Dict[str, Any]:
+    def _finish(self, progress: Dict[str, Any], test_sizes: List[int]) -> Dict[str, Any]:
         """``results.json`` of a run whose experiences are all trained, and the outputs (rank 0 writes them)."""
         network = self._network()
         results = run_results(self.config, self.strategy, network, progress=progress, device=self.info.device,
-                              world_size=self.info.world_size, test_sizes=experience_sizes(self.benchmark.test_stream),
+                              world_size=self.info.world_size, test_sizes=test_sizes,
                               classes=class_mapping(self.benchmark))
         on_main(write_outputs, self.config, self.folder, results, network)
         return results

@@ -118,7 +118,7 @@ def option_hint(option: str, default: Any) -> Any:
         return Optional[NULLABLE_TYPES[option]] if option in NULLABLE_TYPES else Any
     if isinstance(default, (list, tuple)):
         return List[Any]
-    return Optional[type(default)] if isinstance(default, Mapping) else type(default)
+    return type(default)
 
 
 def check_option(key: str, value: Any, default: Any, *, option: str = "") -> Any:
