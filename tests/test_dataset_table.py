@@ -95,3 +95,47 @@ def test_synthetic_takes_its_size_from_its_section_and_its_classes_from_the_tabl
     assert build_benchmark(data, seed=0).n_classes == 2 * DATASETS["synthetic"].classes_per_experience
     monkeypatch.setitem(DATASETS, "synthetic", replace(DATASETS["synthetic"], classes_per_experience=3))
     assert build_benchmark(data, seed=0).n_classes == 6
+
+
+def _classes_per_experience(benchmark):
+    return [len(exp.classes_in_this_experience) for exp in benchmark.train_stream]
+
+
+def test_a_larger_first_experience_b50_style_on_every_kind_of_loader(tmp_path, monkeypatch):
+    synthetic = load_config(None, ["data.dataset=synthetic", "data.n_experiences=3", "data.initial_classes=4"]).data
+    benchmark = build_benchmark(synthetic, seed=0)
+    assert _classes_per_experience(benchmark) == [4, 1, 1]
+    assert sorted(benchmark.train_stream[0].classes_in_this_experience) == [0, 1, 2, 3]  # arrival order from 0
+
+    from avalanche_lpa.data import datasets as data_module
+    from tests.fake_datasets import make_fake_fashion_mnist_gz
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", make_fake_fashion_mnist_gz(tmp_path / "deb"))
+    overrides = ["data.dataset=fashion_mnist", f"data.root={tmp_path / 'fm'}", "data.n_experiences=6",
+                 "data.initial_classes=5", f"data.class_order={list(range(9, -1, -1))}"]
+    for subsample in ([], ["data.max_train_per_class=2"]):  # Avalanche's classic benchmark path and ours
+        data = load_config(None, overrides + subsample).data
+        benchmark = build_benchmark(data, seed=0)
+        assert _classes_per_experience(benchmark) == [5, 1, 1, 1, 1, 1]
+        first = {int(y) for y in benchmark.train_stream[0].dataset.targets}
+        assert first == {0, 1, 2, 3, 4}  # labels from zero in arrival order: original classes 9..5
+        assert benchmark.classes_order_original_ids[:5] == [9, 8, 7, 6, 5]
+
+
+@pytest.mark.parametrize("steps, first, message", [
+    (3, 0, "data.initial_classes=0 must be between 1 and 5"),
+    (3, 6, "data.initial_classes=6 must be between 1 and 5"),
+    (3, 3, "2 experiences do not divide the other 3 classes of synthetic"),
+    (1, 1, "with one experience must be all 2 classes"),  # synthetic: 2 classes per experience
+])
+def test_a_first_experience_that_does_not_fit_is_one_line(steps, first, message):
+    data = load_config(None, ["data.dataset=synthetic", f"data.n_experiences={steps}",
+                              f"data.initial_classes={first}"]).data
+    with pytest.raises(ConfigError, match=message):
+        build_benchmark(data, seed=0)
+
+
+def test_a_loader_that_does_not_take_a_first_experience_size_is_named(tiny_dataset):
+    data = load_config(None, ["data.dataset=tiny3", "data.n_experiences=2", "data.initial_classes=1",
+                              "model.preset=tiny", "model.overrides={img_size: 12, in_chans: 2, patch_size: 4}"]).data
+    with pytest.raises(ConfigError, match="loader of dataset 'tiny3' does not take data.initial_classes"):
+        build_benchmark(data, seed=0)

@@ -32,7 +32,10 @@ CONFIG_HELP: Dict[str, str] = {
     "data.root": "dataset folder; null: `$AVALANCHE_LPA_DATA`, else Avalanche's `~/.avalanche/data/<name>`",
     "data.download": f"download a missing {' / '.join(i.title for i in DATASETS.values() if i.download_size)} into "
                      "the root (`--no-download`: false)",
-    "data.n_experiences": "experiences (steps); must divide the number of classes",
+    "data.n_experiences": "experiences (steps); must divide the number of classes (or, with "
+                          "`initial_classes`, the classes after the first experience)",
+    "data.initial_classes": "classes of the first experience, the rest shared equally by the others (a B50 split: "
+                            "half of them); null: every experience the same number",
     "data.class_order": "original class ids in arrival order (null: a permutation drawn from the seed)",
     "data.class_list": "ImageNet-100: a file with one WordNet id per line (null: the authors' 100 classes)",
     "data.augment": "random crop + flip on training images",

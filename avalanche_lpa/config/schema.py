@@ -49,6 +49,7 @@ class DataConfig:
     download: bool = True  # download a missing CIFAR-100 / Fashion-MNIST into the root (--no-download: false)
     n_experiences: int = 10
     class_order: Optional[List[int]] = None  # original class ids, in the order they arrive
+    initial_classes: Optional[int] = None  # classes of the first experience (B50: half); None: equal shares
     class_list: Optional[str] = None  # imagenet100: file with one WordNet id per line
     augment: bool = True  # random crop + flip on training images
     auto_augment: Optional[str] = None  # timm auto-augment policy (the authors: "rand-m9-mstd0.5-inc1")

@@ -210,6 +210,7 @@ def split_torchvision(
     max_test_per_class: Optional[int] = None,
     download: bool = True,
     packaged: Optional[Path] = None,
+    initial_classes: Optional[int] = None,
 ):
     """The class-incremental split of a torchvision dataset of the table (CIFAR-100, Fashion-MNIST), as
     Avalanche's classic benchmark of it (``SplitCIFAR100``, ``SplitFMNIST``).
@@ -227,6 +228,7 @@ def split_torchvision(
         max_test_per_class: the same for test images.
         download: download the dataset into ``root`` when it is missing there.
         packaged: a folder of the gzipped files (a system package's), tried before downloading.
+        initial_classes: classes of the first experience (a B50 split: half); ``None``: equal shares.
     """
     info = dataset_info(dataset)
     root = _dataset_root(info, root, download, packaged)
@@ -238,7 +240,7 @@ def split_torchvision(
     return classic_split(
         info.benchmark, info.torchvision, str(root), n_experiences=n_experiences, class_order=class_order, seed=seed,
         max_train_per_class=max_train_per_class, max_test_per_class=max_test_per_class, train_tf=train_tf,
-        eval_tf=eval_tf,
+        eval_tf=eval_tf, initial_classes=initial_classes,
     )
 
 
@@ -252,6 +254,7 @@ def split_cifar100(
     max_train_per_class: Optional[int] = None,
     max_test_per_class: Optional[int] = None,
     download: bool = True,
+    initial_classes: Optional[int] = None,
 ):
     """Split CIFAR-100 (Avalanche's ``SplitCIFAR100``) read from ``<root>/cifar-100-python``.
 
@@ -260,7 +263,7 @@ def split_cifar100(
     """
     return split_torchvision(
         "cifar100", root, n_experiences, class_order, seed, augment, auto_augment, max_train_per_class,
-        max_test_per_class, download,
+        max_test_per_class, download, initial_classes=initial_classes,
     )
 
 
@@ -273,6 +276,7 @@ def split_fashion_mnist(
     max_train_per_class: Optional[int] = None,
     max_test_per_class: Optional[int] = None,
     download: bool = True,
+    initial_classes: Optional[int] = None,
 ):
     """Split Fashion-MNIST (Avalanche's ``SplitFMNIST``; 28 px, 1 channel).
 
@@ -284,7 +288,7 @@ def split_fashion_mnist(
     # DEBIAN_FASHION_MNIST is read here, when called, so that it can be moved (tests, other distributions).
     return split_torchvision(
         "fashion_mnist", root, n_experiences, class_order, seed, augment, None, max_train_per_class,
-        max_test_per_class, download, packaged=DEBIAN_FASHION_MNIST,
+        max_test_per_class, download, packaged=DEBIAN_FASHION_MNIST, initial_classes=initial_classes,
     )
 
 
@@ -345,6 +349,7 @@ def split_imagenet100(
     img_size: Optional[int] = None,
     max_train_per_class: Optional[int] = None,
     max_test_per_class: Optional[int] = None,
+    initial_classes: Optional[int] = None,
 ):
     """ImageNet-100 from a local ImageNet folder (``<root>/train/<wnid>/*``, ``<root>/val/<wnid>/*``).
 
@@ -357,7 +362,7 @@ def split_imagenet100(
         augment: the authors' training transform (random-resized crop, flip, ``auto_augment``); else the
             evaluation transform.
 
-    The other arguments are as in :func:`split_cifar100`.
+    The other arguments (``initial_classes``: a B50 split) are as in :func:`split_cifar100`.
     """
     info = dataset_info("imagenet100")
     root = check_data_root(root if root is not None else default_data_root(info.name),
@@ -381,5 +386,6 @@ def split_imagenet100(
     train = subsample_per_class(_ClassSubsetFolder(str(root / "train"), wnids), max_train_per_class, seed)
     test = subsample_per_class(_ClassSubsetFolder(str(root / "val"), wnids), max_test_per_class, seed)
     return class_incremental_split(
-        train, test, n_experiences, class_order, seed, train_transform=train_tf, eval_transform=eval_tf
+        train, test, n_experiences, class_order, seed, initial_classes, train_transform=train_tf,
+        eval_transform=eval_tf,
     )

@@ -97,7 +97,7 @@ def _package_loader(name: str) -> Callable[..., Any]:
 
 
 # Keys of the data section that every loader of files takes.
-_FILE_OPTIONS = ("root", "augment", "max_train_per_class", "max_test_per_class")
+_FILE_OPTIONS = ("root", "augment", "max_train_per_class", "max_test_per_class", "initial_classes")
 _CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 
 #: The datasets by config name, in the order messages list them.
@@ -137,7 +137,7 @@ DATASETS: Dict[str, DatasetInfo] = {
         DatasetInfo(
             # in-memory class prototypes (no files); data.synthetic sets its size; pixels about standard normal.
             name="synthetic", title="synthetic", classes_per_experience=2, input_shape=(1, 8, 8),
-            mean=(0.0,), std=(1.0,), patch_size=2, loader=_package_loader("split_synthetic"), options=("synthetic",),
+            mean=(0.0,), std=(1.0,), patch_size=2, loader=_package_loader("split_synthetic"), options=("synthetic", "initial_classes"),
         ),
     )
 }

@@ -47,6 +47,7 @@ def synthetic_benchmark(
     noise: float = 0.5,
     seed: int = 0,
     fixed_class_order: Optional[Sequence[int]] = None,
+    initial_classes: Optional[int] = None,
 ):
     """A class-incremental benchmark (Avalanche ``nc_benchmark``) over random class prototypes.
 
@@ -60,6 +61,8 @@ def synthetic_benchmark(
         noise: standard deviation of the per-pixel noise around each class prototype.
         seed: seed of the data and of the class order.
         fixed_class_order: explicit class order (defaults to 0, 1, 2, ...).
+        initial_classes: classes of the first experience, of the ``n_experiences * classes_per_experience``
+            (``None``: ``classes_per_experience`` each).
     """
     num_classes = n_experiences * classes_per_experience
     generator = torch.Generator().manual_seed(seed)
@@ -67,7 +70,7 @@ def synthetic_benchmark(
     train = _synthetic_split(prototypes, train_per_class, noise, generator)
     test = _synthetic_split(prototypes, test_per_class, noise, generator)
     order = list(fixed_class_order) if fixed_class_order is not None else list(range(num_classes))
-    return class_incremental_split(train, test, n_experiences, order, seed)
+    return class_incremental_split(train, test, n_experiences, order, seed, initial_classes)
 
 
 def split_synthetic(
@@ -82,7 +85,8 @@ def split_synthetic(
         n_experiences: number of experiences.
         class_order: class ids in arrival order (``None``: 0, 1, 2, ...).
         seed: seed of the data.
-        **options: ``img_size``, ``in_chans``, ``train_per_class``, ``test_per_class``, ``noise`` (``data.synthetic``).
+        **options: ``img_size``, ``in_chans``, ``train_per_class``, ``test_per_class``, ``noise`` (``data.synthetic``),
+            ``initial_classes``.
     """
     per_experience = dataset_info("synthetic").classes_per_experience
     return synthetic_benchmark(n_experiences=n_experiences, classes_per_experience=per_experience, seed=seed,
@@ -111,6 +115,7 @@ def class_incremental_split(
     n_experiences: int,
     class_order: Optional[Sequence[int]],
     seed: int,
+    initial_classes: Optional[int] = None,
     **transforms: Any,
 ):
     """Avalanche's ``nc_benchmark`` without task labels, class ids remapped from zero in arrival order.
@@ -118,9 +123,11 @@ def class_incremental_split(
     Args:
         train: training dataset with ``targets``.
         test: test dataset with ``targets``.
-        n_experiences: number of experiences (must divide the number of classes).
+        n_experiences: number of experiences (must divide the number of classes, or the classes after the
+            first experience when ``initial_classes`` is given).
         class_order: original class ids in arrival order (``None``: shuffled with ``seed``).
         seed: seed of the shuffle.
+        initial_classes: classes of the first experience (a B50 split: half of them); ``None``: equal shares.
         **transforms: ``train_transform`` / ``eval_transform``.
     """
     return nc_benchmark(
@@ -130,6 +137,7 @@ def class_incremental_split(
         task_labels=False,
         seed=seed,
         fixed_class_order=list(class_order) if class_order is not None else None,
+        per_exp_classes={0: initial_classes} if initial_classes is not None else None,
         class_ids_from_zero_from_first_exp=True,
         **transforms,
     )
@@ -147,6 +155,7 @@ def classic_split(
     max_test_per_class: Optional[int],
     train_tf: Callable,
     eval_tf: Callable,
+    initial_classes: Optional[int] = None,
 ):
     """Avalanche's classic split (``SplitCIFAR100``, ``SplitFMNIST``) or, for subsampled quick runs, the same
     ``nc_benchmark`` it builds over per-class subsets of the torchvision datasets.
@@ -162,8 +171,11 @@ def classic_split(
         max_test_per_class: the same for test images.
         train_tf: training transform.
         eval_tf: evaluation transform.
+        initial_classes: classes of the first experience (``None``: equal shares); Avalanche's classic
+            benchmarks take only "half" (``first_exp_with_half_classes``), so any other split is the same
+            ``nc_benchmark`` over the whole datasets.
     """
-    if max_train_per_class is None and max_test_per_class is None:
+    if max_train_per_class is None and max_test_per_class is None and initial_classes is None:
         return avalanche_split(
             n_experiences,
             seed=seed,
@@ -176,5 +188,6 @@ def classic_split(
     train = subsample_per_class(torchvision_dataset(str(root), train=True), max_train_per_class, seed)
     test = subsample_per_class(torchvision_dataset(str(root), train=False), max_test_per_class, seed)
     return class_incremental_split(
-        train, test, n_experiences, class_order, seed, train_transform=train_tf, eval_transform=eval_tf
+        train, test, n_experiences, class_order, seed, initial_classes, train_transform=train_tf,
+        eval_transform=eval_tf,
     )

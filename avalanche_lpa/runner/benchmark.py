@@ -49,14 +49,33 @@ def _check_split(name: str, num_classes: int, data: DataConfig) -> None:
             f"data.class_order must list each of the {num_classes} {name} class ids 0..{num_classes - 1} once "
             f"(got {len(order)} ids); fix it or set it to null"
         )
-    if num_classes % steps:
-        raise ConfigError(f"data.n_experiences={steps} does not divide the {num_classes} classes of {name}")
+    first = data.initial_classes
+    if first is None:
+        if num_classes % steps:
+            raise ConfigError(f"data.n_experiences={steps} does not divide the {num_classes} classes of {name}")
+        return
+    if steps == 1 and first != num_classes:
+        raise ConfigError(f"data.initial_classes={first} with one experience must be all {num_classes} classes "
+                          f"of {name}; set it to null")
+    if steps > 1 and not 0 < first < num_classes:
+        raise ConfigError(f"data.initial_classes={first} must be between 1 and {num_classes - 1} (the {name} "
+                          "classes less at least one for the later experiences)")
+    if steps > 1 and (num_classes - first) % (steps - 1):
+        raise ConfigError(f"data.n_experiences={steps} after a first experience of data.initial_classes={first}: "
+                          f"{steps - 1} experiences do not divide the other {num_classes - first} classes of {name}")
+
+
+def _check_options(info: DatasetInfo, data: DataConfig) -> None:
+    if data.initial_classes is not None and "initial_classes" not in info.options:
+        raise ConfigError(f"the loader of dataset {info.name!r} does not take data.initial_classes (its entry's "
+                          "options do not name it); set it to null")
 
 
 def check_split(data: DataConfig) -> None:
     """Raises :class:`ConfigError` if the class order or the number of experiences does not fit the dataset
     (datasets named by a class list, ImageNet-100, are counted when they are loaded)."""
     info = dataset_info(data.dataset)
+    _check_options(info, data)
     if "class_list" not in loader_options(info, data):
         _check_split(info.name, info.classes(data.n_experiences), data)
 

@@ -67,12 +67,16 @@ def _data(config: RunConfig) -> str:
 
 
 def _split(benchmark: Any) -> str:
-    experiences = len(benchmark.train_stream)
-    classes = benchmark.n_classes
+    sizes = [len(exp.classes_in_this_experience) for exp in benchmark.train_stream]
     train = sum(len(exp.dataset) for exp in benchmark.train_stream)
     test = sum(len(exp.dataset) for exp in benchmark.test_stream)
-    per = f"{classes // experiences} classes" if classes % experiences == 0 else f"{classes} classes in all"
-    return f"{experiences} experiences x {per}; {train:,} training and {test:,} test images"
+    if len(set(sizes)) == 1:
+        split = f"{len(sizes)} experiences x {sizes[0]} classes"
+    elif len(set(sizes[1:])) == 1:  # a B50-style split: a larger first experience
+        split = f"{len(sizes)} experiences: {sizes[0]} classes, then {len(sizes) - 1} x {sizes[1]}"
+    else:
+        split = f"{len(sizes)} experiences, {sum(sizes)} classes in all"
+    return f"{split}; {train:,} training and {test:,} test images"
 
 
 def _device(info: DistInfo) -> str:

@@ -43,7 +43,7 @@ def joint_config(config: RunConfig, total_iterations: int, train_size: int) -> R
     """The joint-training control of ``config``: one experience, as many iterations as the incremental run."""
     per_epoch = math.ceil(train_size / config.strategy["train_mb_size"])
     epochs = max(1, math.ceil(total_iterations / per_epoch))
-    values: Dict[str, Any] = {"name": f"{config.name}-joint", "data.n_experiences": 1,
+    values: Dict[str, Any] = {"name": f"{config.name}-joint", "data.n_experiences": 1, "data.initial_classes": None,
                               "strategy.train_epochs": epochs}
     if "epochs_first" in config.strategy:
         values["strategy.epochs_first"] = epochs
@@ -60,7 +60,7 @@ def run_joint(config: Any, incremental: Dict[str, Any], *, overwrite: bool = Fal
     """
     config = validate(config)
     milestones = incremental["train_iterations"]
-    one = updated(config, {"data.n_experiences": 1})
+    one = updated(config, {"data.n_experiences": 1, "data.initial_classes": None})
     benchmark = build_benchmark(one.data, config.seed)
     probe, _ = draw_probe(benchmark.test_stream, config.evaluation.locality_probe_size, config.seed)
     joint = joint_config(config, milestones[-1], len(benchmark.train_stream[0].dataset))
