@@ -54,6 +54,9 @@ CONFIG_HELP: Dict[str, str] = {
     "model.overrides": "LocalityViT keywords over the preset, e.g. `{embed_dim: 72, drop_path_rate: 0.1}`",
     "model.name": "a timm model instead: `timm:<name>` (`--model timm:<name>`)",
     "model.kwargs": "`timm.create_model` keywords of a timm model (img_size, in_chans default to the data's)",
+    "model.lpa_convert": "timm ViT / DeiT models (`model.name`): make every block's attention LPA, keeping the "
+                         "(pretrained) query/key/value weights; it computes what the ViT did until its position "
+                         "weights learn (the LocalityViT family ignores it)",
     "model.compile": "`torch.compile` the backbone (GPU runs)",
     "strategy.name": "the strategy (`--strategy`); its options are listed below",
     "evaluation.locality_probe_size": "test images of the locality probe (class-balanced, fixed by the seed)",

@@ -69,6 +69,7 @@ class ModelConfig:
     overrides: Dict[str, Any] = field(default_factory=dict)  # LocalityViT keywords (timm models: patch_size only)
     name: Optional[str] = None  # a timm model instead: "timm:<name>" (runner/model.py)
     kwargs: Dict[str, Any] = field(default_factory=dict)  # its timm.create_model keywords (timm models only)
+    lpa_convert: bool = False  # timm ViTs only: their attention made LPA, keeping the (pretrained) weights
     compile: bool = False  # torch.compile the backbone (GPU runs)
 
 

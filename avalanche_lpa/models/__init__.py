@@ -14,6 +14,7 @@ from .attention_adapters import (
 )
 from .dytox import DyTox, DyToxBackbone, dytox_keywords
 from .heads import HEAD_TYPES, BackboneWithHead, ExperienceHead, GrowingClassifier, PerExperienceHeads, TaskTokenHeads, build_head
+from .lpa_convert import PrefixLPAttention, convert_to_lpa, lpa_from_timm_attention
 from .locality_vit import LocalityViT, LocalityViTBackbone, LPAViT, model_keywords
 from .presets import ATTN_TYPES, PRESET_DATASETS, PRESETS, dytox_model_name, model_name
 from .timm_classifier import TIMM_PREFIX, TimmClassifier, timm_classifier, timm_model_name
@@ -34,14 +35,17 @@ __all__ = [
     "PRESETS",
     "PRESET_DATASETS",
     "PerExperienceHeads",
+    "PrefixLPAttention",
     "TIMM_PREFIX",
     "TaskTokenHeads",
     "TimmClassifier",
     "attention_adapters",
     "attention_sites",
     "build_head",
+    "convert_to_lpa",
     "dytox_keywords",
     "dytox_model_name",
+    "lpa_from_timm_attention",
     "model_keywords",
     "model_name",
     "patch_attention",

@@ -23,6 +23,7 @@ from ..models import (
     PRESETS,
     TimmClassifier,
     attention_sites,
+    convert_to_lpa,
     record_attention_maps,
     restored_modes,
     supported_attention_classes,
@@ -202,6 +203,11 @@ def build_timm_model(config: RunConfig, num_classes: Optional[int]) -> TimmClass
             f"model.name {spec}: timm.create_model({name!r}, {shown}) failed ({one_line(error, 300, kind=True)}); fix model.kwargs "
             "(a null value drops a keyword the model does not take)"
         ) from None
+    if config.model.lpa_convert:
+        try:
+            convert_to_lpa(model)
+        except ValueError as error:
+            raise ConfigError(f"model.lpa_convert with {spec}: {one_line(error)}") from None
     check_timm_input(model, input_shape(config.data), spec)
     if config.model.compile:
         model.backbone.compile()  # in place, as for LocalityViT: state-dict keys stay as they are
