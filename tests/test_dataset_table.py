@@ -18,7 +18,8 @@ def test_every_entry_is_complete_and_consistent(name):
     info = DATASETS[name]
     channels, height, width = info.input_shape
     assert info.name == name and info.title and callable(info.loader)
-    assert info.classes(5) > 0 and len(info.mean) == len(info.std) == channels
+    assert (info.classes(5) or 0) > 0 or info.measure_shape is not None  # an image folder counts its own
+    assert len(info.mean) == len(info.std) == channels
     assert height % info.patch_size == 0 and width % info.patch_size == 0
     if info.files or info.avalanche_name:  # a dataset of files has its default root under Avalanche's location
         assert info.files and info.avalanche_name
@@ -34,11 +35,13 @@ def test_an_inconsistent_entry_is_refused_when_made():
         replace(good, mean=(0.5,))
     with pytest.raises(ValueError, match="exactly one of num_classes and classes_per_experience"):
         replace(good, classes_per_experience=2)
+    with pytest.raises(ValueError, match="files decide its classes .* gives no class count"):
+        replace(good, measure_shape=lambda **options: (3, 32, 32))
 
 
 def test_an_unknown_dataset_is_one_line_naming_the_known_ones():
     with pytest.raises(ValueError, match=r"^unknown dataset 'svhn'; valid: cifar100, fashion_mnist, imagenet100, "
-                                         r"synthetic$"):
+                                         r"folder, synthetic$"):
         dataset_info("svhn")
     with pytest.raises(ConfigError, match=r"^data.dataset: unknown dataset 'svhn'; valid: cifar100, [a-z0-9_, ]+$"):
         load_config(None, ["data.dataset=svhn"])

@@ -48,6 +48,11 @@ CONFIG_HELP: Dict[str, str] = {
     "data.synthetic.train_per_class": "synthetic images: training images per class",
     "data.synthetic.test_per_class": "synthetic images: test images per class",
     "data.synthetic.noise": "synthetic images: noise around each class's pattern",
+    "data.folder.img_size": "image folder: side the images are brought to (null: the shorter side of the most "
+                            "common training image size, computed once and cached in the root)",
+    "data.folder.in_chans": "image folder: 1 (grey) or 3 (RGB)",
+    "data.folder.mean": "image folder: per-channel normalisation mean (null: the training images')",
+    "data.folder.std": "image folder: per-channel standard deviation (null: the training images')",
     "model.attn_type": "`lpa`, `gpsa` or `mhsa` (`--model`)",
     "model.preset": "`cifar`, `imagenet` or `tiny` (sizes of the LocalityViT family)",
     "model.head": "`incremental` (Avalanche's growing head) or `per_experience` (the authors' heads)",

@@ -22,7 +22,7 @@ from ..data import dataset_info
 from ..training.options import StrategyOptions, plain_values
 
 __all__ = [
-    "CheckpointConfig", "DataConfig", "EvaluationConfig", "ModelConfig", "OutputConfig", "RunConfig",
+    "CheckpointConfig", "DataConfig", "EvaluationConfig", "FolderData", "ModelConfig", "OutputConfig", "RunConfig",
     "SyntheticData", "field_types", "schema_defaults",
 ]
 
@@ -38,6 +38,17 @@ class SyntheticData:
     train_per_class: int = 32
     test_per_class: int = 16
     noise: float = 0.5
+
+
+@dataclass(frozen=True)
+class FolderData:
+    """Images of the ``folder`` dataset (``data.root``: ``train/<class>/*``, ``test/<class>/*``); ``null``: from
+    the training images, computed once and cached beside them."""
+
+    img_size: Optional[int] = None
+    in_chans: int = 3  # 1: grey, 3: RGB
+    mean: Optional[List[float]] = None
+    std: Optional[List[float]] = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,7 @@ class DataConfig:
     max_test_per_class: Optional[int] = None
     num_workers: int = 0
     synthetic: SyntheticData = field(default_factory=SyntheticData)
+    folder: FolderData = field(default_factory=FolderData)
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,12 @@ from .datasets import (
     split_imagenet100,
     split_torchvision,
 )
+from .folder import STATS_FILE, folder_shape, folder_statistics, scan_image_folder, split_folder
 from .integrity import check_files, read_image
 from .registry import DATASETS, DatasetInfo, dataset_info, register_dataset
 from .splits import (
     TargetTensorDataset,
+    check_class_split,
     class_incremental_split,
     classic_split,
     split_synthetic,
@@ -42,6 +44,12 @@ from .transforms import (
 )
 
 __all__ = [
+    "STATS_FILE",
+    "check_class_split",
+    "folder_shape",
+    "folder_statistics",
+    "scan_image_folder",
+    "split_folder",
     "AUTHORS_AUTO_AUGMENT",
     "AVALANCHE_DATASET_NAMES",
     "CIFAR100_MEAN",

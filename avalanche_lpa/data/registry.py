@@ -31,8 +31,11 @@ class DatasetInfo:
         loader: builds the benchmark, called as ``loader(n_experiences=, class_order=, seed=, **options)``.
         options: the ``data`` config keys passed on to the loader as keywords (a section, such as
             ``data.synthetic``, as its keys).
-        num_classes: classes of the benchmark (``None``: ``classes_per_experience`` per experience).
+        num_classes: classes of the benchmark (``None``: ``classes_per_experience`` per experience, or counted by
+            the loader, ``measure_shape``).
         classes_per_experience: classes each experience adds, for a benchmark of no fixed size.
+        measure_shape: for a dataset whose files decide its classes and image shape (an image folder): returns
+            ``(channels, height, width)`` from the loader's keywords; its loader checks the split.
         avalanche_name: its folder under Avalanche's ``default_dataset_location`` (the default data root).
         folder: where its files sit below the data root.
         files: the files (or folders) its loader needs in ``folder``.
@@ -63,13 +66,17 @@ class DatasetInfo:
     gzipped: bool = False
     manual: str = ""
     crop_padding: int = 4
+    measure_shape: Optional[Callable[..., Tuple[int, int, int]]] = None
 
     def __post_init__(self) -> None:
         channels, height, width = self.input_shape
         problems = []
-        if (self.num_classes is None) == (self.classes_per_experience is None):
+        if self.measure_shape is not None:
+            if self.num_classes is not None or self.classes_per_experience is not None:
+                problems.append("a dataset whose files decide its classes (measure_shape) gives no class count")
+        elif (self.num_classes is None) == (self.classes_per_experience is None):
             problems.append("give exactly one of num_classes and classes_per_experience")
-        if (self.num_classes or self.classes_per_experience or 0) < 1 and not problems:
+        if self.measure_shape is None and (self.num_classes or self.classes_per_experience or 0) < 1 and not problems:
             problems.append("its classes must be at least 1")
         if not len(self.mean) == len(self.std) == channels:
             problems.append(f"mean and std need one value per channel ({channels})")
@@ -78,9 +85,11 @@ class DatasetInfo:
         if problems:
             raise ValueError(f"dataset {self.name!r}: {'; '.join(problems)}")
 
-    def classes(self, n_experiences: int) -> int:
-        """Classes of its benchmark in ``n_experiences`` experiences."""
-        return self.num_classes if self.num_classes is not None else self.classes_per_experience * n_experiences
+    def classes(self, n_experiences: int) -> Optional[int]:
+        """Classes of its benchmark in ``n_experiences`` experiences (``None``: counted by its loader)."""
+        if self.num_classes is not None:
+            return self.num_classes
+        return None if self.classes_per_experience is None else self.classes_per_experience * n_experiences
 
 
 def _package_loader(name: str) -> Callable[..., Any]:
@@ -133,6 +142,14 @@ DATASETS: Dict[str, DatasetInfo] = {
             mean=tuple(IMAGENET_DEFAULT_MEAN), std=tuple(IMAGENET_DEFAULT_STD), patch_size=16,
             loader=_package_loader("split_imagenet100"), options=_FILE_OPTIONS + ("auto_augment", "class_list"),
             avalanche_name="imagenet", files=("train", "val"),
+        ),
+        DatasetInfo(
+            # your images: <root>/train/<class>/*, <root>/test/<class>/*; data.folder gives (or the training images
+            # decide) the size and statistics, so the shape and statistics here are placeholders.
+            name="folder", title="image folder", input_shape=(3, 32, 32), mean=(0.5,) * 3, std=(0.25,) * 3,
+            patch_size=4, loader=_package_loader("split_folder"), measure_shape=_package_loader("folder_shape"),
+            options=_FILE_OPTIONS + ("auto_augment", "folder"), avalanche_name="folder", files=("train", "test"),
+            manual="put your images into {root}/train/<class>/ and {root}/test/<class>/",
         ),
         DatasetInfo(
             # in-memory class prototypes (no files); data.synthetic sets its size; pixels about standard normal.

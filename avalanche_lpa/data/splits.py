@@ -12,6 +12,8 @@ import torch
 from avalanche.benchmarks import nc_benchmark
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from ..errors import ConfigError
+
 from .registry import dataset_info
 
 __all__ = [
@@ -191,3 +193,22 @@ def classic_split(
         train, test, n_experiences, class_order, seed, initial_classes, train_transform=train_tf,
         eval_transform=eval_tf,
     )
+
+
+def check_class_split(name: str, num_classes: int, n_experiences: int, initial_classes: Optional[int] = None) -> None:
+    """Raises :class:`~avalanche_lpa.errors.ConfigError` (one line) unless ``n_experiences`` experiences split the
+    ``num_classes`` classes of dataset ``name``: equal shares, or ``initial_classes`` first and equal shares after."""
+    steps, first = n_experiences, initial_classes
+    if first is None:
+        if num_classes % steps:
+            raise ConfigError(f"data.n_experiences={steps} does not divide the {num_classes} classes of {name}")
+        return
+    if steps == 1 and first != num_classes:
+        raise ConfigError(f"data.initial_classes={first} with one experience must be all {num_classes} classes "
+                          f"of {name}; set it to null")
+    if steps > 1 and not 0 < first < num_classes:
+        raise ConfigError(f"data.initial_classes={first} must be between 1 and {num_classes - 1} (the {name} "
+                          "classes less at least one for the later experiences)")
+    if steps > 1 and (num_classes - first) % (steps - 1):
+        raise ConfigError(f"data.n_experiences={steps} after a first experience of data.initial_classes={first}: "
+                          f"{steps - 1} experiences do not divide the other {num_classes - first} classes of {name}")

@@ -6,16 +6,21 @@ import dataclasses
 from typing import Any, Dict, Tuple
 
 from ..config.schema import DataConfig
-from ..data import DatasetInfo, dataset_info
+from ..data import DatasetInfo, check_class_split, dataset_info
 from ..errors import ConfigError
 
 __all__ = ["build_benchmark", "class_mapping", "input_shape", "loader_options"]
 
 
 def class_mapping(benchmark: Any) -> Dict[str, Any]:
-    """Class order (original ids, arrival order) and the original-id -> label mapping of a benchmark."""
+    """Class order (original ids, arrival order), the original-id -> label mapping of a benchmark and, for an image
+    folder, the class names in arrival order."""
     order = [int(c) for c in benchmark.classes_order_original_ids]
-    return {"class_order": order, "label_of_original_class": {str(c): i for i, c in enumerate(order)}}
+    mapping: Dict[str, Any] = {"class_order": order, "label_of_original_class": {str(c): i for i, c in enumerate(order)}}
+    names = getattr(benchmark, "class_names", None)  # an image folder's class folders, by original id
+    if names is not None:
+        mapping["class_names_in_arrival_order"] = [names[c] for c in order]
+    return mapping
 
 
 def loader_options(info: DatasetInfo, data: DataConfig) -> Dict[str, Any]:
@@ -36,6 +41,8 @@ def input_shape(data: DataConfig) -> Tuple[int, int, int]:
     unless the loader is told another size (``data.synthetic``: ``in_chans``, ``img_size``)."""
     info = dataset_info(data.dataset)
     options = loader_options(info, data)
+    if info.measure_shape is not None:  # the files decide (an image folder)
+        return info.measure_shape(**options)
     channels, height, width = info.input_shape
     if "img_size" in options:
         height = width = options["img_size"]
@@ -49,20 +56,7 @@ def _check_split(name: str, num_classes: int, data: DataConfig) -> None:
             f"data.class_order must list each of the {num_classes} {name} class ids 0..{num_classes - 1} once "
             f"(got {len(order)} ids); fix it or set it to null"
         )
-    first = data.initial_classes
-    if first is None:
-        if num_classes % steps:
-            raise ConfigError(f"data.n_experiences={steps} does not divide the {num_classes} classes of {name}")
-        return
-    if steps == 1 and first != num_classes:
-        raise ConfigError(f"data.initial_classes={first} with one experience must be all {num_classes} classes "
-                          f"of {name}; set it to null")
-    if steps > 1 and not 0 < first < num_classes:
-        raise ConfigError(f"data.initial_classes={first} must be between 1 and {num_classes - 1} (the {name} "
-                          "classes less at least one for the later experiences)")
-    if steps > 1 and (num_classes - first) % (steps - 1):
-        raise ConfigError(f"data.n_experiences={steps} after a first experience of data.initial_classes={first}: "
-                          f"{steps - 1} experiences do not divide the other {num_classes - first} classes of {name}")
+    check_class_split(name, num_classes, steps, data.initial_classes)
 
 
 def _check_options(info: DatasetInfo, data: DataConfig) -> None:
@@ -76,8 +70,9 @@ def check_split(data: DataConfig) -> None:
     (datasets named by a class list, ImageNet-100, are counted when they are loaded)."""
     info = dataset_info(data.dataset)
     _check_options(info, data)
-    if "class_list" not in loader_options(info, data):
-        _check_split(info.name, info.classes(data.n_experiences), data)
+    classes = info.classes(data.n_experiences)
+    if classes is not None and "class_list" not in loader_options(info, data):
+        _check_split(info.name, classes, data)
 
 
 def build_benchmark(data: DataConfig, seed: int, *, download: bool = True) -> Any:

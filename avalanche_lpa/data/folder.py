@@ -1,0 +1,220 @@
+"""Your own images as a class-incremental benchmark: ``data.dataset: folder``.
+
+The root holds ``train/<class>/<images>`` and ``test/<class>/<images>`` (torchvision's ``ImageFolder`` layout, the
+layout ImageNet-R, CUB-200 and most research datasets are distributed in or unpack to). Classes are numbered by
+sorted name; the run's ``classes.json`` records their names in arrival order. The image size and the per-channel
+mean and standard deviation come from ``data.folder`` or, where it leaves them ``null``, from the training images:
+computed once, while every image of the folder is decoded (so an unreadable one is named before a run starts), and
+cached beside them in ``avalanche_lpa_stats.json`` (recomputed when the files change).
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torchvision import datasets, transforms
+
+from ..errors import ConfigError
+from .integrity import DatasetNotFoundError, read_image
+from .datasets import default_data_root
+from .splits import check_class_split, class_incremental_split, subsample_per_class
+from .transforms import eval_transform, train_transform
+
+__all__ = ["STATS_FILE", "folder_shape", "folder_statistics", "scan_image_folder", "split_folder"]
+
+#: The cache of the computed image size and statistics, written into the root.
+STATS_FILE = "avalanche_lpa_stats.json"
+_SPLITS = ("train", "test")
+_LAYOUT = "train/<class>/<images> and test/<class>/<images>"
+
+
+def _images(folder: Path) -> List[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(datasets.folder.IMG_EXTENSIONS))
+
+
+def scan_image_folder(root: os.PathLike) -> Tuple[List[str], Dict[str, Dict[str, List[Path]]]]:
+    """The class names (sorted) and ``{split: {class: [image paths]}}`` of an image-folder root.
+
+    Raises:
+        DatasetNotFoundError: the root or a split is missing, train and test hold different classes, or a class
+            has no images (one line naming the folder and the fix).
+    """
+    root = Path(root).expanduser()
+    fix = f"pass --data-root (data.root) with a folder holding {_LAYOUT}"
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"image folder {root} does not exist; {fix}")
+    found: Dict[str, Dict[str, List[Path]]] = {}
+    for split in _SPLITS:
+        if not (root / split).is_dir():
+            raise DatasetNotFoundError(f"image folder {root} has no {split}/ folder; {fix}")
+        found[split] = {d.name: _images(d) for d in sorted((root / split).iterdir()) if d.is_dir()}
+        if not found[split]:
+            raise DatasetNotFoundError(f"{root / split} holds no class folders; {fix}")
+    train, test = set(found["train"]), set(found["test"])
+    if train != test:
+        only = [f"only in {split}: {', '.join(sorted(names)[:5])}" for split, names in
+                (("train", train - test), ("test", test - train)) if names]
+        raise DatasetNotFoundError(f"the train and test classes of {root} differ ({'; '.join(only)}); give both "
+                                   "splits the same class folders")
+    for split in _SPLITS:
+        for name, images in found[split].items():
+            if not images:
+                raise DatasetNotFoundError(f"class {name!r} has no images in {root / split / name}; add images "
+                                           f"({', '.join(datasets.folder.IMG_EXTENSIONS[:4])}, ...) or remove the "
+                                           "class from both splits")
+    return sorted(train), found
+
+
+def _signature(found: Dict[str, Dict[str, List[Path]]], in_chans: int) -> str:
+    digest = hashlib.sha256(f"channels={in_chans}".encode())
+    for split in _SPLITS:
+        for name, images in sorted(found[split].items()):
+            for path in images:
+                digest.update(f"{split}/{name}/{path.name}:{path.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def _mode(in_chans: int) -> str:
+    if in_chans not in (1, 3):
+        raise ValueError(f"data.folder.in_chans must be 1 (grey) or 3 (RGB), got {in_chans}")
+    return "L" if in_chans == 1 else "RGB"
+
+
+def _load(path: str, mode: str) -> Any:
+    return read_image(path).convert(mode)
+
+
+def folder_statistics(root: os.PathLike, in_chans: int = 3) -> Dict[str, Any]:
+    """Image size (the shorter side of the most common training size), per-channel mean and standard deviation of
+    the training images, computed once (every image of both splits decoded) and cached in ``<root>/STATS_FILE``.
+
+    Raises:
+        DatasetNotFoundError: as :func:`scan_image_folder`, or an image does not decode (named).
+    """
+    root = Path(root).expanduser()
+    _, found = scan_image_folder(root)
+    signature = _signature(found, in_chans)
+    cache = root / STATS_FILE
+    try:
+        cached = json.loads(cache.read_text())
+        if cached.get("signature") == signature:
+            return cached
+    except (OSError, ValueError):
+        pass
+    mode, to_tensor = _mode(in_chans), transforms.ToTensor()
+    sizes: collections.Counter = collections.Counter()
+    total = torch.zeros(in_chans, dtype=torch.float64)
+    squares = torch.zeros(in_chans, dtype=torch.float64)
+    pixels = 0
+    for split in _SPLITS:
+        for images in found[split].values():
+            for path in images:
+                image = _load(str(path), mode)
+                if split == "train":
+                    sizes[image.size] += 1
+                    x = to_tensor(image).double().flatten(1)
+                    total += x.sum(1)
+                    squares += (x * x).sum(1)
+                    pixels += x.shape[1]
+    mean = total / pixels
+    std = (squares / pixels - mean * mean).clamp_min(1e-12).sqrt()
+    (width, height), _ = sizes.most_common(1)[0]
+    stats = {"img_size": min(width, height), "mean": [round(float(v), 4) for v in mean],
+             "std": [round(float(v), 4) for v in std], "in_chans": in_chans,
+             "images": {split: sum(len(v) for v in found[split].values()) for split in _SPLITS},
+             "signature": signature}
+    try:
+        cache.write_text(json.dumps(stats, indent=1))
+    except OSError:  # a read-only dataset folder: computed again next time
+        pass
+    return stats
+
+
+def _root(root: Optional[os.PathLike]) -> Path:
+    return Path(root).expanduser() if root is not None else default_data_root("folder")
+
+
+def folder_shape(root: Optional[os.PathLike] = None, img_size: Optional[int] = None, in_chans: int = 3,
+                 **options: Any) -> Tuple[int, int, int]:
+    """``(channels, height, width)`` the loader yields: ``img_size`` or the computed one (``options``: the loader's
+    other keywords, unused)."""
+    if img_size is None:
+        img_size = folder_statistics(_root(root), in_chans)["img_size"]
+    return in_chans, img_size, img_size
+
+
+def _transforms(img_size: int, mean: Sequence[float], std: Sequence[float], augment: bool,
+                auto_augment: Optional[str]) -> Tuple[Any, Any]:
+    """Training and evaluation transforms as the table's datasets: small images (<= 32 px) resized to the size,
+    then a padded random crop and a flip; larger ones a random-resized crop and a flip (evaluation: resize and
+    centre crop, as ImageNet's)."""
+    small = img_size <= 32
+    resize = transforms.Resize((img_size, img_size), interpolation=transforms.InterpolationMode.BICUBIC)
+    evaluation = eval_transform(mean=mean, std=std, crop_size=None if small else img_size)
+    if small:
+        evaluation = transforms.Compose([resize, *evaluation.transforms])
+    if not augment:
+        return evaluation, evaluation
+    training = train_transform(img_size, padding=max(1, img_size // 8) if small else 0, auto_augment=auto_augment,
+                               mean=mean, std=std, random_resized_crop=not small)
+    if small:
+        training = transforms.Compose([resize, *training.transforms])
+    return training, evaluation
+
+
+def split_folder(
+    root: Optional[os.PathLike] = None,
+    n_experiences: int = 10,
+    class_order: Optional[Sequence[int]] = None,
+    seed: int = 1993,
+    augment: bool = True,
+    auto_augment: Optional[str] = None,
+    max_train_per_class: Optional[int] = None,
+    max_test_per_class: Optional[int] = None,
+    initial_classes: Optional[int] = None,
+    img_size: Optional[int] = None,
+    in_chans: int = 3,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+):
+    """A class-incremental benchmark over an image folder (``train/<class>/*``, ``test/<class>/*``).
+
+    Args:
+        root: the folder.
+        img_size: side the images are brought to (``None``: computed, :func:`folder_statistics`).
+        in_chans: 1 (grey) or 3 (RGB).
+        mean: per-channel normalisation mean (``None``: the training images').
+        std: per-channel standard deviation (``None``: the training images').
+
+    The other arguments are as in :func:`~avalanche_lpa.data.split_cifar100`. The benchmark's ``class_names``
+    lists the class folders by class id (sorted names).
+
+    Raises:
+        DatasetNotFoundError: see :func:`scan_image_folder` and :func:`folder_statistics` (one line).
+    """
+    root = _root(root)
+    classes, _ = scan_image_folder(root)
+    if mean is None or std is None or img_size is None:
+        stats = folder_statistics(root, in_chans)
+        img_size = img_size or stats["img_size"]
+        mean, std = mean or stats["mean"], std or stats["std"]
+    if not len(mean) == len(std) == in_chans:
+        raise ValueError(f"data.folder.mean and std need one value per channel ({in_chans})")
+    if class_order is not None and sorted(class_order) != list(range(len(classes))):
+        raise ConfigError(f"data.class_order must list each of the {len(classes)} class ids of {root} "
+                                   f"(0..{len(classes) - 1}, sorted folder names) once; fix it or set it to null")
+    check_class_split(str(root), len(classes), n_experiences, initial_classes)
+    loader = functools.partial(_load, mode=_mode(in_chans))  # picklable: checkpoints hold the datasets
+    train = subsample_per_class(datasets.ImageFolder(str(root / "train"), loader=loader), max_train_per_class, seed)
+    test = subsample_per_class(datasets.ImageFolder(str(root / "test"), loader=loader), max_test_per_class, seed)
+    training, evaluation = _transforms(img_size, mean, std, augment, auto_augment)
+    benchmark = class_incremental_split(train, test, n_experiences, class_order, seed, initial_classes,
+                                        train_transform=training, eval_transform=evaluation)
+    benchmark.class_names = classes
+    return benchmark

@@ -1,0 +1,150 @@
+"""Your own images (issue 30.1, 30.6): ``data.dataset: folder`` over ``train/<class>/*`` and ``test/<class>/*``,
+its computed and cached statistics, its one-line errors, and Split Fashion-MNIST written out as PNG folders giving
+the built-in loader's accuracy matrix."""
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from avalanche_lpa.cli import console
+from avalanche_lpa.config import load_config
+from avalanche_lpa.data import STATS_FILE, dataset_info, folder_statistics
+from avalanche_lpa.data import datasets as data_module
+from avalanche_lpa.data import folder as folder_module
+from avalanche_lpa.runner import run
+from avalanche_lpa.runner.benchmark import build_benchmark, class_mapping, input_shape
+
+from .fake_datasets import make_fake_fashion_mnist_gz
+
+CLASSES = ("cat", "dog", "emu", "fox")
+
+
+def make_image_folder(root: Path, classes=CLASSES, train=3, test=2, size=(12, 10), mode="RGB") -> Path:
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train), ("test", test)):
+        for name in classes:
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+                Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(root / split / name / f"{i}.png")
+    return root
+
+
+def folder_overrides(root, *extra):
+    return ["data.dataset=folder", f"data.root={root}", "data.n_experiences=2", "data.class_order=null",
+            "model.preset=tiny", "model.overrides={img_size: 8, in_chans: 3, patch_size: 4}", *extra]
+
+
+def test_a_folder_is_a_benchmark_with_computed_and_cached_statistics(tmp_path, monkeypatch):
+    root = make_image_folder(tmp_path / "images")
+    data = load_config(None, folder_overrides(root, "data.class_order=[3, 2, 1, 0]")).data
+    assert input_shape(data) == (3, 10, 10)  # the shorter side of the training images
+    stats = json.loads((root / STATS_FILE).read_text())
+    assert stats["img_size"] == 10 and stats["images"] == {"train": 12, "test": 8}
+    assert all(0.4 < m < 0.6 for m in stats["mean"]) and all(0.25 < s < 0.33 for s in stats["std"])  # uniform noise
+
+    def no_decoding(path):
+        raise AssertionError("the cached statistics are read, the images not decoded again")
+    monkeypatch.setattr(folder_module, "_load", no_decoding)
+    assert folder_statistics(root)["signature"] == stats["signature"]
+    monkeypatch.undo()
+
+    benchmark = build_benchmark(data, seed=0)
+    x, y, _ = benchmark.train_stream[0].dataset[0]
+    assert tuple(x.shape) == (3, 10, 10)
+    assert class_mapping(benchmark)["class_names_in_arrival_order"] == ["fox", "emu", "dog", "cat"]
+    assert sorted(int(t) for t in benchmark.train_stream[0].dataset.targets) == [0, 0, 0, 1, 1, 1]
+
+    (root / "train" / "cat" / "3.png").write_bytes((root / "train" / "cat" / "0.png").read_bytes() + b"\0")
+    assert folder_statistics(root)["images"]["train"] == 13  # files changed: computed again
+
+
+def test_grey_images_a_given_size_and_statistics_skip_the_computation(tmp_path):
+    root = make_image_folder(tmp_path / "grey", size=(8, 8), mode="L")
+    data = load_config(None, folder_overrides(
+        root, "data.folder={img_size: 16, in_chans: 1, mean: [0.5], std: [0.25]}", "data.initial_classes=2",
+        "data.n_experiences=3")).data
+    assert input_shape(data) == (1, 16, 16)
+    benchmark = build_benchmark(data, seed=0)
+    assert not (root / STATS_FILE).exists()  # nothing to compute
+    assert [len(e.classes_in_this_experience) for e in benchmark.train_stream] == [2, 1, 1]
+    assert tuple(benchmark.test_stream[0].dataset[0][0].shape) == (1, 16, 16)
+
+
+def _broken(root: Path, what: str) -> Path:
+    make_image_folder(root)
+    if what == "empty class":
+        for image in (root / "test" / "emu").iterdir():
+            image.unlink()
+    elif what == "classes differ":
+        (root / "test" / "dog").rename(root / "test" / "wolf")
+    elif what == "unreadable image":
+        (root / "test" / "fox" / "1.png").write_bytes(b"not a png")
+    elif what == "no root":
+        return root.parent / "nowhere"
+    return root
+
+
+@pytest.mark.parametrize("what, message", [
+    ("no root", "image folder .*nowhere does not exist; pass --data-root"),
+    ("empty class", "class 'emu' has no images in .*test/emu; add images"),
+    ("classes differ", "train and test classes of .* differ \\(only in train: dog; only in test: wolf\\)"),
+    ("unreadable image", "test/fox/1.png cannot be read as an image"),
+])
+def test_a_damaged_folder_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, what, message):
+    root = _broken(tmp_path / "images", what)
+    out = tmp_path / "run"
+    argv = ["--config", "fashion_mnist", "--set", "evaluation.progress_bar=false", "--output", str(out)]
+    for override in folder_overrides(root):
+        argv += ["--set", override]
+    assert console(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    assert re.search(message, err), err
+    assert not out.exists()
+
+
+def test_experiences_that_do_not_split_the_classes_are_one_line(tmp_path, capsys):
+    root = make_image_folder(tmp_path / "images")
+    argv = ["--config", "fashion_mnist", "--output", str(tmp_path / "run")]
+    for override in folder_overrides(root, "data.n_experiences=3"):
+        argv += ["--set", override]
+    assert console(argv) == 2
+    assert "data.n_experiences=3 does not divide the 4 classes of" in capsys.readouterr().err
+
+
+def _fashion_mnist_as_png_folders(raw_root: Path, folder: Path) -> None:
+    """Every image of the (fake) Fashion-MNIST files as ``<split>/<class>/<index>.png``."""
+    from torchvision.datasets import FashionMNIST
+    for split, train in (("train", True), ("test", False)):
+        dataset = FashionMNIST(str(raw_root), train=train)
+        for index, (image, label) in enumerate(dataset):
+            target = folder / split / f"class{label:02d}"
+            target.mkdir(parents=True, exist_ok=True)
+            image.save(target / f"{index:05d}.png")
+
+
+def test_fashion_mnist_as_png_folders_gives_the_built_in_loaders_accuracy_matrix(tmp_path, monkeypatch):
+    # The fake files hold each class's images together, in the order ImageFolder lists them, so both loaders see
+    # the same images in the same order; without augmentation both pipelines feed identical tensors.
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", make_fake_fashion_mnist_gz(tmp_path / "deb", 6))
+    common = ["data.n_experiences=5", "data.augment=false", "data.max_train_per_class=null",
+              "data.max_test_per_class=null", "strategy.epochs_first=1", "strategy.train_epochs=1",
+              "strategy.finetune.epochs=1", "strategy.mem_size=20", "strategy.train_mb_size=16",
+              "evaluation.locality_probe_size=16", "evaluation.progress_bar=false", "evaluation.attention_maps=0"]
+    builtin = load_config("fashion_mnist", common + [f"data.root={tmp_path / 'fm'}", f"output.dir={tmp_path / 'a'}"])
+    built_in_results = run(builtin)
+    _fashion_mnist_as_png_folders(tmp_path / "fm", tmp_path / "png")
+    info = dataset_info("fashion_mnist")
+    folder = load_config("fashion_mnist", common + [
+        "data.dataset=folder", f"data.root={tmp_path / 'png'}", f"output.dir={tmp_path / 'b'}",
+        f"data.folder={{img_size: 28, in_chans: 1, mean: {list(info.mean)}, std: {list(info.std)}}}",
+    ])
+    folder_results = run(folder)
+    assert folder_results["accuracy_matrix"] == built_in_results["accuracy_matrix"]
+    assert folder_results["locality"]["mean"] == built_in_results["locality"]["mean"]
+    names = json.loads((tmp_path / "b" / "classes.json").read_text())["class_names_in_arrival_order"]
+    assert names == [f"class{c:02d}" for c in range(10)]
