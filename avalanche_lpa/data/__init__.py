@@ -39,11 +39,15 @@ from .transforms import (
     FASHION_MNIST_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    ModelInput,
     eval_transform,
+    resized,
     train_transform,
 )
 
 __all__ = [
+    "ModelInput",
+    "resized",
     "STATS_FILE",
     "check_class_split",
     "folder_shape",

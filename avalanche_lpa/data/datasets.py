@@ -28,7 +28,7 @@ from ..errors import one_line
 from .integrity import DatasetNotFoundError, check_files, read_image
 from .registry import DATASETS, DatasetInfo, dataset_info
 from .splits import class_incremental_split, classic_split, subsample_per_class
-from .transforms import eval_transform, train_transform
+from .transforms import ModelInput, eval_transform, resized, train_transform
 
 __all__ = [
     "AVALANCHE_DATASET_NAMES",
@@ -211,6 +211,7 @@ def split_torchvision(
     download: bool = True,
     packaged: Optional[Path] = None,
     initial_classes: Optional[int] = None,
+    model_input: Optional[ModelInput] = None,
 ):
     """The class-incremental split of a torchvision dataset of the table (CIFAR-100, Fashion-MNIST), as
     Avalanche's classic benchmark of it (``SplitCIFAR100``, ``SplitFMNIST``).
@@ -229,6 +230,7 @@ def split_torchvision(
         download: download the dataset into ``root`` when it is missing there.
         packaged: a folder of the gzipped files (a system package's), tried before downloading.
         initial_classes: classes of the first experience (a B50 split: half); ``None``: equal shares.
+        model_input: bring the images to a pretrained model's size and normalisation (``None``: the table's).
     """
     info = dataset_info(dataset)
     root = _dataset_root(info, root, download, packaged)
@@ -237,6 +239,10 @@ def split_torchvision(
         auto_augment=auto_augment if augment else None, mean=info.mean, std=info.std,
     )
     eval_tf = eval_transform(mean=info.mean, std=info.std)
+    if model_input is not None:
+        native = info.input_shape[-1]
+        train_tf = resized(train_tf, model_input.size, model_input.mean, model_input.std, native)
+        eval_tf = resized(eval_tf, model_input.size, model_input.mean, model_input.std, native)
     return classic_split(
         info.benchmark, info.torchvision, str(root), n_experiences=n_experiences, class_order=class_order, seed=seed,
         max_train_per_class=max_train_per_class, max_test_per_class=max_test_per_class, train_tf=train_tf,
@@ -255,6 +261,7 @@ def split_cifar100(
     max_test_per_class: Optional[int] = None,
     download: bool = True,
     initial_classes: Optional[int] = None,
+    model_input: Optional[ModelInput] = None,
 ):
     """Split CIFAR-100 (Avalanche's ``SplitCIFAR100``) read from ``<root>/cifar-100-python``.
 
@@ -263,7 +270,7 @@ def split_cifar100(
     """
     return split_torchvision(
         "cifar100", root, n_experiences, class_order, seed, augment, auto_augment, max_train_per_class,
-        max_test_per_class, download, initial_classes=initial_classes,
+        max_test_per_class, download, initial_classes=initial_classes, model_input=model_input,
     )
 
 
@@ -277,6 +284,7 @@ def split_fashion_mnist(
     max_test_per_class: Optional[int] = None,
     download: bool = True,
     initial_classes: Optional[int] = None,
+    model_input: Optional[ModelInput] = None,
 ):
     """Split Fashion-MNIST (Avalanche's ``SplitFMNIST``; 28 px, 1 channel).
 
@@ -289,6 +297,7 @@ def split_fashion_mnist(
     return split_torchvision(
         "fashion_mnist", root, n_experiences, class_order, seed, augment, None, max_train_per_class,
         max_test_per_class, download, packaged=DEBIAN_FASHION_MNIST, initial_classes=initial_classes,
+        model_input=model_input,
     )
 
 
@@ -350,6 +359,7 @@ def split_imagenet100(
     max_train_per_class: Optional[int] = None,
     max_test_per_class: Optional[int] = None,
     initial_classes: Optional[int] = None,
+    model_input: Optional[ModelInput] = None,
 ):
     """ImageNet-100 from a local ImageNet folder (``<root>/train/<wnid>/*``, ``<root>/val/<wnid>/*``).
 
@@ -380,6 +390,8 @@ def split_imagenet100(
             stacklevel=2,
         )
     mean, std, img_size = info.mean, info.std, img_size or info.input_shape[-1]
+    if model_input is not None:  # a pretrained model's size and statistics
+        mean, std, img_size = model_input.mean, model_input.std, model_input.size
     eval_tf = eval_transform(mean=mean, std=std, crop_size=img_size)
     train_tf = (train_transform(img_size, auto_augment=auto_augment, mean=mean, std=std, random_resized_crop=True)
                 if augment else eval_tf)

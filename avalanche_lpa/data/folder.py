@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from .integrity import DatasetNotFoundError, read_image
 from .datasets import default_data_root
 from .splits import check_class_split, class_incremental_split, subsample_per_class
-from .transforms import eval_transform, train_transform
+from .transforms import ModelInput, eval_transform, train_transform
 
 __all__ = ["STATS_FILE", "folder_shape", "folder_statistics", "scan_image_folder", "split_folder"]
 
@@ -182,6 +182,7 @@ def split_folder(
     in_chans: int = 3,
     mean: Optional[Sequence[float]] = None,
     std: Optional[Sequence[float]] = None,
+    model_input: Optional[ModelInput] = None,
 ):
     """A class-incremental benchmark over an image folder (``train/<class>/*``, ``test/<class>/*``).
 
@@ -191,6 +192,7 @@ def split_folder(
         in_chans: 1 (grey) or 3 (RGB).
         mean: per-channel normalisation mean (``None``: the training images').
         std: per-channel standard deviation (``None``: the training images').
+        model_input: a pretrained model's size and statistics, instead of the three above.
 
     The other arguments are as in :func:`~avalanche_lpa.data.split_cifar100`. The benchmark's ``class_names``
     lists the class folders by class id (sorted names).
@@ -200,6 +202,8 @@ def split_folder(
     """
     root = _root(root)
     classes, _ = scan_image_folder(root)
+    if model_input is not None:
+        img_size, mean, std = model_input.size, model_input.mean, model_input.std
     if mean is None or std is None or img_size is None:
         stats = folder_statistics(root, in_chans)
         img_size = img_size or stats["img_size"]

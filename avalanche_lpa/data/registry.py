@@ -107,6 +107,9 @@ def _package_loader(name: str) -> Callable[..., Any]:
 
 # Keys of the data section that every loader of files takes.
 _FILE_OPTIONS = ("root", "augment", "max_train_per_class", "max_test_per_class", "initial_classes")
+# Loaders that can bring their images to a pretrained model's size and statistics take ``model_input`` (not a
+# config key: the runner reads it from the model).
+RESIZING = "model_input"
 _CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 
 #: The datasets by config name, in the order messages list them.
@@ -117,7 +120,7 @@ DATASETS: Dict[str, DatasetInfo] = {
             # the authors' normalisation
             name="cifar100", title="CIFAR-100", num_classes=100, input_shape=(3, 32, 32),
             mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761), patch_size=4,
-            loader=_package_loader("split_cifar100"), options=_FILE_OPTIONS + ("auto_augment", "download"),
+            loader=_package_loader("split_cifar100"), options=_FILE_OPTIONS + ("auto_augment", "download", RESIZING),
             avalanche_name="cifar100", folder="cifar-100-python", files=("train", "test", "meta"),
             torchvision=datasets.CIFAR100, benchmark=SplitCIFAR100, download_size="about 170 MB",
             manual=f"on a machine with internet download {_CIFAR100_URL}, extract it into {{root}}",
@@ -126,7 +129,7 @@ DATASETS: Dict[str, DatasetInfo] = {
             # mean and standard deviation of its training images
             name="fashion_mnist", title="Fashion-MNIST", num_classes=10, input_shape=(1, 28, 28),
             mean=(0.2860,), std=(0.3530,), patch_size=4,
-            loader=_package_loader("split_fashion_mnist"), options=_FILE_OPTIONS + ("download",),
+            loader=_package_loader("split_fashion_mnist"), options=_FILE_OPTIONS + ("download", RESIZING),
             avalanche_name="fashionmnist", folder="FashionMNIST/raw",
             files=("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                    "t10k-labels-idx1-ubyte"),
@@ -140,7 +143,7 @@ DATASETS: Dict[str, DatasetInfo] = {
             # timm's ImageNet statistics, as the authors'.
             name="imagenet100", title="ImageNet-100", num_classes=100, input_shape=(3, 224, 224),
             mean=tuple(IMAGENET_DEFAULT_MEAN), std=tuple(IMAGENET_DEFAULT_STD), patch_size=16,
-            loader=_package_loader("split_imagenet100"), options=_FILE_OPTIONS + ("auto_augment", "class_list"),
+            loader=_package_loader("split_imagenet100"), options=_FILE_OPTIONS + ("auto_augment", "class_list", RESIZING),
             avalanche_name="imagenet", files=("train", "val"),
         ),
         DatasetInfo(
@@ -148,7 +151,7 @@ DATASETS: Dict[str, DatasetInfo] = {
             # decide) the size and statistics, so the shape and statistics here are placeholders.
             name="folder", title="image folder", input_shape=(3, 32, 32), mean=(0.5,) * 3, std=(0.25,) * 3,
             patch_size=4, loader=_package_loader("split_folder"), measure_shape=_package_loader("folder_shape"),
-            options=_FILE_OPTIONS + ("auto_augment", "folder"), avalanche_name="folder", files=("train", "test"),
+            options=_FILE_OPTIONS + ("auto_augment", "folder", RESIZING), avalanche_name="folder", files=("train", "test"),
             manual="put your images into {root}/train/<class>/ and {root}/test/<class>/",
         ),
         DatasetInfo(

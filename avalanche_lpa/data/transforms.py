@@ -11,7 +11,8 @@ the authors' runs (posterize to 0 bits gives a black image; Pillow 13 would rais
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
 
 from timm.data import create_transform
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -28,6 +29,8 @@ __all__ = [
     "FASHION_MNIST_STD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "ModelInput",
+    "resized",
     "train_transform",
     "eval_transform",
 ]
@@ -125,3 +128,30 @@ def eval_transform(
             transforms.CenterCrop(img_size),
         ]
     return _finish(steps, mean, std)
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What a pretrained model wants its images as: side in pixels and per-channel normalisation (timm's
+    pretrained config: 224, and the mean / std its weights were trained with)."""
+
+    size: int
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+
+
+def resized(transform: transforms.Compose, size: int, mean: Sequence[float], std: Sequence[float],
+            native: int) -> transforms.Compose:
+    """``transform`` for images brought from ``native`` to ``size`` pixels (bicubic, first) and normalised with
+    ``mean`` / ``std``; a padded random crop's padding is scaled with the image (4 px at 32 is 28 px at 224)."""
+    steps = [transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BICUBIC)]
+    for step in transform.transforms:
+        if isinstance(step, transforms.RandomCrop):
+            padding = step.padding if isinstance(step.padding, int) else step.padding[0]
+            step = transforms.RandomCrop(size, padding=round(padding * size / native))
+        elif isinstance(step, transforms.CenterCrop):
+            step = transforms.CenterCrop(size)
+        elif isinstance(step, transforms.Normalize):
+            step = transforms.Normalize(tuple(mean), tuple(std))
+        steps.append(step)
+    return transforms.Compose(steps)

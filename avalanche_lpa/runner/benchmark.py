@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from ..config.schema import DataConfig
-from ..data import DatasetInfo, check_class_split, dataset_info
+from ..data import DatasetInfo, ModelInput, check_class_split, dataset_info
+from ..data.registry import RESIZING
 from ..errors import ConfigError
 
 __all__ = ["build_benchmark", "class_mapping", "input_shape", "loader_options"]
@@ -28,6 +29,8 @@ def loader_options(info: DatasetInfo, data: DataConfig) -> Dict[str, Any]:
     own (``data.synthetic``) as its keys."""
     options: Dict[str, Any] = {}
     for key in info.options:
+        if key == RESIZING:  # not a config key: the model's, given to build_benchmark
+            continue
         value = getattr(data, key)
         if dataclasses.is_dataclass(value):
             options.update(dataclasses.asdict(value))
@@ -75,17 +78,25 @@ def check_split(data: DataConfig) -> None:
         _check_split(info.name, classes, data)
 
 
-def build_benchmark(data: DataConfig, seed: int, *, download: bool = True) -> Any:
+def build_benchmark(data: DataConfig, seed: int, *, download: bool = True,
+                    model_input: Optional[ModelInput] = None) -> Any:
     """The benchmark a ``data`` section describes, built by its dataset's loader.
 
     Args:
         data: the config's ``data`` section.
         seed: the run's seed (the class order when none is given).
         download: allow the download ``data.download`` asks for (``False`` on the ranks that only read the data).
+        model_input: bring the images to a pretrained model's size and statistics
+            (:func:`~avalanche_lpa.runner.model.model_input`; ``None``: the dataset's own).
     """
     info = dataset_info(data.dataset)
     check_split(data)
     if not download:
         data = dataclasses.replace(data, download=False)
     options = loader_options(info, data)
+    if model_input is not None:
+        if RESIZING not in info.options:
+            raise ConfigError(f"the {info.title} loader cannot bring its images to a pretrained model's "
+                              f"{model_input.size} px; use a dataset of image files or model.kwargs.pretrained: false")
+        options[RESIZING] = model_input
     return info.loader(n_experiences=data.n_experiences, class_order=data.class_order, seed=seed, **options)

@@ -33,7 +33,7 @@ from ..report import (
 )
 from .benchmark import build_benchmark
 from .folder import output_dir, run_name
-from .model import model_slug
+from .model import model_input, model_slug
 from .runs import run
 
 __all__ = ["compare", "joint_config", "run_joint"]
@@ -61,7 +61,7 @@ def run_joint(config: Any, incremental: Dict[str, Any], *, overwrite: bool = Fal
     config = validate(config)
     milestones = incremental["train_iterations"]
     one = updated(config, {"data.n_experiences": 1, "data.initial_classes": None})
-    benchmark = build_benchmark(one.data, config.seed)
+    benchmark = build_benchmark(one.data, config.seed, model_input=model_input(config))
     probe, _ = draw_probe(benchmark.test_stream, config.evaluation.locality_probe_size, config.seed)
     joint = joint_config(config, milestones[-1], len(benchmark.train_stream[0].dataset))
     tracker = LocalityAtIterations(probe, milestones)

@@ -7,7 +7,10 @@ under the config's head (``model.head``; a fixed linear head where the strategy'
 image size and channels come from the dataset, the patch size from the config (``model.overrides.patch_size``, else
 the preset's), so a timm model sees the same patch grid as the LocalityViT models it is compared with;
 ``model.kwargs`` overrides any of them, and a ``null`` value drops one that a model does not take.
-``pretrained: true`` in ``model.kwargs`` loads timm's weights (a download); nothing is downloaded otherwise.
+``pretrained: true`` in ``model.kwargs`` loads timm's weights (from timm's cache, downloaded there on first use;
+``pretrained_cfg_overlay: {file: <path>}`` reads a local file); the model then keeps its own input size and patch,
+and the data pipeline brings the images to its size and normalisation (:func:`model_input`: a CIFAR image goes to
+224 px for a ViT-B/16). Nothing is downloaded otherwise.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import timm
 import torch
 
 from ..config.schema import RunConfig
+from ..data import ModelInput
 from ..errors import ConfigError, one_line
 from ..models import (
     PRESETS,
@@ -34,7 +38,7 @@ from ..training import strategy_entry
 from .benchmark import input_shape
 
 __all__ = [
-    "build_model", "build_timm_model", "check_timm_input", "load_model_file", "model_label", "model_slug",
+    "build_model", "build_timm_model", "check_timm_input", "load_model_file", "model_input", "model_label", "model_slug",
     "parameter_count", "resolve_device", "timm_kwargs",
 ]
 
@@ -54,15 +58,43 @@ def model_slug(config: RunConfig) -> str:
     return model.name.replace(":", "-", 1) if model.name else model.attn_type
 
 
+def _pretrained(config: RunConfig) -> bool:
+    return bool(config.model.name) and bool((config.model.kwargs or {}).get("pretrained"))
+
+
 def timm_kwargs(config: RunConfig) -> Dict[str, Any]:
     """The keywords for ``timm.create_model``: the data's image size and channels, the config's patch size,
-    then ``model.kwargs`` (a ``None`` value drops that keyword)."""
+    then ``model.kwargs`` (a ``None`` value drops that keyword). A pretrained model keeps its own image size and
+    patch (the data is brought to them, :func:`model_input`); only the channels are the data's."""
     channels, height, width = input_shape(config.data)
     model = config.model
     patch = model.overrides.get("patch_size", PRESETS[model.preset]["patch_size"])
     defaults = {"img_size": height if height == width else (height, width), "in_chans": channels, "patch_size": patch}
+    if _pretrained(config):
+        defaults = {"in_chans": channels}
     merged = {**defaults, **(model.kwargs or {})}
     return {key: value for key, value in merged.items() if value is not None}
+
+
+def model_input(config: RunConfig) -> Optional[ModelInput]:
+    """The size and normalisation a pretrained timm model wants (timm's pretrained config of ``model.name``, its
+    size overridden by ``model.kwargs.img_size``), which the data pipeline brings the images to; ``None`` for a model
+    trained from scratch (the data's own). Grey images are normalised with the mean of its channel statistics."""
+    if not _pretrained(config):
+        return None
+    spec = config.model.name
+    try:
+        pretrained = timm.models.get_pretrained_cfg(timm_model_name(spec))
+    except ValueError as error:
+        raise ConfigError(f"model.name: {error}") from None
+    if pretrained is None:
+        raise ConfigError(f"model.name {spec}: timm has no pretrained weights for it; drop model.kwargs.pretrained")
+    size = config.model.kwargs.get("img_size") or pretrained.input_size[-1]
+    size = size[-1] if isinstance(size, (tuple, list)) else size
+    mean, std = tuple(pretrained.mean), tuple(pretrained.std)
+    if input_shape(config.data)[0] == 1:  # grey images into a model of RGB statistics
+        mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
+    return ModelInput(int(size), mean, std)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -208,7 +240,9 @@ def build_timm_model(config: RunConfig, num_classes: Optional[int]) -> TimmClass
             convert_to_lpa(model)
         except ValueError as error:
             raise ConfigError(f"model.lpa_convert with {spec}: {one_line(error)}") from None
-    check_timm_input(model, input_shape(config.data), spec)
+    shape = input_shape(config.data)
+    wanted = model_input(config)
+    check_timm_input(model, shape if wanted is None else (shape[0], wanted.size, wanted.size), spec)
     if config.model.compile:
         model.backbone.compile()  # in place, as for LocalityViT: state-dict keys stay as they are
     return model

@@ -60,7 +60,7 @@ from .folder import (
 )
 from .loggers import close_loggers, evaluator, flush_logs, log_line, make_loggers
 from .midway import Preempted, StopRequest, checkpoint_plugin, continue_experience, preempted_message
-from .model import build_model, load_model_file, resolve_device
+from .model import build_model, load_model_file, model_input, resolve_device
 from .outputs import run_results, write_attention_maps, write_json, write_outputs
 from .resume import (
     check_checkpoint_config,
@@ -138,7 +138,8 @@ class Run:
         # Rank 0 downloads / unpacks / checks the data first; the others only read it (concurrent downloads into
         # one folder would corrupt it; on several nodes without a shared filesystem the data must be on each).
         with DistributedHelper.main_process_first():
-            self.benchmark = build_benchmark(config.data, config.seed, download=self.info.is_main)
+            self.benchmark = build_benchmark(config.data, config.seed, download=self.info.is_main,
+                                             model_input=model_input(config))
         self.model = build_model(config, self.benchmark.n_classes)
         hint = f"{divergence_hint(config.strategy, prefix='strategy.')}, and start the run again with --overwrite"
         guard = [DivergenceGuardPlugin(hint=hint)] if self.divergence_guard else []
@@ -342,7 +343,7 @@ class Run:
         check_not_locked(folder)
         with each_deprecation_once(), RunFolderLock(folder):
             RNGManager.set_random_seeds(config.seed)
-            self.benchmark = build_benchmark(config.data, config.seed)
+            self.benchmark = build_benchmark(config.data, config.seed, model_input=model_input(config))
             self.model = build_model(config, self.benchmark.n_classes)
             load_model_file(self.model, folder / "model.pt")
             # The console and the loggers that keep curves; log.txt and W&B belong to the training run.
