@@ -90,7 +90,7 @@ def _broken(root: Path, what: str) -> Path:
 
 @pytest.mark.parametrize("what, message", [
     ("no root", "image folder .*nowhere does not exist; pass --data-root"),
-    ("empty class", "class 'emu' has no images in .*test/emu; add images"),
+    ("empty class", "class 'emu' has no test images in .*test/emu; add images"),
     ("classes differ", "train and test classes of .* differ \\(only in train: dog; only in test: wolf\\)"),
     ("unreadable image", "test/fox/1.png cannot be read as an image"),
 ])
@@ -148,3 +148,39 @@ def test_fashion_mnist_as_png_folders_gives_the_built_in_loaders_accuracy_matrix
     assert folder_results["locality"]["mean"] == built_in_results["locality"]["mean"]
     names = json.loads((tmp_path / "b" / "classes.json").read_text())["class_names_in_arrival_order"]
     assert names == [f"class{c:02d}" for c in range(10)]
+
+
+def test_cub_and_imagenet_r_as_they_are_distributed(tmp_path):
+    # CUB-200-2011: images/<class>/*, images.txt (id path), train_test_split.txt (id 1|0)
+    cub = make_image_folder(tmp_path / "cub_src", classes=("001.Albatross", "002.Auklet"), train=3, test=0)
+    (tmp_path / "cub" / "images").mkdir(parents=True)
+    lines, split = [], []
+    for n, path in enumerate(sorted((cub / "train").glob("*/*.png")), start=1):
+        target = tmp_path / "cub" / "images" / path.parent.name / path.name
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes(path.read_bytes())
+        lines.append(f"{n} {path.parent.name}/{path.name}")
+        split.append(f"{n} {0 if path.name == '0.png' else 1}")
+    (tmp_path / "cub" / "images.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "cub" / "train_test_split.txt").write_text("\n".join(split) + "\n")
+    data = load_config(None, folder_overrides(tmp_path / "cub")).data
+    benchmark = build_benchmark(data, seed=0)
+    assert [len(e.dataset) for e in benchmark.train_stream] == [2, 2]
+    assert [len(e.dataset) for e in benchmark.test_stream] == [1, 1]
+    assert sorted(class_mapping(benchmark)["class_names_in_arrival_order"]) == ["001.Albatross", "002.Auklet"]
+
+    # ImageNet-R: <class>/* alone, a fixed 20% of each class for testing, the same for every run seed
+    flat = make_image_folder(tmp_path / "r_src", classes=("n01443537", "n01484850"), train=10, test=0)
+    (tmp_path / "imagenet-r").mkdir()
+    for folder in sorted((flat / "train").iterdir()):
+        folder.rename(tmp_path / "imagenet-r" / folder.name)
+    with pytest.raises(Exception, match="set data.folder.test_fraction"):
+        build_benchmark(load_config(None, folder_overrides(tmp_path / "imagenet-r")).data, seed=0)
+    data = load_config(None, folder_overrides(tmp_path / "imagenet-r", "data.folder={test_fraction: 0.2}")).data
+    for seed in (0, 1):  # the run seed changes the class order, not which images are for testing
+        benchmark = build_benchmark(data, seed=seed)
+        assert [len(e.dataset) for e in benchmark.test_stream] == [2, 2]
+        assert [len(e.dataset) for e in benchmark.train_stream] == [8, 8]
+    test_images = {name: [p.name for p in paths] for name, paths in
+                   folder_module.scan_image_folder(tmp_path / "imagenet-r", 0.2)[1]["test"].items()}
+    assert all(len(names) == 2 for names in test_images.values())

@@ -53,6 +53,9 @@ CONFIG_HELP: Dict[str, str] = {
     "data.folder.in_chans": "image folder: 1 (grey) or 3 (RGB)",
     "data.folder.mean": "image folder: per-channel normalisation mean (null: the training images')",
     "data.folder.std": "image folder: per-channel standard deviation (null: the training images')",
+    "data.folder.test_fraction": "image folder of class folders alone (ImageNet-R as distributed): the share of "
+                                 "each class kept for testing, a fixed draw (e.g. 0.2); null: train/ and test/ "
+                                 "folders or CUB's split files",
     "model.attn_type": "`lpa`, `gpsa` or `mhsa` (`--model`)",
     "model.preset": "`cifar`, `imagenet` or `tiny` (sizes of the LocalityViT family)",
     "model.head": "`incremental` (Avalanche's growing head) or `per_experience` (the authors' heads)",

@@ -49,6 +49,7 @@ class FolderData:
     in_chans: int = 3  # 1: grey, 3: RGB
     mean: Optional[List[float]] = None
     std: Optional[List[float]] = None
+    test_fraction: Optional[float] = None  # a root of class folders alone: each class's share kept for testing
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Your own images as a class-incremental benchmark: ``data.dataset: folder``.
 
-The root holds ``train/<class>/<images>`` and ``test/<class>/<images>`` (torchvision's ``ImageFolder`` layout, the
-layout ImageNet-R, CUB-200 and most research datasets are distributed in or unpack to). Classes are numbered by
+The root holds ``train/<class>/<images>`` and ``test/<class>/<images>`` (torchvision's ``ImageFolder`` layout), or
+CUB-200-2011 as distributed (``images/<class>/*`` with ``images.txt`` and ``train_test_split.txt``), or class
+folders alone (ImageNet-R as distributed) split by ``data.folder.test_fraction``. Classes are numbered by
 sorted name; the run's ``classes.json`` records their names in arrival order. The image size and the per-channel
 mean and standard deviation come from ``data.folder`` or, where it leaves them ``null``, from the training images:
 computed once, while every image of the folder is decoded (so an unreadable one is named before a run starts), and
@@ -38,24 +39,79 @@ def _images(folder: Path) -> List[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(datasets.folder.IMG_EXTENSIONS))
 
 
-def scan_image_folder(root: os.PathLike) -> Tuple[List[str], Dict[str, Dict[str, List[Path]]]]:
-    """The class names (sorted) and ``{split: {class: [image paths]}}`` of an image-folder root.
+def _two_folders(root: Path, fix: str) -> Dict[str, Dict[str, List[Path]]]:
+    found = {}
+    for split in _SPLITS:
+        found[split] = {d.name: _images(d) for d in sorted((root / split).iterdir()) if d.is_dir()}
+        if not found[split]:
+            raise DatasetNotFoundError(f"{root / split} holds no class folders; {fix}")
+    return found
+
+
+def _cub_layout(root: Path) -> Dict[str, Dict[str, List[Path]]]:
+    """CUB-200-2011 as distributed: ``images/<class>/*``, ``images.txt`` (id, path), ``train_test_split.txt``
+    (id, 1 for training)."""
+    try:
+        paths = dict(line.split(maxsplit=1) for line in (root / "images.txt").read_text().splitlines() if line.strip())
+        training = dict(line.split() for line in (root / "train_test_split.txt").read_text().splitlines() if line.strip())
+    except ValueError:
+        raise DatasetNotFoundError(f"{root}/images.txt or train_test_split.txt is not CUB's '<id> <value>' lines; "
+                                   "restore them from the CUB_200_2011 archive") from None
+    found: Dict[str, Dict[str, List[Path]]] = {split: {} for split in _SPLITS}
+    for image_id, relative in sorted(paths.items(), key=lambda item: item[1]):
+        if image_id not in training:
+            raise DatasetNotFoundError(f"image {image_id} ({relative}) of {root}/images.txt is not in "
+                                       "train_test_split.txt; restore it from the CUB_200_2011 archive")
+        path = root / "images" / relative.strip()
+        split = "train" if training[image_id] == "1" else "test"
+        found[split].setdefault(path.parent.name, []).append(path)
+    missing = [p for images in found["train"].values() for p in images if not p.is_file()][:1]
+    if missing:
+        raise DatasetNotFoundError(f"{missing[0]} is listed in {root}/images.txt but missing; restore it")
+    return found
+
+
+def _one_folder(root: Path, test_fraction: float, fix: str) -> Dict[str, Dict[str, List[Path]]]:
+    """``<class>/*`` split per class: a fixed permutation (seed 0, the same test set for every run seed), its first
+    ``round(n * test_fraction)`` images for testing (ImageNet-R's 80 / 20 split of the CIL literature)."""
+    if not 0 < test_fraction < 1:
+        raise ConfigError(f"data.folder.test_fraction={test_fraction} must be between 0 and 1 (e.g. 0.2)")
+    found: Dict[str, Dict[str, List[Path]]] = {split: {} for split in _SPLITS}
+    for folder in sorted(d for d in root.iterdir() if d.is_dir()):
+        images = _images(folder)
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0)).tolist()
+        cut = max(1, round(len(images) * test_fraction)) if images else 0
+        found["test"][folder.name] = sorted(images[i] for i in order[:cut])
+        found["train"][folder.name] = sorted(images[i] for i in order[cut:])
+    if not found["train"]:
+        raise DatasetNotFoundError(f"{root} holds no class folders; {fix}")
+    return found
+
+
+def scan_image_folder(root: os.PathLike, test_fraction: Optional[float] = None
+                      ) -> Tuple[List[str], Dict[str, Dict[str, List[Path]]]]:
+    """The class names (sorted) and ``{split: {class: [image paths]}}`` of an image-folder root, in one of three
+    layouts: ``train/<class>/*`` and ``test/<class>/*``; CUB-200-2011's (``images/``, ``images.txt``,
+    ``train_test_split.txt``); or ``<class>/*`` split by ``test_fraction`` (ImageNet-R).
 
     Raises:
-        DatasetNotFoundError: the root or a split is missing, train and test hold different classes, or a class
-            has no images (one line naming the folder and the fix).
+        DatasetNotFoundError: the root is missing or in none of the layouts, train and test hold different
+            classes, or a class has no images (one line naming the folder and the fix).
     """
     root = Path(root).expanduser()
     fix = f"pass --data-root (data.root) with a folder holding {_LAYOUT}"
     if not root.is_dir():
         raise DatasetNotFoundError(f"image folder {root} does not exist; {fix}")
-    found: Dict[str, Dict[str, List[Path]]] = {}
-    for split in _SPLITS:
-        if not (root / split).is_dir():
-            raise DatasetNotFoundError(f"image folder {root} has no {split}/ folder; {fix}")
-        found[split] = {d.name: _images(d) for d in sorted((root / split).iterdir()) if d.is_dir()}
-        if not found[split]:
-            raise DatasetNotFoundError(f"{root / split} holds no class folders; {fix}")
+    if all((root / split).is_dir() for split in _SPLITS):
+        found = _two_folders(root, fix)
+    elif (root / "images.txt").is_file() and (root / "train_test_split.txt").is_file():
+        found = _cub_layout(root)
+    elif test_fraction is not None:
+        found = _one_folder(root, test_fraction, fix)
+    else:
+        raise DatasetNotFoundError(
+            f"image folder {root} has neither train/ and test/ class folders nor CUB's images.txt and "
+            f"train_test_split.txt; {fix}, or set data.folder.test_fraction (e.g. 0.2) to split its class folders")
     train, test = set(found["train"]), set(found["test"])
     if train != test:
         only = [f"only in {split}: {', '.join(sorted(names)[:5])}" for split, names in
@@ -65,10 +121,27 @@ def scan_image_folder(root: os.PathLike) -> Tuple[List[str], Dict[str, Dict[str,
     for split in _SPLITS:
         for name, images in found[split].items():
             if not images:
-                raise DatasetNotFoundError(f"class {name!r} has no images in {root / split / name}; add images "
+                where = root / split / name if (root / split).is_dir() else root / name
+                raise DatasetNotFoundError(f"class {name!r} has no {split} images in {where}; add images "
                                            f"({', '.join(datasets.folder.IMG_EXTENSIONS[:4])}, ...) or remove the "
                                            "class from both splits")
     return sorted(train), found
+
+
+class _ImageList(torch.utils.data.Dataset):
+    """Images listed by path with their class ids (``targets``), read by ``loader``; Avalanche adds the transforms."""
+
+    def __init__(self, samples: List[Tuple[str, int]], loader: Any) -> None:
+        self.samples = samples
+        self.targets = [target for _, target in samples]
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Tuple[Any, int]:
+        path, target = self.samples[index]
+        return self.loader(path), target
 
 
 def _signature(found: Dict[str, Dict[str, List[Path]]], in_chans: int) -> str:
@@ -90,7 +163,7 @@ def _load(path: str, mode: str) -> Any:
     return read_image(path).convert(mode)
 
 
-def folder_statistics(root: os.PathLike, in_chans: int = 3) -> Dict[str, Any]:
+def folder_statistics(root: os.PathLike, in_chans: int = 3, test_fraction: Optional[float] = None) -> Dict[str, Any]:
     """Image size (the shorter side of the most common training size), per-channel mean and standard deviation of
     the training images, computed once (every image of both splits decoded) and cached in ``<root>/STATS_FILE``.
 
@@ -98,7 +171,7 @@ def folder_statistics(root: os.PathLike, in_chans: int = 3) -> Dict[str, Any]:
         DatasetNotFoundError: as :func:`scan_image_folder`, or an image does not decode (named).
     """
     root = Path(root).expanduser()
-    _, found = scan_image_folder(root)
+    _, found = scan_image_folder(root, test_fraction)
     signature = _signature(found, in_chans)
     cache = root / STATS_FILE
     try:
@@ -141,11 +214,11 @@ def _root(root: Optional[os.PathLike]) -> Path:
 
 
 def folder_shape(root: Optional[os.PathLike] = None, img_size: Optional[int] = None, in_chans: int = 3,
-                 **options: Any) -> Tuple[int, int, int]:
+                 test_fraction: Optional[float] = None, **options: Any) -> Tuple[int, int, int]:
     """``(channels, height, width)`` the loader yields: ``img_size`` or the computed one (``options``: the loader's
     other keywords, unused)."""
     if img_size is None:
-        img_size = folder_statistics(_root(root), in_chans)["img_size"]
+        img_size = folder_statistics(_root(root), in_chans, test_fraction)["img_size"]
     return in_chans, img_size, img_size
 
 
@@ -182,6 +255,7 @@ def split_folder(
     in_chans: int = 3,
     mean: Optional[Sequence[float]] = None,
     std: Optional[Sequence[float]] = None,
+    test_fraction: Optional[float] = None,
     model_input: Optional[ModelInput] = None,
 ):
     """A class-incremental benchmark over an image folder (``train/<class>/*``, ``test/<class>/*``).
@@ -192,7 +266,8 @@ def split_folder(
         in_chans: 1 (grey) or 3 (RGB).
         mean: per-channel normalisation mean (``None``: the training images').
         std: per-channel standard deviation (``None``: the training images').
-        model_input: a pretrained model's size and statistics, instead of the three above.
+        test_fraction: for a root of class folders alone: the share of each class kept for testing.
+        model_input: a pretrained model's size and statistics, instead of ``img_size``, ``mean`` and ``std``.
 
     The other arguments are as in :func:`~avalanche_lpa.data.split_cifar100`. The benchmark's ``class_names``
     lists the class folders by class id (sorted names).
@@ -201,11 +276,11 @@ def split_folder(
         DatasetNotFoundError: see :func:`scan_image_folder` and :func:`folder_statistics` (one line).
     """
     root = _root(root)
-    classes, _ = scan_image_folder(root)
+    classes, found = scan_image_folder(root, test_fraction)
     if model_input is not None:
         img_size, mean, std = model_input.size, model_input.mean, model_input.std
     if mean is None or std is None or img_size is None:
-        stats = folder_statistics(root, in_chans)
+        stats = folder_statistics(root, in_chans, test_fraction)
         img_size = img_size or stats["img_size"]
         mean, std = mean or stats["mean"], std or stats["std"]
     if not len(mean) == len(std) == in_chans:
@@ -215,8 +290,10 @@ def split_folder(
                                    f"(0..{len(classes) - 1}, sorted folder names) once; fix it or set it to null")
     check_class_split(str(root), len(classes), n_experiences, initial_classes)
     loader = functools.partial(_load, mode=_mode(in_chans))  # picklable: checkpoints hold the datasets
-    train = subsample_per_class(datasets.ImageFolder(str(root / "train"), loader=loader), max_train_per_class, seed)
-    test = subsample_per_class(datasets.ImageFolder(str(root / "test"), loader=loader), max_test_per_class, seed)
+    lists = {split: _ImageList([(str(path), target) for target, name in enumerate(classes)
+                                for path in found[split][name]], loader) for split in _SPLITS}
+    train = subsample_per_class(lists["train"], max_train_per_class, seed)
+    test = subsample_per_class(lists["test"], max_test_per_class, seed)
     training, evaluation = _transforms(img_size, mean, std, augment, auto_augment)
     benchmark = class_incremental_split(train, test, n_experiences, class_order, seed, initial_classes,
                                         train_transform=training, eval_transform=evaluation)
