@@ -12,9 +12,9 @@ Two stages, on the `fashion_mnist` config made B50-style (a first experience of 
    each beside its joint-training control with the same iterations (``avalanche-lpa --compare``), per-layer locality
    after every experience.
 
-    python experiments/locality_study.py --output runs/locality_study --jobs 2   # both stages (~70 min on 2 cores)
-    python experiments/locality_study.py --output runs/locality_study --report   # the tables, study.json, figure
-    python experiments/locality_study.py --smoke --output /tmp/study             # the whole path in seconds
+    python experiments/studies/locality_degradation.py --output runs/locality_study --jobs 2   # both stages (~70 min on 2 cores)
+    python experiments/studies/locality_degradation.py --output runs/locality_study --report   # the tables, study.json, figure
+    python experiments/studies/locality_degradation.py --smoke --output /tmp/study             # the whole path in seconds
 
 Jobs run as separate processes of one thread each (``--jobs`` at a time); a finished job is reused when the study
 is run again (``--resume`` of the command line), so an interrupted study continues.
