@@ -65,6 +65,23 @@ def make_fake_imagenet(root: Path, wnids: Iterable[str], train_per_class: int = 
     return root
 
 
+def make_fake_cub(root: Path, classes: int = 6, per_class: int = 4, size: int = 40) -> Path:
+    """CUB-200-2011's layout: ``root/images/<NNN.Name>/*.jpg``, ``images.txt`` (id, path) and
+    ``train_test_split.txt`` (id, 1 for training: all but each class's last image); returns ``root``."""
+    rng = np.random.default_rng(0)
+    images, split = [], []
+    for c in range(1, classes + 1):
+        folder = root / "images" / f"{c:03d}.Bird_{c}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, size=(size, size + 6, 3), dtype=np.uint8)).save(folder / f"b{i}.jpg")
+            images.append(f"{len(images) + 1} {folder.name}/b{i}.jpg")
+            split.append(f"{len(split) + 1} {int(i < per_class - 1)}")
+    (root / "images.txt").write_text("\n".join(images) + "\n")
+    (root / "train_test_split.txt").write_text("\n".join(split) + "\n")
+    return root
+
+
 def _launch() -> None:
     """``python tests/fake_datasets.py SCRIPT ARGS...``: runs SCRIPT as ``__main__`` with CIFAR's md5 check off."""
     import torchvision.datasets.cifar

@@ -26,7 +26,7 @@ from avalanche_lpa.config.shipped import CONFIG_DIR
 from avalanche_lpa.data import datasets as data_module
 from avalanche_lpa.config import load_config
 
-from .fake_datasets import make_fake_cifar100, make_fake_fashion_mnist_gz, make_fake_imagenet
+from .fake_datasets import make_fake_cifar100, make_fake_cub, make_fake_fashion_mnist_gz, make_fake_imagenet
 
 # End-to-end runs (whole runs, scripts, kills and resumes): CI runs them, the inner loop (-m "not slow") does not.
 pytestmark = pytest.mark.slow
@@ -68,17 +68,30 @@ def test_every_script_has_a_shipped_default_config():
     assert set(DATASET_SCRIPTS) == {"cifar100", "fashion_mnist", "imagenet100"}
 
 
+FOLDER_CLASSES = 6  # the fake image folders' classes (ImageNet-R and CUB-200 layouts)
+
+
 def _n_experiences(n_classes: int) -> int:
     return next(steps for steps in range(3, n_classes + 1) if n_classes % steps == 0)
 
 
-def size_overrides(config: Path) -> List[str]:
-    """``--set`` flags that shrink ``config``'s sizes and nothing else."""
+def _split(config: Path) -> Dict[str, int]:
+    """The split a shrunk run of ``config`` uses: the fewest experiences of at least 3 (a B50 config keeps B50)."""
+    data = load_config(config).data
+    classes = len(data.class_order) if data.class_order is not None else FOLDER_CLASSES
+    assert data.class_order is not None or data.dataset == "folder", f"{config.name}: the sizes need data.class_order"
+    if data.initial_classes is not None:
+        return {"data.n_experiences": 1 + classes // 2, "data.initial_classes": classes // 2}
+    return {"data.n_experiences": _n_experiences(classes)}
+
+
+def size_overrides(config: Path, weights: Optional[Path] = None) -> List[str]:
+    """``--set`` flags that shrink ``config``'s sizes and nothing else (a pretrained timm model: a tiny one of the same
+    family, its weights from the local file ``weights``)."""
     loaded = load_config(config)
     data, strategy = loaded.data, loaded.strategy
-    assert data.class_order is not None, f"{config.name}: the size overrides need data.class_order"
     values = {
-        "data.n_experiences": _n_experiences(len(data.class_order)),
+        **_split(config),
         "data.max_train_per_class": 5,
         "data.max_test_per_class": 1,
         "data.num_workers": 0,
@@ -91,8 +104,10 @@ def size_overrides(config: Path) -> List[str]:
         "evaluation.locality_probe_size": 16,
         "evaluation.progress_bar": False,
     }
-    if data.dataset == "imagenet100":  # 224 px images: a 7x7 patch grid keeps the tiny model tiny
+    if data.dataset in ("imagenet100", "folder"):  # 224 px images: a 7x7 patch grid keeps the tiny model tiny
         values.update({"model.overrides.img_size": 224, "model.overrides.patch_size": 32})
+    if loaded.model.kwargs.get("pretrained"):  # the config's timm family, tiny, its weights from a local file
+        values["model.kwargs"] = {**loaded.model.kwargs, **TINY_VIT, "pretrained_cfg_overlay": {"file": str(weights)}}
     for key, value in (("epochs_first", 1), ("train_epochs", 1), ("mem_size", 40)):
         if key in strategy:
             values[f"strategy.{key}"] = value
@@ -104,27 +119,50 @@ def size_overrides(config: Path) -> List[str]:
     return flags
 
 
+TINY_VIT = {"embed_dim": 18, "depth": 1, "num_heads": 2}
+
+
 @pytest.fixture(scope="module")
 def fake_data(tmp_path_factory) -> Dict[str, Path]:
     root = tmp_path_factory.mktemp("fake-data")
+    wnids = [f"n0{i:07d}" for i in range(FOLDER_CLASSES)]
     return {
         "cifar100": make_fake_cifar100(root / "cifar", train_per_class=5, test_per_class=1),
         "fashion_mnist": make_fake_fashion_mnist_gz(root / "fmnist" / "FashionMNIST" / "raw", per_class=2).parents[1],
         "imagenet100": make_fake_imagenet(root / "imagenet", data_module.authors_imagenet100()),
+        "imagenet_r": make_fake_imagenet(root / "imagenet-r-src", wnids, train_per_class=5, val_per_class=0) / "train",
+        "cub200": make_fake_cub(root / "CUB_200_2011", FOLDER_CLASSES),
     }
 
 
-def _command(config: Path, data_root: Path, out: Path) -> List[str]:
+@pytest.fixture(scope="module")
+def timm_weights(tmp_path_factory) -> Path:
+    """Weights of the shipped pretrained configs' timm family, made tiny, as a local file (nothing downloads)."""
+    import timm
+    import torch
+    path = tmp_path_factory.mktemp("weights") / "vit_base_tiny.pth"
+    torch.save(timm.create_model("vit_base_patch16_224", **TINY_VIT).state_dict(), path)
+    return path
+
+
+def _data_root(config: Path, fake: Dict[str, Path]) -> Path:
     dataset = load_config(config).data.dataset
-    script = DEFAULTS.get(config) or DATASET_SCRIPTS[dataset]
+    if dataset == "folder":  # the layout each config's dataset is distributed in
+        return fake["cub200"] if config.name.startswith("cub200") else fake["imagenet_r"]
+    return fake[dataset]
+
+
+def _command(config: Path, data_root: Path, out: Path, weights: Optional[Path] = None) -> List[str]:
+    dataset = load_config(config).data.dataset
+    script = DEFAULTS.get(config) or DATASET_SCRIPTS.get(dataset, "avalanche-lpa")  # no script: the console
     chosen = [] if DEFAULTS.get(config) == script else ["--config", str(config)]
     return [str(script), *chosen, "--data-root", str(data_root), "--output", str(out), "--device", "cpu",
-            "--no-download", *size_overrides(config)]
+            "--no-download", *size_overrides(config, weights)]
 
 
 def _check_run(out: Path, config: Path, world_size: Optional[int] = None) -> None:
     results = json.loads((out / "results.json").read_text())
-    steps = _n_experiences(len(load_config(config).data.class_order))
+    steps = _split(config)["data.n_experiences"]
     matrix = results["accuracy_matrix"]
     assert len(matrix) == steps and all(math.isfinite(a) for row in matrix for a in row)
     assert results["config"]["strategy"]["name"] == load_config(config).strategy.name
@@ -136,17 +174,19 @@ def _check_run(out: Path, config: Path, world_size: Optional[int] = None) -> Non
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_shipped_config_runs_end_to_end(config, fake_data, tmp_path, monkeypatch, capsys):
+def test_shipped_config_runs_end_to_end(config, fake_data, timm_weights, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *args, **kwargs: True)
     # Fashion-MNIST: only the fake folder, never the Debian package that may be installed on this machine.
     monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
-    dataset = load_config(config).data.dataset
     out = tmp_path / "run"
-    argv = _command(config, fake_data[dataset], out)
-    monkeypatch.setattr("sys.argv", argv)
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(argv[0], run_name="__main__")
-    assert exit_info.value.code == 0, capsys.readouterr().err[-3000:]
+    argv = _command(config, _data_root(config, fake_data), out, timm_weights)
+    if argv[0] == "avalanche-lpa":  # a config without a script of its own: the console command
+        assert cli.console(argv[1:]) == 0, capsys.readouterr().err[-3000:]
+    else:
+        monkeypatch.setattr("sys.argv", argv)
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(argv[0], run_name="__main__")
+        assert exit_info.value.code == 0, capsys.readouterr().err[-3000:]
     _check_run(out, config)
     # the run used the config's own recipe: its augmentation policy and strategy, not a default
     assert load_config(out / "config.yaml").data.auto_augment == load_config(config).data.auto_augment
