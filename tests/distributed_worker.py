@@ -9,7 +9,7 @@ group (startup dominates the test's time):
   (a plain ``DataLoader``) with :class:`DistributedPlugin`;
 * ``control``: the ``replay`` run without the plugin, i.e. stock avalanche-lib; the test expects it to fail the
   checks the other runs pass, which shows that the checks can fail;
-* ``memory_global`` / ``memory_per_rank``: the ``lpa`` recipe with ``memory_scope`` global / per_rank: the
+* ``memory_global`` / ``memory_rank_shard``: the ``lpa`` recipe with ``memory_scope`` global / rank_shard: the
   memory each rank holds after every experience, then a checkpoint written by rank 0 and loaded by every rank.
 
 Each process writes what it observed to ``OUT_DIR/status/rank<r>.json``; rank 0 alone writes
@@ -193,7 +193,7 @@ def main() -> None:
     status["replay"] = run("replay", "replay", synthetic_benchmark(**BENCHMARK), True, out)
     status["naive_new_api"] = run("naive_new_api", "naive", new_api_benchmark(), True, out)
     status["control"] = run("control", "replay", synthetic_benchmark(**BENCHMARK), False, out)
-    for scope in ("global", "per_rank"):
+    for scope in ("global", "rank_shard"):
         status[f"memory_{scope}"] = memory_run(scope, out)
     (out / "status").mkdir(parents=True, exist_ok=True)
     (out / "status" / f"rank{info.rank}.json").write_text(json.dumps(status))

@@ -154,8 +154,8 @@ def test_control_without_the_plugin_fails_these_checks(job):
 
 
 @pytest.mark.slow
-def test_memory_scope_global_is_one_memory_and_per_rank_one_memory_per_rank(job):
-    glob, per_rank = _pair(job, "memory_global"), _pair(job, "memory_per_rank")
+def test_memory_scope_global_is_one_memory_and_rank_shard_one_memory_per_rank(job):
+    glob, per_rank = _pair(job, "memory_global"), _pair(job, "memory_rank_shard")
     for rank0, rank1 in (glob, per_rank):
         assert [len(m) for m in rank0["memories"]] == [len(m) for m in rank1["memories"]] == [8, 8]  # mem_size each
         assert rank0["accuracy_rows"] == rank1["accuracy_rows"] == 2  # both trained through 2 experiences

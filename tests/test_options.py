@@ -59,7 +59,7 @@ def test_every_option_with_no_default_has_a_type():
 def test_named_choices_list_the_names_whatever_the_wrong_value():
     with pytest.raises(ValueError, match=r"^replay_mode must be one of concat, balanced_batches, got 1$"):
         build_strategy("lpa", make_tiny(head_type="per_experience"), device="cpu", replay_mode=1)
-    with pytest.raises(ConfigError, match=r"^strategy\.memory_scope must be one of global, per_rank, got True$"):
+    with pytest.raises(ConfigError, match=r"^strategy\.memory_scope must be one of global, rank_shard, rank_augmented, got True$"):
         load_config(None, ["strategy.memory_scope=true"])
     with pytest.raises(ConfigError, match=r"^strategy\.finetune\.sampling must be one of repeated_aug, none, got 1$"):
         load_config(None, ["strategy.finetune.sampling=1"])

@@ -102,7 +102,9 @@ OPTION_HELP: Dict[str, str] = {
     "mixup": "mixup alpha (0: off; needs `loss: bce`)",
     "cutmix": "cutmix alpha (0: off; needs `loss: bce`)",
     "mem_size": "exemplars in total (the recipe: `mem_size // n_seen_classes` per class, iCaRL herding)",
-    "memory_scope": "under DDP: `global` (one memory) or `per_rank` (the authors' 2-GPU runs: one per rank)",
+    "memory_scope": "under DDP: `global` (one memory), `rank_shard` (one per rank, herded from the rank's shard: "
+                    "Douillard's DyTox runs) or `rank_augmented` (one per rank, herded from the whole experience on "
+                    "the rank's own augmentations: the LPA authors' 2-GPU runs); `per_rank` reads as `rank_shard`",
     "replay_mode": "`concat` (memory added to the experience's data) or `balanced_batches` (Avalanche's Replay)",
     "batch_size_mem": "memory part of every batch (`balanced_batches` only)",
     "herding_layer": "the module whose output herding reads",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Mapping
 
+from ..plugins.herding import OLD_SCOPE_NAMES
 from ..training import strategy_options
 from ..training.sections import DISTILLATION_NAMES, MOVED_OPTIONS
 
@@ -16,9 +17,17 @@ def upgrade_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
     Reads the logger switches of configs written before ``evaluation.loggers`` (``text_log``, ``tensorboard``), the
     flat strategy options written before the plugin sections (``lr_first``, ``lr_warmup_epochs``, ...,
     ``lpa_warmup_start``, ...: :data:`~avalanche_lpa.training.sections.MOVED_OPTIONS`) into their sections, and the
-    names ``distillation`` took (``old_samples``, ``all_samples``, ``weighted_lwf``, ``none``).
+    names ``distillation`` took (``old_samples``, ``all_samples``, ``weighted_lwf``, ``none``) and ``memory_scope``
+    took (``per_rank``: ``rank_shard``).
     """
-    return _upgrade_strategy(_upgrade_loggers(config))
+    return _upgrade_strategy(_upgrade_scope(_upgrade_loggers(config)))
+
+
+def _upgrade_scope(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    strategy = config.get("strategy")
+    if not isinstance(strategy, Mapping) or strategy.get("memory_scope") not in OLD_SCOPE_NAMES:
+        return config
+    return {**config, "strategy": {**strategy, "memory_scope": OLD_SCOPE_NAMES[strategy["memory_scope"]]}}
 
 
 def _upgrade_loggers(config: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -7,8 +7,10 @@
 """
 from __future__ import annotations
 
+import random
 from typing import TYPE_CHECKING, Any, List
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from avalanche.training.storage_policy import HerdingSelectionStrategy, ParametricBuffer, _ParametricSingleBuffer
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MEMORY_SCOPES",
+    "OLD_SCOPE_NAMES",
     "HerdingMemory",
     "ScopedHerdingSelection",
     "find_module",
@@ -33,10 +36,20 @@ __all__ = [
 ]
 
 
-#: Memory scopes under DDP: ``"global"`` (one memory, identical in every process: ``mem_size`` exemplars in all)
-#: or ``"per_rank"`` (each process herds its own ``mem_size`` from its own shard, nothing is exchanged: the LPA
-#: authors' two-GPU runs and Douillard's ``distributed_memory``, up to ``world_size x mem_size`` exemplars).
-MEMORY_SCOPES = ("global", "per_rank")
+#: Memory scopes under DDP (every scope is one memory in a single process):
+#:
+#: * ``"global"``: one memory of ``mem_size``, identical in every process, herded from the whole experience on the
+#:   eval transform (the correct accounting; the default).
+#: * ``"rank_shard"``: each process herds its own ``mem_size`` from its own shard of the experience (a seeded
+#:   permutation dealt round-robin), nothing exchanged: ``world_size x mem_size`` distinct exemplars, each chosen
+#:   from a shard. Douillard's ``distributed_memory`` (DyTox) is of this kind (his erratum reports 1-10% overlap).
+#: * ``"rank_augmented"``: each process herds its own ``mem_size`` from the whole experience, on features of its own
+#:   randomly augmented images (the training transform, a random state seeded with the run's seed and the rank):
+#:   the memories overlap, between ``mem_size`` and ``world_size x mem_size`` distinct exemplars. The LPA authors'
+#:   two-GPU runs (``main.py``, ``continual/rehearsal.py``: ``memory.add`` on the whole experience on every rank).
+MEMORY_SCOPES = ("global", "rank_shard", "rank_augmented")
+#: Scope names of earlier versions, read as today's (``per_rank`` dealt shards).
+OLD_SCOPE_NAMES = {"per_rank": "rank_shard"}
 
 
 def find_module(model: nn.Module, name: str) -> nn.Module:
@@ -75,8 +88,10 @@ class ScopedHerdingSelection(HerdingSelectionStrategy):
         self.normalize = normalize
 
     @torch.no_grad()
-    def features(self, model: nn.Module, data: "AvalancheDataset", batch_size: int, device) -> torch.Tensor:
-        """Outputs ``[len(data), D]`` of the feature layer; no hook remains on ``model`` afterwards."""
+    def features(self, model: nn.Module, data: "AvalancheDataset", batch_size: int, device,
+                 augmented: bool = False) -> torch.Tensor:
+        """Outputs ``[len(data), D]`` of the feature layer (``augmented``: of the training transform's images, else
+        the eval transform's); no hook remains on ``model`` afterwards."""
         outputs: List[torch.Tensor] = []
         handle = find_module(model, self.layer_name).register_forward_hook(
             lambda module, args, output: outputs.append(output.detach())
@@ -84,7 +99,8 @@ class ScopedHerdingSelection(HerdingSelectionStrategy):
         was_training = model.training
         model.eval()
         try:
-            data = data.eval() if hasattr(data, "eval") else data
+            if hasattr(data, "eval"):
+                data = data.train() if augmented else data.eval()
             loader = DataLoader(data, batch_size=batch_size, collate_fn=getattr(data, "collate_fn", None))
             for x, *_ in loader:
                 model(x.to(device))
@@ -103,9 +119,10 @@ class ScopedHerdingSelection(HerdingSelectionStrategy):
             )
         return features
 
-    def normalized_features(self, strategy: "SupervisedTemplate", data: "AvalancheDataset") -> torch.Tensor:
+    def normalized_features(self, strategy: "SupervisedTemplate", data: "AvalancheDataset",
+                            augmented: bool = False) -> torch.Tensor:
         """The features of ``data`` read from ``strategy.model`` (L2-normalised if ``normalize``)."""
-        features = self.features(strategy.model, data, strategy.eval_mb_size, strategy.device)
+        features = self.features(strategy.model, data, strategy.eval_mb_size, strategy.device, augmented)
         return F.normalize(features, dim=1) if self.normalize else features
 
     def make_sorted_indices(self, strategy: "SupervisedTemplate", data: "AvalancheDataset") -> List[int]:
@@ -161,11 +178,8 @@ class HerdingMemory(ParametricBuffer):
         max_size: exemplars in total.
         layer_name: submodule whose output are the ``[B, D]`` features (``"backbone"``: the CLS features).
         normalize: L2-normalise the features (iCaRL and the authors do).
-        scope: ``"global"`` (every process herds from the whole experience with the same model: one memory,
-            identical everywhere) or ``"per_rank"`` (under ``torchrun`` each process herds its own ``max_size``
-            from its shard of the experience, a permutation seeded with ``seed`` + the experience's index dealt
-            round-robin; the same as ``"global"`` in a single process). See :data:`MEMORY_SCOPES`.
-        seed: seed of the per-rank shards.
+        scope: one of :data:`MEMORY_SCOPES` (``"per_rank"``, its earlier name, is ``"rank_shard"``).
+        seed: seed of the ``rank_shard`` permutations.
     """
 
     def __init__(
@@ -173,6 +187,7 @@ class HerdingMemory(ParametricBuffer):
     ) -> None:
         if max_size < 1:
             raise ValueError(f"mem_size must be positive, got {max_size}")
+        scope = OLD_SCOPE_NAMES.get(scope, scope)
         if scope not in MEMORY_SCOPES:
             raise ValueError(f"memory_scope must be one of {', '.join(MEMORY_SCOPES)}, got {scope!r}")
         super().__init__(max_size, groupby="class", selection_strategy=ScopedHerdingSelection(layer_name, normalize))
@@ -189,13 +204,31 @@ class HerdingMemory(ParametricBuffer):
         self._add(agent, exp.dataset)
 
     def _shard(self, strategy: "SupervisedTemplate", data: "AvalancheDataset") -> "AvalancheDataset":
-        """This process's shard of ``data`` (``per_rank`` under DDP), else ``data``."""
+        """This process's shard of ``data`` (``rank_shard`` under DDP), else ``data``."""
         rank, world_size = distributed_rank()
-        if getattr(self, "scope", "global") != "per_rank" or world_size == 1:  # pickles from before scopes: global
+        scope = OLD_SCOPE_NAMES.get(getattr(self, "scope", "global"), getattr(self, "scope", "global"))  # old pickles
+        if scope != "rank_shard" or world_size == 1:
             return data
         experience = strategy.clock.train_exp_counter
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed + 100003 * experience))
         return data.subset(sorted(order[rank::world_size].tolist()))
+
+    def _features(self, strategy: "SupervisedTemplate", data: "AvalancheDataset") -> torch.Tensor:
+        """Herding features: of the eval transform, or (``rank_augmented``) of this rank's own augmentations."""
+        if getattr(self, "scope", "global") != "rank_augmented":
+            return self.selection_strategy.normalized_features(strategy, data)
+        rank, _ = distributed_rank()
+        seed = torch.initial_seed() + 1000003 * rank + 100003 * strategy.clock.train_exp_counter
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):  # the training stream's random state is left as it was
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            try:
+                return self.selection_strategy.normalized_features(strategy, data, augmented=True)
+            finally:
+                random.setstate(python_state)
+                np.random.set_state(numpy_state)
 
     def _add(self, strategy: "SupervisedTemplate", data: "AvalancheDataset") -> None:
         with timed(strategy, "memory_update"):  # also when Avalanche's ReplayPlugin calls it
@@ -212,7 +245,7 @@ class HerdingMemory(ParametricBuffer):
         for group, fresh in new_groups.items():
             if group in self.buffer_groups:
                 fresh = self.buffer_groups[group].buffer.concat(fresh)
-            order = icarl_herding_order(self.selection_strategy.normalized_features(strategy, fresh), share)
+            order = icarl_herding_order(self._features(strategy, fresh), share)
             kept = _ParametricSingleBuffer(share, self.selection_strategy)
             kept.buffer = fresh.subset(order[:share])
             self.buffer_groups[group] = kept

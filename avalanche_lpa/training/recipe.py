@@ -48,7 +48,7 @@ __all__ = [
 #: The recipe's own options, with the authors' values (``main.py``, ``cifar_raw_lpa.yaml``).
 RECIPE_OPTIONS: Dict[str, Any] = dict(
     mem_size=2000,  # exemplars in total, mem_size // n_seen_classes per class, iCaRL herding on CLS features
-    memory_scope="global",  # under DDP: "global" (one memory) | "per_rank" (the authors' 2-GPU runs: one per rank)
+    memory_scope="global",  # under DDP: global | rank_shard (Douillard's) | rank_augmented (the authors' 2-GPU runs)
     replay_mode="concat",  # "concat" (memory added to the task's data) | "balanced_batches" (Avalanche's Replay)
     batch_size_mem=None,  # memory part of every batch (balanced_batches only)
     herding_layer="backbone",
@@ -155,7 +155,8 @@ PRESET_SWITCHES = (
     ("label_smoothing", 0.0),
     ("repeated_aug", 1),
     ("replay_mode", "balanced_batches"),
-    ("memory_scope", "per_rank"),
+    ("memory_scope", "rank_shard"),
+    ("memory_scope", "rank_augmented"),
     ("distillation", False),
     ("distillation", {"all_samples": False}),
     ("distillation", {"all_samples": True}),
