@@ -35,7 +35,10 @@ RUNS = {
               "--set", "strategy.finetune.epochs=1", "--set", "strategy.lr_schedule.schedule_epochs=null",
               "--set", "strategy.lr_schedule.step=iteration", "--set", "strategy.lr_schedule.warmup_epochs=0"],
 }
-MODELS = {"replay": "lpa_vit_tiny", "lpa": "lpa_vit_tiny", "dytox": "dytox_lpa_tiny"}
+# One memory per rank, herded from the rank's shard: twice the distinct exemplars of one memory.
+RUNS["lpa_rank_shard"] = RUNS["lpa"] + ["--set", "strategy.memory_scope=rank_shard"]
+MODELS = {"replay": "lpa_vit_tiny", "lpa": "lpa_vit_tiny", "dytox": "dytox_lpa_tiny", "lpa_rank_shard": "lpa_vit_tiny"}
+SCOPES = {"lpa_rank_shard": ("rank_shard", 2)}  # the scope and how many memories (default: global, one)
 
 
 @pytest.mark.parametrize("strategy", sorted(RUNS))
@@ -44,7 +47,7 @@ def test_split_cifar100_script_runs_under_torchrun(strategy, tmp_path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
         str(REPO / "experiments" / "split_cifar100.py"), "--device", "cpu", "--output", str(out),
-        "--strategy", strategy, "--set", "data.dataset=synthetic", "--set", "data.n_experiences=2",
+        "--strategy", strategy.split("_rank")[0], "--set", "data.dataset=synthetic", "--set", "data.n_experiences=2",
         "--set", "data.class_order=null", "--set", "data.num_workers=0", "--set", "model.preset=tiny",
         "--set", "model.overrides={img_size: 8, patch_size: 2, in_chans: 1, embed_dim: 18, depth: 2, num_heads: 9}",
         "--set", "strategy.train_epochs=1", "--set", "evaluation.progress_bar=false",
@@ -62,8 +65,12 @@ def test_split_cifar100_script_runs_under_torchrun(strategy, tmp_path):
     assert results["world_size"] == 2 and len(results["accuracy_matrix"]) == 2
     card = results["run_card"]  # the batch per process and in all, the memory and its scope
     assert card["world_size"] == 2 and card["global_batch"] == 2 * card["batch_per_process"]
-    assert card["memory_scope"] == "global" and "batch " + str(card["batch_per_process"]) + " per process (" \
+    scope, memories = SCOPES.get(strategy, ("global", 1))
+    assert card["memory_scope"] == scope and "batch " + str(card["batch_per_process"]) + " per process (" \
         + str(card["global_batch"]) + " in all)" in done.stdout
+    # distinct exemplars over both ranks after each experience: one global memory holds mem_size, one memory per
+    # rank herded from disjoint shards twice that
+    assert card["distinct_exemplars"] == [memories * card["memory_size"]] * 2
     assert results["model"] == MODELS[strategy]
     assert (out / "checkpoint.pkl").is_file() and (out / "model.pt").is_file()
     assert len(list(out.glob("*.tmp"))) == 0

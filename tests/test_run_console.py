@@ -80,7 +80,8 @@ def test_the_console_says_what_runs_where_how_far_and_what_came_out(recipe, tmp_
     assert lines[6] == f"output    {out}"
     # results.json's run card: what decides how this run compares with another (one process here)
     assert results["run_card"] == {"world_size": 1, "batch_per_process": 16, "global_batch": 16, "memory_size": 20,
-                                   "memory_scope": "global", "precision": "fp32", "pretrained": False}
+                                   "memory_scope": "global", "precision": "fp32", "pretrained": False,
+                                   "distinct_exemplars": [20, 20]}  # the memory, full, after each experience
     # One labelled line per epoch, the finetuning epochs as finetuning, counted from 1 out of their total.
     epochs = re.findall(r"^(exp \d/2 · (?:train|finetune) epoch \d/\d): loss [\d.]+", printed, re.M)
     assert epochs == ["exp 1/2 · train epoch 1/1", "exp 2/2 · train epoch 1/1", "exp 2/2 · finetune epoch 1/2",

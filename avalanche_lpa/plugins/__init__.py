@@ -29,6 +29,7 @@ from .herding import (
     herding_memory,
     icarl_herding_order,
 )
+from .memory_census import MemoryCensusPlugin, exemplar_digests, memory_buffer
 from .lr_schedule import LR_STEPS, ExperienceEpochsPlugin, ExperienceLRSchedulePlugin
 from .phase_timer import PhaseTimerPlugin, install_phase_timer
 from .precision import PRECISIONS, AutocastPlugin
@@ -36,6 +37,9 @@ from .replay import REPLAY_MODES, ConcatReplayPlugin, RepeatedAugmentationPlugin
 from .warmup import LPAWarmupPlugin, content_warmup, set_content_factor
 
 __all__ = [
+    "MemoryCensusPlugin",
+    "exemplar_digests",
+    "memory_buffer",
     "AutocastPlugin",
     "BalancedFinetuningPlugin",
     "ConcatReplayPlugin",

@@ -6,13 +6,14 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any, Dict, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
 from ..config.schema import RunConfig
 from ..files import atomic_write_bytes
 from ..metrics import find_attention_maps_metric, uniform_attention_distance
+from ..plugins import MemoryCensusPlugin
 from ..report import collect_results, plot_attention_maps, plot_runs, write_results
 from .card import run_facts
 from .folder import run_name
@@ -42,6 +43,12 @@ def write_attention_maps(strategy: Any, folder: Path) -> None:
         atomic_write_bytes(folder / "attention_maps.json", text.encode())
 
 
+def _census(strategy: Any) -> Optional[List[int]]:
+    """Distinct exemplars in the memories of all processes after each experience (``None``: no memory counted)."""
+    census = next((p for p in strategy.plugins if isinstance(p, MemoryCensusPlugin)), None)
+    return list(census.counts) if census is not None and census.counts else None
+
+
 def run_results(config: RunConfig, strategy: Any, network: torch.nn.Module, *, progress: Mapping[str, Any],
                 device: Any, world_size: int, test_sizes: Sequence[int], classes: Mapping[str, Any]) -> Dict[str, Any]:
     """The ``results.json`` content of a run whose experiences are all trained.
@@ -66,7 +73,7 @@ def run_results(config: RunConfig, strategy: Any, network: torch.nn.Module, *, p
             "classes": dict(classes),
             "world_size": world_size,
             # processes, batch per process and in all, memory and scope, precision, pretrained backbone
-            "run_card": run_facts(config, world_size),
+            "run_card": {**run_facts(config, world_size), "distinct_exemplars": _census(strategy)},
         },
     )
     if results.get("locality"):

@@ -43,7 +43,9 @@ from ..distributed import DistInfo, init_distributed, main_process_loggers, on_m
 from ..errors import ConfigError
 from ..files import atomic_write_bytes
 from ..metrics import experience_sizes
-from ..plugins import DistributedPlugin, DivergenceError, DivergenceGuardPlugin, install_phase_timer
+from ..plugins import (
+    DistributedPlugin, DivergenceError, DivergenceGuardPlugin, MemoryCensusPlugin, install_phase_timer,
+)
 from ..report import read_results
 from ..training import build_strategy, divergence_hint, strategy_entry
 from .benchmark import build_benchmark, class_mapping
@@ -147,7 +149,8 @@ class Run:
             self.strategy = build_strategy(
                 config.strategy, self.model, evaluator=evaluator(self.loggers, config), device=self.info.device,
                 num_classes=self.benchmark.n_classes, divergence_guard=self.divergence_guard,  # the guard is ours
-                plugins=self.plugins + guard + [DistributedPlugin(seed=config.seed)],  # inactive in one process
+                # the census after the recipe's memory update; the DDP plugin is inactive in one process
+                plugins=self.plugins + [MemoryCensusPlugin()] + guard + [DistributedPlugin(seed=config.seed)],
             )
         except ValueError as error:  # a check that needs the model or the stream (a memory too small for GSS, ...)
             raise ConfigError(f"strategy: {error}") from None
