@@ -382,6 +382,31 @@ def test_preemption_under_torchrun_stops_every_rank_and_resume_equals_the_uninte
     _same_run(tmp_path / "straight", tmp_path / "run")
 
 
+def test_a_per_rank_memory_run_preempted_under_torchrun_resumes_with_every_ranks_own_memory(base_yaml, tmp_path):
+    # rank_shard: each rank herds its own memory from its own shard; the checkpoint rank 0 writes holds both, and
+    # each rank takes its own back on resume (with rank 0's on both ranks, rank 1 would train on other exemplars).
+    settings = ["--config", str(base_yaml)] + [i for s in LPA_SETTINGS for i in ("--set", s)] + [
+        "--set", "strategy.memory_scope=rank_shard"]
+    cifar = [str(REPO / "experiments" / "split_cifar100.py")]
+    straight = _torchrun(tmp_path, cifar, "--output", str(tmp_path / "straight"), *settings)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    child = tmp_path / "child.py"
+    child.write_text(TORCHRUN_CHILD)
+    stopped = _torchrun(tmp_path, [str(child), str(REPO)], "--output", str(tmp_path / "run"), *settings)
+    assert "preempted at experience 2, epoch 2: checkpointed" in stopped.stderr, stopped.stderr[-3000:]
+    resumed = _torchrun(tmp_path, cifar, "--output", str(tmp_path / "run"), "--resume", "--config",
+                        str(tmp_path / "run" / "config.yaml"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "rank 0's memory" not in resumed.stderr  # every rank found its own part
+    # Each rank kept its own memory: disjoint shards, 2 x 24 distinct exemplars after every experience, as in the
+    # uninterrupted run (with rank 0's memory on both ranks the old classes' exemplars would coincide). The rest of
+    # the interrupted experience trains on the training set rank 0 pickled (its memory concatenated), so the
+    # parameters are not those of the uninterrupted run (they are under the global scope, test above).
+    cards = [json.loads((tmp_path / name / "results.json").read_text())["run_card"] for name in ("straight", "run")]
+    assert cards[0]["distinct_exemplars"] == cards[1]["distinct_exemplars"] == [48, 48, 48]
+    assert cards[1]["memory_scope"] == "rank_shard"
+
+
 def _two_nodes(tmp_path: Path, script: list, *args: str) -> list:
     """``script`` as docs/distributed.md runs it on several machines: one torchrun per "node" (``--nnodes=2``, its
     own ``--node_rank``, one process each), both on this machine's loopback address with gloo; their results."""

@@ -8,10 +8,12 @@
 from __future__ import annotations
 
 import random
+import warnings
 from typing import TYPE_CHECKING, Any, List
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from avalanche.training.storage_policy import HerdingSelectionStrategy, ParametricBuffer, _ParametricSingleBuffer
 from torch import nn
@@ -33,6 +35,10 @@ __all__ = [
     "herding_buffer",
     "herding_memory",
     "icarl_herding_order",
+    "drop_gathered_memories",
+    "gather_rank_memories",
+    "rank_memories",
+    "restore_rank_memory",
 ]
 
 
@@ -270,3 +276,52 @@ def herding_buffer(mem_size: int, layer_name: str = "backbone", normalize: bool 
     return ParametricBuffer(
         max_size=mem_size, groupby="class", selection_strategy=ScopedHerdingSelection(layer_name, normalize)
     )
+
+
+def rank_memories(strategy: "SupervisedTemplate") -> List[HerdingMemory]:
+    """The strategy's memories kept one per rank (``rank_shard`` / ``rank_augmented``)."""
+    found: List[HerdingMemory] = []
+    for plugin in strategy.plugins:  # replay and finetuning share one memory: each memory once
+        policy = getattr(plugin, "storage_policy", None)
+        scope = getattr(policy, "scope", "global")
+        if isinstance(policy, HerdingMemory) and OLD_SCOPE_NAMES.get(scope, scope) != "global" and not any(
+                policy is seen for seen in found):
+            found.append(policy)
+    return found
+
+
+def gather_rank_memories(strategy: "SupervisedTemplate") -> None:
+    """Before a checkpoint (on every process at once): every rank's memory into ``rank_groups`` of each per-rank
+    memory, so that the checkpoint rank 0 writes holds them all (:func:`restore_rank_memory` takes each back)."""
+    rank, world_size = distributed_rank()
+    for memory in rank_memories(strategy):
+        gathered: List[Any] = [None] * world_size
+        if world_size > 1:
+            dist.all_gather_object(gathered, memory.buffer_groups)
+        else:
+            gathered = [memory.buffer_groups]
+        memory.rank_groups = gathered
+
+
+def drop_gathered_memories(strategy: "SupervisedTemplate") -> None:
+    """After the checkpoint: the other ranks' memories are not kept in this process."""
+    for memory in rank_memories(strategy):
+        memory.rank_groups = None
+
+
+def restore_rank_memory(strategy: "SupervisedTemplate") -> bool:
+    """After loading a checkpoint: this rank's own memory from those it holds (a run resumed with as many processes
+    as it was checkpointed with); returns whether each per-rank memory found its rank's part (else it keeps the one
+    of rank 0 and a warning says so)."""
+    rank, world_size = distributed_rank()
+    complete = True
+    for memory in rank_memories(strategy):
+        saved = getattr(memory, "rank_groups", None)
+        if saved and len(saved) == world_size:
+            memory.buffer_groups = saved[rank]
+        elif world_size > 1:  # a checkpoint of another process count, or from before per-rank memories were saved
+            complete = False
+            warnings.warn(f"the checkpoint holds {len(saved) if saved else 'no'} per-rank memories for "
+                          f"{world_size} processes: every rank continues with rank 0's memory", stacklevel=2)
+        memory.rank_groups = None
+    return complete

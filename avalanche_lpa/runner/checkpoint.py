@@ -18,15 +18,17 @@ import importlib
 import io
 import os
 import sys
-from typing import Iterator, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Iterator, Optional, Sequence, Tuple, TypeVar, Union
 
 from avalanche.checkpointing import maybe_load_checkpoint, save_checkpoint
 
 from ..compat.dill_pickling import register_generator_reducer, register_optimizer_reducers
 from ..errors import one_line
 from ..files import atomic_path
+from ..plugins.herding import drop_gathered_memories, gather_rank_memories
 
 __all__ = [
+    "every_rank_memory",
     "CheckpointError",
     "save_checkpoint_atomic",
     "load_checkpoint",
@@ -61,6 +63,17 @@ def save_checkpoint_atomic(strategy, path: PathLike, exclude: Optional[Sequence[
             if not _is_write_failure(error):
                 raise
             raise OSError(errno.EIO, f"torch could not write the file: {one_line(error)}") from error
+
+
+@contextlib.contextmanager
+def every_rank_memory(strategy: Any) -> Iterator[None]:
+    """While a checkpoint is written: every rank's per-rank memory in the strategy rank 0 saves (call on every
+    process at once: it gathers); :func:`~avalanche_lpa.plugins.herding.restore_rank_memory` takes each back."""
+    gather_rank_memories(strategy)
+    try:
+        yield
+    finally:
+        drop_gathered_memories(strategy)
 
 
 #: Modules that held pickled classes before the runner was ``avalanche_lpa.runner``, and where they are now.

@@ -251,7 +251,10 @@ class EpochCheckpointPlugin(SupervisedPlugin, supports_distributed=True):
         if self._save is None:
             return
         position = {**self._where(strategy), "iteration": 0, "epoch_rng": None}
-        if self._due(position["epoch"]):
+        due = self._due(position["epoch"])
+        if _distributed():  # every rank saves together (per-rank memories are gathered): one clock decides for all
+            due = _any_rank(due)
+        if due:
             self._checkpoint(strategy, position)
 
 

@@ -46,11 +46,12 @@ from ..metrics import experience_sizes
 from ..plugins import (
     DistributedPlugin, DivergenceError, DivergenceGuardPlugin, MemoryCensusPlugin, install_phase_timer,
 )
+from ..plugins.herding import restore_rank_memory
 from ..report import read_results
 from ..training import build_strategy, divergence_hint, strategy_entry
 from .benchmark import build_benchmark, class_mapping
 from .card import run_card, start_label
-from .checkpoint import load_checkpoint, save_checkpoint_atomic
+from .checkpoint import every_rank_memory, load_checkpoint, save_checkpoint_atomic
 from .console import experience_summary
 from .folder import (
     RunFolderLock,
@@ -209,6 +210,7 @@ class Run:
         self._position, self._rng = None, None
         if self.resume and self.checkpoint_path.exists():
             self.strategy, start = load_checkpoint(self.strategy, self.checkpoint_path, map_location=self.info.device)
+            restore_rank_memory(self.strategy)  # each rank its own memory (memory_scope rank_shard / rank_augmented)
             self._rng = RNGManager.__getstate__()  # the checkpoint's random state, before anything draws from it
             progress = read_progress(self.folder, start)
             self._position = check_checkpoint_config(checkpoint_plugin(self.strategy), self.config, self.folder)
@@ -247,7 +249,8 @@ class Run:
             plugin.position = {**where, "elapsed_s": time.perf_counter() - timer["started"]}
             try:
                 flush_logs(strategy_)
-                on_main(save_checkpoint_atomic, strategy_, self.checkpoint_path)
+                with every_rank_memory(strategy_):
+                    on_main(save_checkpoint_atomic, strategy_, self.checkpoint_path)
                 inside = {k: plugin.position[k] for k in ("experience", "phase", "epoch", "iteration")}
                 on_main(write_json, folder / "progress.json", {**progress, "inside_experience": inside})
             finally:
@@ -278,7 +281,8 @@ class Run:
                         on_main(write_attention_maps, strategy, folder)
                     if config.output.checkpoint:
                         with phases.phase_times.phase("checkpoint"):
-                            on_main(save_checkpoint_atomic, strategy, self.checkpoint_path)
+                            with every_rank_memory(strategy):
+                                on_main(save_checkpoint_atomic, strategy, self.checkpoint_path)
                         plugin.saved()
                     progress["phase_times_s"].append(phases.snapshot())  # before the wall time: never above it
                     seconds = time.perf_counter() - timer["started"]
