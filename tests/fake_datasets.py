@@ -82,6 +82,28 @@ def make_fake_cub(root: Path, classes: int = 6, per_class: int = 4, size: int = 
     return root
 
 
+def make_fake_tiny_imagenet(root: Path, train_per_class: int = 2, size: int = 64) -> Path:
+    """Tiny-ImageNet's layout below ``root/tiny-imagenet-200`` (200 classes, as Avalanche's reader wants):
+    ``wnids.txt``, ``train/<wnid>/images/*.JPEG``, ``val/images/*.JPEG`` with ``val/val_annotations.txt``; returns
+    ``root``."""
+    rng = np.random.default_rng(0)
+    data = root / "tiny-imagenet-200"
+    wnids = [f"n{i:08d}" for i in range(200)]
+    (data / "val" / "images").mkdir(parents=True)
+    (data / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    annotations = []
+    for index, wnid in enumerate(wnids):
+        folder = data / "train" / wnid / "images"
+        folder.mkdir(parents=True)
+        for i in range(train_per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{wnid}_{i}.JPEG")
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+            data / "val" / "images" / f"val_{index}.JPEG")
+        annotations.append(f"val_{index}.JPEG\t{wnid}\t0\t0\t{size}\t{size}")
+    (data / "val" / "val_annotations.txt").write_text("\n".join(annotations) + "\n")
+    return root
+
+
 def _launch() -> None:
     """``python tests/fake_datasets.py SCRIPT ARGS...``: runs SCRIPT as ``__main__`` with CIFAR's md5 check off."""
     import torchvision.datasets.cifar

@@ -41,7 +41,7 @@ def test_an_inconsistent_entry_is_refused_when_made():
 
 def test_an_unknown_dataset_is_one_line_naming_the_known_ones():
     with pytest.raises(ValueError, match=r"^unknown dataset 'svhn'; valid: cifar100, fashion_mnist, imagenet100, "
-                                         r"folder, synthetic$"):
+                                         r"tiny_imagenet, folder, synthetic$"):
         dataset_info("svhn")
     with pytest.raises(ConfigError, match=r"^data.dataset: unknown dataset 'svhn'; valid: cifar100, [a-z0-9_, ]+$"):
         load_config(None, ["data.dataset=svhn"])

@@ -184,3 +184,41 @@ def test_cub_and_imagenet_r_as_they_are_distributed(tmp_path):
     test_images = {name: [p.name for p in paths] for name, paths in
                    folder_module.scan_image_folder(tmp_path / "imagenet-r", 0.2)[1]["test"].items()}
     assert all(len(names) == 2 for names in test_images.values())
+
+
+def test_split_tiny_imagenet_reads_avalanches_layout_and_offline_is_one_line(tmp_path, capsys):
+    from .fake_datasets import make_fake_tiny_imagenet
+    root = make_fake_tiny_imagenet(tmp_path / "tiny")
+    data = load_config(None, ["data.dataset=tiny_imagenet", f"data.root={root}", "data.n_experiences=10",
+                              "data.max_train_per_class=1"]).data
+    assert input_shape(data) == (3, 64, 64)
+    benchmark = build_benchmark(data, seed=0)
+    assert benchmark.n_classes == 200 and len(benchmark.train_stream) == 10
+    assert len(benchmark.train_stream[0].dataset) == 20 and len(benchmark.test_stream[0].dataset) == 20
+    assert tuple(benchmark.test_stream[0].dataset[0][0].shape) == (3, 64, 64)
+    assert "Files already downloaded" not in capsys.readouterr().out  # Avalanche's chatter stays out of the console
+
+
+@pytest.mark.parametrize("download, message", [
+    (True, r"Tiny-ImageNet not found \(expected .*tiny-imagenet-200/\{wnids.txt,val/val_annotations.txt\}\) and the "
+           r"download into .* failed .*cs231n.stanford.edu/tiny-imagenet-200.zip"),
+    (False, r"Tiny-ImageNet not found: .* downloading is off"),
+])
+def test_tiny_imagenet_offline_or_not_downloaded_is_one_line_and_nothing_written(tmp_path, capsys, monkeypatch,
+                                                                                 download, message):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("network blocked by the test")
+    for name in ("connect", "connect_ex"):
+        monkeypatch.setattr(socket.socket, name, refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    out = tmp_path / "run"
+    argv = ["--config", "fashion_mnist", "--data-root", str(tmp_path / "nothing"), "--output", str(out),
+            "--set", "data.dataset=tiny_imagenet", "--set", "data.class_order=null", "--set", "data.n_experiences=10",
+            "--set", "model.overrides={img_size: 64, in_chans: 3}"] + ([] if download else ["--no-download"])
+    assert console(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
+    assert not out.exists()

@@ -23,10 +23,13 @@ import pytest
 
 import avalanche_lpa.cli as cli
 from avalanche_lpa.config.shipped import CONFIG_DIR
+from avalanche_lpa.data import dataset_info
 from avalanche_lpa.data import datasets as data_module
 from avalanche_lpa.config import load_config
 
-from .fake_datasets import make_fake_cifar100, make_fake_cub, make_fake_fashion_mnist_gz, make_fake_imagenet
+from .fake_datasets import (
+    make_fake_cifar100, make_fake_cub, make_fake_fashion_mnist_gz, make_fake_imagenet, make_fake_tiny_imagenet,
+)
 
 # End-to-end runs (whole runs, scripts, kills and resumes): CI runs them, the inner loop (-m "not slow") does not.
 pytestmark = pytest.mark.slow
@@ -78,8 +81,8 @@ def _n_experiences(n_classes: int) -> int:
 def _split(config: Path) -> Dict[str, int]:
     """The split a shrunk run of ``config`` uses: the fewest experiences of at least 3 (a B50 config keeps B50)."""
     data = load_config(config).data
-    classes = len(data.class_order) if data.class_order is not None else FOLDER_CLASSES
-    assert data.class_order is not None or data.dataset == "folder", f"{config.name}: the sizes need data.class_order"
+    counted = dataset_info(data.dataset).num_classes or FOLDER_CLASSES  # an image folder: the fake folders'
+    classes = len(data.class_order) if data.class_order is not None else counted
     if data.initial_classes is not None:
         return {"data.n_experiences": 1 + classes // 2, "data.initial_classes": classes // 2}
     return {"data.n_experiences": _n_experiences(classes)}
@@ -132,6 +135,7 @@ def fake_data(tmp_path_factory) -> Dict[str, Path]:
         "imagenet100": make_fake_imagenet(root / "imagenet", data_module.authors_imagenet100()),
         "imagenet_r": make_fake_imagenet(root / "imagenet-r-src", wnids, train_per_class=5, val_per_class=0) / "train",
         "cub200": make_fake_cub(root / "CUB_200_2011", FOLDER_CLASSES),
+        "tiny_imagenet": make_fake_tiny_imagenet(root / "tiny"),
     }
 
 

@@ -21,6 +21,7 @@ from .datasets import (
 )
 from .folder import STATS_FILE, folder_shape, folder_statistics, scan_image_folder, split_folder
 from .integrity import check_files, read_image
+from .tiny_imagenet import split_tiny_imagenet
 from .registry import DATASETS, DatasetInfo, dataset_info, register_dataset
 from .splits import (
     TargetTensorDataset,
@@ -46,6 +47,7 @@ from .transforms import (
 )
 
 __all__ = [
+    "split_tiny_imagenet",
     "ModelInput",
     "resized",
     "STATS_FILE",

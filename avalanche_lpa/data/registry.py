@@ -9,7 +9,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from avalanche.benchmarks.classic import SplitCIFAR100, SplitFMNIST
+from avalanche.benchmarks.classic import SplitCIFAR100, SplitFMNIST, SplitTinyImageNet
+from avalanche.benchmarks.datasets import TinyImagenet
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import datasets
 
@@ -111,6 +112,7 @@ _FILE_OPTIONS = ("root", "augment", "max_train_per_class", "max_test_per_class",
 # config key: the runner reads it from the model).
 RESIZING = "model_input"
 _CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+_TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 
 #: The datasets by config name, in the order messages list them.
 DATASETS: Dict[str, DatasetInfo] = {
@@ -145,6 +147,17 @@ DATASETS: Dict[str, DatasetInfo] = {
             mean=tuple(IMAGENET_DEFAULT_MEAN), std=tuple(IMAGENET_DEFAULT_STD), patch_size=16,
             loader=_package_loader("split_imagenet100"), options=_FILE_OPTIONS + ("auto_augment", "class_list", RESIZING),
             avalanche_name="imagenet", files=("train", "val"),
+        ),
+        DatasetInfo(
+            # Avalanche's TinyImagenet reads (and downloads) it; ImageNet's statistics; patch 8: an 8x8 grid.
+            name="tiny_imagenet", title="Tiny-ImageNet", num_classes=200, input_shape=(3, 64, 64),
+            mean=tuple(IMAGENET_DEFAULT_MEAN), std=tuple(IMAGENET_DEFAULT_STD), patch_size=8,
+            loader=_package_loader("split_tiny_imagenet"),
+            options=_FILE_OPTIONS + ("auto_augment", "download", RESIZING), avalanche_name="tinyimagenet",
+            folder="tiny-imagenet-200", files=("wnids.txt", "val/val_annotations.txt"),
+            torchvision=TinyImagenet, benchmark=SplitTinyImageNet, download_size="about 240 MB",
+            manual=f"on a machine with internet download {_TINY_IMAGENET_URL} and extract it into {{root}}",
+            crop_padding=8,
         ),
         DatasetInfo(
             # your images: <root>/train/<class>/*, <root>/test/<class>/*; data.folder gives (or the training images
