@@ -190,12 +190,12 @@ def load_study(output: Path) -> Dict[str, Any]:
 
 def sweep_table(study: Dict[str, Any]) -> str:
     order = list(SETTINGS)
-    lines = ["| setting (plain ViT, first experience, seed 1993) | accuracy | locality per layer | mean | uniform |",
-             "|---|---|---|---|---|"]
+    lines = ["| setting (plain ViT, first experience, seed 1993) | accuracy | locality per layer | mean | uniform | "
+             "minutes |", "|---|---|---|---|---|---|"]
     for result in sorted(study["sweep"], key=lambda r: order.index(r["setting"]) if r["setting"] in order else 99):
         layers = " ".join(f"{v:.2f}" for v in result["layers"])
         lines.append(f"| {result['setting']}: {result['description']} | {result['accuracy_first']:.3f} | {layers} | "
-                     f"{result['mean']:.2f} | {result['uniform_distance']:.2f} |")
+                     f"{result['mean']:.2f} | {result['uniform_distance']:.2f} | {result['wall_time_s'] / 60:.1f} |")
     return "\n".join(lines)
 
 
