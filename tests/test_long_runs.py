@@ -398,10 +398,9 @@ def test_a_per_rank_memory_run_preempted_under_torchrun_resumes_with_every_ranks
                         str(tmp_path / "run" / "config.yaml"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "rank 0's memory" not in resumed.stderr  # every rank found its own part
+    _same_run(tmp_path / "straight", tmp_path / "run")
     # Each rank kept its own memory: disjoint shards, 2 x 24 distinct exemplars after every experience, as in the
-    # uninterrupted run (with rank 0's memory on both ranks the old classes' exemplars would coincide). The rest of
-    # the interrupted experience trains on the training set rank 0 pickled (its memory concatenated), so the
-    # parameters are not those of the uninterrupted run (they are under the global scope, test above).
+    # uninterrupted run (with rank 0's memory on both ranks the old classes' exemplars would coincide).
     cards = [json.loads((tmp_path / name / "results.json").read_text())["run_card"] for name in ("straight", "run")]
     assert cards[0]["distinct_exemplars"] == cards[1]["distinct_exemplars"] == [48, 48, 48]
     assert cards[1]["memory_scope"] == "rank_shard"

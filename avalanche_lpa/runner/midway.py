@@ -28,7 +28,8 @@ from avalanche.distributed import DistributedHelper
 from avalanche.training.determinism.rng_manager import RNGManager
 
 from ..plugins import DistributedPlugin
-from ..plugins import BalancedFinetuningPlugin, in_finetuning
+from ..plugins import BalancedFinetuningPlugin, ConcatReplayPlugin, RepeatedAugmentationPlugin, in_finetuning
+from ..plugins.herding import rank_memories
 
 __all__ = [
     "PREEMPT_SIGNALS",
@@ -282,6 +283,19 @@ def checkpoint_plugin(strategy: Any) -> EpochCheckpointPlugin:
     return plugin
 
 
+def _own_memory_training_set(strategy: Any, **kwargs: Any) -> None:
+    """Under per-rank memories and replay by concatenation, this rank's training set and loader built again: the
+    checkpoint pickled rank 0's (its memory concatenated), and each rank trains on its own memory."""
+    concat = next((p for p in strategy.plugins if isinstance(p, ConcatReplayPlugin)), None)
+    if not _distributed() or concat is None or not rank_memories(strategy):
+        return
+    strategy.train_dataset_adaptation()  # the experience's data, as at the experience's start ...
+    concat.after_train_dataset_adaptation(strategy)  # ... and this rank's memory
+    strategy.make_train_dataloader(**kwargs)
+    for repeated in (p for p in strategy.plugins if isinstance(p, RepeatedAugmentationPlugin)):
+        repeated.before_training_exp(strategy)  # its sampler over the new training set
+
+
 def continue_experience(strategy: Any, plugin: EpochCheckpointPlugin, position: Dict[str, Any],
                         rng: Dict[str, Any], **kwargs: Any) -> None:
     """Finishes the training experience of a checkpoint taken inside it, as ``strategy.train`` would have.
@@ -292,6 +306,8 @@ def continue_experience(strategy: Any, plugin: EpochCheckpointPlugin, position: 
         position: ``plugin.position``.
         rng: the random state right after loading (the checkpoint's).
     """
+    if position["phase"] != "finetune":
+        _own_memory_training_set(strategy, **kwargs)
     _set_rng_state(rng)  # whatever ran since the load (loggers, ...) must not have moved the random state
     plugin.resume_at(position, rng)
     _own_shard(strategy.dataloader)
