@@ -53,7 +53,8 @@ def test_the_console_prints_one_line_per_epoch_and_one_summary_per_experience(tm
     epochs = re.findall(r"^exp (\d)/3 · train epoch (\d)/(\d): loss [\d.]+, accuracy [\d.]+, lr 0\.003, \d+s$", out, re.M)
     assert len(epochs) == EPOCHS and all(int(epoch) <= int(total) for _, epoch, total in epochs)
     summaries = re.findall(r"^experience (\d)/3, accuracy [\d.]+ on the seen classes, forgetting [\d.]+, "
-                           r"locality [\d.]+ patches, [\d:]+ for it, (?:ETA|run) [\d:]+$", out, re.M)
+                           r"locality [\d.]+ patches, 24 exemplars in memory, [\d:]+ for it, (?:ETA|run) [\d:]+$",
+                           out, re.M)  # replay with a memory of 24, full after each experience
     assert summaries == ["1", "2", "3"]
     assert "Head00" not in out and "Layer00" not in out and "Top1_Acc_Exp" not in out
     run(synthetic_config(tmp_path, "evaluation.progress_bar=true", "evaluation.verbose=true", name="verbose"))

@@ -36,22 +36,23 @@ def exemplar_digests(buffer: Any, batch_size: int = 256) -> Set[str]:
     """A digest of every exemplar's eval-transform image: equal images, equal digests."""
     data = buffer.eval() if hasattr(buffer, "eval") else buffer
     digests: Set[str] = set()
-    for x, *_ in DataLoader(data, batch_size=batch_size, collate_fn=getattr(data, "collate_fn", None)):
-        for image in x:
-            digests.add(hashlib.sha1(image.contiguous().numpy().tobytes()).hexdigest())
+    with torch.random.fork_rng(devices=[]):  # a loader draws its workers' seed: the run's random state stays as it was
+        for x, *_ in DataLoader(data, batch_size=batch_size, collate_fn=getattr(data, "collate_fn", None)):
+            for image in x:
+                digests.add(hashlib.sha1(image.contiguous().numpy().tobytes()).hexdigest())
     return digests
 
 
 class MemoryCensusPlugin(SupervisedPlugin):
-    """After each experience (after the memory update: add it after the replay plugins), the number of distinct
-    exemplars in the memories of all processes together; ``counts`` holds one per experience trained (kept in
-    checkpoints, so a resumed run continues the list)."""
+    """After each experience's training (``after_training``: after every plugin's memory update, whatever their
+    order), the number of distinct exemplars in the memories of all processes together; ``counts`` holds one per
+    experience trained (kept in checkpoints, so a resumed run continues the list)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.counts: List[int] = []
 
-    def after_training_exp(self, strategy: "SupervisedTemplate", **kwargs: Any) -> None:
+    def after_training(self, strategy: "SupervisedTemplate", **kwargs: Any) -> None:
         buffer = memory_buffer(strategy)
         if buffer is None:
             return

@@ -312,9 +312,11 @@ def experience_summary(
     run_seconds: float,
     sizes: Optional[Sequence[int]] = None,
     phase_times: Optional[Mapping[str, float]] = None,
+    exemplars: Optional[int] = None,
 ) -> str:
     """One line after experience ``finished`` (1-based) of ``total``: accuracy on the seen classes, stream
-    forgetting, mean attention distance, the experience's time and the run's ETA (at its mean pace so far).
+    forgetting, mean attention distance, the distinct exemplars in memory, the experience's time and the run's ETA
+    (at its mean pace so far).
 
     Args:
         metrics: the evaluator's last metrics (``strategy.evaluator.get_last_metrics()``).
@@ -325,12 +327,14 @@ def experience_summary(
         sizes: test images per experience (weights of the seen accuracy); ``None``: equal weights.
         phase_times: the experience's seconds per phase (``results.json``'s ``phase_times_s`` entry): adds a
             second line, where the time went.
+        exemplars: distinct exemplars in the memories of all processes (the run card's ``distinct_exemplars``).
     """
     parts = _parts(
         f"experience {finished}/{total}",
         ("accuracy {:.3f} on the seen classes", _seen_accuracy(metrics, finished, sizes)),
         ("forgetting {:.3f}", _number(metrics, "StreamForgetting/eval_phase/test_stream")),
         ("locality {:.2f} patches", _number(metrics, _LOCALITY)),
+        ("{:,} exemplars in memory", exemplars),
     )
     parts.append(f"{_duration(seconds)} for it")
     if finished < total:

@@ -19,7 +19,7 @@ from .card import run_facts
 from .folder import run_name
 from .model import model_label, parameter_count
 
-__all__ = ["run_results", "save_model", "write_attention_maps", "write_json", "write_outputs"]
+__all__ = ["memory_census", "run_results", "save_model", "write_attention_maps", "write_json", "write_outputs"]
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -41,6 +41,12 @@ def write_attention_maps(strategy: Any, folder: Path) -> None:
         # Compact separators, no indent: the images are long nested lists of small integers.
         text = json.dumps(metric.as_dict(), separators=(",", ":"))
         atomic_write_bytes(folder / "attention_maps.json", text.encode())
+
+
+def memory_census(strategy: Any) -> Optional[int]:
+    """Distinct exemplars in the memories of all processes after the last experience (``None``: no memory)."""
+    counts = _census(strategy)
+    return counts[-1] if counts else None
 
 
 def _census(strategy: Any) -> Optional[List[int]]:

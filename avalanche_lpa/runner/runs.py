@@ -64,7 +64,7 @@ from .folder import (
 from .loggers import close_loggers, evaluator, flush_logs, log_line, make_loggers
 from .midway import Preempted, StopRequest, checkpoint_plugin, continue_experience, preempted_message
 from .model import build_model, load_model_file, model_input, resolve_device
-from .outputs import run_results, write_attention_maps, write_json, write_outputs
+from .outputs import memory_census, run_results, write_attention_maps, write_json, write_outputs
 from .resume import (
     check_checkpoint_config,
     check_existing_run,
@@ -150,7 +150,7 @@ class Run:
             self.strategy = build_strategy(
                 config.strategy, self.model, evaluator=evaluator(self.loggers, config), device=self.info.device,
                 num_classes=self.benchmark.n_classes, divergence_guard=self.divergence_guard,  # the guard is ours
-                # the census after the recipe's memory update; the DDP plugin is inactive in one process
+                # the DDP plugin is inactive in one process
                 plugins=self.plugins + [MemoryCensusPlugin()] + guard + [DistributedPlugin(seed=config.seed)],
             )
         except ValueError as error:  # a check that needs the model or the stream (a memory too small for GSS, ...)
@@ -290,7 +290,8 @@ class Run:
                     summary = experience_summary(strategy.evaluator.get_last_metrics(),
                                                  progress["finished_experiences"], total, seconds,
                                                  progress["wall_time_s"], sizes,
-                                                 phase_times=progress["phase_times_s"][-1])
+                                                 phase_times=progress["phase_times_s"][-1],
+                                                 exemplars=memory_census(strategy))
                     on_main(print, summary, flush=True)
                     log_line(strategy, summary)
                     on_main(write_json, folder / "progress.json", progress)
