@@ -35,6 +35,8 @@ def test_the_study_runs_its_whole_path_in_smoke_mode(tmp_path):
     report = (out / "study.md").read_text()
     assert report.count("| ViT (MHSA) |") == 1 and "| cutmix: CutMix" in report
     assert (out / "locality_study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    published = study_module().publish(out, tmp_path / "published")
+    assert study_module().load_study(published) == study  # what the report reads, and nothing it needs is left out
     again = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--output", str(out), "--seeds", "7"],
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "(0 to run)" in again.stdout  # a finished study is reused, not rerun

@@ -13,7 +13,8 @@ Two stages, on the `fashion_mnist` config made B50-style (a first experience of 
    after every experience.
 
     python experiments/studies/locality_degradation.py --output runs/locality_study --jobs 2   # both stages (~70 min on 2 cores)
-    python experiments/studies/locality_degradation.py --output runs/locality_study --report   # the tables, study.json, figure
+    python experiments/studies/locality_degradation.py --output runs/locality_study --report   # the tables and figure
+    # ... --report --publish docs/results/locality_study: the committed copy the docs' tables are rebuilt from
     python experiments/studies/locality_degradation.py --smoke --output /tmp/study             # the whole path in seconds
 
 Jobs run as separate processes of one thread each (``--jobs`` at a time); a finished job is reused when the study
@@ -261,6 +262,20 @@ def report(output: Path) -> str:
     return text
 
 
+def publish(output: Path, target: Path) -> Path:
+    """Copies what the report reads (the sweep's files, each run's ``results.json`` and ``config.yaml``) and the
+    report itself into ``target`` (the docs' committed copy: docs/results/locality_study)."""
+    import shutil
+    files = list((output / "sweep").glob("*.json")) + [
+        path for pattern in ("main/*/*/results.json", "main/*/*/config.yaml") for path in output.glob(pattern)]
+    files += [output / name for name in ("study.md", "locality_study.png") if (output / name).is_file()]
+    for path in files:
+        copy = target / path.relative_to(output)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copy)
+    return target
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, required=True, help="the study's folder")
@@ -270,6 +285,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--stage", choices=("sweep", "main", "all"), default="all")
     parser.add_argument("--report", action="store_true", help="only write the tables and figure of a finished study")
     parser.add_argument("--smoke", action="store_true", help="synthetic images at toy size: the path in seconds")
+    parser.add_argument("--publish", type=Path, help="also copy the results files and the report into this folder "
+                        "(docs/results/locality_study)")
     parser.add_argument("--sweep-one", help=argparse.SUPPRESS)  # a sweep job's own process
     return parser.parse_args(argv)
 
@@ -295,6 +312,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"study finished in {(time.time() - start) / 60:.1f} min")
     print(report(args.output))
     print(f"tables in {args.output / 'study.md'}; figure in {args.output / 'locality_study.png'}")
+    if args.publish:
+        print(f"copied the results files and the report into {publish(args.output, args.publish)}")
     return 0
 
 
