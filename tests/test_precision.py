@@ -61,8 +61,8 @@ def test_the_shipped_configs_train_in_the_authors_precision():
     from avalanche_lpa.config import load_config
     from avalanche_lpa.config.shipped import config_names
 
-    for name in config_names():
-        expected = "bf16" if name.startswith("imagenet100") else "fp32"
+    for name in config_names():  # the 224 px configs (ImageNet-R, CUB-200) are built on the ImageNet recipe
+        expected = "bf16" if name.startswith(("imagenet100", "imagenet_r", "cub200")) else "fp32"
         assert load_config(name).strategy["precision"] == expected, name
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Mapping
 
-from ..plugins.herding import OLD_SCOPE_NAMES
 from ..training import strategy_options
+from ..training.options import OLD_SCOPE_NAMES
 from ..training.sections import DISTILLATION_NAMES, MOVED_OPTIONS
 
 __all__ = ["upgrade_config"]

@@ -22,6 +22,7 @@ from .finetune import (
 )
 from .herding import (
     MEMORY_SCOPES,
+    OLD_SCOPE_NAMES,
     HerdingMemory,
     ScopedHerdingSelection,
     find_module,
@@ -56,6 +57,7 @@ __all__ = [
     "FROZEN_MODES",
     "HerdingMemory",
     "MEMORY_SCOPES",
+    "OLD_SCOPE_NAMES",
     "LPAWarmupPlugin",
     "LR_STEPS",
     "OldSampleDistillationPlugin",

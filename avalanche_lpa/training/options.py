@@ -17,11 +17,11 @@ from types import MappingProxyType
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ..plugins import MEMORY_SCOPES, PRECISIONS, REPLAY_MODES
+from ..plugins import MEMORY_SCOPES, OLD_SCOPE_NAMES, PRECISIONS, REPLAY_MODES
 
 __all__ = [
-    "CHOICES", "NULLABLE_TYPES", "OptionTypeError", "StrategyOptions", "check_option", "check_options", "check_type",
-    "option_hint", "plain_values", "type_name",
+    "CHOICES", "NULLABLE_TYPES", "OLD_SCOPE_NAMES", "OptionTypeError", "StrategyOptions", "check_option", "check_options",
+    "check_type", "option_hint", "plain_values", "type_name",
 ]
 
 #: Types of the options whose default is ``None`` (``None`` is allowed too).
