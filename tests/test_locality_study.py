@@ -47,3 +47,18 @@ def test_an_unknown_main_setting_is_one_line(tmp_path, capsys):
     assert "--main-setting 'huge' is not a sweep setting (base, long, all_images, cutmix, patch2)" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
 
+
+
+COMMITTED = REPO / "docs" / "results" / "locality_study"
+
+
+def test_the_study_in_the_docs_is_the_committed_results():
+    study = study_module().load_study(COMMITTED)
+    assert {r["setting"] for r in study["sweep"]} == set(study_module().SETTINGS)  # the whole sweep, one seed each
+    for model, runs in study["main"].items():  # three seeds, each with its joint control and the config it ran
+        assert len(runs["incremental"]) == len(runs["joint"]) == 3, model
+    assert set(study["main"]) == {"mhsa", "gpsa", "lpa"}
+    assert len(list(COMMITTED.glob("main/*/*/config.yaml"))) == 18
+    results = (REPO / "docs" / "results.md").read_text()
+    assert study_module().sweep_table(study) in results
+    assert study_module().main_table(study) in results
