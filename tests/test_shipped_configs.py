@@ -110,7 +110,7 @@ def size_overrides(config: Path, weights: Optional[Path] = None) -> List[str]:
     if data.dataset in ("imagenet100", "folder"):  # 224 px images: a 7x7 patch grid keeps the tiny model tiny
         values.update({"model.overrides.img_size": 224, "model.overrides.patch_size": 32})
     if loaded.model.kwargs.get("pretrained"):  # the config's timm family, tiny, its weights from a local file
-        values["model.kwargs"] = {**loaded.model.kwargs, **TINY_VIT, "pretrained_cfg_overlay": {"file": str(weights)}}
+        values["model.kwargs"] = {**loaded.model.kwargs, **TINY_VIT, "pretrained_cfg_overlay": {"file": str(weights), "custom_load": False}}
     for key, value in (("epochs_first", 1), ("train_epochs", 1), ("mem_size", 40)):
         if key in strategy:
             values[f"strategy.{key}"] = value

@@ -27,8 +27,9 @@ def weights(tmp_path):
 
 
 def pretrained_config(tmp_path, weights_file, *extra):
+    # custom_load: false: a state dict, not the .npz of JAX weights timm 0.9's default config for this name expects
     kwargs = "{" + ", ".join(f"{k}: {v}" for k, v in ARCH.items()) + f", pretrained: true, " \
-             f"pretrained_cfg_overlay: {{file: '{weights_file}'}}" + "}"
+             f"pretrained_cfg_overlay: {{file: '{weights_file}', custom_load: false}}" + "}"
     return load_config("fashion_mnist", [
         "model.name=timm:vit_tiny_patch16_224", f"model.kwargs={kwargs}", f"data.root={tmp_path / 'fm'}",
         "data.max_train_per_class=null", "data.max_test_per_class=null", "data.n_experiences=2",
