@@ -198,6 +198,27 @@ def _dataset_root(info: DatasetInfo, root: Optional[os.PathLike], download: bool
     return root
 
 
+def table_transforms(info: DatasetInfo, augment: bool, auto_augment: Optional[str],
+                     model_input: Optional[ModelInput] = None, random_resized_crop: Optional[bool] = None) -> Tuple:
+    """Training and evaluation transforms of a table dataset at its own size (a crop with the entry's padding and a
+    flip, ``auto_augment`` if given, the entry's statistics), or brought to a pretrained model's (``model_input``).
+
+    Args:
+        random_resized_crop: as :func:`~avalanche_lpa.data.train_transform` (``None``: for images above 32 px).
+    """
+    train_tf = train_transform(
+        info.input_shape[-1], padding=info.crop_padding if augment else 0, hflip=0.5 if augment else 0.0,
+        auto_augment=auto_augment if augment else None, mean=info.mean, std=info.std,
+        random_resized_crop=random_resized_crop,
+    )
+    eval_tf = eval_transform(mean=info.mean, std=info.std)
+    if model_input is not None:
+        native = info.input_shape[-1]
+        train_tf = resized(train_tf, model_input.size, model_input.mean, model_input.std, native)
+        eval_tf = resized(eval_tf, model_input.size, model_input.mean, model_input.std, native)
+    return train_tf, eval_tf
+
+
 def split_torchvision(
     dataset: str,
     root: Optional[os.PathLike] = None,
@@ -234,15 +255,7 @@ def split_torchvision(
     """
     info = dataset_info(dataset)
     root = _dataset_root(info, root, download, packaged)
-    train_tf = train_transform(
-        info.input_shape[-1], padding=info.crop_padding if augment else 0, hflip=0.5 if augment else 0.0,
-        auto_augment=auto_augment if augment else None, mean=info.mean, std=info.std,
-    )
-    eval_tf = eval_transform(mean=info.mean, std=info.std)
-    if model_input is not None:
-        native = info.input_shape[-1]
-        train_tf = resized(train_tf, model_input.size, model_input.mean, model_input.std, native)
-        eval_tf = resized(eval_tf, model_input.size, model_input.mean, model_input.std, native)
+    train_tf, eval_tf = table_transforms(info, augment, auto_augment, model_input)
     return classic_split(
         info.benchmark, info.torchvision, str(root), n_experiences=n_experiences, class_order=class_order, seed=seed,
         max_train_per_class=max_train_per_class, max_test_per_class=max_test_per_class, train_tf=train_tf,

@@ -9,11 +9,11 @@ import io
 import os
 from typing import Optional, Sequence
 
-from .datasets import _dataset_root
+from .datasets import _dataset_root, table_transforms
 from .integrity import read_image
 from .registry import dataset_info
 from .splits import class_incremental_split, subsample_per_class
-from .transforms import ModelInput, eval_transform, resized, train_transform
+from .transforms import ModelInput
 
 __all__ = ["split_tiny_imagenet"]
 
@@ -38,14 +38,8 @@ def split_tiny_imagenet(
     """
     info = dataset_info("tiny_imagenet")
     root = _dataset_root(info, root, download)
-    train_tf = train_transform(info.input_shape[-1], padding=info.crop_padding if augment else 0,
-                               hflip=0.5 if augment else 0.0, auto_augment=auto_augment if augment else None,
-                               mean=info.mean, std=info.std, random_resized_crop=False)
-    eval_tf = eval_transform(mean=info.mean, std=info.std)
-    if model_input is not None:
-        native = info.input_shape[-1]
-        train_tf = resized(train_tf, model_input.size, model_input.mean, model_input.std, native)
-        eval_tf = resized(eval_tf, model_input.size, model_input.mean, model_input.std, native)
+    # 64 px: a padded crop, as CIFAR's (not the random-resized crop of larger images)
+    train_tf, eval_tf = table_transforms(info, augment, auto_augment, model_input, random_resized_crop=False)
     with contextlib.redirect_stdout(io.StringIO()):  # Avalanche prints "Files already downloaded and verified"
         train, test = (info.torchvision(str(root), train=split, loader=read_image, download=False)
                        for split in (True, False))

@@ -212,8 +212,7 @@ class HerdingMemory(ParametricBuffer):
     def _shard(self, strategy: "SupervisedTemplate", data: "AvalancheDataset") -> "AvalancheDataset":
         """This process's shard of ``data`` (``rank_shard`` under DDP), else ``data``."""
         rank, world_size = distributed_rank()
-        scope = OLD_SCOPE_NAMES.get(getattr(self, "scope", "global"), getattr(self, "scope", "global"))  # old pickles
-        if scope != "rank_shard" or world_size == 1:
+        if _scope(self) != "rank_shard" or world_size == 1:
             return data
         experience = strategy.clock.train_exp_counter
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed + 100003 * experience))
@@ -221,7 +220,7 @@ class HerdingMemory(ParametricBuffer):
 
     def _features(self, strategy: "SupervisedTemplate", data: "AvalancheDataset") -> torch.Tensor:
         """Herding features: of the eval transform, or (``rank_augmented``) of this rank's own augmentations."""
-        if getattr(self, "scope", "global") != "rank_augmented":
+        if _scope(self) != "rank_augmented":
             return self.selection_strategy.normalized_features(strategy, data)
         rank, _ = distributed_rank()
         seed = torch.initial_seed() + 1000003 * rank + 100003 * strategy.clock.train_exp_counter
@@ -257,6 +256,12 @@ class HerdingMemory(ParametricBuffer):
             self.buffer_groups[group] = kept
 
 
+def _scope(memory: HerdingMemory) -> str:
+    """A memory's scope in today's names (pickles from before scopes: global; from before the names: ``per_rank``)."""
+    scope = getattr(memory, "scope", "global")
+    return OLD_SCOPE_NAMES.get(scope, scope)
+
+
 def herding_memory(
     mem_size: int, layer_name: str = "backbone", normalize: bool = True, scope: str = "global", seed: int = 0
 ) -> HerdingMemory:
@@ -283,8 +288,7 @@ def rank_memories(strategy: "SupervisedTemplate") -> List[HerdingMemory]:
     found: List[HerdingMemory] = []
     for plugin in strategy.plugins:  # replay and finetuning share one memory: each memory once
         policy = getattr(plugin, "storage_policy", None)
-        scope = getattr(policy, "scope", "global")
-        if isinstance(policy, HerdingMemory) and OLD_SCOPE_NAMES.get(scope, scope) != "global" and not any(
+        if isinstance(policy, HerdingMemory) and _scope(policy) != "global" and not any(
                 policy is seen for seen in found):
             found.append(policy)
     return found
@@ -292,14 +296,14 @@ def rank_memories(strategy: "SupervisedTemplate") -> List[HerdingMemory]:
 
 def gather_rank_memories(strategy: "SupervisedTemplate") -> None:
     """Before a checkpoint (on every process at once): every rank's memory into ``rank_groups`` of each per-rank
-    memory, so that the checkpoint rank 0 writes holds them all (:func:`restore_rank_memory` takes each back)."""
-    rank, world_size = distributed_rank()
+    memory, so that the checkpoint rank 0 writes holds them all (:func:`restore_rank_memory` takes each back); in one
+    process there is nothing to gather."""
+    _, world_size = distributed_rank()
+    if world_size == 1:  # one process: its memory is the one pickled
+        return
     for memory in rank_memories(strategy):
         gathered: List[Any] = [None] * world_size
-        if world_size > 1:
-            dist.all_gather_object(gathered, memory.buffer_groups)
-        else:
-            gathered = [memory.buffer_groups]
+        dist.all_gather_object(gathered, memory.buffer_groups)
         memory.rank_groups = gathered
 
 
@@ -309,19 +313,15 @@ def drop_gathered_memories(strategy: "SupervisedTemplate") -> None:
         memory.rank_groups = None
 
 
-def restore_rank_memory(strategy: "SupervisedTemplate") -> bool:
+def restore_rank_memory(strategy: "SupervisedTemplate") -> None:
     """After loading a checkpoint: this rank's own memory from those it holds (a run resumed with as many processes
-    as it was checkpointed with); returns whether each per-rank memory found its rank's part (else it keeps the one
-    of rank 0 and a warning says so)."""
+    as it was checkpointed with; else every rank keeps rank 0's, and a warning says so)."""
     rank, world_size = distributed_rank()
-    complete = True
     for memory in rank_memories(strategy):
         saved = getattr(memory, "rank_groups", None)
         if saved and len(saved) == world_size:
             memory.buffer_groups = saved[rank]
         elif world_size > 1:  # a checkpoint of another process count, or from before per-rank memories were saved
-            complete = False
             warnings.warn(f"the checkpoint holds {len(saved) if saved else 'no'} per-rank memories for "
                           f"{world_size} processes: every rank continues with rank 0's memory", stacklevel=2)
         memory.rank_groups = None
-    return complete
