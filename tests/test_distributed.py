@@ -219,6 +219,77 @@ def test_shard_loader_shards_plain_and_avalanche_loaders(cil_benchmark):
         shard_loader(custom, rank=0, world_size=2)
 
 
+def _numbered(first: int, count: int):
+    """An Avalanche classification dataset whose samples are their own numbers (``first`` on)."""
+    from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
+
+    return _make_taskaware_tensor_classification_dataset(
+        torch.arange(first, first + count).float(), torch.zeros(count, dtype=torch.long), task_labels=0)
+
+
+def _batches(loader) -> List[List[int]]:
+    return [sorted(int(v) for v in batch[0]) for batch in loader]
+
+
+@pytest.mark.parametrize("kind", ["plain", "task_balanced", "replay"])
+def test_two_processes_global_batches_are_the_batches_of_one_process(kind):
+    """Process r of 2 with batch b reads, at every step, its half of what one process with batch 2b reads: the same
+    global batches whatever the number of processes (a memory smaller than the data restarts, reshuffled, alike)."""
+    from avalanche.benchmarks.utils.data_loader import ReplayDataLoader
+
+    data, memory = _numbered(0, 64), _numbered(100, 12)
+
+    def loader(batch: int):
+        if kind == "plain":
+            return DataLoader(TensorDataset(torch.arange(64.0)), batch_size=batch, shuffle=True)
+        if kind == "task_balanced":
+            return TaskBalancedDataLoader(data, batch_size=batch, shuffle=True)
+        return ReplayDataLoader(data, memory, batch_size=batch, batch_size_mem=batch // 2, shuffle=True,
+                                oversample_small_tasks=True)
+
+    one = _batches(shard_loader(loader(8), rank=0, world_size=1, seed=5, epoch=2))
+    halves = [_batches(shard_loader(loader(4), rank=r, world_size=2, seed=5, epoch=2)) for r in range(2)]
+    assert len(one) == len(halves[0]) == len(halves[1]) == 8
+    assert [sorted(a + b) for a, b in zip(*halves)] == one
+    assert not set(halves[0][0]) & set(halves[1][0])  # each process its own half
+    if kind == "replay":  # 12 memory samples, 4 a batch: three passes over the memory, each in a new order
+        passes = [sorted(v for batch in one[i:i + 3] for v in batch if v >= 100) for i in (0, 3)]
+        assert passes[0] == passes[1] == list(range(100, 112))
+        assert [v for v in one[0] if v >= 100] != [v for v in one[3] if v >= 100]
+    another = _batches(shard_loader(loader(8), rank=0, world_size=1, seed=5, epoch=3))
+    data_seen = [sorted(v for batch in batches for v in batch if v < 100) for batches in (one, another)]
+    assert another != one and data_seen[0] == data_seen[1] == list(range(64))  # the next epoch: a new order
+
+
+@pytest.mark.parametrize("order", ["seeded", "avalanche"])
+def test_one_process_draws_batches_from_the_seed_not_the_global_random_state(cil_benchmark, order):
+    """In one process the plugin draws the training batches as two processes would together (``seeded``), so the
+    order does not depend on what consumed the global random state before; ``avalanche`` keeps Avalanche's."""
+    def first_batches(global_seed: int) -> List[float]:
+        seen: List[float] = []
+
+        class Record(SupervisedPlugin):
+            def before_forward(self, strategy, **kwargs):
+                seen.append(round(float(strategy.mb_x.sum()), 4))
+
+        strategy = build_strategy("naive", make_tiny(), evaluator=cil_evaluator(loggers=[], locality=False),
+                                  device="cpu", plugins=[Record(), DistributedPlugin(seed=3, sample_order=order)],
+                                  train_mb_size=8, train_epochs=2)
+        torch.manual_seed(global_seed)
+        strategy.train(cil_benchmark.train_stream[0])
+        return seen
+
+    first, second = first_batches(0), first_batches(1)
+    assert len(first) == 2 * len(cil_benchmark.train_stream[0].dataset) // 8
+    assert (first == second) == (order == "seeded")
+    assert first[: len(first) // 2] != first[len(first) // 2:]  # each epoch its own order
+
+
+def test_a_sample_order_the_plugin_does_not_know_is_refused():
+    with pytest.raises(ValueError, match="sample_order must be one of seeded, avalanche"):
+        DistributedPlugin(sample_order="random")
+
+
 def test_plugin_does_nothing_in_a_single_process(cil_benchmark):
     seen = []
 

@@ -77,10 +77,13 @@ def test_the_console_says_what_runs_where_how_far_and_what_came_out(recipe, tmp_
     assert lines[3] == "data      synthetic (generated in memory, no files)"
     assert lines[4] == "split     2 experiences x 2 classes; 128 training and 64 test images"
     assert lines[5].startswith("strategy  lpa: 1 epoch, batch 16, lr ") and "memory 20, finetuning 2 epochs" in lines[5]
-    assert lines[6] == f"output    {out}"
+    assert lines[6] == ("processes any number of processes with this global batch trains on the same batches and "
+                        "the same memory")
+    assert lines[7] == f"output    {out}"
     # results.json's run card: what decides how this run compares with another (one process here)
-    assert results["run_card"] == {"world_size": 1, "batch_per_process": 16, "global_batch": 16, "memory_size": 20,
-                                   "memory_scope": "global", "precision": "fp32", "pretrained": False,
+    assert results["run_card"] == {"world_size": 1, "batch_per_process": 16, "global_batch": 16,
+                                   "sample_order": "seeded", "memory_size": 20, "memory_scope": "global",
+                                   "precision": "fp32", "pretrained": False,
                                    "distinct_exemplars": [20, 20]}  # the memory, full, after each experience
     # One labelled line per epoch, the finetuning epochs as finetuning, counted from 1 out of their total.
     epochs = re.findall(r"^(exp \d/2 · (?:train|finetune) epoch \d/\d): loss [\d.]+", printed, re.M)
@@ -91,7 +94,7 @@ def test_the_console_says_what_runs_where_how_far_and_what_came_out(recipe, tmp_
                          f"last accuracy {results['summary']['last_accuracy']:.4f}; results in {out}")
     # log.txt starts with the same block, and every line carries a timestamp.
     log = (out / "log.txt").read_text().splitlines()
-    assert [re.sub(TIMESTAMP, "", line, count=1) for line in log[:7]] == lines[:7]
+    assert [re.sub(TIMESTAMP, "", line, count=1) for line in log[:8]] == lines[:8]
     assert all(re.match(TIMESTAMP, line) for line in log if line.strip())
 
 

@@ -43,6 +43,9 @@ CONFIG_HELP: Dict[str, str] = {
     "data.max_train_per_class": "keep at most this many training images per class (null: all)",
     "data.max_test_per_class": "keep at most this many test images per class (null: all)",
     "data.num_workers": "DataLoader worker processes (0: load in the main process)",
+    "data.sample_order": "`seeded`: training batches drawn from the seed, experience and epoch, the same global "
+                         "batches under any number of processes; `avalanche`: in one process the strategy's "
+                         "Avalanche loader shuffles (runs made before this key existed; torchrun draws seeded)",
     "data.synthetic.img_size": "synthetic images: side in pixels",
     "data.synthetic.in_chans": "synthetic images: channels",
     "data.synthetic.train_per_class": "synthetic images: training images per class",

@@ -68,6 +68,7 @@ class DataConfig:
     max_train_per_class: Optional[int] = None  # subsample for quick runs (None: all images)
     max_test_per_class: Optional[int] = None
     num_workers: int = 0
+    sample_order: str = "seeded"  # seeded (the same batches under any number of processes) | avalanche
     synthetic: SyntheticData = field(default_factory=SyntheticData)
     folder: FolderData = field(default_factory=FolderData)
 

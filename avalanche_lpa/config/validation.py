@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, Mapping
 
 from ..data import dataset_info
+from ..data.sharding import SAMPLE_ORDERS
 from ..errors import ConfigError
 from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, timm_model_name
 from ..training import resolve_options, strategy_entry
@@ -118,6 +119,8 @@ def _check_values(config: Dict[str, Any]) -> None:
     _at_least("evaluation.attention_maps", evaluation["attention_maps"], 0, "0 (off) or more")
     _at_least("data.n_experiences", data["n_experiences"], 1)
     _at_least("data.num_workers", data["num_workers"], 0, "0 (load in the main process) or more")
+    if data["sample_order"] not in SAMPLE_ORDERS:
+        raise ConfigError(f"data.sample_order: unknown {data['sample_order']!r}; valid: {', '.join(SAMPLE_ORDERS)}")
     _check_checkpoint(config["checkpoint"])
     _at_least("evaluation.locality_probe_size", evaluation["locality_probe_size"], 1)
     loggers = evaluation["loggers"]

@@ -1,19 +1,32 @@
-"""Each process's shard of a training loader (plain ``DataLoader`` or Avalanche's multi-dataset loaders).
+"""Each process's part of a training loader (plain ``DataLoader`` or Avalanche's multi-dataset loaders), drawn from
+a seed so that the global batches are the same under any number of processes.
 
-:class:`~avalanche_lpa.plugins.DistributedPlugin` calls :func:`shard_loader` before every training epoch and
-:func:`whole_loader` before every evaluated experience. Why the plugin re-shards at all: in avalanche-lib 0.5 /
-0.6 the train loader of a benchmark of the new API (experiences without ``task_labels``) has no distributed
-sampler, the multi-dataset loaders build a fresh ``DistributedSampler`` at epoch 0 on every pass (each epoch the
-same order), and the evaluation loaders are sharded while no metric is reduced (listed in ``compat``).
+:class:`~avalanche_lpa.plugins.DistributedPlugin` calls :func:`shard_loader` before every training epoch (in one
+process too, unless ``data.sample_order`` is ``avalanche``) and :func:`whole_loader` before every evaluated
+experience. Why the plugin re-shards at all: in avalanche-lib 0.5 / 0.6 the train loader of a benchmark of the new
+API (experiences without ``task_labels``) has no distributed sampler, the multi-dataset loaders build a fresh
+``DistributedSampler`` at epoch 0 on every pass (each epoch the same order), and the evaluation loaders are sharded
+while no metric is reduced (listed in ``compat``).
+
+Why the batches match: every dataset of a loader is drawn in one permutation of its indices (seed, epoch), dealt to
+the processes round-robin as ``DistributedSampler`` deals it. Process ``r`` of ``W`` reads positions ``r, r + W,
+...``, so its ``k``-th batch of ``b`` holds the permutation's positions ``[k W b, (k + 1) W b)`` of its own
+residue, and the ``W`` processes' ``k``-th batches together are the ``k``-th batch of ``W b`` that one process
+reads. DDP averages the processes' mean losses' gradients, which is the gradient of the mean over the global batch
+whenever the processes' batches are the same size (a dataset whose size is a multiple of ``W``).
 """
 from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence
 
 from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler, Subset
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
-__all__ = ["rebuild_multi_loader", "shard_indices", "shard_loader", "whole_loader"]
+__all__ = ["SAMPLE_ORDERS", "SeededBatchSamplers", "rebuild_multi_loader", "shard_indices", "shard_loader", "whole_loader"]
+
+#: How a run draws its training batches (``data.sample_order``): from the seed (the same under any number of
+#: processes), or, in one process, as the strategy's Avalanche loader shuffles (from the global random state).
+SAMPLE_ORDERS = ("seeded", "avalanche")
 
 
 def shard_indices(
@@ -40,8 +53,29 @@ def shard_indices(
     return list(sampler)
 
 
-def _subset(dataset: Any, indices: List[int]) -> Any:
-    return dataset.subset(indices) if hasattr(dataset, "subset") else Subset(dataset, indices)
+class SeededBatchSamplers:
+    """The per-dataset batch samplers of an Avalanche multi-dataset loader, each drawn from a seed.
+
+    Installed on a rebuilt loader in place of its ``_create_samplers`` (which Avalanche calls at every pass): dataset
+    ``i`` is read through a ``DistributedSampler`` of this process's rank and the number of processes, seeded with
+    ``seed + i`` and set to ``epoch``. Avalanche restarts a smaller dataset (the memory, when it is oversampled) at
+    ``epoch + 1``, ``epoch + 2``, ...: a new permutation, the same in every process.
+    """
+
+    def __init__(self, rank: int, world_size: int, seed: int, epoch: int) -> None:
+        self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, epoch
+
+    def __call__(self, datasets: Sequence[Any], batch_sizes: Sequence[int], distributed_sampling: bool,
+                 loader_kwargs: Dict[str, Any]) -> List[BatchSampler]:
+        shuffle = bool(loader_kwargs.get("shuffle", False))
+        drop_last = bool(loader_kwargs.get("drop_last", False))
+        samplers = []
+        for index, (dataset, batch_size) in enumerate(zip(datasets, batch_sizes)):
+            sampler = DistributedSampler(range(len(dataset)), num_replicas=self.world_size, rank=self.rank,
+                                         shuffle=shuffle, seed=self.seed + index, drop_last=drop_last)
+            sampler.set_epoch(self.epoch)
+            samplers.append(BatchSampler(sampler, batch_size, drop_last))
+        return samplers
 
 
 def rebuild_multi_loader(
@@ -91,9 +125,9 @@ def shard_loader(loader: Any, *, rank: int, world_size: int, seed: int = 0, epoc
     ``DistributedSampler.set_epoch``.
 
     * Avalanche multi-dataset loaders (``TaskBalancedDataLoader``, ``ReplayDataLoader``, ...): the same class
-      rebuilt over the epoch's shard of each dataset (memory included), Avalanche's own sampling switched off.
-      avalanche-lib 0.6 creates a fresh ``DistributedSampler`` at epoch 0 on every pass, so without this every
-      epoch would repeat the same shard order and the same global batches.
+      rebuilt, each dataset (memory included) read through :class:`SeededBatchSamplers`. avalanche-lib 0.6
+      creates a fresh ``DistributedSampler`` at epoch 0 on every pass, so without this every epoch would repeat
+      the same shard order and the same global batches.
     * A plain ``DataLoader`` (``shuffle=True/False``): the same loader with a ``DistributedSampler``.
       avalanche-lib 0.6 builds these for benchmarks of the new API without any distributed sampler.
     * A ``DataLoader`` whose sampler shards by itself (a ``DistributedSampler``, or any sampler with
@@ -104,13 +138,13 @@ def shard_loader(loader: Any, *, rank: int, world_size: int, seed: int = 0, epoc
         TypeError: a loader with its own sampler or batch sampler, which cannot be sharded generically.
     """
     if isinstance(loader, MultiDatasetDataLoader):
-        shuffle = bool(loader.loader_kwargs.get("shuffle", False))
-        last = bool(loader.loader_kwargs.get("drop_last", False))
-        shards = [
-            _subset(d, shard_indices(len(d), rank, world_size, seed=seed, epoch=epoch, shuffle=shuffle, drop_last=last))
-            for d in loader.datasets
-        ]
-        return rebuild_multi_loader(loader, shards, distributed_sampling=False)
+        rebuilt = rebuild_multi_loader(loader, loader.datasets, distributed_sampling=False)
+        samplers = SeededBatchSamplers(rank, world_size, seed, epoch)
+        rebuilt._create_samplers = samplers  # an instance attribute: Avalanche calls it at every pass
+        if not rebuilt.never_ending:  # Avalanche counted the whole datasets' batches; this process reads its share
+            rebuilt.n_iterations = len(samplers(rebuilt.datasets, rebuilt.batch_sizes, False, rebuilt.loader_kwargs)
+                                       [rebuilt.termination_dataset])
+        return rebuilt
     if isinstance(loader, DataLoader):
         sampler = loader.sampler
         if isinstance(sampler, DistributedSampler) or (

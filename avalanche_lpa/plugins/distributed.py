@@ -19,7 +19,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..compat.torch_ddp import NO_FORWARD_BUFFER_SYNC
-from ..data.sharding import shard_loader, whole_loader
+from ..data.sharding import SAMPLE_ORDERS, shard_loader, whole_loader
+from ._sampling import distributed_rank
 
 __all__ = ["DistributedModel", "DistributedPlugin", "model_fingerprint", "sync_module_state"]
 
@@ -71,7 +72,8 @@ def model_fingerprint(module: nn.Module, buffers: bool = True) -> torch.Tensor:
 
 
 class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
-    """Makes an Avalanche strategy train with DDP under ``torchrun``; does nothing in a single-process run.
+    """Makes an Avalanche strategy train with DDP under ``torchrun``, drawing the same global batches whatever the
+    number of processes (in one process too, unless ``sample_order="avalanche"``).
 
     What it does, and where (each callback is independent of the position of the plugin in the list):
 
@@ -87,7 +89,11 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
       parameters to the optimizer (``make_optimizer``) by then, and DDP wraps those very tensors. Building
       the wrapper also broadcasts rank 0's weights, realigning any drift.
     * ``before_training_exp`` / ``before_training_epoch``: the training loader is sharded with
-      :func:`shard_loader`, reshuffled every epoch (also the loaders that other plugins, e.g. replay, install).
+      :func:`shard_loader`, reshuffled every epoch (also the loaders that other plugins, e.g. replay, install):
+      the processes' ``k``-th batches together are the ``k``-th batch one process with their global batch size
+      reads, so a run with 1 process and batch ``B`` and one with 2 processes and batch ``B / 2`` each train on
+      the same batches. In one process the loader is "sharded" over one process for that reason (a loader it
+      cannot shard, with a sampler of its own, is left as it is there).
     * ``before_eval_exp``: the evaluation loader reads the whole experience in every process, so all processes
       compute the same metrics from the same predictions with no reduction step. Trade-off: evaluation is not
       parallelised (each process does all of it). Reducing metrics instead would need every Avalanche metric's
@@ -106,6 +112,10 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
     Args:
         seed: seed of the data shards (``DistributedSampler`` seed); experience ``e``, epoch ``k`` uses
             ``seed + 100003 * e`` and epoch ``k``.
+        sample_order: ``"seeded"``: draw the training batches from ``seed`` in one process as in several (the same
+            batches under any number of processes); ``"avalanche"``: in one process, leave the strategy's loaders
+            as they are (Avalanche's shuffle, from the global random state; the order of runs made before
+            ``data.sample_order`` existed). Several processes always draw seeded batches.
         find_unused_parameters: passed to DDP. Every parameter of our models (the growing head included)
             gets a gradient in every iteration, so the default ``False`` saves DDP a graph traversal per
             iteration; set ``True`` (Avalanche's ``wrap_model`` choice) for a model with parameters that some
@@ -124,13 +134,17 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
         self,
         *,
         seed: int = 0,
+        sample_order: str = "seeded",
         find_unused_parameters: bool = False,
         ddp_kwargs: Optional[Dict[str, Any]] = None,
         sync_after_experience: bool = True,
         check_consistency: bool = False,
     ) -> None:
         super().__init__()
+        if sample_order not in SAMPLE_ORDERS:
+            raise ValueError(f"sample_order must be one of {', '.join(SAMPLE_ORDERS)}, got {sample_order!r}")
         self.seed = seed
+        self.sample_order = sample_order
         self.find_unused_parameters = find_unused_parameters
         self.ddp_kwargs = dict(ddp_kwargs or {})
         self.sync_after_experience = sync_after_experience
@@ -143,6 +157,8 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
         self._sharded_key: Optional[Tuple[int, int]] = None
         self._source: Any = None  # the loader it was sharded from
 
+    sample_order = "avalanche"  # what a plugin pickled before the option existed did in one process
+
     # The wrapper holds a process group and cannot be pickled; it is rebuilt on demand after a reload.
     def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)
@@ -153,6 +169,10 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
     def active() -> bool:
         """True when running with more than one process."""
         return DistributedHelper.is_distributed and DistributedHelper.world_size > 1
+
+    def seeded(self) -> bool:
+        """True when the training batches are drawn from the seed (always under several processes)."""
+        return self.active() or self.sample_order == "seeded"
 
     # -- model wrapping ----------------------------------------------------------------------------------------
     @staticmethod
@@ -232,15 +252,16 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
             return
         if loader is not self._sharded:  # a new loader (the strategy's or another plugin's)
             self._source = loader
-        self._sharded = shard_loader(
-            self._source,
-            rank=DistributedHelper.rank,
-            world_size=DistributedHelper.world_size,
-            seed=self.seed + 100003 * exp,
-            epoch=epoch,
-        )
-        self._sharded_key = (exp, epoch)
-        strategy.dataloader = self._sharded
+        rank, world_size = distributed_rank()
+        try:
+            sharded = shard_loader(self._source, rank=rank, world_size=world_size, seed=self.seed + 100003 * exp,
+                                   epoch=epoch)
+        except TypeError:
+            if self.active():
+                raise
+            sharded = self._source  # one process: a loader with a sampler of its own keeps it
+        self._sharded, self._sharded_key = sharded, (exp, epoch)
+        strategy.dataloader = sharded
 
     @contextlib.contextmanager
     def unsharded(self, strategy: Any) -> Iterator[None]:
@@ -257,17 +278,19 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
             strategy.dataloader = sharded
 
     def before_training_exp(self, strategy: Any, **kwargs: Any) -> None:
+        if self.seeded():
+            # Epoch 0: the clock (the last plugin) resets its epoch counter only after this callback.
+            self._shard_train(strategy, epoch=0)
         if not self.active():
             return
-        # Epoch 0: the clock (the last plugin) resets its epoch counter only after this callback.
-        self._shard_train(strategy, epoch=0)
         self._ddp, self._signature, self._recheck = None, None, True
         if self.check_consistency:
             self._check_memories(strategy)
 
     def before_training_epoch(self, strategy: Any, **kwargs: Any) -> None:
-        if self.active():
+        if self.seeded():
             self._shard_train(strategy, epoch=strategy.clock.train_exp_epochs)
+        if self.active():
             # Plugins may change which parameters train between epochs (finetuning freezes the backbone).
             self._recheck = True
 

@@ -11,20 +11,47 @@ from .console import RunCard
 from .folder import run_name
 from .model import model_label, parameter_count
 
-__all__ = ["run_card", "run_facts", "start_label", "strategy_summary"]
+__all__ = ["process_count_note", "run_card", "run_facts", "sample_order", "start_label", "strategy_summary"]
 
 _ATTENTION = {"lpa": "LPA attention", "gpsa": "GPSA attention", "mhsa": "plain attention"}
 
 
+def sample_order(config: RunConfig, world_size: int) -> str:
+    """How the run draws its training batches: ``seeded``, or ``avalanche`` (one process only: torchrun draws
+    seeded batches whatever the config says)."""
+    return "seeded" if world_size > 1 else config.data.sample_order
+
+
+def _rank_memories(config: RunConfig) -> bool:
+    options = config.strategy
+    return options.get("mem_size") is not None and options.get("memory_scope", "global") != "global"
+
+
+def process_count_note(config: RunConfig, world_size: int) -> str:
+    """Whether a run of this config with another number of processes (the same global batch) is the same
+    experiment, and if not why, in one line of the opening block."""
+    if sample_order(config, world_size) == "avalanche":
+        return ("batches from Avalanche's shuffle (data.sample_order: avalanche); torchrun draws them from the seed: "
+                "another number of processes trains on other batches")
+    same = "any number of processes with this global batch trains on the same batches"
+    if _rank_memories(config):
+        scope = config.strategy["memory_scope"]
+        return (f"{same}, but memory_scope {scope} keeps one memory per process (another number of processes: "
+                "another memory; global: one)")
+    return f"{same} and the same memory"
+
+
 def run_facts(config: RunConfig, world_size: int) -> Dict[str, Any]:
     """What decides how a run compares with another beside its config's science: processes, batch per process and
-    in all, memory and its scope, precision, a pretrained backbone (``results.json``'s ``run_card``)."""
+    in all, how batches are drawn, memory and its scope, precision, a pretrained backbone (``results.json``'s
+    ``run_card``)."""
     options = config.strategy
     batch = options.get("train_mb_size")
     return {
         "world_size": world_size,
         "batch_per_process": batch,
         "global_batch": batch * world_size if batch is not None else None,
+        "sample_order": sample_order(config, world_size),
         "memory_size": options.get("mem_size"),
         "memory_scope": options.get("memory_scope", "global") if options.get("mem_size") is not None else None,
         "precision": options.get("precision", "fp32"),
@@ -109,5 +136,6 @@ def run_card(config: RunConfig, folder: Path, benchmark: Any, network: Any, info
     return RunCard(
         name=run_name(config), model=f"{label}{kind}", parameters=parameter_count(network),
         device=_device(info), data=_data(config), split=_split(benchmark),
-        strategy=strategy_summary(config.strategy, info.world_size), start=start, output=str(folder),
+        strategy=strategy_summary(config.strategy, info.world_size),
+        processes=process_count_note(config, info.world_size), start=start, output=str(folder),
     )

@@ -51,6 +51,7 @@ class RunCard:
         strategy: the strategy and its main options.
         start: ``fresh``, or where a resumed run continues.
         output: the run folder.
+        processes: whether another number of processes would run the same experiment (empty: no line).
     """
 
     name: str
@@ -62,6 +63,7 @@ class RunCard:
     strategy: str
     start: str
     output: str
+    processes: str = ""
 
     def lines(self) -> List[str]:
         """The block, one ``label  value`` line each."""
@@ -72,9 +74,10 @@ class RunCard:
             ("data", self.data),
             ("split", self.split),
             ("strategy", self.strategy),
+            ("processes", self.processes),
             ("output", self.output),
         )
-        return [f"{label:<9} {value}" for label, value in rows]
+        return [f"{label:<9} {value}" for label, value in rows if value]
 
     def text(self) -> str:
         return "\n".join(self.lines())

@@ -151,7 +151,7 @@ class Run:
                 config.strategy, self.model, evaluator=evaluator(self.loggers, config), device=self.info.device,
                 num_classes=self.benchmark.n_classes, divergence_guard=self.divergence_guard,  # the guard is ours
                 # the DDP plugin is inactive in one process
-                plugins=self.plugins + [MemoryCensusPlugin()] + guard + [DistributedPlugin(seed=config.seed)],
+                plugins=self.plugins + [MemoryCensusPlugin()] + guard + [DistributedPlugin(seed=config.seed, sample_order=config.data.sample_order)],
             )
         except ValueError as error:  # a check that needs the model or the stream (a memory too small for GSS, ...)
             raise ConfigError(f"strategy: {error}") from None

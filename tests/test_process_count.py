@@ -1,0 +1,88 @@
+"""1 process = 2 processes: a run with batch B in one process and under torchrun with 2 processes of batch B / 2
+trains the same model (gloo on CPU, the experiment script as users launch it).
+
+The data order is drawn from the seed (``data.sample_order: seeded``), so the two processes' batches together are
+the one process's batches, and DDP's averaged gradient is the gradient of the mean over them. What stays random per
+process is switched off here: augmentation (``data.augment``), mixup, drop path. Float sums in another order leave
+differences of float rounding, which Adam's normalised steps carry on: the test states the tolerance it allows.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow  # three runs of a few tens of seconds each
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "experiments" / "split_cifar100.py"
+
+#: The largest parameter difference allowed after two experiences (rounding carried through Adam), and the largest
+#: difference of accuracy (one test image of 64 flipping between two near-equal logits).
+PARAMETER_TOLERANCE = 1e-4
+ACCURACY_TOLERANCE = 1 / 64 + 1e-9
+
+COMMON = [
+    "--device", "cpu", "--strategy", "lpa", "--set", "data.dataset=synthetic", "--set", "data.n_experiences=2",
+    "--set", "data.class_order=null", "--set", "data.augment=false", "--set", "data.num_workers=0",
+    "--set", "model.preset=tiny", "--set", "model.head=per_experience",
+    "--set", "model.overrides={img_size: 8, patch_size: 2, in_chans: 1, embed_dim: 18, depth: 2, num_heads: 9, "
+    "drop_path_rate: 0.0}",
+    "--set", "strategy.train_epochs=2", "--set", "strategy.epochs_first=2", "--set", "strategy.mem_size=16",
+    "--set", "strategy.loss=ce", "--set", "strategy.mixup=0.0", "--set", "strategy.cutmix=0.0",
+    "--set", "strategy.finetune.epochs=1", "--set", "strategy.lr_schedule.schedule_epochs=null",
+    "--set", "strategy.lr_schedule.step=iteration", "--set", "strategy.lr_schedule.warmup_epochs=0",
+    "--set", "evaluation.progress_bar=false", "--set", "evaluation.locality_probe_size=16",
+    "--set", "evaluation.attention_maps=0", "--set", "output.plots=false",
+]
+#: The two ways the recipe draws its batches: Avalanche's replay loader (half of every batch from the memory,
+#: restarted when it runs out), and replay by concatenation with repeated augmentation (the authors' sampler).
+RECIPES = {
+    "balanced_batches": ["--set", "strategy.replay_mode=balanced_batches", "--set", "strategy.repeated_aug=1"],
+    "concat_repeated_aug": ["--set", "strategy.replay_mode=concat", "--set", "strategy.repeated_aug=3"],
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(launcher: List[str], out: Path, batch: int, recipe: str) -> str:
+    cmd = [*launcher, str(SCRIPT), "--output", str(out), *COMMON, *RECIPES[recipe],
+           "--set", f"strategy.train_mb_size={batch}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=out.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_one_process_and_two_processes_train_the_same_model(recipe, tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    printed = _run([sys.executable], one, batch=8, recipe=recipe)
+    _run(torchrun, two, batch=4, recipe=recipe)
+    assert "any number of processes with this global batch trains on the same batches and the same memory" in printed
+
+    results = [json.loads((folder / "results.json").read_text()) for folder in (one, two)]
+    cards = [r["run_card"] for r in results]
+    assert [c["world_size"] for c in cards] == [1, 2] and [c["batch_per_process"] for c in cards] == [8, 4]
+    assert cards[0]["global_batch"] == cards[1]["global_batch"] == 8
+    assert cards[0]["sample_order"] == cards[1]["sample_order"] == "seeded"
+    assert cards[0]["distinct_exemplars"] == cards[1]["distinct_exemplars"] == [16, 16]
+    assert results[0]["train_iterations"] == results[1]["train_iterations"]  # the same number of steps
+    models = [torch.load(folder / "model.pt", map_location="cpu", weights_only=True) for folder in (one, two)]
+    assert models[0].keys() == models[1].keys()
+    worst = max((models[0][k].float() - models[1][k].float()).abs().max().item() for k in models[0]
+                if torch.is_floating_point(models[0][k]))
+    assert worst <= PARAMETER_TOLERANCE, f"largest parameter difference {worst:.2e}"
+    for row_one, row_two in zip(results[0]["accuracy_matrix"], results[1]["accuracy_matrix"]):
+        assert row_one == pytest.approx(row_two, abs=ACCURACY_TOLERANCE)
