@@ -68,6 +68,11 @@ def test_split_cifar100_script_runs_under_torchrun(strategy, tmp_path):
     scope, memories = SCOPES.get(strategy, ("global", 1))
     assert card["memory_scope"] == scope and "batch " + str(card["batch_per_process"]) + " per process (" \
         + str(card["global_batch"]) + " in all)" in done.stdout
+    # whether another number of processes would run the same experiment, and why not (one memory per rank)
+    assert card["sample_order"] == "seeded"
+    assert ("processes any number of processes with this global batch trains on the same batches"
+            + (f", but memory_scope {scope} keeps one memory per process" if memories > 1 else " and the same memory")
+            ) in done.stdout
     # distinct exemplars over both ranks after each experience: one global memory holds mem_size, one memory per
     # rank herded from disjoint shards twice that
     assert card["distinct_exemplars"] == [memories * card["memory_size"]] * 2
