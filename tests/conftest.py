@@ -1,4 +1,6 @@
 """Shared fixtures: tiny models and a synthetic class-incremental benchmark (no files, no downloads)."""
+import socket
+
 import pytest
 import torch
 
@@ -35,3 +37,19 @@ def _seed():
 def cil_benchmark():
     """3 experiences x 2 classes of 8x8 single-channel images."""
     return synthetic_benchmark(n_experiences=3, classes_per_experience=2, img_size=8, in_chans=1)
+
+
+@pytest.fixture
+def blocked_network(monkeypatch):
+    """Every attempt to open a connection is refused with an ``OSError``; the fixture's value lists the attempts."""
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network blocked by the test")
+
+    for name in ("connect", "connect_ex"):
+        monkeypatch.setattr(socket.socket, name, refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    return attempts

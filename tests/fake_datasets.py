@@ -12,7 +12,7 @@ import runpy
 import struct
 import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Dict, Iterable, List
 
 import numpy as np
 from PIL import Image
@@ -101,6 +101,34 @@ def make_fake_tiny_imagenet(root: Path, train_per_class: int = 2, size: int = 64
             data / "val" / "images" / f"val_{index}.JPEG")
         annotations.append(f"val_{index}.JPEG\t{wnid}\t0\t0\t{size}\t{size}")
     (data / "val" / "val_annotations.txt").write_text("\n".join(annotations) + "\n")
+    return root
+
+
+def make_fake_core50(root: Path, train_per_class: int = 2, test_per_class: int = 1, size: int = 128) -> Path:
+    """CORe50's layout in ``root`` as Avalanche downloads it, as far as the NC protocol of run 0 reads it:
+    ``core50_128x128/s<session>/o<object>/C_<ss>_<oo>_<nnn>.png`` (sessions 1, 2 for training, 3 for testing) and
+    ``batches_filelists/NC_inc/run0/train_batch_00..08_filelist.txt`` + ``test_filelist.txt``, whose labels number
+    the 50 objects in a shuffled order (as the protocol's runs relabel them) and whose batches bring 10, then 8 x 5
+    of them; returns ``root``."""
+    rng = np.random.default_rng(0)
+    label_of = {obj: int(label) for obj, label in zip(range(1, 51), rng.permutation(50))}
+    arrival = [int(label) for label in rng.permutation(50)]  # the protocol's class order of the fake run 0
+    lines: Dict[str, List[str]] = {}
+    for obj, label in label_of.items():
+        batch = arrival.index(label)
+        batch = 0 if batch < 10 else 1 + (batch - 10) // 5
+        for session, count, split in ((1, train_per_class, f"train_batch_{batch:02d}"), (3, test_per_class, "test")):
+            folder = root / "core50_128x128" / f"s{session}" / f"o{obj}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                name = f"C_{session:02d}_{obj:02d}_{index:03d}.png"
+                colour = rng.integers(0, 256, 3, dtype=np.uint8)
+                Image.fromarray(np.broadcast_to(colour, (size, size, 3)).copy()).save(folder / name)
+                lines.setdefault(split, []).append(f"s{session}/o{obj}/{name} {label}")
+    lists = root / "batches_filelists" / "NC_inc" / "run0"
+    lists.mkdir(parents=True)
+    for split, entries in lines.items():
+        (lists / f"{split}_filelist.txt").write_text("\n".join(entries) + "\n")
     return root
 
 

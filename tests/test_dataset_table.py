@@ -24,7 +24,7 @@ def test_every_entry_is_complete_and_consistent(name):
     if info.files or info.avalanche_name:  # a dataset of files has its default root under Avalanche's location
         assert info.files and info.avalanche_name
     if info.download_size:  # downloadable: torchvision reads the files, Avalanche's classic benchmark splits them
-        assert info.torchvision and info.benchmark and info.manual and info.folder
+        assert info.torchvision and info.benchmark and info.manual and (info.folder or info.files)
 
 
 def test_an_inconsistent_entry_is_refused_when_made():
@@ -41,7 +41,7 @@ def test_an_inconsistent_entry_is_refused_when_made():
 
 def test_an_unknown_dataset_is_one_line_naming_the_known_ones():
     with pytest.raises(ValueError, match=r"^unknown dataset 'svhn'; valid: cifar100, fashion_mnist, imagenet100, "
-                                         r"tiny_imagenet, folder, synthetic$"):
+                                         r"tiny_imagenet, core50, folder, synthetic$"):
         dataset_info("svhn")
     with pytest.raises(ConfigError, match=r"^data.dataset: unknown dataset 'svhn'; valid: cifar100, [a-z0-9_, ]+$"):
         load_config(None, ["data.dataset=svhn"])

@@ -204,16 +204,8 @@ def test_split_tiny_imagenet_reads_avalanches_layout_and_offline_is_one_line(tmp
            r"download into .* failed .*cs231n.stanford.edu/tiny-imagenet-200.zip"),
     (False, r"Tiny-ImageNet not found: .* downloading is off"),
 ])
-def test_tiny_imagenet_offline_or_not_downloaded_is_one_line_and_nothing_written(tmp_path, capsys, monkeypatch,
+def test_tiny_imagenet_offline_or_not_downloaded_is_one_line_and_nothing_written(tmp_path, capsys, blocked_network,
                                                                                  download, message):
-    import socket
-
-    def refuse(*args, **kwargs):
-        raise OSError("network blocked by the test")
-    for name in ("connect", "connect_ex"):
-        monkeypatch.setattr(socket.socket, name, refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
     out = tmp_path / "run"
     argv = ["--config", "fashion_mnist", "--data-root", str(tmp_path / "nothing"), "--output", str(out),
             "--set", "data.dataset=tiny_imagenet", "--set", "data.class_order=null", "--set", "data.n_experiences=10",

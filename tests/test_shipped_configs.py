@@ -28,7 +28,7 @@ from avalanche_lpa.data import datasets as data_module
 from avalanche_lpa.config import load_config
 
 from .fake_datasets import (
-    make_fake_cifar100, make_fake_cub, make_fake_fashion_mnist_gz, make_fake_imagenet, make_fake_tiny_imagenet,
+    make_fake_cifar100, make_fake_core50, make_fake_cub, make_fake_fashion_mnist_gz, make_fake_imagenet, make_fake_tiny_imagenet,
 )
 
 # End-to-end runs (whole runs, scripts, kills and resumes): CI runs them, the inner loop (-m "not slow") does not.
@@ -79,10 +79,13 @@ def _n_experiences(n_classes: int) -> int:
 
 
 def _split(config: Path) -> Dict[str, int]:
-    """The split a shrunk run of ``config`` uses: the fewest experiences of at least 3 (a B50 config keeps B50)."""
+    """The split a shrunk run of ``config`` uses: the fewest experiences of at least 3 (a B50 config keeps B50, and
+    CORe50 NC its nine batches)."""
     data = load_config(config).data
     counted = dataset_info(data.dataset).num_classes or FOLDER_CLASSES  # an image folder: the fake folders'
     classes = len(data.class_order) if data.class_order is not None else counted
+    if data.dataset == "core50":
+        return {"data.n_experiences": data.n_experiences, "data.initial_classes": data.initial_classes}
     if data.initial_classes is not None:
         return {"data.n_experiences": 1 + classes // 2, "data.initial_classes": classes // 2}
     return {"data.n_experiences": _n_experiences(classes)}
@@ -136,6 +139,7 @@ def fake_data(tmp_path_factory) -> Dict[str, Path]:
         "imagenet_r": make_fake_imagenet(root / "imagenet-r-src", wnids, train_per_class=5, val_per_class=0) / "train",
         "cub200": make_fake_cub(root / "CUB_200_2011", FOLDER_CLASSES),
         "tiny_imagenet": make_fake_tiny_imagenet(root / "tiny"),
+        "core50": make_fake_core50(root / "core50"),
     }
 
 

@@ -22,6 +22,7 @@ from .datasets import (
 from .folder import STATS_FILE, folder_shape, folder_statistics, scan_image_folder, split_folder
 from .integrity import check_files, read_image
 from .tiny_imagenet import split_tiny_imagenet
+from .core50 import split_core50
 from .registry import DATASETS, DatasetInfo, dataset_info, register_dataset
 from .splits import (
     TargetTensorDataset,
@@ -47,6 +48,7 @@ from .transforms import (
 )
 
 __all__ = [
+    "split_core50",
     "split_tiny_imagenet",
     "ModelInput",
     "resized",

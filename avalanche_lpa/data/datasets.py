@@ -169,7 +169,7 @@ def _dataset_root(info: DatasetInfo, root: Optional[os.PathLike], download: bool
                   packaged: Optional[Path] = None) -> Path:
     """A folder with ``<folder>/<files>`` of ``info``: already there, unpacked from gzipped files (the root's own
     or ``packaged``, a system package's folder), or downloaded with torchvision if allowed."""
-    holds = f"{info.folder}/"
+    holds = f"{info.folder or Path(info.files[0]).parts[0]}/"  # the folder the root holds, for messages
     root = check_data_root(root if root is not None else default_data_root(info.name), holds)
     folder = root / info.folder
     missing = [name for name in info.files if not (folder / name).is_file()]

@@ -9,8 +9,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from avalanche.benchmarks.classic import SplitCIFAR100, SplitFMNIST, SplitTinyImageNet
-from avalanche.benchmarks.datasets import TinyImagenet
+from avalanche.benchmarks.classic import CORe50, SplitCIFAR100, SplitFMNIST, SplitTinyImageNet
+from avalanche.benchmarks.datasets import CORe50Dataset, TinyImagenet
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import datasets
 
@@ -113,6 +113,8 @@ _FILE_OPTIONS = ("root", "augment", "max_train_per_class", "max_test_per_class",
 RESIZING = "model_input"
 _CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 _TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+_CORE50_URL = "https://vlomonaco.github.io/core50/"
+_CORE50_NC_LISTS = "batches_filelists/NC_inc/run0"  # data.core50.CORE50_NC_LISTS (the table cannot import it)
 
 #: The datasets by config name, in the order messages list them.
 DATASETS: Dict[str, DatasetInfo] = {
@@ -158,6 +160,20 @@ DATASETS: Dict[str, DatasetInfo] = {
             torchvision=TinyImagenet, benchmark=SplitTinyImageNet, download_size="about 240 MB",
             manual=f"on a machine with internet download {_TINY_IMAGENET_URL} and extract it into {{root}}",
             crop_padding=8,
+        ),
+        DatasetInfo(
+            # Avalanche's CORe50Dataset downloads it (images and file lists); we read the NC lists of run 0 and split
+            # the test list by class (data/core50.py). ImageNet's statistics, as Avalanche's CORe50; patch 16: an
+            # 8x8 grid of the 128 px images.
+            name="core50", title="CORe50", num_classes=50, input_shape=(3, 128, 128),
+            mean=tuple(IMAGENET_DEFAULT_MEAN), std=tuple(IMAGENET_DEFAULT_STD), patch_size=16,
+            loader=_package_loader("split_core50"), options=_FILE_OPTIONS + ("auto_augment", "download", RESIZING),
+            avalanche_name="core50",
+            files=(f"{_CORE50_NC_LISTS}/train_batch_00_filelist.txt", f"{_CORE50_NC_LISTS}/test_filelist.txt"),
+            torchvision=CORe50Dataset, benchmark=CORe50, download_size="its 128 px images and file lists",
+            manual=f"on a machine with internet download core50_128x128.zip and batches_filelists.zip from "
+                   f"{_CORE50_URL} and extract both into {{root}}",
+            crop_padding=16,
         ),
         DatasetInfo(
             # your images: <root>/train/<class>/*, <root>/test/<class>/*; data.folder gives (or the training images
