@@ -6,6 +6,9 @@ Candidates (one attention layer, one block, or the whole model):
                           with the bias as its mask)
   lpa_explicit            our LPA path that materialises the probabilities (used by the locality metric)
   gpsa, mhsa              our GPSA and plain attention (same skeleton)
+  mhsa_plus4              plain attention with every head 4 columns wider (zeros): the cost floor of any LPA computed
+                          as one SDPA call (LPA's position features widen the heads by 4), to tell the kernel's price
+                          for the wider heads from lpa_fused's own overhead
   timm_vit                timm's VisionTransformer attention (fused SDPA)
   timm_gpsa               timm's ConViT GPSA
   authors                 LPA written in the authors' style: a per-pair feature tensor [B, heads, N, N, 4]
@@ -36,11 +39,12 @@ from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from avalanche_lpa.layers import ATTENTION_LAYERS, LocalityBlock, LPAttention  # noqa: E402
+from avalanche_lpa.layers import ATTENTION_LAYERS, LocalityBlock, LPAttention, MHSAttention  # noqa: E402
 from avalanche_lpa.models import PRESETS, LocalityViT  # noqa: E402
 
 # The presets' image and patch sizes (from the dataset table: CIFAR-100 32 px / patch 4, 64 tokens; ImageNet-100
@@ -64,6 +68,17 @@ class AuthorsStyleLPA(LPAttention):
         weights = torch.cat([self.content_weight.view(-1, 1), self.pos_weight], dim=1)  # [H, 4]
         logits = (features * weights.view(1, heads, 1, 1, 4)).sum(-1)
         return self._attend(logits.softmax(dim=-1), v)
+
+
+class WiderHeadsAttention(MHSAttention):
+    """Plain attention over heads ``extra`` zero columns wider: what one SDPA call costs at LPA's head size."""
+
+    extra = 4
+
+    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = (F.pad(t, (0, self.extra)) for t in self._qkv(x))
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)[..., : self.head_dim]
+        return self._merge_heads(out)
 
 
 def _timm_vit_attention():
@@ -106,7 +121,7 @@ class _Explicit(nn.Module):
 
 
 def _layer(name: str, grid: int) -> nn.Module:
-    from avalanche_lpa.layers import GPSAttention, MHSAttention
+    from avalanche_lpa.layers import GPSAttention
 
     builders: Dict[str, Callable[[], nn.Module]] = {
         "lpa_fused": lambda: _lpa_layer("fused", grid),
@@ -115,6 +130,7 @@ def _layer(name: str, grid: int) -> nn.Module:
         "lpa_explicit": lambda: _Explicit(LPAttention(WIDTH, HEADS, grid)),
         "gpsa": lambda: GPSAttention(WIDTH, HEADS, grid),
         "mhsa": lambda: MHSAttention(WIDTH, HEADS, grid),
+        "mhsa_plus4": lambda: WiderHeadsAttention(WIDTH, HEADS, grid),
         "timm_vit": _timm_vit_attention,
         "timm_gpsa": _timm_gpsa,
         "authors": lambda: AuthorsStyleLPA(WIDTH, HEADS, grid),
@@ -125,9 +141,9 @@ def _layer(name: str, grid: int) -> nn.Module:
 def _block(name: str, grid: int) -> nn.Module:
     if name in ("timm_vit", "timm_gpsa"):
         return _timm_block(name)
-    attn_type = {"gpsa": "gpsa", "mhsa": "mhsa"}.get(name, "lpa")
+    attn_type = {"gpsa": "gpsa", "mhsa": "mhsa", "mhsa_plus4": "mhsa"}.get(name, "lpa")
     block = LocalityBlock(WIDTH, HEADS, grid, attn_layer=ATTENTION_LAYERS[attn_type])
-    if name.startswith("lpa") or name == "authors":
+    if name.startswith("lpa") or name in ("authors", "mhsa_plus4"):
         block.attn = _layer(name, grid)
     return block
 
@@ -148,10 +164,10 @@ def _model(name: str, shape: str) -> nn.Module:
 
 
 LEVEL_CANDIDATES = {
-    "layer": ["mhsa", "lpa_fused", "lpa_matmul", "lpa_sdpa", "lpa_explicit", "gpsa", "timm_vit", "timm_gpsa",
-              "authors"],
-    "block": ["mhsa", "lpa_fused", "lpa_matmul", "lpa_sdpa", "lpa_explicit", "gpsa", "timm_vit", "timm_gpsa",
-              "authors"],
+    "layer": ["mhsa", "mhsa_plus4", "lpa_fused", "lpa_matmul", "lpa_sdpa", "lpa_explicit", "gpsa", "timm_vit",
+              "timm_gpsa", "authors"],
+    "block": ["mhsa", "mhsa_plus4", "lpa_fused", "lpa_matmul", "lpa_sdpa", "lpa_explicit", "gpsa", "timm_vit",
+              "timm_gpsa", "authors"],
     "model": ["mhsa", "lpa_fused", "lpa_matmul", "lpa_sdpa", "gpsa", "authors"],
 }
 

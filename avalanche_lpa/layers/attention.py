@@ -253,7 +253,8 @@ class LPAttention(_PositionalAttention):
         ``benchmarks/attention_speed.py``, docs/performance.md).
 
         Without a mask LPA is plain attention over heads 4 columns wider (8 in half precision): on this project's
-        CPU it took 1.1-1.2x plain attention's time and 1.2x its peak memory at 64, 196 and 576 tokens, where the
+        CPU it took 1.1-1.2x plain attention's time (2-4% over plain attention at that head size, the floor of any
+        one-call form) and 1.2x its peak memory at 64, 196 and 576 tokens, where the
         bias kernels ("matmul", "sdpa") materialise ``N x N`` terms (up to 1.8x the time and 7.6x the memory at 576
         tokens); on CUDA it may take FlashAttention in half precision, which a float mask rules out (not measured
         here: no GPU).
