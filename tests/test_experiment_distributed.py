@@ -70,7 +70,7 @@ def test_split_cifar100_script_runs_under_torchrun(strategy, tmp_path):
         + str(card["global_batch"]) + " in all)" in done.stdout
     # whether another number of processes would run the same experiment, and why not (one memory per rank)
     assert card["sample_order"] == "seeded"
-    assert ("processes any number of processes with this global batch trains on the same batches"
+    assert (f"processes any number at global batch {card['global_batch']}: the same batches"
             + (f", but memory_scope {scope} keeps one memory per process" if memories > 1 else " and the same memory")
             ) in done.stdout
     # distinct exemplars over both ranks after each experience: one global memory holds mem_size, one memory per

@@ -70,7 +70,7 @@ def test_one_process_and_two_processes_train_the_same_model(recipe, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     printed = _run([sys.executable], one, batch=8, recipe=recipe)
     _run(torchrun, two, batch=4, recipe=recipe)
-    assert "any number of processes with this global batch trains on the same batches and the same memory" in printed
+    assert "processes any number at global batch 8: the same batches and the same memory" in printed
 
     results = [json.loads((folder / "results.json").read_text()) for folder in (one, two)]
     cards = [r["run_card"] for r in results]

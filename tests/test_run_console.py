@@ -77,8 +77,7 @@ def test_the_console_says_what_runs_where_how_far_and_what_came_out(recipe, tmp_
     assert lines[3] == "data      synthetic (generated in memory, no files)"
     assert lines[4] == "split     2 experiences x 2 classes; 128 training and 64 test images"
     assert lines[5].startswith("strategy  lpa: 1 epoch, batch 16, lr ") and "memory 20, finetuning 2 epochs" in lines[5]
-    assert lines[6] == ("processes any number of processes with this global batch trains on the same batches and "
-                        "the same memory")
+    assert lines[6] == "processes any number at global batch 16: the same batches and the same memory"
     assert lines[7] == f"output    {out}"
     # results.json's run card: what decides how this run compares with another (one process here)
     assert results["run_card"] == {"world_size": 1, "batch_per_process": 16, "global_batch": 16,

@@ -80,6 +80,20 @@ def test_torch_fx_traces_the_fused_path(name):
         torch.testing.assert_close(traced(x), model(x), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("attn_type", ATTN_TYPES)
+def test_a_forward_pass_asks_torch_fx_without_its_deprecated_warning(attn_type, monkeypatch):
+    # torch 2.14 logs "is_fx_tracing will return true for both fx.symbolic_trace and torch.export" at every
+    # is_fx_tracing() call: a line of torch's on the console of every run. The models ask is_fx_symbolic_tracing().
+    def warned():
+        raise AssertionError("the model called torch.fx's deprecated is_fx_tracing()")
+    if hasattr(torch.fx._symbolic_trace, "is_fx_symbolic_tracing"):
+        monkeypatch.setattr(torch.fx._symbolic_trace, "is_fx_tracing_warning", warned, raising=False)
+    model = timm.create_model(model_name(attn_type, "tiny"), num_classes=4, **SMALL)
+    model(_images(model)).sum().backward()
+    traced = torch.fx.symbolic_trace(model.eval())  # and a trace still leaves the input checks out
+    assert traced(_images(model)).shape == (2, 4)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("attn_type", ATTN_TYPES)
 def test_torch_export_and_torch_compile_capture_the_model(attn_type):

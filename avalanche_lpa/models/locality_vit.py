@@ -34,8 +34,14 @@ ImageSize = Union[int, Tuple[int, int]]
 def _tracing() -> bool:
     """Whether ``torch.fx`` is tracing the model: its checks of the input's shape are Python branches on a traced
     value, which a trace cannot take, so they are left out of the traced graph."""
-    tracing = getattr(torch.fx._symbolic_trace, "is_fx_tracing_symbolic_tracing", None)  # torch >= 2.12
-    return tracing() if tracing is not None else torch.fx._symbolic_trace.is_fx_tracing()
+    # torch 2.14 logs a warning on every is_fx_tracing() call (it also answers True under torch.export) and offers
+    # is_fx_symbolic_tracing(); its message names is_fx_tracing_symbolic_tracing, which it does not define.
+    module = torch.fx._symbolic_trace
+    for name in ("is_fx_symbolic_tracing", "is_fx_tracing_symbolic_tracing", "is_fx_tracing"):
+        tracing = getattr(module, name, None)
+        if tracing is not None:
+            return tracing()
+    return False
 
 
 def _take_indices(depth: int, indices: Optional[Union[int, Sequence[int]]]) -> List[int]:

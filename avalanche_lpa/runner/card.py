@@ -33,7 +33,9 @@ def process_count_note(config: RunConfig, world_size: int) -> str:
     if sample_order(config, world_size) == "avalanche":
         return ("batches from Avalanche's shuffle (data.sample_order: avalanche); torchrun draws them from the seed: "
                 "another number of processes trains on other batches")
-    same = "any number of processes with this global batch trains on the same batches"
+    batch = config.strategy.get("train_mb_size")
+    same = f"any number at global batch {batch * world_size}: the same batches" if batch else \
+        "any number: the same batches"
     if _rank_memories(config):
         scope = config.strategy["memory_scope"]
         return (f"{same}, but memory_scope {scope} keeps one memory per process (another number of processes: "
