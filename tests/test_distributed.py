@@ -309,3 +309,27 @@ def test_plugin_does_nothing_in_a_single_process(cil_benchmark):
     strategy.train(cil_benchmark.train_stream[0])
     strategy.eval(cil_benchmark.test_stream[:1])
     assert seen and not any(seen) and plugin.wraps == 0
+
+
+@pytest.mark.parametrize("order", ["seeded", "avalanche"])
+def test_the_run_seed_decides_the_repeated_augmentation_order_too(cil_benchmark, order):
+    """Samplers that shard themselves (repeated augmentation) draw from the plugin's seed, the run's: two seeds,
+    two orders; ``avalanche`` (in one process) leaves them the seed their plugin was given, as before."""
+    from avalanche_lpa.plugins import RepeatedAugmentationPlugin
+
+    def batches(seed: int) -> List[float]:
+        seen: List[float] = []
+
+        class Record(SupervisedPlugin):
+            def before_forward(self, strategy, **kwargs):
+                seen.append(round(float(strategy.mb_x.sum()), 4))
+
+        strategy = build_strategy(
+            "naive", make_tiny(), evaluator=cil_evaluator(loggers=[], locality=False), device="cpu",
+            plugins=[RepeatedAugmentationPlugin(3), Record(), DistributedPlugin(seed=seed, sample_order=order)],
+            train_mb_size=8)
+        strategy.train(cil_benchmark.train_stream[0])
+        return seen
+
+    assert batches(1) == batches(1)
+    assert (batches(1) != batches(2)) == (order == "seeded")

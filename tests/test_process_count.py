@@ -2,7 +2,9 @@
 trains the same model (gloo on CPU, the experiment script as users launch it).
 
 The data order is drawn from the seed (``data.sample_order: seeded``), so the two processes' batches together are
-the one process's batches, and DDP's averaged gradient is the gradient of the mean over them. What stays random per
+the one process's batches, and DDP's averaged gradient is the gradient of the mean over them (the authors'
+distillation, a mean over the old samples, is taken over the global batch's: averaged per process it leaves 1e-3
+differences at the default seed). What stays random per
 process is switched off here: augmentation (``data.augment``), mixup, drop path. Float sums in another order leave
 differences of float rounding, which Adam's normalised steps carry on: the test states the tolerance it allows.
 """

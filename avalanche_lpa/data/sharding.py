@@ -131,8 +131,9 @@ def shard_loader(loader: Any, *, rank: int, world_size: int, seed: int = 0, epoc
     * A plain ``DataLoader`` (``shuffle=True/False``): the same loader with a ``DistributedSampler``.
       avalanche-lib 0.6 builds these for benchmarks of the new API without any distributed sampler.
     * A ``DataLoader`` whose sampler shards by itself (a ``DistributedSampler``, or any sampler with
-      ``num_replicas`` and ``set_epoch``, e.g. ``RepeatedAugmentationSampler``): returned as is, with
-      ``set_epoch(epoch)``.
+      ``num_replicas`` and ``set_epoch``, e.g. ``RepeatedAugmentationSampler``): returned as is, with its ``seed``
+      (if it has one) set to ``seed`` and ``set_epoch(epoch)``, so that its order too comes from the seed given
+      here (the run's, through :class:`~avalanche_lpa.plugins.DistributedPlugin`).
 
     Raises:
         TypeError: a loader with its own sampler or batch sampler, which cannot be sharded generically.
@@ -150,6 +151,8 @@ def shard_loader(loader: Any, *, rank: int, world_size: int, seed: int = 0, epoc
         if isinstance(sampler, DistributedSampler) or (
             hasattr(sampler, "num_replicas") and hasattr(sampler, "set_epoch")
         ):
+            if hasattr(sampler, "seed"):  # every training order comes from the seed given here
+                sampler.seed = seed
             sampler.set_epoch(epoch)
             return loader
         default_batches = loader.batch_size is not None

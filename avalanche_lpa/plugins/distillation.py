@@ -4,7 +4,9 @@
   belongs to an earlier experience (the memory samples) are distilled, on the old classes' logits, with
   ``KL(log_softmax(s / T) || log_softmax(t / T))`` averaged over *all elements* (``reduction="mean"``, i.e.
   divided by ``n_old_samples * C_old``; the authors warn not to change it to ``batchmean``) times ``T^2``, and
-  ``loss = (1 - lambda) * classification + lambda * KD`` with ``lambda = C_old / C_total``.
+  ``loss = (1 - lambda) * classification + lambda * KD`` with ``lambda = C_old / C_total``. Under DDP the mean
+  is over the old samples of the whole global batch (the authors' two-GPU runs averaged per GPU), so that any number
+  of processes trains the model one process trains on the same global batch.
 * ``OldSampleDistillationPlugin(all_samples=True)`` (Douillard's DyTox, ``auto_kd`` in ``continual/engine.py``): the
   same KL term over *every* sample of the batch, and the classification loss always scaled by ``1 - lambda``.
 * :class:`WeightedLwFPlugin`: the same weighting around Avalanche's ``LwFPlugin`` (every sample distilled,
@@ -17,6 +19,7 @@ import warnings
 from typing import TYPE_CHECKING, Dict, Optional, Sequence, Set
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import LwFPlugin
@@ -131,8 +134,36 @@ class OldSampleDistillationPlugin(SupervisedPlugin, supports_distributed=True):
             strategy.mb_output, teacher_logits, strategy.mb_y, sorted(self.old_classes), self.temperature,
             all_samples=self.all_samples,
         )
+        kd = self._share_of_global_batch(strategy, kd)
         if kd is not None:
             strategy.loss = (1.0 - self.weight) * strategy.loss + self.weight * kd
+
+    def _share_of_global_batch(self, strategy: "SupervisedTemplate", kd: Optional[torch.Tensor]
+                               ) -> Optional[torch.Tensor]:
+        """Under DDP, this process's part of the KD term of the whole global batch (``None``: no old sample in it).
+
+        The term is a mean over the old samples, so the processes' means, averaged by DDP, would weight the
+        processes' old samples unequally, and a process without one would leave its classification loss unscaled
+        while the others scale theirs: 2 processes would train another model than 1 process on the same global
+        batch. The old samples are counted over all processes (one small all-reduce per iteration) and each
+        process's mean is rescaled to its share; in one process the term is unchanged.
+        """
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return kd
+        labels = strategy.mb_y
+        if self.all_samples:
+            local = labels.numel()
+        else:
+            columns = torch.as_tensor(sorted(self.old_classes), device=labels.device, dtype=labels.dtype)
+            local = int(torch.isin(labels, columns).sum())
+        count = torch.tensor([float(local)], device=strategy.mb_output.device)
+        dist.all_reduce(count)
+        total = float(count.item())
+        if total == 0:
+            return None
+        if kd is None:  # old samples elsewhere only: this process's classification loss is scaled as theirs
+            return strategy.mb_output.new_zeros(())
+        return kd * (local * dist.get_world_size() / total)
 
     def after_training_exp(self, strategy: "SupervisedTemplate", **kwargs) -> None:
         self.seen_classes |= experience_classes(strategy.experience)

@@ -111,7 +111,8 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
 
     Args:
         seed: seed of the data shards (``DistributedSampler`` seed); experience ``e``, epoch ``k`` uses
-            ``seed + 100003 * e`` and epoch ``k``.
+            ``seed + 100003 * e`` and epoch ``k``. Samplers that shard themselves (repeated augmentation,
+            finetuning) take it too, so the run's seed decides every training order.
         sample_order: ``"seeded"``: draw the training batches from ``seed`` in one process as in several (the same
             batches under any number of processes); ``"avalanche"``: in one process, leave the strategy's loaders
             as they are (Avalanche's shuffle, from the global random state; the order of runs made before

@@ -120,7 +120,8 @@ class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
         batch_size: mini-batch size (``None``: the strategy's ``train_mb_size``).
         repeats: repeated augmentation (each drawn image this many times per epoch, see
             :class:`RepeatedAugmentationSampler`); 1 draws every image once.
-        seed: seed of the sample order.
+        seed: seed of the sample order (a :class:`~avalanche_lpa.plugins.DistributedPlugin` drawing seeded batches
+            replaces it with its own, the run's).
         frozen_mode: ``"train"`` or ``"eval"``, the mode of the frozen modules (:data:`FROZEN_MODES`).
         sampling: ``"repeated_aug"`` or ``"none"`` (:data:`FINETUNE_SAMPLINGS`); with ``"none"`` ``repeats`` is
             unused and the last batch is dropped only when the set holds more than one batch (as Douillard's).

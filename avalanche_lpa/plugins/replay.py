@@ -67,7 +67,9 @@ class RepeatedAugmentationPlugin(SupervisedPlugin, supports_distributed=True):
 
     Args:
         repeats: copies of each drawn image per epoch (the authors: 3).
-        seed: base seed of the sample order (experience ``e``, epoch ``k`` uses ``seed + 100003 e + k``).
+        seed: base seed of the sample order (experience ``e``, epoch ``k`` uses ``seed + 100003 e + k``); a
+            :class:`~avalanche_lpa.plugins.DistributedPlugin` drawing seeded batches (under ``torchrun``, or with
+            ``sample_order="seeded"``, the runner's default) replaces it with its own seed, the run's.
     """
 
     def __init__(self, repeats: int = 3, seed: int = 0) -> None:
