@@ -70,3 +70,13 @@ def test_per_rank_reads_as_rank_shard(monkeypatch):
     assert config.strategy["memory_scope"] == "rank_shard"
     with pytest.raises(ValueError, match="memory_scope must be one of global, rank_shard, rank_augmented"):
         HerdingMemory(10, scope="everywhere")
+
+
+def test_the_shard_permutation_comes_from_the_run_seed_unless_given():
+    from avalanche_lpa.plugins import herding_memory
+
+    torch.manual_seed(1993)
+    assert herding_memory(10, scope="rank_shard").seed == 1993  # the runner seeds torch before building
+    torch.manual_seed(7)
+    assert herding_memory(10, scope="rank_shard").seed == 7
+    assert herding_memory(10, scope="rank_shard", seed=3).seed == 3

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import warnings
-from typing import TYPE_CHECKING, Any, List
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import numpy as np
 import torch
@@ -185,11 +185,13 @@ class HerdingMemory(ParametricBuffer):
         layer_name: submodule whose output are the ``[B, D]`` features (``"backbone"``: the CLS features).
         normalize: L2-normalise the features (iCaRL and the authors do).
         scope: one of :data:`MEMORY_SCOPES` (``"per_rank"``, its earlier name, is ``"rank_shard"``).
-        seed: seed of the ``rank_shard`` permutations.
+        seed: seed of the ``rank_shard`` permutations (``None``: torch's initial seed when built, the run's seed
+            under the runner, which seeds torch before it builds the strategy).
     """
 
     def __init__(
-        self, max_size: int, layer_name: str = "backbone", normalize: bool = True, scope: str = "global", seed: int = 0
+        self, max_size: int, layer_name: str = "backbone", normalize: bool = True, scope: str = "global",
+        seed: Optional[int] = None,
     ) -> None:
         if max_size < 1:
             raise ValueError(f"mem_size must be positive, got {max_size}")
@@ -198,7 +200,7 @@ class HerdingMemory(ParametricBuffer):
             raise ValueError(f"memory_scope must be one of {', '.join(MEMORY_SCOPES)}, got {scope!r}")
         super().__init__(max_size, groupby="class", selection_strategy=ScopedHerdingSelection(layer_name, normalize))
         self.scope = scope
-        self.seed = seed
+        self.seed = torch.initial_seed() % 2**31 if seed is None else seed  # room for the experience offsets
 
     def get_group_lengths(self, num_groups: int) -> List[int]:
         return [self.max_size // num_groups] * num_groups
@@ -263,7 +265,8 @@ def _scope(memory: HerdingMemory) -> str:
 
 
 def herding_memory(
-    mem_size: int, layer_name: str = "backbone", normalize: bool = True, scope: str = "global", seed: int = 0
+    mem_size: int, layer_name: str = "backbone", normalize: bool = True, scope: str = "global",
+    seed: Optional[int] = None,
 ) -> HerdingMemory:
     """The authors' memory: :class:`HerdingMemory` of ``mem_size`` exemplars (``scope``: :data:`MEMORY_SCOPES`)."""
     return HerdingMemory(mem_size, layer_name, normalize, scope=scope, seed=seed)
