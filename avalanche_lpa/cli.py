@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional, Sequence
 from .config.shipped import CONFIG_DIR, config_path, descriptions
 from .errors import ConfigError, user_message
 from .files import WriteError
-from .names import ATTENTION_TYPES, STRATEGY_NAMES, TIMM_PREFIX
+from .names import ATTENTION_TYPES, DOWNLOADED_DATASETS, STRATEGY_NAMES, TIMM_PREFIX
 from .version import __version__
 
 __all__ = ["DEFAULT_CONFIG", "build_parser", "config_from_args", "console", "main"]
@@ -217,9 +217,9 @@ CONSOLE_DESCRIPTION = """Class-incremental learning with Locality-Preserved Atte
   avalanche-lpa --config cifar100_quick --print-config   the resolved config as YAML
   avalanche-lpa configs                                  the shipped configs, one line each
 
-Datasets are read from Avalanche's location (~/.avalanche/data/<name>) or --data-root, and CIFAR-100 /
-Fashion-MNIST are downloaded there on first use unless --no-download.
-"""
+Datasets are read from Avalanche's location (~/.avalanche/data/<name>) or --data-root;
+{downloaded} are downloaded there on first use unless --no-download.
+""".format(downloaded=", ".join(DOWNLOADED_DATASETS[:-1]) + " and " + DOWNLOADED_DATASETS[-1])
 
 #: The config ``avalanche-lpa`` runs without ``--config``: the paper's main study.
 DEFAULT_CONFIG = "cifar100_b0_10steps"

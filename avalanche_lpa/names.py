@@ -2,7 +2,7 @@
 prefix. Each list equals its registry (``models.ATTN_TYPES``, ``training.STRATEGIES``; a test holds them equal), so
 ``avalanche-lpa --help`` and a misspelled ``--model`` or ``--strategy`` answer without importing torch."""
 
-__all__ = ["ATTENTION_TYPES", "STRATEGY_NAMES", "TIMM_PREFIX"]
+__all__ = ["ATTENTION_TYPES", "DOWNLOADED_DATASETS", "STRATEGY_NAMES", "TIMM_PREFIX"]
 
 #: The attention types of the LocalityViT family (``model.attn_type``; ``layers.ATTENTION_LAYERS``).
 ATTENTION_TYPES = ("lpa", "gpsa", "mhsa")
@@ -16,3 +16,6 @@ STRATEGY_NAMES = (
 
 #: How a config names a timm model instead of an attention type (``model.name: timm:<name>``).
 TIMM_PREFIX = "timm:"
+
+#: The datasets a run downloads when they are missing (the dataset table's entries with a download), by title.
+DOWNLOADED_DATASETS = ("CIFAR-100", "Fashion-MNIST", "Tiny-ImageNet", "CORe50")

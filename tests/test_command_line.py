@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from avalanche_lpa import names
-from avalanche_lpa.cli import console
+from avalanche_lpa.cli import CONSOLE_DESCRIPTION, console
+from avalanche_lpa.data import DATASETS
 from avalanche_lpa.models import ATTN_TYPES, TIMM_PREFIX
 from avalanche_lpa.training import STRATEGIES
 from avalanche_lpa.version import __version__
@@ -65,6 +66,8 @@ def test_the_names_the_command_line_checks_are_the_registries():
     assert names.ATTENTION_TYPES == ATTN_TYPES
     assert names.STRATEGY_NAMES == STRATEGIES
     assert names.TIMM_PREFIX == TIMM_PREFIX
+    assert names.DOWNLOADED_DATASETS == tuple(info.title for info in DATASETS.values() if info.download_size)
+    assert "--data-root;\nCIFAR-100, Fashion-MNIST, Tiny-ImageNet and CORe50 are downloaded there" in CONSOLE_DESCRIPTION
 
 
 @pytest.mark.parametrize("settings, message", [
