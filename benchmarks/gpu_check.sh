@@ -212,7 +212,8 @@ if [[ $DEVICE == cuda ]]; then
     # Whole model at the CIFAR preset, batch 128 (LPA's kernel is lpa_fused on every device); the layers at the
     # three shapes in both precisions (issue 28's goals: LPA <= 1.10x plain time, <= 1.5x memory; GPSA <= 1.15x).
     model=(--level model --rounds 30 --warmup 5)
-    layer=(--level layer --shape all --rounds 20 --warmup 5 --candidates mhsa lpa_fused lpa_sdpa gpsa timm_vit)
+    layer=(--level layer --shape all --rounds 20 --warmup 5 --candidates mhsa mhsa_plus4 lpa_fused lpa_sdpa gpsa
+        timm_vit)
     step attention-layer 120 attention layer-fp32 "${layer[@]}"
     step attention-layer-bf16 120 attention layer-bf16 "${layer[@]}" --autocast bf16
     step attention-cifar-fp32 120 attention cifar-model-fp32 "${model[@]}" --shape cifar --batch 128

@@ -123,6 +123,10 @@ def _layer_verdicts(shape: str, rows: Dict[str, Any]) -> List[str]:
     """Issue 28's layer-level goals: LPA time / plain at every shape, its peak memory / plain at 196 and 576 tokens,
     GPSA time / plain."""
     lines, lpa, gpsa, plain = [], rows.get("lpa_fused"), rows.get("gpsa"), rows.get("mhsa")
+    floor = rows.get("mhsa_plus4")  # plain attention at LPA's head size: what one SDPA call costs there
+    if floor and "ratio_to_mhsa" in floor:
+        lines.append(f"  -> floor of LPA as one SDPA call (plain, heads 4 wider) / plain @ {shape} = "
+                     f"{floor['ratio_to_mhsa']:.3f}")
     if lpa and "ratio_to_mhsa" in lpa:
         lines.append(_verdict(f"LPA layer time / plain @ {shape}", lpa["ratio_to_mhsa"], LAYER_TIME_TARGET))
         if shape != "cifar" and plain and lpa.get("peak_mib") and plain.get("peak_mib"):

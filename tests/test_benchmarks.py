@@ -87,6 +87,7 @@ def test_gpu_check_merges_runs_and_judges_the_model_target(tmp_path):
 
     def run(ratio: float) -> Path:
         rows = {"mhsa": {"median_ms": 10.0, "ratio_to_mhsa": 1.0, "peak_mib": 100.0},
+                "mhsa_plus4": {"median_ms": 10.9, "ratio_to_mhsa": 1.09, "peak_mib": 110.0},
                 "lpa_fused": {"median_ms": 10.0 * ratio, "ratio_to_mhsa": ratio, "peak_mib": 100.0 * ratio}}
         path = tmp_path / "run.json"
         path.write_text(json.dumps({"device": "cuda", "gpu": "Some GPU", "autocast": "none", "results": [
@@ -103,6 +104,7 @@ def test_gpu_check_merges_runs_and_judges_the_model_target(tmp_path):
     assert "LPA layer time / plain @ imagenet = 1.100 (meets the target <= 1.1)" in text
     assert "LPA layer time / plain @ imagenet = 1.300 (MISSES the target <= 1.1)" in text
     assert "LPA layer peak memory / plain @ imagenet = 1.300 (meets the target <= 1.5)" in text
+    assert "floor of LPA as one SDPA call (plain, heads 4 wider) / plain @ imagenet = 1.090" in text
 
 
 @pytest.fixture
