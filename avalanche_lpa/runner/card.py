@@ -40,7 +40,7 @@ def process_count_note(config: RunConfig, world_size: int) -> str:
         scope = config.strategy["memory_scope"]
         return (f"{same}, but memory_scope {scope} keeps one memory per process (another number of processes: "
                 "another memory; global: one)")
-    return f"{same} and the same memory"
+    return f"{same} and the same memory" if config.strategy.get("mem_size") is not None else same
 
 
 def run_facts(config: RunConfig, world_size: int) -> Dict[str, Any]:
