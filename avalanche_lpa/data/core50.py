@@ -14,12 +14,11 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..errors import ConfigError
 from .datasets import _dataset_root, table_transforms
 from .folder import _ImageList
 from .integrity import DatasetNotFoundError, read_image
 from .registry import dataset_info
-from .splits import check_class_split, class_incremental_split, subsample_per_class
+from .splits import class_incremental_split, subsample_per_class
 from .transforms import ModelInput
 
 __all__ = ["CORE50_NC_LISTS", "CORE50_IMAGES", "core50_nc_order", "split_core50"]
@@ -90,10 +89,12 @@ def split_core50(
     16 px of padding and a flip (``auto_augment`` added if given); ImageNet's statistics, as Avalanche's CORe50.
     The benchmark's ``class_names`` are the objects' folder names (``o1`` ... ``o50``).
 
+    The class order and the split are checked against the 50 classes where every table dataset's are
+    (:func:`~avalanche_lpa.runner.benchmark.build_benchmark`).
+
     Raises:
         DatasetNotFoundError: the files are missing (downloading off or failed), a file list is malformed, or a
             listed image does not decode (named when it is read); one line each.
-        ConfigError: a class order that is not a permutation of the 50 ids.
     """
     info = dataset_info("core50")
     root = _dataset_root(info, root, download)
@@ -108,10 +109,6 @@ def split_core50(
         raise DatasetNotFoundError(f"CORe50: the NC file lists in {root / CORE50_NC_LISTS} do not label "
                                    f"{info.num_classes} classes 0..{info.num_classes - 1} in training and a subset in "
                                    "testing; download the file lists again (delete batches_filelists and run again)")
-    if class_order is not None and sorted(class_order) != list(range(info.num_classes)):
-        raise ConfigError(f"data.class_order must list each of CORe50's {info.num_classes} class ids once; fix it or "
-                          "set it to null (the NC protocol's order)")
-    check_class_split(info.title, info.num_classes, n_experiences, initial_classes)
     train_tf, eval_tf = table_transforms(info, augment, auto_augment, model_input, random_resized_crop=False)
     train, test = (_ImageList([(str(images / path), label) for path, label in samples], read_image)
                    for samples in (train_list, test_list))
