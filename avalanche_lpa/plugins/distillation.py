@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OldSampleDistillationPlugin",
     "WeightedLwFPlugin",
+    "distilled_samples",
     "distillation_weight",
     "old_sample_distillation",
 ]
@@ -45,6 +46,14 @@ def distillation_weight(n_old: int, n_total: int) -> float:
     if n_old < 0 or n_total < n_old:
         raise ValueError(f"need 0 <= n_old <= n_total, got n_old={n_old}, n_total={n_total}")
     return n_old / n_total if n_total else 0.0
+
+
+def distilled_samples(labels: torch.Tensor, old_classes: Sequence[int], all_samples: bool = False) -> torch.Tensor:
+    """``[B]`` mask of the samples the KD term distils: those labelled with an old class (every one with
+    ``all_samples``)."""
+    if all_samples:
+        return torch.ones_like(labels, dtype=torch.bool)
+    return torch.isin(labels, torch.as_tensor(sorted(old_classes), device=labels.device, dtype=labels.dtype))
 
 
 def old_sample_distillation(
@@ -70,7 +79,7 @@ def old_sample_distillation(
         samples' old-class columns.
     """
     columns = torch.as_tensor(sorted(old_classes), device=logits.device, dtype=torch.long)
-    old = torch.ones_like(labels, dtype=torch.bool) if all_samples else torch.isin(labels, columns)
+    old = distilled_samples(labels, old_classes, all_samples)
     if len(columns) == 0 or not bool(old.any()):
         return None
     student = logits[old][:, columns] / temperature
@@ -150,12 +159,7 @@ class OldSampleDistillationPlugin(SupervisedPlugin, supports_distributed=True):
         """
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return kd
-        labels = strategy.mb_y
-        if self.all_samples:
-            local = labels.numel()
-        else:
-            columns = torch.as_tensor(sorted(self.old_classes), device=labels.device, dtype=labels.dtype)
-            local = int(torch.isin(labels, columns).sum())
+        local = int(distilled_samples(strategy.mb_y, sorted(self.old_classes), self.all_samples).sum())
         count = torch.tensor([float(local)], device=strategy.mb_output.device)
         dist.all_reduce(count)
         total = float(count.item())
