@@ -1,9 +1,18 @@
-"""Child processes that tests kill at a chosen point (SIGKILL once the child prints a marker)."""
+"""Child processes of the tests: a free port for torchrun jobs, and children killed at a chosen point (SIGKILL once the
+child prints a marker)."""
 import signal
+import socket
 import subprocess
 import sys
 import time
 from typing import Dict, List
+
+
+def free_port() -> int:
+    """A TCP port of the loopback address that nothing listens on now (a torchrun job's master port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def kill_when_printed(code: str, args: List[str], marker: str, env: Dict[str, str], cwd, timeout: float) -> None:

@@ -11,7 +11,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +30,8 @@ from avalanche_lpa.runner import RunInterrupted, build_model, run
 from avalanche_lpa.layers import LPAttention
 from avalanche_lpa.models import LocalityViT
 from avalanche_lpa.training import STRATEGIES, build_strategy, needs_fixed_head, strategy_options
+
+from .processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 ON_CUDA = pytest.param("cuda", marks=pytest.mark.cuda)
@@ -120,11 +121,6 @@ def assert_losses_close(losses: List[float], reference: List[float], first: floa
     gaps = [abs(a - b) / abs(b) for a, b in zip(losses, reference)]
     assert gaps[0] <= first and sum(gaps) / len(gaps) <= mean, (gaps, losses, reference)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- LPA kernels ---------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from avalanche_lpa.plugins import DistributedPlugin
 from avalanche_lpa.training import build_strategy
 
 from .conftest import make_tiny
+from .processes import free_port
 
 # The tests that read the torchrun job take tens of seconds (marked slow: `pytest -m "not slow"` skips them).
 
@@ -36,11 +36,6 @@ WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
 TIMEOUT_S = 240  # the job takes ~20 s on 2 cores; the limit only stops a hung collective from hanging the suite
 DDP_RUNS = ("replay", "naive_new_api")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +51,7 @@ def job(tmp_path_factory) -> Dict[str, Any]:
         env.pop(name, None)
     command = [
         sys.executable, "-m", "torch.distributed.run",
-        "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+        "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
         str(WORKER), str(out),
     ]  # fmt: skip
     # Own session: on a timeout the whole group (launcher and workers) is killed, nothing else.

@@ -2,23 +2,19 @@
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from .processes import free_port
+
 # Multi-process runs under torchrun take tens of seconds: `pytest -m "not slow"` skips them in the inner loop.
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # Per strategy: the options a 2-experience synthetic run needs besides the common ones. DyTox (a model family
@@ -45,7 +41,7 @@ SCOPES = {"lpa_rank_shard": ("rank_shard", 2)}  # the scope and how many memorie
 def test_split_cifar100_script_runs_under_torchrun(strategy, tmp_path):
     out = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
         str(REPO / "experiments" / "split_cifar100.py"), "--device", "cpu", "--output", str(out),
         "--strategy", strategy.split("_rank")[0], "--set", "data.dataset=synthetic", "--set", "data.n_experiences=2",
         "--set", "data.class_order=null", "--set", "data.num_workers=0", "--set", "model.preset=tiny",

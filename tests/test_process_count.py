@@ -10,7 +10,6 @@ differences of float rounding, which Adam's normalised steps carry on: the test 
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import List
 
 import pytest
 import torch
+
+from .processes import free_port
 
 pytestmark = pytest.mark.slow  # three runs of a few tens of seconds each
 
@@ -58,11 +59,6 @@ RUNS = {
 MEMORY = {"naive": None}  # the distinct exemplars after each experience (default: 16, a full memory of 16)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _run(launcher: List[str], out: Path, batch: int, run: str) -> str:
     cmd = [*launcher, str(SCRIPT), "--output", str(out), *COMMON, *RUNS[run],
@@ -76,7 +72,7 @@ def _run(launcher: List[str], out: Path, batch: int, run: str) -> str:
 
 @pytest.mark.parametrize("run", sorted(RUNS))
 def test_one_process_and_two_processes_train_the_same_model(run, tmp_path):
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
     one, two = tmp_path / "one", tmp_path / "two"
     printed = _run([sys.executable], one, batch=8, run=run)
     _run(torchrun, two, batch=4, run=run)

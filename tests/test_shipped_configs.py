@@ -13,7 +13,6 @@ import json
 import math
 import os
 import runpy
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ from avalanche_lpa.config import load_config
 from .fake_datasets import (
     make_fake_cifar100, make_fake_core50, make_fake_cub, make_fake_fashion_mnist_gz, make_fake_imagenet, make_fake_tiny_imagenet,
 )
+from .processes import free_port
 
 # End-to-end runs (whole runs, scripts, kills and resumes): CI runs them, the inner loop (-m "not slow") does not.
 pytestmark = pytest.mark.slow
@@ -201,17 +201,12 @@ def test_shipped_config_runs_end_to_end(config, fake_data, timm_weights, tmp_pat
     assert (out / "model.pt").is_file() and (out / "checkpoint.pkl").is_file()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_b0_10_config_runs_under_torchrun(fake_data, tmp_path):
     config = next(c for c in CONFIGS if c.name == "cifar100_b0_10steps.yaml")
     out = tmp_path / "run"
     # tests/fake_datasets.py runs the script with CIFAR's md5 check patched, in every worker.
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
            str(REPO / "tests" / "fake_datasets.py"), *_command(config, fake_data["cifar100"], out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
