@@ -22,9 +22,10 @@ def sample_order(config: RunConfig, world_size: int) -> str:
     return "seeded" if world_size > 1 else config.data.sample_order
 
 
-def _rank_memories(config: RunConfig) -> bool:
+def _memory_scope(config: RunConfig) -> Optional[str]:
+    """The memory's scope (``global`` unless the strategy names another); ``None`` for a strategy without memory."""
     options = config.strategy
-    return options.get("mem_size") is not None and options.get("memory_scope", "global") != "global"
+    return options.get("memory_scope", "global") if options.get("mem_size") is not None else None
 
 
 def process_count_note(config: RunConfig, world_size: int) -> str:
@@ -36,11 +37,11 @@ def process_count_note(config: RunConfig, world_size: int) -> str:
     batch = config.strategy.get("train_mb_size")
     same = f"any number at global batch {batch * world_size}: the same batches" if batch else \
         "any number: the same batches"
-    if _rank_memories(config):
-        scope = config.strategy["memory_scope"]
+    scope = _memory_scope(config)
+    if scope not in (None, "global"):
         return (f"{same}, but memory_scope {scope} keeps one memory per process (another number of processes: "
                 "another memory; global: one)")
-    return f"{same} and the same memory" if config.strategy.get("mem_size") is not None else same
+    return f"{same} and the same memory" if scope is not None else same
 
 
 def run_facts(config: RunConfig, world_size: int) -> Dict[str, Any]:
@@ -55,7 +56,7 @@ def run_facts(config: RunConfig, world_size: int) -> Dict[str, Any]:
         "global_batch": batch * world_size if batch is not None else None,
         "sample_order": sample_order(config, world_size),
         "memory_size": options.get("mem_size"),
-        "memory_scope": options.get("memory_scope", "global") if options.get("mem_size") is not None else None,
+        "memory_scope": _memory_scope(config),
         "precision": options.get("precision", "fp32"),
         "pretrained": bool((config.model.kwargs or {}).get("pretrained", False)) if config.model.name else False,
     }
