@@ -25,7 +25,8 @@ from avalanche_lpa.config import ConfigError, load_config
 from avalanche_lpa.runner.folder import LOCK_NAME
 from avalanche_lpa.metrics import uniform_attention_distance
 from avalanche_lpa.report import accuracy_matrix_figure, locality_figure
-from avalanche_lpa.runner import RunInterrupted, run
+from avalanche_lpa.runner import RunInterrupted, read_run_config, run
+from avalanche_lpa.runner.card import run_facts
 from avalanche_lpa.plugins import DivergenceError, DivergenceGuardPlugin
 
 from .conftest import make_tiny
@@ -308,6 +309,25 @@ def test_resume_continues_with_the_folders_config(base_yaml, tmp_path, capsys):
     # 40 images / batch 16 = 3 iterations per epoch, 1 epoch: the defaults (64 images, 2 epochs) give 8 per step.
     assert results["train_iterations"] == [3, 6, 9]
     assert (folder / "config.yaml").read_bytes() == saved
+
+
+def test_a_folder_from_before_sample_order_resumes_and_reports_the_order_it_ran(base_yaml, tmp_path, capsys):
+    """A run folder written before ``data.sample_order`` existed drew Avalanche's shuffle (its pickled plugin
+    still does): resumed, its config and run card say so, not today's default, and its config.yaml is not rewritten."""
+    folder = tmp_path / "interrupted"
+    _interrupted_run(base_yaml, folder)
+    text = (folder / "config.yaml").read_text()
+    assert "  sample_order: seeded\n" in text
+    old = text.replace("  sample_order: seeded\n", "")
+    (folder / "config.yaml").write_text(old)
+    assert cli(base_yaml, "--output", str(folder), "--resume", "--print-config") == 0
+    printed = capsys.readouterr().out
+    assert "sample_order: avalanche" in printed
+    config = read_run_config(folder)
+    assert config.data.sample_order == "avalanche" and run_facts(config, 1)["sample_order"] == "avalanche"
+    # A config the user writes without the key gets today's default.
+    assert load_config(base_yaml).data.sample_order == "seeded"
+    assert (folder / "config.yaml").read_text() == old
 
 
 def test_resume_refuses_flags_that_change_the_experiment(base_yaml, tmp_path, capsys):

@@ -11,6 +11,7 @@ import yaml
 
 from ..errors import ConfigError, one_line
 from ..training.options import plain_values
+from .upgrade import run_folder_values
 
 __all__ = ["dump_config", "load_yaml", "read_run_yaml", "yaml_problem"]
 
@@ -53,6 +54,9 @@ def dump_config(config: Any) -> str:
 def read_run_yaml(folder: os.PathLike) -> Optional[Dict[str, Any]]:
     """The ``config.yaml`` of a run folder as written (not validated), ``None`` if there is none.
 
+    Keys added after the run started are filled with the values it ran with
+    (:func:`~avalanche_lpa.config.upgrade.run_folder_values`), so that it resumes and reports as it ran.
+
     Raises:
         ConfigError: the file cannot be read or is not YAML (one line).
     """
@@ -66,4 +70,4 @@ def read_run_yaml(folder: os.PathLike) -> Optional[Dict[str, Any]]:
         raise ConfigError(f"{path} is not a valid config ({one_line(error)}); {fix}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} is not a valid config (not a mapping); {fix}")
-    return raw
+    return dict(run_folder_values(raw))

@@ -8,7 +8,11 @@ from ..training import strategy_options
 from ..training.options import OLD_SCOPE_NAMES
 from ..training.sections import DISTILLATION_NAMES, MOVED_OPTIONS
 
-__all__ = ["upgrade_config"]
+__all__ = ["RUN_FOLDER_DEFAULTS", "run_folder_values", "upgrade_config"]
+
+#: What a run used for the keys added after it started: a run folder's ``config.yaml`` holds every key of the
+#: version that wrote it, so a key it lacks ran as that version did, not as today's default says. Data keys.
+RUN_FOLDER_DEFAULTS = {"sample_order": "avalanche"}  # one process drew Avalanche's shuffle before the option
 
 
 def upgrade_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -21,6 +25,17 @@ def upgrade_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
     took (``per_rank``: ``rank_shard``).
     """
     return _upgrade_strategy(_upgrade_scope(_upgrade_loggers(config)))
+
+
+def run_folder_values(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A run folder's ``config.yaml`` with the values its run used for the keys it lacks (:data:`RUN_FOLDER_DEFAULTS`).
+
+    Only for a run folder's file: a config the user writes gets today's defaults for what it leaves out.
+    """
+    data = config.get("data")
+    if not isinstance(data, Mapping) or set(RUN_FOLDER_DEFAULTS) <= set(data):
+        return config
+    return {**config, "data": {**RUN_FOLDER_DEFAULTS, **data}}
 
 
 def _upgrade_scope(config: Mapping[str, Any]) -> Mapping[str, Any]:
