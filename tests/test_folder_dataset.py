@@ -52,7 +52,12 @@ def test_a_folder_is_a_benchmark_with_computed_and_cached_statistics(tmp_path, m
     assert folder_statistics(root)["signature"] == stats["signature"]
     monkeypatch.undo()
 
+    scans = []
+    listed = folder_module.scan_image_folder
+    monkeypatch.setattr(folder_module, "scan_image_folder", lambda *a: scans.append(a) or listed(*a))
     benchmark = build_benchmark(data, seed=0)
+    assert len(scans) == 1  # the benchmark lists the folder once, its statistics included
+    monkeypatch.undo()
     x, y, _ = benchmark.train_stream[0].dataset[0]
     assert tuple(x.shape) == (3, 10, 10)
     assert class_mapping(benchmark)["class_names_in_arrival_order"] == ["fox", "emu", "dog", "cat"]

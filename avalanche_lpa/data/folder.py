@@ -163,15 +163,21 @@ def _load(path: str, mode: str) -> Any:
     return read_image(path).convert(mode)
 
 
-def folder_statistics(root: os.PathLike, in_chans: int = 3, test_fraction: Optional[float] = None) -> Dict[str, Any]:
+def folder_statistics(root: os.PathLike, in_chans: int = 3, test_fraction: Optional[float] = None,
+                      found: Optional[Dict[str, Dict[str, List[Path]]]] = None) -> Dict[str, Any]:
     """Image size (the shorter side of the most common training size), per-channel mean and standard deviation of
     the training images, computed once (every image of both splits decoded) and cached in ``<root>/STATS_FILE``.
+
+    Args:
+        found: the folder's images as :func:`scan_image_folder` listed them, when the caller has them (a large
+            folder is then listed once, not twice).
 
     Raises:
         DatasetNotFoundError: as :func:`scan_image_folder`, or an image does not decode (named).
     """
     root = Path(root).expanduser()
-    _, found = scan_image_folder(root, test_fraction)
+    if found is None:
+        _, found = scan_image_folder(root, test_fraction)
     signature = _signature(found, in_chans)
     cache = root / STATS_FILE
     try:
@@ -280,7 +286,7 @@ def split_folder(
     if model_input is not None:
         img_size, mean, std = model_input.size, model_input.mean, model_input.std
     if mean is None or std is None or img_size is None:
-        stats = folder_statistics(root, in_chans, test_fraction)
+        stats = folder_statistics(root, in_chans, test_fraction, found)
         img_size = img_size or stats["img_size"]
         mean, std = mean or stats["mean"], std or stats["std"]
     if not len(mean) == len(std) == in_chans:
