@@ -13,6 +13,7 @@ from PIL import Image
 from avalanche_lpa.config.shipped import CONFIG_DIR
 from avalanche_lpa.data import dataset_info
 from avalanche_lpa.data import datasets as data_module
+from avalanche_lpa.data import imagenet100
 from avalanche_lpa.runner.benchmark import build_benchmark, class_mapping
 from avalanche_lpa.runner.checkpoint import CheckpointError, load_checkpoint
 from avalanche_lpa.cli import main
@@ -154,27 +155,27 @@ def test_imagenet100_from_a_folder_with_and_without_class_list(tmp_path):
                 Image.new("RGB", (40, 36), color=(i * 50, 10, 200)).save(root / split / wnid / f"{i}.png")
     class_list = tmp_path / "classes.txt"
     class_list.write_text("n0004\nn0002\nn0003\nn0001\n")
-    bench = data_module.split_imagenet100(root, class_list, n_experiences=2, class_order=[0, 1, 2, 3], img_size=32)
+    bench = imagenet100.split_imagenet100(root, class_list, n_experiences=2, class_order=[0, 1, 2, 3], img_size=32)
     assert bench.n_classes == 4
     x, y, _ = bench.test_stream[0].dataset[0]
     assert x.shape == (3, 32, 32)
     x, _, _ = bench.train_stream[0].dataset[0]
     assert x.shape == (3, 32, 32)  # random-resized crop whatever the size (ImageNet's transform)
     with pytest.warns(UserWarning, match="are not the authors' ImageNet-100"):
-        default = data_module.split_imagenet100(root, None, n_experiences=5, class_order=list(range(5)), img_size=32)
+        default = imagenet100.split_imagenet100(root, None, n_experiences=5, class_order=list(range(5)), img_size=32)
     assert default.n_classes == 5
     # On a folder holding the authors' classes (plus others) the default picks exactly them, silently.
-    authors = data_module.authors_imagenet100()
+    authors = imagenet100.authors_imagenet100()
     assert len(authors) == 100 and authors == sorted(authors) and authors[0] == "n01440764"
     full = tmp_path / "full"
     for split in ("train", "val"):
         for wnid in authors + ["n99999999"]:
             (full / split / wnid).mkdir(parents=True)
-    assert data_module.imagenet100_classes(full) == authors
+    assert imagenet100.imagenet100_classes(full) == authors
     with pytest.raises(data_module.DatasetNotFoundError, match="class folder"):
         bad = tmp_path / "bad.txt"
         bad.write_text("n9999\n")
-        data_module.split_imagenet100(root, bad, n_experiences=1, img_size=32)
+        imagenet100.split_imagenet100(root, bad, n_experiences=1, img_size=32)
 
 
 # -- runs --------------------------------------------------------------------------------------------------------

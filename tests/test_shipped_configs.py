@@ -24,6 +24,7 @@ import avalanche_lpa.cli as cli
 from avalanche_lpa.config.shipped import CONFIG_DIR
 from avalanche_lpa.data import dataset_info
 from avalanche_lpa.data import datasets as data_module
+from avalanche_lpa.data import imagenet100
 from avalanche_lpa.config import load_config
 
 from .fake_datasets import (
@@ -135,7 +136,7 @@ def fake_data(tmp_path_factory) -> Dict[str, Path]:
     return {
         "cifar100": make_fake_cifar100(root / "cifar", train_per_class=5, test_per_class=1),
         "fashion_mnist": make_fake_fashion_mnist_gz(root / "fmnist" / "FashionMNIST" / "raw", per_class=2).parents[1],
-        "imagenet100": make_fake_imagenet(root / "imagenet", data_module.authors_imagenet100()),
+        "imagenet100": make_fake_imagenet(root / "imagenet", imagenet100.authors_imagenet100()),
         "imagenet_r": make_fake_imagenet(root / "imagenet-r-src", wnids, train_per_class=5, val_per_class=0) / "train",
         "cub200": make_fake_cub(root / "CUB_200_2011", FOLDER_CLASSES),
         "tiny_imagenet": make_fake_tiny_imagenet(root / "tiny"),

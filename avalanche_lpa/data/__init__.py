@@ -7,18 +7,15 @@ and the experiment layer all import it.
 from .datasets import (
     AVALANCHE_DATASET_NAMES,
     DEBIAN_FASHION_MNIST,
-    IMAGENET100_WNIDS,
     DatasetNotFoundError,
-    authors_imagenet100,
     check_data_root,
     data_location,
     default_data_root,
-    imagenet100_classes,
     split_cifar100,
     split_fashion_mnist,
-    split_imagenet100,
     split_torchvision,
 )
+from .imagenet100 import IMAGENET100_WNIDS, authors_imagenet100, imagenet100_classes, split_imagenet100
 from .folder import STATS_FILE, folder_shape, folder_statistics, scan_image_folder, split_folder
 from .integrity import check_files, read_image
 from .tiny_imagenet import split_tiny_imagenet
