@@ -328,3 +328,46 @@ def test_the_run_seed_decides_the_repeated_augmentation_order_too(cil_benchmark,
 
     assert batches(1) == batches(1)
     assert (batches(1) != batches(2)) == (order == "seeded")
+
+
+def test_the_ddp_wrapper_names_parameters_as_the_model_so_ewc_and_si_find_them(tmp_path):
+    """Avalanche's EWC, MAS and SI store values per parameter name from the bare model and look them up in
+    ``strategy.model.named_parameters()`` during the iterations, when the strategy holds the DDP wrapper: under
+    DDP's ``module.`` names EWC's penalty was zero and SI stopped with a KeyError."""
+    from avalanche.training.plugins import EWCPlugin, SynapticIntelligencePlugin
+    from avalanche.training.utils import copy_params_dict
+    from types import SimpleNamespace
+
+    from avalanche_lpa.plugins import DistributedModel
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = make_tiny(num_classes=4)
+        wrapper = DistributedModel(model)
+        assert [n for n, _ in wrapper.named_parameters()] == [n for n, _ in model.named_parameters()]
+        assert [n for n, _ in wrapper.named_buffers()] == [n for n, _ in model.named_buffers()]
+        assert list(wrapper.parameters()) == list(model.parameters())  # the same tensors, DDP's own lists unchanged
+        assert wrapper.state_dict().keys() == {f"module.{k}" for k in model.state_dict()}
+
+        ewc = EWCPlugin(ewc_lambda=1.0)
+        ewc.saved_params[0] = copy_params_dict(model)
+        ewc.importances[0] = copy_params_dict(model)  # any positive importance
+        for param in ewc.importances[0].values():
+            param.data = torch.ones_like(param.data)
+        with torch.no_grad():
+            for param in model.parameters():
+                param.add_(0.1)
+        penalties = []
+        for held in (model, wrapper):
+            strategy = SimpleNamespace(model=held, device="cpu", loss=torch.zeros(()),
+                                       clock=SimpleNamespace(train_exp_counter=1))
+            ewc.before_backward(strategy)
+            penalties.append(strategy.loss.detach().item())
+        assert penalties[0] > 0 and penalties[1] == pytest.approx(penalties[0])
+
+        si = SynapticIntelligencePlugin(si_lambda=1.0)
+        SynapticIntelligencePlugin.create_syn_data(model, si.ewc_data, si.syn_data, si.excluded_parameters)
+        SynapticIntelligencePlugin.pre_update(wrapper, si.syn_data, si.excluded_parameters)  # KeyError before
+    finally:
+        torch.distributed.destroy_process_group()

@@ -78,6 +78,53 @@ def test_the_entries_that_differ_from_the_defaults():
         strategy_entry("l2p")
 
 
+# -- under several processes ----------------------------------------------------------------------------------
+#: What Avalanche's strategies compute per process beyond the gradient DDP averages (read in avalanche-lib 0.6.0;
+#: docs/distributed.md): refused under torchrun, or trained with the reason the processes line gives.
+REFUSED_UNDER_TORCHRUN = ["mir", "slda", "gss", "cope", "mer"]
+ANOTHER_MODEL_UNDER_ANOTHER_PROCESS_COUNT = ["der", "ewc", "er_ace", "agem", "mas", "bic", "scr", "er_aml",
+                                             "feature_replay"]
+
+
+def test_the_entries_say_which_strategies_train_another_model_under_another_process_count():
+    entries = {name: strategy_entry(name) for name in STRATEGIES}
+    assert [n for n, e in entries.items() if e.torchrun] == REFUSED_UNDER_TORCHRUN
+    assert [n for n, e in entries.items() if e.processes] == ANOTHER_MODEL_UNDER_ANOTHER_PROCESS_COUNT
+    for entry in entries.values():
+        for words in filter(None, (entry.torchrun, entry.processes)):
+            assert "\n" not in words and not words.endswith(".")  # one clause inside a line
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_build_strategy_refuses_under_torchrun_what_cannot_train_there(name, monkeypatch, tmp_path):
+    from avalanche_lpa.training import builder
+    config = _config(tmp_path, name).strategy
+    model = build_model(_config(tmp_path, name), 4)
+    monkeypatch.setattr(builder, "_processes", lambda: 2)  # as under torchrun with 2 processes
+    if name in REFUSED_UNDER_TORCHRUN:
+        with pytest.raises(ValueError) as info:
+            build_strategy(config, model, device="cpu", num_classes=4)
+        message = str(info.value)
+        assert message.startswith(f"{name} does not train under torchrun (2 processes): ") and "\n" not in message
+        assert message.endswith("; run it in one process")
+    else:
+        build_strategy(config, model, device="cpu", num_classes=4)
+
+
+def test_the_processes_line_gives_the_strategys_reason():
+    from avalanche_lpa.runner.card import process_count_note
+    base = ["data.dataset=synthetic", "strategy.train_mb_size=16"]
+    ewc = process_count_note(load_config(None, [*base, "strategy.name=ewc"]), 2)
+    assert ewc == ("any number at global batch 32: the same batches, but EWC computes its parameter importances at "
+                   "the batch per process")
+    assert process_count_note(load_config(None, [*base, "strategy.name=naive"]), 2) == \
+        "any number at global batch 32: the same batches"
+    assert process_count_note(load_config(None, [*base, "strategy.name=replay"]), 1) == \
+        "any number at global batch 16: the same batches and the same memory"
+    der = process_count_note(load_config(None, [*base, "strategy.name=der", "strategy.mem_size=20"]), 1)
+    assert der.endswith(", but DER draws its memory batches in each process from a loader of its own")
+
+
 # -- the runner holds no branch on a strategy name ----------------------------------------------------------
 def _strategy_names(node):
     return sorted({c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and c.value in STRATEGIES})

@@ -26,13 +26,28 @@ __all__ = ["DistributedModel", "DistributedPlugin", "model_fingerprint", "sync_m
 
 
 class DistributedModel(DistributedDataParallel):
-    """``DistributedDataParallel`` whose unknown public attributes are read from the wrapped module.
+    """``DistributedDataParallel`` whose unknown public attributes are read from the wrapped module, and whose
+    parameters and buffers carry the wrapped module's names.
 
     So ``model.get_attention_maps(x)``, ``model.feature_extractor`` or ``model.head`` keep working while the
     strategy holds the wrapper. Such calls bypass DDP (no gradient averaging): use them for inspection, and
     call the wrapper itself for training passes. Private names are not forwarded, since DDP probes its own
     optional attributes with ``hasattr``.
+
+    The names matter to plugins that keep values per parameter name across experiences: Avalanche's EWC, MAS and
+    Synaptic Intelligence store them from the bare model after an experience and look them up in
+    ``strategy.model.named_parameters()`` during the iterations, when the strategy holds this wrapper. With DDP's
+    ``module.`` prefix, EWC's and MAS's penalties found no parameter (zero: they trained as Naive under torchrun)
+    and SI stopped with a ``KeyError``. DDP itself reads ``self.module``'s parameters, never these names.
     """
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True,
+                         remove_duplicate: bool = True) -> Iterator[Tuple[str, nn.Parameter]]:
+        return self.module.named_parameters(prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate)
+
+    def named_buffers(self, prefix: str = "", recurse: bool = True,
+                      remove_duplicate: bool = True) -> Iterator[Tuple[str, torch.Tensor]]:
+        return self.module.named_buffers(prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate)
 
     def __getattr__(self, name: str) -> Any:
         try:

@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from ..config.schema import RunConfig
 from ..data import data_location, dataset_info
 from ..distributed import DistInfo
+from ..training import strategy_entry
 from .console import RunCard
 from .folder import run_name
 from .model import model_label, parameter_count
@@ -38,9 +39,12 @@ def process_count_note(config: RunConfig, world_size: int) -> str:
     same = f"any number at global batch {batch * world_size}: the same batches" if batch else \
         "any number: the same batches"
     scope = _memory_scope(config)
+    differs = strategy_entry(config.strategy.name).processes  # what the strategy computes per process
     if scope not in (None, "global"):
-        return (f"{same}, but memory_scope {scope} keeps one memory per process (another number of processes: "
-                "another memory; global: one)")
+        differs = "; ".join(filter(None, [differs, f"memory_scope {scope} keeps one memory per process (another "
+                                                   "number of processes: another memory; global: one)"]))
+    if differs:
+        return f"{same}, but {differs}"
     return f"{same} and the same memory" if scope is not None else same
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
+import torch.distributed as dist
 from avalanche.core import SupervisedPlugin
 from avalanche.models import DynamicModule
 from avalanche.training.plugins import EvaluationPlugin
@@ -216,6 +217,11 @@ def divergence_hint(options: Mapping[str, Any], prefix: str = "") -> str:
     return f"lower {prefix}lr (now {options['lr']:g}) or check the data for NaN/inf"
 
 
+def _processes() -> int:
+    """How many processes train together: torchrun's process group, 1 without one."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def _criterion(config: Dict[str, Any]) -> Callable:
     if config["loss"] == "bce":
         return SeenClassesBCE(config["label_smoothing"], mixup_alpha=config["mixup"], cutmix_alpha=config["cutmix"])
@@ -292,6 +298,9 @@ def build_strategy(
     problem = spec.check(config, n_classes) if spec.check else None
     if problem:
         raise ValueError(problem)
+    if spec.torchrun and _processes() > 1:
+        raise ValueError(f"{name} does not train under torchrun ({_processes()} processes): {spec.torchrun}; "
+                         "run it in one process")
     parts = spec.parts(model, config, n_classes)
     own: List[SupervisedPlugin] = spec.plugins()
     if isinstance(optimizer, str) and spec.trains:

@@ -109,6 +109,11 @@ class Spec:
             that take the model apart put its parts back (:mod:`~avalanche_lpa.training.trained`).
         whole_stream: whether it trains once on the whole stream (``JointTraining``) rather than experience by
             experience.
+        processes: why a run of it under another number of processes (the same global batch, seeded batches)
+            trains another model, in words that follow "but" (``None``: it trains the same one). What Avalanche's
+            strategy computes per process beyond the gradient that DDP averages decides it.
+        torchrun: why it cannot train under several processes (``build_strategy`` refuses it there); ``None``: it
+            can.
     """
 
     cls: type
@@ -125,6 +130,8 @@ class Spec:
     model: ModelFamily = LOCALITY_VIT
     trained_model: Trained = own_model
     whole_stream: bool = False
+    processes: Optional[str] = None
+    torchrun: Optional[str] = None
 
     def head_keywords(self, num_classes: int, head_type: str) -> Dict[str, Any]:
         """The model keywords that give it the head this name needs: a fixed head of ``num_classes``, none
@@ -259,6 +266,15 @@ def _check_feature_replay(config: Dict[str, Any], n_classes: Optional[int]) -> O
     return None
 
 
+# What Avalanche's strategies compute per process beyond the gradient DDP averages (avalanche-lib 0.5.0, 0.6.0):
+# the reasons the processes line gives (Spec.processes).
+#: A strategy whose memory batches come from a loader of its own, shuffled from the global random state with
+#: batch_size_mem per process, not from the seed and dealt over the processes as the training batches are.
+_OWN_MEMORY_LOADER = "{} draws its memory batches in each process from a loader of its own"
+#: EWC's and MAS's importances: a mean over batches of train_mb_size (per process) of each batch's mean loss's
+#: squared (EWC) or absolute (MAS) gradient, which changes with the batch size.
+_IMPORTANCES = "{} computes its parameter importances at the batch per process"
+
 SPECS: Dict[str, Spec] = {
     # -- the original names (their options, defaults and behaviour are unchanged) ----------------------------
     "naive": Spec(Naive),
@@ -272,11 +288,13 @@ SPECS: Dict[str, Spec] = {
     ),
     "der": Spec(
         DER, dict(mem_size=2000, batch_size_mem=None, alpha=0.1, beta=0.5), head="fixed",
-        why="its memory stores logits of the head's width",
+        why="its memory stores logits of the head's width", processes=_OWN_MEMORY_LOADER.format("DER"),
     ),
-    "ewc": Spec(EWC, dict(ewc_lambda=1.0, ewc_mode="separate", decay_factor=None), rename=dict(ewc_mode="mode")),
+    "ewc": Spec(EWC, dict(ewc_lambda=1.0, ewc_mode="separate", decay_factor=None), rename=dict(ewc_mode="mode"),
+                processes=_IMPORTANCES.format("EWC")),
     "gem": Spec(GEM, dict(patterns_per_exp=200, memory_strength=0.5)),
-    "er_ace": Spec(ER_ACE, dict(mem_size=2000, batch_size_mem=10)),
+    "er_ace": Spec(ER_ACE, dict(mem_size=2000, batch_size_mem=10),
+                   processes=_OWN_MEMORY_LOADER.format("ER-ACE") + " and masks the classes of each process's batch"),
     "lpa": Spec(Naive, RECIPE_OPTIONS, rename={key: None for key in RECIPE_OPTIONS}),
     "lpa_warmup": Spec(Naive, RECIPE_OPTIONS, rename={key: None for key in RECIPE_OPTIONS}),
     # The LPA authors' DyTox(+LPA) (bwnzheng/LPA_ICME2023), and DyTox / DyTox+ as Douillard's own code trains them.
@@ -288,12 +306,14 @@ SPECS: Dict[str, Spec] = {
         Naive, DOUILLARD_OPTIONS, rename={key: None for key in DOUILLARD_OPTIONS}, parts=dytox_model, model=DYTOX
     ),
     # -- the rest of avalanche.training ------------------------------------------------------------------
-    "agem": Spec(AGEM, dict(patterns_per_exp=200, sample_size=64)),
+    "agem": Spec(AGEM, dict(patterns_per_exp=200, sample_size=64),
+                 processes="A-GEM draws sample_size reference samples from the memory in each process"),
     "si": Spec(SynapticIntelligence, dict(si_lambda=1.0, eps=1e-7)),
-    "mas": Spec(MAS, dict(lambda_reg=1.0, alpha=0.5)),
+    "mas": Spec(MAS, dict(lambda_reg=1.0, alpha=0.5), processes=_IMPORTANCES.format("MAS")),
     "mir": Spec(
         MIR, dict(mem_size=2000, subsample=50, batch_size_mem=10), head="single",
         why="it differentiates every parameter, and per-experience heads freeze the old ones",
+        torchrun="it scores memory samples with gradients of its own (torch.autograd.grad), which DDP does not average",
     ),
     "gdumb": Spec(
         GDumb, dict(mem_size=2000), head="single",
@@ -309,6 +329,8 @@ SPECS: Dict[str, Spec] = {
     "bic": Spec(
         BiC, dict(mem_size=2000, val_percentage=0.1, temperature=2.0, stage_2_epochs=200, lamb=-1.0, stage_2_lr=0.1),
         rename=dict(temperature="T", stage_2_lr="lr"),
+        processes="BiC's distillation normalises over each process's batch and its bias correction trains in each "
+                  "process",
     ),
     "lfl": Spec(LFL, dict(lambda_e=1.0)),
     "cwr": Spec(CWRStar, head="single", why="it rewrites the rows of one linear layer by class id", parts=_cwr),
@@ -316,29 +338,38 @@ SPECS: Dict[str, Spec] = {
         SCR, dict(mem_size=2000, batch_size_mem=100, temperature=0.1, projection_dim=128, augment=True),
         rename=dict(projection_dim=None, augment=None), parts=_scr, logits=False,
         loss="its own supervised contrastive loss (and a nearest-class-mean classifier)", trained_model=scr_model,
+        processes=_OWN_MEMORY_LOADER.format("SCR") + " and contrasts the samples of each process's batch only",
     ),
     "slda": Spec(
         StreamingLDA, dict(shrinkage_param=1e-4, streaming_update_sigma=True), parts=_slda,
         loss="no loss (it fits class means on the frozen features)", trains=False, trained_model=slda_model,
+        torchrun="it fits its class means and covariance in each process on that process's share of the data and "
+                 "never combines them",
     ),
     "gss": Spec(
         GSS_greedy, dict(mem_size=2000, mem_strength=1), parts=_gss, check=_check_gss,
         plugins=lambda: [MemoryGuard("gss")],
+        torchrun="it fills its memory from each process's share with extra backward passes whose number depends on "
+                 "the data (the processes' DDP calls would not match)",
     ),
     "er_aml": Spec(
         ER_AML, dict(mem_size=2000, batch_size_mem=10, temperature=0.1, base_temperature=0.07, same_task_neg=True),
         rename=dict(temperature="temp", base_temperature="base_temp"), parts=_er_aml, check=_check_er_aml,
         plugins=lambda: [MemoryGuard("er_aml")],
+        processes=_OWN_MEMORY_LOADER.format("ER-AML") + " and contrasts the samples of each process's batch only",
     ),
     "feature_replay": Spec(
         FeatureReplay, dict(mem_size=2000, batch_size_mem=10), parts=_feature_replay,
         loss="its own masked cross-entropy", check=_check_feature_replay,
         plugins=lambda: [MemoryGuard("feature_replay")], trained_model=feature_replay_model,
+        processes=_OWN_MEMORY_LOADER.format("FeatureReplay"),
     ),
     "cope": Spec(
         CoPE, dict(mem_size=2000, alpha=0.99, temperature=0.1), head="fixed", rename=dict(temperature="T"),
         why="its prototypes have the head's width",
         parts=_cope, loss="its own pseudo-prototypical proxy loss", trained_model=cope_model,
+        torchrun="it accumulates its class prototypes in each process and never combines them",
     ),
-    "mer": Spec(MER, dict(mem_size=2000, batch_size_mem=10, n_inner_steps=5, beta=0.1, gamma=0.1)),
+    "mer": Spec(MER, dict(mem_size=2000, batch_size_mem=10, n_inner_steps=5, beta=0.1, gamma=0.1),
+                torchrun="its per-sample inner steps would each be averaged over the processes"),
 }
