@@ -280,6 +280,29 @@ def test_one_process_draws_batches_from_the_seed_not_the_global_random_state(cil
     assert first[: len(first) // 2] != first[len(first) // 2:]  # each epoch its own order
 
 
+@pytest.mark.parametrize("order", ["seeded", "avalanche"])
+def test_a_random_memory_does_not_depend_on_how_many_numbers_augmentation_drew(cil_benchmark, order):
+    """Augmentation in the main process draws per sample, so one process has drawn more random numbers by the end
+    of an epoch than each of two: with seeded batches the plugin resets the global random states after every epoch,
+    so Avalanche's Replay (a memory drawn at random in ``after_training_exp``) keeps the same exemplars."""
+    def memory(draws_per_batch: int) -> List[float]:
+        class Augment(SupervisedPlugin):  # stands in for random transforms: another count of draws per batch
+            def before_forward(self, strategy, **kwargs):
+                torch.rand(draws_per_batch)
+
+        strategy = build_strategy("replay", make_tiny(), evaluator=cil_evaluator(loggers=[], locality=False),
+                                  device="cpu", plugins=[Augment(), DistributedPlugin(seed=3, sample_order=order)],
+                                  train_mb_size=8, train_epochs=1, mem_size=10)
+        torch.manual_seed(0)
+        strategy.train(cil_benchmark.train_stream[0])
+        buffer = next(p for p in strategy.plugins if hasattr(p, "storage_policy")).storage_policy.buffer
+        return sorted(round(float(buffer[i][0].sum()), 4) for i in range(len(buffer)))
+
+    one, two = memory(8), memory(4)
+    assert len(one) == len(two) == 10
+    assert (one == two) == (order == "seeded")
+
+
 def test_a_sample_order_the_plugin_does_not_know_is_refused():
     with pytest.raises(ValueError, match="sample_order must be one of seeded, avalanche"):
         DistributedPlugin(sample_order="random")

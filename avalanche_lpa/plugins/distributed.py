@@ -7,9 +7,11 @@ the global rank): this plugin does, for the training iterations only.
 from __future__ import annotations
 
 import contextlib
+import random
 import warnings
 from typing import Any, Dict, Iterator, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from avalanche.core import SupervisedPlugin
@@ -86,6 +88,16 @@ def model_fingerprint(module: nn.Module, buffers: bool = True) -> torch.Tensor:
     return torch.stack(values).cpu() if values else torch.zeros(0, dtype=torch.float64)
 
 
+def reseed(seed: int, experience: int, epoch: int) -> int:
+    """Sets torch's (every device's), NumPy's and Python's global random states from ``seed``, the experience and
+    the epoch, the same in every process; returns the seed it set."""
+    value = (seed + 100003 * experience + 7919 * (epoch + 1)) % 2**32
+    torch.manual_seed(value)
+    np.random.seed(value)
+    random.seed(value)
+    return value
+
+
 class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
     """Makes an Avalanche strategy train with DDP under ``torchrun``, drawing the same global batches whatever the
     number of processes (in one process too, unless ``sample_order="avalanche"``).
@@ -114,6 +126,11 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
       parallelised (each process does all of it). Reducing metrics instead would need every Avalanche metric's
       internal state all-reduced and the padding of ``DistributedSampler`` (repeated samples) removed; since
       evaluation is a few passes over the test set against hundreds of training epochs, exact and simple wins.
+    * ``after_training_epoch`` (seeded batches): the global random states (torch, NumPy, Python) are set from
+      the seed, the experience and the epoch. Augmentation in the main process draws from them per sample, so one
+      process has drawn more numbers by then than each of several; what a strategy then draws at random (the
+      memory of Avalanche's ``Replay``, ``GEM``, ``GDumb``: selected in ``after_training_exp`` or before the next
+      experience) is so the same memory under any number of processes, whatever the position of the plugins.
     * ``after_training_exp``: rank 0's parameters and buffers are broadcast, so work a plugin does outside the
       training iterations in every process, or buffers that DDP does not synchronise (BatchNorm running
       statistics), cannot make the processes' evaluations or teachers differ.
@@ -317,6 +334,8 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
 
     # -- consistency checks ------------------------------------------------------------------------------------
     def after_training_epoch(self, strategy: Any, **kwargs: Any) -> None:
+        if self.seeded():
+            reseed(self.seed, strategy.clock.train_exp_counter, strategy.clock.train_exp_epochs)
         if self.active() and self.check_consistency:
             # Parameters only: buffers DDP does not synchronise (BatchNorm statistics) may differ until the
             # end of the experience.

@@ -225,7 +225,7 @@ class HerdingMemory(ParametricBuffer):
         if _scope(self) != "rank_augmented":
             return self.selection_strategy.normalized_features(strategy, data)
         rank, _ = distributed_rank()
-        seed = torch.initial_seed() + 1000003 * rank + 100003 * strategy.clock.train_exp_counter
+        seed = self.seed + 1000003 * rank + 100003 * strategy.clock.train_exp_counter  # the run's, not the state's
         python_state, numpy_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):  # the training stream's random state is left as it was
             torch.manual_seed(seed)
