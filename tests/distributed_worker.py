@@ -54,9 +54,11 @@ class Probe(SupervisedPlugin):
         self.fingerprints: List[List[float]] = []  # parameters after every optimizer step
         self.samples: Dict[str, List[float]] = {}  # first pixel of each training image, per "exp/epoch"
         self.eval_samples = 0
+        self.draws: List[float] = []  # a number from the global random state at each forward pass (augmentation's)
 
     def before_forward(self, strategy: Any, **kwargs: Any) -> None:
         self.wrapped.append(isinstance(strategy.model, DistributedDataParallel))
+        self.draws.append(torch.rand(()).item())
         module = DistributedHelper.unwrap_model(strategy.model)
         optimized = {id(p) for group in strategy.optimizer.param_groups for p in group["params"]}
         self.head_in_optimizer.append(all(id(p) in optimized for p in module.head.parameters()))
@@ -143,6 +145,7 @@ def run(name: str, strategy_name: str, benchmark: Any, distributed: bool, out: P
         fingerprints=probe.fingerprints,
         final_fingerprint=model_fingerprint(DistributedHelper.unwrap_model(strategy.model)).tolist(),
         samples=probe.samples,
+        draws=probe.draws,
         train_sizes=[len(e.dataset) for e in benchmark.train_stream],
         eval_samples=probe.eval_samples,
         test_size=sum(experience_sizes(benchmark.test_stream)),

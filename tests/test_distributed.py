@@ -128,6 +128,18 @@ def test_ranks_agree_on_metrics(job, run):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("run", DDP_RUNS)
+def test_each_rank_draws_random_numbers_of_its_own_in_an_epoch(job, run):
+    """Augmentation, mixup and drop path draw from the global random state: seeded per rank at every epoch (as the
+    authors' runs seed each rank), the processes' k-th images are not augmented alike."""
+    rank0, rank1 = _pair(job, run)
+    assert len(rank0["draws"]) == len(rank1["draws"]) > 0
+    assert not set(rank0["draws"]) & set(rank1["draws"])
+    control = _pair(job, "control")  # stock avalanche-lib: one seed, one state, the same draws in every rank
+    assert control[0]["draws"] == control[1]["draws"]
+
+
+@pytest.mark.slow
 def test_only_rank_0_writes_results(job):
     results = job["out"] / "results"
     assert sorted(p.name for p in results.iterdir()) == [f"{run}.json" for run in sorted(DDP_RUNS)]

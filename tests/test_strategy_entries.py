@@ -121,6 +121,9 @@ def test_the_processes_line_gives_the_strategys_reason():
         "any number at global batch 32: the same batches"
     assert process_count_note(load_config(None, [*base, "strategy.name=replay"]), 1) == \
         "any number at global batch 16: the same batches and the same memory"
+    assert process_count_note(load_config(None, [*base, "strategy.name=slda"]), 1) == (
+        "one only: slda does not train under torchrun (it fits its class means and covariance in each process on "
+        "that process's share of the data and never combines them)")
     der = process_count_note(load_config(None, [*base, "strategy.name=der", "strategy.mem_size=20"]), 1)
     assert der.endswith(", but DER draws its memory batches in each process from a loader of its own")
 

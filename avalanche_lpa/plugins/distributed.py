@@ -88,10 +88,11 @@ def model_fingerprint(module: nn.Module, buffers: bool = True) -> torch.Tensor:
     return torch.stack(values).cpu() if values else torch.zeros(0, dtype=torch.float64)
 
 
-def reseed(seed: int, experience: int, epoch: int) -> int:
+def reseed(seed: int, experience: int, epoch: int, rank: Optional[int] = None) -> int:
     """Sets torch's (every device's), NumPy's and Python's global random states from ``seed``, the experience and
-    the epoch, the same in every process; returns the seed it set."""
-    value = (seed + 100003 * experience + 7919 * (epoch + 1)) % 2**32
+    the epoch: the same in every process, or (``rank``) that process's own; returns the seed it set."""
+    stream = 0 if rank is None else rank + 1
+    value = (seed + 100003 * experience + 7919 * (epoch + 1) + 1000003 * stream) % 2**32
     torch.manual_seed(value)
     np.random.seed(value)
     random.seed(value)
@@ -126,8 +127,11 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
       parallelised (each process does all of it). Reducing metrics instead would need every Avalanche metric's
       internal state all-reduced and the padding of ``DistributedSampler`` (repeated samples) removed; since
       evaluation is a few passes over the test set against hundreds of training epochs, exact and simple wins.
+    * ``before_training_epoch`` (several processes): each process's global random states are set from the seed,
+      the experience, the epoch and its rank, so its augmentations, mixup and drop path draw numbers of their own
+      (from one shared state the ``k``-th images of all processes were augmented alike).
     * ``after_training_epoch`` (seeded batches): the global random states (torch, NumPy, Python) are set from
-      the seed, the experience and the epoch. Augmentation in the main process draws from them per sample, so one
+      the seed, the experience and the epoch, the same in every process. Augmentation in the main process draws from them per sample, so one
       process has drawn more numbers by then than each of several; what a strategy then draws at random (the
       memory of Avalanche's ``Replay``, ``GEM``, ``GDumb``: selected in ``after_training_exp`` or before the next
       experience) is so the same memory under any number of processes, whatever the position of the plugins.
@@ -326,6 +330,10 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
         if self.active():
             # Plugins may change which parameters train between epochs (finetuning freezes the backbone).
             self._recheck = True
+            # Each process its own random draws in the epoch (augmentation, mixup, drop path), as the authors'
+            # runs seed each rank: from one shared state the k-th images of all processes were augmented alike.
+            clock = strategy.clock
+            reseed(self.seed, clock.train_exp_counter, clock.train_exp_epochs, rank=distributed_rank()[0])
 
     def before_eval_exp(self, strategy: Any, **kwargs: Any) -> None:
         if not self.active():

@@ -35,11 +35,14 @@ def process_count_note(config: RunConfig, world_size: int) -> str:
     if sample_order(config, world_size) == "avalanche":
         return ("batches from Avalanche's shuffle (data.sample_order: avalanche); torchrun draws them from the seed: "
                 "another number of processes trains on other batches")
+    entry = strategy_entry(config.strategy.name)
+    if entry.torchrun:
+        return f"one only: {config.strategy.name} does not train under torchrun ({entry.torchrun})"
     batch = config.strategy.get("train_mb_size")
     same = f"any number at global batch {batch * world_size}: the same batches" if batch else \
         "any number: the same batches"
     scope = _memory_scope(config)
-    differs = strategy_entry(config.strategy.name).processes  # what the strategy computes per process
+    differs = entry.processes  # what the strategy computes per process
     if scope not in (None, "global"):
         differs = "; ".join(filter(None, [differs, f"memory_scope {scope} keeps one memory per process (another "
                                                    "number of processes: another memory; global: one)"]))
