@@ -50,7 +50,7 @@ def test_every_logger_holds_the_training_loss_and_lr_series(tmp_path, monkeypatc
 def test_the_console_prints_one_line_per_epoch_and_one_summary_per_experience(tmp_path, capsys):
     run(synthetic_config(tmp_path, "evaluation.progress_bar=true", name="quiet"))
     out = capsys.readouterr().out
-    epochs = re.findall(r"^exp (\d)/3 · train epoch (\d)/(\d): loss [\d.]+, accuracy [\d.]+, lr 0\.003, \d+s$", out, re.M)
+    epochs = re.findall(r"^exp (\d)/3 · train epoch (\d)/(\d): loss \d+\.\d{4}, accuracy [01]\.\d{4}, lr 0\.003, \d+s$", out, re.M)
     assert len(epochs) == EPOCHS and all(int(epoch) <= int(total) for _, epoch, total in epochs)
     summaries = re.findall(r"^experience (\d)/3, accuracy [\d.]+ on the seen classes, forgetting [\d.]+, "
                            r"locality [\d.]+ patches, 24 exemplars in memory, [\d:]+ for it, (?:ETA|run) [\d:]+$",

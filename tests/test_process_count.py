@@ -48,15 +48,18 @@ LPA = [
     "--set", "strategy.lr_schedule.warmup_epochs=0",
 ]
 #: The recipe's two ways of drawing batches (Avalanche's replay loader, half of every batch from the memory and
-#: restarted when it runs out; replay by concatenation with repeated augmentation, the authors' sampler), and two of
-#: Avalanche's strategies (its Replay: a random memory, its replay loader; Naive: its plain loader).
+#: restarted when it runs out; replay by concatenation with repeated augmentation, the authors' sampler), and three of
+#: Avalanche's strategies (its Replay: a random memory, its replay loader; Naive: its plain loader; SI).
 RUNS = {
     "lpa_balanced_batches": LPA + ["--set", "strategy.replay_mode=balanced_batches", "--set", "strategy.repeated_aug=1"],
     "lpa_concat_repeated_aug": LPA + ["--set", "strategy.replay_mode=concat", "--set", "strategy.repeated_aug=3"],
     "replay": ["--strategy", "replay", "--set", "strategy.mem_size=16"],
     "naive": ["--strategy", "naive"],
+    # Avalanche's Synaptic Intelligence: per-parameter values kept by name across the iterations (it stopped with a
+    # KeyError under torchrun while the DDP wrapper's names differed from the model's).
+    "si": ["--strategy", "si"],
 }
-MEMORY = {"naive": None}  # the distinct exemplars after each experience (default: 16, a full memory of 16)
+MEMORY = {"naive": None, "si": None}  # the distinct exemplars after each experience (default: 16, a full memory of 16)
 
 
 

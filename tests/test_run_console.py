@@ -4,19 +4,26 @@ import hashlib
 import io
 import json
 import re
+import shlex
 from pathlib import Path
+from typing import List
 
 import pytest
 from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training.plugins import EvaluationPlugin
 
-from avalanche_lpa.cli import main
+from avalanche_lpa.cli import console, main
 from avalanche_lpa.config import load_config
+from avalanche_lpa.data import datasets as data_module
 from avalanche_lpa.runner import RunInterrupted, run
 from avalanche_lpa.runner.console import ConsoleLogger
 from avalanche_lpa.training import build_strategy
 
 from .conftest import make_tiny
+from .fake_datasets import make_fake_fashion_mnist_gz
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
 
 TINY_MODEL = "{img_size: 8, patch_size: 2, in_chans: 1, embed_dim: 18, depth: 1, num_heads: 9}"
 # The recipe with finetuning after the second experience: every phase the console labels, in seconds.
@@ -159,3 +166,50 @@ def test_results_of_an_interrupted_and_resumed_run_equal_the_uninterrupted_ones(
     assert _comparable(resumed) == _comparable(straight)
     written = json.loads((tmp_path / "cut" / "results.json").read_text())
     assert written["params"] == straight["params"] and written["accuracy_matrix"] == straight["accuracy_matrix"]
+
+
+def _shape(line: str) -> str:
+    """A console line with its values abstracted: numbers as 9s that keep their decimals (``0.5400`` is
+    ``9.9999``, ``0.54`` is ``9.99``: a changed format shows), thousands separators dropped, the data path out."""
+    line = re.sub(r"(?<=\d),(?=\d{3})", "", line)
+    line = re.sub(r"^(data +\S+ from )\S+", r"\1<path>", line)
+    line = re.sub(r"\d+(\.\d+)?", lambda m: "9" + ("." + "9" * (len(m.group(1)) - 1) if m.group(1) else ""), line)
+    if line.startswith("\ttime "):  # which phases are listed depends on their length: their format counts
+        head, parts = line.split(": ", 1)
+        line = f"{head}: " + ", ".join(sorted({re.sub(r"^[a-z ]+ ", "<phase> ", part) for part in parts.split(", ")}))
+    return line
+
+
+def _documented_consoles() -> List[List[str]]:
+    """The console blocks the README's first run and docs/experiments.md show, without their ``...`` lines."""
+    blocks = []
+    for path, after in ((README, "The console (on a terminal"), (REPO / "docs" / "experiments.md", "The first run of the README")):
+        text = path.read_text()
+        block = text[text.index(after):].split("```\n", 2)[1]
+        blocks.append([line for line in block.splitlines() if line and not line.startswith("...")])
+    return blocks
+
+
+def _opening_keys(lines: List[str]) -> List[str]:
+    """The keys of a console's opening block (``run``, ``model``, ...): its lines before the first ``exp``."""
+    first = next(i for i, line in enumerate(lines) if line.startswith("exp "))
+    return [line.split()[0] for line in lines[:first]]
+
+
+@pytest.mark.slow
+def test_the_readme_shows_the_console_its_first_run_prints(tmp_path, monkeypatch, capsys):
+    """The README's first command, on a small fake Fashion-MNIST: every line the README and the experiments page
+    show is a line of that shape the run prints, and their opening blocks have its keys in its order."""
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
+    root = make_fake_fashion_mnist_gz(tmp_path / "fmnist" / "FashionMNIST" / "raw").parents[1]
+    monkeypatch.chdir(tmp_path)
+    command = README.read_text().split("## A first run", 1)[1].split("```bash\n", 1)[1].split("\n", 1)[0]
+    argv = shlex.split(command)
+    assert argv[0] == "avalanche-lpa"
+    assert console([*argv[1:], "--data-root", str(root)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    shapes = {_shape(line) for line in printed}
+    for block in _documented_consoles():
+        missing = [line for line in block if _shape(line) not in shapes]
+        assert not missing, f"documented lines the run does not print: {missing}"
+        assert _opening_keys(block) == _opening_keys(printed)
