@@ -48,8 +48,8 @@ LPA = [
     "--set", "strategy.lr_schedule.warmup_epochs=0",
 ]
 #: The recipe's two ways of drawing batches (Avalanche's replay loader, half of every batch from the memory and
-#: restarted when it runs out; replay by concatenation with repeated augmentation, the authors' sampler), and three of
-#: Avalanche's strategies (its Replay: a random memory, its replay loader; Naive: its plain loader; SI).
+#: restarted when it runs out; replay by concatenation with repeated augmentation, the authors' sampler), and five of
+#: Avalanche's strategies (its Replay: a random memory, its replay loader; Naive: its plain loader; SI, EWC, MAS).
 RUNS = {
     "lpa_balanced_batches": LPA + ["--set", "strategy.replay_mode=balanced_batches", "--set", "strategy.repeated_aug=1"],
     "lpa_concat_repeated_aug": LPA + ["--set", "strategy.replay_mode=concat", "--set", "strategy.repeated_aug=3"],
@@ -58,8 +58,12 @@ RUNS = {
     # Avalanche's Synaptic Intelligence: per-parameter values kept by name across the iterations (it stopped with a
     # KeyError under torchrun while the DDP wrapper's names differed from the model's).
     "si": ["--strategy", "si"],
+    # EWC and MAS: importances after each experience, at the global batch in every process (3.1e-6 and 2.8e-6 here;
+    # Avalanche's plugins take the batch per process: 2.1e-4 and 3.0e-3 apart).
+    "ewc": ["--strategy", "ewc", "--set", "strategy.ewc_lambda=100.0"],
+    "mas": ["--strategy", "mas", "--set", "strategy.lambda_reg=100.0"],
 }
-MEMORY = {"naive": None, "si": None}  # the distinct exemplars after each experience (default: 16, a full memory of 16)
+MEMORY = {"naive": None, "si": None, "ewc": None, "mas": None}  # the distinct exemplars after each experience (default: 16, a full memory of 16)
 
 
 

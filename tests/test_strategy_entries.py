@@ -82,8 +82,7 @@ def test_the_entries_that_differ_from_the_defaults():
 #: What Avalanche's strategies compute per process beyond the gradient DDP averages (read in avalanche-lib 0.6.0;
 #: docs/distributed.md): refused under torchrun, or trained with the reason the processes line gives.
 REFUSED_UNDER_TORCHRUN = ["mir", "slda", "gss", "cope", "mer"]
-ANOTHER_MODEL_UNDER_ANOTHER_PROCESS_COUNT = ["der", "ewc", "er_ace", "agem", "mas", "bic", "scr", "er_aml",
-                                             "feature_replay"]
+ANOTHER_MODEL_UNDER_ANOTHER_PROCESS_COUNT = ["der", "er_ace", "agem", "bic", "scr", "er_aml", "feature_replay"]
 
 
 def test_the_entries_say_which_strategies_train_another_model_under_another_process_count():
@@ -114,9 +113,11 @@ def test_build_strategy_refuses_under_torchrun_what_cannot_train_there(name, mon
 def test_the_processes_line_gives_the_strategys_reason():
     from avalanche_lpa.runner.card import process_count_note
     base = ["data.dataset=synthetic", "strategy.train_mb_size=16"]
-    ewc = process_count_note(load_config(None, [*base, "strategy.name=ewc"]), 2)
-    assert ewc == ("any number at global batch 32: the same batches, but EWC computes its parameter importances at "
-                   "the batch per process")
+    bic = process_count_note(load_config(None, [*base, "strategy.name=bic", "strategy.mem_size=20"]), 2)
+    assert bic == ("any number at global batch 32: the same batches, but BiC's distillation normalises over each "
+                   "process's batch and its bias correction trains in each process")
+    assert process_count_note(load_config(None, [*base, "strategy.name=ewc"]), 2) == \
+        "any number at global batch 32: the same batches"
     assert process_count_note(load_config(None, [*base, "strategy.name=naive"]), 2) == \
         "any number at global batch 32: the same batches"
     assert process_count_note(load_config(None, [*base, "strategy.name=replay"]), 1) == \

@@ -3,14 +3,20 @@
 * :class:`BiC` / :class:`BiCPlugin`: Avalanche's BiC, runnable on current torch.
 * :class:`MemoryGuard`: turns the endless loops (ER_AML, FeatureReplay) and the crash (GSS_greedy) of a too
   small memory into a one-line error before the experience.
+* :class:`EWC` / :class:`MAS`: Avalanche's, with their parameter importances computed at the global batch under
+  ``torchrun`` (Avalanche's use the batch per process), so N processes train one process's model.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional
 
+import torch.distributed as dist
 from avalanche.core import SupervisedPlugin
+from avalanche.training import EWC as _AvalancheEWC
+from avalanche.training import MAS as _AvalancheMAS
 from avalanche.training import BiC as _AvalancheBiC
+from avalanche.training.plugins import EWCPlugin, MASPlugin
 from avalanche.training.plugins import bic as _bic_module
 from avalanche.training.plugins.gss_greedy import GSS_greedyPlugin
 from torch.optim import Optimizer
@@ -19,7 +25,8 @@ from torch.optim.lr_scheduler import MultiStepLR
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
-__all__ = ["BiC", "BiCPlugin", "MemoryGuard", "REPLAY_LOADER_MEM_BATCH"]
+__all__ = ["BiC", "BiCPlugin", "EWC", "GlobalBatchEWCPlugin", "GlobalBatchMASPlugin", "MAS", "MemoryGuard",
+           "REPLAY_LOADER_MEM_BATCH"]
 
 #: Memory part of every batch of Avalanche's ``ReplayDataLoader`` when a strategy leaves it unset (GSS does).
 REPLAY_LOADER_MEM_BATCH = 32
@@ -168,3 +175,60 @@ class MemoryGuard(SupervisedPlugin):
         problem = self.CHECKS[self.strategy](strategy)
         if problem:
             raise ValueError(problem)
+
+
+# -- EWC and MAS: importances at the global batch ---------------------------------------------------------------
+# Their importance is a mean over batches of train_mb_size of each batch-mean loss's squared (EWC) or absolute
+# (MAS) gradient, over the whole experience, after it, on the unwrapped model: under torchrun every process
+# computes it alike, but at its own batch size, which changes the value. At the global batch it is one process's.
+def _processes() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class GlobalBatchEWCPlugin(EWCPlugin):
+    """Avalanche's ``EWCPlugin`` computing its importances at the batch of all processes together."""
+
+    def compute_importances(self, model, criterion, optimizer, dataset, device, batch_size, num_workers=0):
+        return super().compute_importances(model, criterion, optimizer, dataset, device, batch_size * _processes(),
+                                           num_workers=num_workers)
+
+
+class GlobalBatchMASPlugin(MASPlugin):
+    """Avalanche's ``MASPlugin`` computing its importances at the batch of all processes together."""
+
+    def _get_importance(self, strategy: "SupervisedTemplate"):
+        batch = strategy.train_mb_size  # MAS reads the strategy's batch itself: lent the global one meanwhile
+        strategy.train_mb_size = batch * _processes()
+        try:
+            return super()._get_importance(strategy)
+        finally:
+            strategy.train_mb_size = batch
+
+
+def _replaced(plugins: Iterable[SupervisedPlugin], stock: type, ours: type) -> list:
+    """The strategy's plugins with the one Avalanche's constructor made (``stock``) turned into ``ours`` (its state
+    kept: the constructor's arguments)."""
+    out = []
+    for plugin in plugins:
+        if type(plugin) is stock:
+            replacement = ours.__new__(ours)
+            replacement.__dict__.update(plugin.__dict__)
+            plugin = replacement
+        out.append(plugin)
+    return out
+
+
+class EWC(_AvalancheEWC):
+    """Avalanche's EWC whose importances are computed at the global batch (:class:`GlobalBatchEWCPlugin`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.plugins = _replaced(self.plugins, EWCPlugin, GlobalBatchEWCPlugin)
+
+
+class MAS(_AvalancheMAS):
+    """Avalanche's MAS whose importances are computed at the global batch (:class:`GlobalBatchMASPlugin`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.plugins = _replaced(self.plugins, MASPlugin, GlobalBatchMASPlugin)

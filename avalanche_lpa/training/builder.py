@@ -123,7 +123,8 @@ def strategy_options(name: str, given: Optional[Dict[str, Any]] = None, prefix: 
 
 
 def strategy_class(name: str) -> type:
-    """The Avalanche strategy class ``name`` builds (``BiC``: our fix of Avalanche's, a subclass of it)."""
+    """The Avalanche strategy class ``name`` builds (``BiC``, ``EWC``, ``MAS``: our subclasses of Avalanche's, see
+    :mod:`avalanche_lpa.compat.avalanche_strategies`)."""
     return _spec(name).cls
 
 

@@ -13,10 +13,8 @@ from avalanche.training import (
     DER,
     ER_ACE,
     ER_AML,
-    EWC,
     GEM,
     LFL,
-    MAS,
     MER,
     MIR,
     SCR,
@@ -39,7 +37,7 @@ from avalanche.training.losses import MaskedCrossEntropy
 from torch import nn
 from torchvision.transforms import Compose, RandomHorizontalFlip, RandomResizedCrop
 
-from ..compat.avalanche_strategies import REPLAY_LOADER_MEM_BATCH, BiC, MemoryGuard
+from ..compat.avalanche_strategies import EWC, MAS, REPLAY_LOADER_MEM_BATCH, BiC, MemoryGuard
 from ..models import dytox_keywords, dytox_model_name, model_keywords, model_name
 from .recipe import DOUILLARD_OPTIONS, DYTOX_OPTIONS, RECIPE_OPTIONS, dytox_model
 from .trained import cope_model, feature_replay_model, icarl_model, own_model, scr_model, slda_model
@@ -271,9 +269,6 @@ def _check_feature_replay(config: Dict[str, Any], n_classes: Optional[int]) -> O
 #: A strategy whose memory batches come from a loader of its own, shuffled from the global random state with
 #: batch_size_mem per process, not from the seed and dealt over the processes as the training batches are.
 _OWN_MEMORY_LOADER = "{} draws its memory batches in each process from a loader of its own"
-#: EWC's and MAS's importances: a mean over batches of train_mb_size (per process) of each batch's mean loss's
-#: squared (EWC) or absolute (MAS) gradient, which changes with the batch size.
-_IMPORTANCES = "{} computes its parameter importances at the batch per process"
 
 SPECS: Dict[str, Spec] = {
     # -- the original names (their options, defaults and behaviour are unchanged) ----------------------------
@@ -290,8 +285,8 @@ SPECS: Dict[str, Spec] = {
         DER, dict(mem_size=2000, batch_size_mem=None, alpha=0.1, beta=0.5), head="fixed",
         why="its memory stores logits of the head's width", processes=_OWN_MEMORY_LOADER.format("DER"),
     ),
-    "ewc": Spec(EWC, dict(ewc_lambda=1.0, ewc_mode="separate", decay_factor=None), rename=dict(ewc_mode="mode"),
-                processes=_IMPORTANCES.format("EWC")),
+    # Avalanche's EWC and MAS with their importances at the global batch (compat: theirs take the batch per process).
+    "ewc": Spec(EWC, dict(ewc_lambda=1.0, ewc_mode="separate", decay_factor=None), rename=dict(ewc_mode="mode")),
     "gem": Spec(GEM, dict(patterns_per_exp=200, memory_strength=0.5)),
     "er_ace": Spec(ER_ACE, dict(mem_size=2000, batch_size_mem=10),
                    processes=_OWN_MEMORY_LOADER.format("ER-ACE") + " and masks the classes of each process's batch"),
@@ -309,7 +304,7 @@ SPECS: Dict[str, Spec] = {
     "agem": Spec(AGEM, dict(patterns_per_exp=200, sample_size=64),
                  processes="A-GEM draws sample_size reference samples from the memory in each process"),
     "si": Spec(SynapticIntelligence, dict(si_lambda=1.0, eps=1e-7)),
-    "mas": Spec(MAS, dict(lambda_reg=1.0, alpha=0.5), processes=_IMPORTANCES.format("MAS")),
+    "mas": Spec(MAS, dict(lambda_reg=1.0, alpha=0.5)),
     "mir": Spec(
         MIR, dict(mem_size=2000, subsample=50, batch_size_mem=10), head="single",
         why="it differentiates every parameter, and per-experience heads freeze the old ones",
