@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional
 
-import torch.distributed as dist
 from avalanche.core import SupervisedPlugin
+from avalanche.distributed import DistributedHelper
 from avalanche.training import EWC as _AvalancheEWC
 from avalanche.training import MAS as _AvalancheMAS
 from avalanche.training import BiC as _AvalancheBiC
@@ -181,15 +181,11 @@ class MemoryGuard(SupervisedPlugin):
 # Their importance is a mean over batches of train_mb_size of each batch-mean loss's squared (EWC) or absolute
 # (MAS) gradient, over the whole experience, after it, on the unwrapped model: under torchrun every process
 # computes it alike, but at its own batch size, which changes the value. At the global batch it is one process's.
-def _processes() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 class GlobalBatchEWCPlugin(EWCPlugin):
     """Avalanche's ``EWCPlugin`` computing its importances at the batch of all processes together."""
 
     def compute_importances(self, model, criterion, optimizer, dataset, device, batch_size, num_workers=0):
-        return super().compute_importances(model, criterion, optimizer, dataset, device, batch_size * _processes(),
+        return super().compute_importances(model, criterion, optimizer, dataset, device, batch_size * DistributedHelper.world_size,
                                            num_workers=num_workers)
 
 
@@ -198,7 +194,7 @@ class GlobalBatchMASPlugin(MASPlugin):
 
     def _get_importance(self, strategy: "SupervisedTemplate"):
         batch = strategy.train_mb_size  # MAS reads the strategy's batch itself: lent the global one meanwhile
-        strategy.train_mb_size = batch * _processes()
+        strategy.train_mb_size = batch * DistributedHelper.world_size
         try:
             return super()._get_importance(strategy)
         finally:

@@ -7,16 +7,15 @@ the global rank): this plugin does, for the training iterations only.
 from __future__ import annotations
 
 import contextlib
-import random
 import warnings
 from typing import Any, Dict, Iterator, Optional, Tuple
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from avalanche.core import SupervisedPlugin
 from avalanche.distributed import DistributedHelper
 from avalanche.models import MultiTaskModule
+from avalanche.training.determinism.rng_manager import RNGManager
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -88,15 +87,11 @@ def model_fingerprint(module: nn.Module, buffers: bool = True) -> torch.Tensor:
     return torch.stack(values).cpu() if values else torch.zeros(0, dtype=torch.float64)
 
 
-def reseed(seed: int, experience: int, epoch: int, rank: Optional[int] = None) -> int:
-    """Sets torch's (every device's), NumPy's and Python's global random states from ``seed``, the experience and
-    the epoch: the same in every process, or (``rank``) that process's own; returns the seed it set."""
+def reseed(seed: int, experience: int, epoch: int, rank: Optional[int] = None) -> None:
+    """Sets the global random states Avalanche's ``RNGManager`` keeps (torch on every device, NumPy, Python) from
+    ``seed``, the experience and the epoch: the same in every process, or (``rank``) that process's own."""
     stream = 0 if rank is None else rank + 1
-    value = (seed + 100003 * experience + 7919 * (epoch + 1) + 1000003 * stream) % 2**32
-    torch.manual_seed(value)
-    np.random.seed(value)
-    random.seed(value)
-    return value
+    RNGManager.set_random_seeds((seed + 100003 * experience + 7919 * (epoch + 1) + 1000003 * stream) % 2**32)
 
 
 class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
@@ -131,10 +126,11 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
       the experience, the epoch and its rank, so its augmentations, mixup and drop path draw numbers of their own
       (from one shared state the ``k``-th images of all processes were augmented alike).
     * ``after_training_epoch`` (seeded batches): the global random states (torch, NumPy, Python) are set from
-      the seed, the experience and the epoch, the same in every process. Augmentation in the main process draws from them per sample, so one
-      process has drawn more numbers by then than each of several; what a strategy then draws at random (the
-      memory of Avalanche's ``Replay``, ``GEM``, ``GDumb``: selected in ``after_training_exp`` or before the next
-      experience) is so the same memory under any number of processes, whatever the position of the plugins.
+      the seed, the experience and the epoch, the same in every process. Augmentation in the main process draws
+      from them per sample, so one process has drawn more numbers by then than each of several; what a strategy
+      then draws at random (the memory of Avalanche's ``Replay``, ``GEM``, ``GDumb``: selected in
+      ``after_training_exp`` or before the next experience) is so the same memory under any number of processes,
+      whatever the position of the plugins.
     * ``after_training_exp``: rank 0's parameters and buffers are broadcast, so work a plugin does outside the
       training iterations in every process, or buffers that DDP does not synchronise (BatchNorm running
       statistics), cannot make the processes' evaluations or teachers differ.

@@ -33,8 +33,8 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
-import torch.distributed as dist
 from avalanche.core import SupervisedPlugin
+from avalanche.distributed import DistributedHelper
 from avalanche.models import DynamicModule
 from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
@@ -220,7 +220,7 @@ def divergence_hint(options: Mapping[str, Any], prefix: str = "") -> str:
 
 def _processes() -> int:
     """How many processes train together: torchrun's process group, 1 without one."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return DistributedHelper.world_size
 
 
 def _criterion(config: Dict[str, Any]) -> Callable:
