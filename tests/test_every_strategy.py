@@ -246,6 +246,19 @@ def test_feature_replay_memory_below_its_replay_batch_is_refused(stream):
         strategy.train(experience)
 
 
+def test_under_torchrun_feature_replay_memory_must_hold_one_global_memory_batch(stream, monkeypatch):
+    """Two processes' memory batches together are one global memory batch (DistributedPlugin): the memory must
+    hold batch_size_mem x 2, before training (mem_size) and before each experience (what the memory holds)."""
+    from avalanche.distributed import DistributedHelper
+    strategy = _build("feature_replay", make_tiny(), mem_size=12)
+    strategy.train(stream.train_stream[0])
+    monkeypatch.setattr(type(DistributedHelper), "world_size", property(lambda self: 2))
+    with pytest.raises(ValueError, match=r"needs mem_size >= batch_size_mem x 2 processes = 16 .*got mem_size=12"):
+        _build("feature_replay", make_tiny(), mem_size=12)
+    with pytest.raises(ValueError, match=r"holds 12 features, fewer than batch_size_mem x 2 processes = 16; use "):
+        strategy.train(stream.train_stream[1])
+
+
 def test_strategies_with_their_own_loss_refuse_ours():
     for name in ("icarl", "scr", "slda", "feature_replay", "cope"):
         model = make_tiny(num_classes=6)

@@ -138,14 +138,17 @@ def _gss_problem(strategy: "SupervisedTemplate") -> Optional[str]:
 
 def _feature_replay_problem(strategy: "SupervisedTemplate") -> Optional[str]:
     # FeatureReplay (avalanche-lib 0.5.0, 0.6.0) cycles a drop_last loader of batch_size_mem over its memory of
-    # features: a smaller memory gives an empty loader and the cycle never yields.
+    # features: a smaller memory gives an empty loader and the cycle never yields. Under torchrun the processes'
+    # memory batches together are one global memory batch (DistributedPlugin), which the memory must hold.
     if getattr(strategy, "replay_loader", None) is None:
         return None
-    held, batch = len(strategy.storage_policy.buffer), strategy.batch_size_mem
+    processes = DistributedHelper.world_size
+    held, batch = len(strategy.storage_policy.buffer), strategy.batch_size_mem * processes
     if held >= batch:
         return None
+    name = "batch_size_mem=" if processes == 1 else f"batch_size_mem x {processes} processes = "
     return (
-        f"feature_replay would hang: its memory holds {held} features, fewer than batch_size_mem={batch}; use "
+        f"feature_replay would hang: its memory holds {held} features, fewer than {name}{batch}; use "
         f"mem_size >= {batch} (and a first experience of at least as many images) or a smaller batch_size_mem"
     )
 

@@ -109,7 +109,7 @@ OPTION_HELP: Dict[str, str] = {
                     "Douillard's DyTox runs) or `rank_augmented` (one per rank, herded from the whole experience on "
                     "the rank's own augmentations: the LPA authors' 2-GPU runs); `per_rank` reads as `rank_shard`",
     "replay_mode": "`concat` (memory added to the experience's data) or `balanced_batches` (Avalanche's Replay)",
-    "batch_size_mem": "memory part of every batch (`balanced_batches` only)",
+    "batch_size_mem": "memory part of every batch (`balanced_batches` only; per process under torchrun)",
     "herding_layer": "the module whose output herding reads",
     "repeated_aug": "DeiT's repeated augmentation: copies of each image per epoch (1: off)",
     "distillation": "distillation from the previous model (`OldSampleDistillationPlugin`; the authors' on old "
@@ -134,7 +134,10 @@ STRATEGY_OPTION_HELP: Dict[Tuple[str, str], str] = {
     ("icarl", "mem_size"): "exemplars in total, split evenly over the seen classes (Avalanche's `memory_size`)",
     ("bic", "temperature"): "distillation temperature of BiC (Avalanche's `T`)",
     ("feature_replay", "mem_size"): "replayed feature vectors in total (Avalanche)",
-    ("feature_replay", "batch_size_mem"): "replayed features in every batch (Avalanche)",
+    ("feature_replay", "batch_size_mem"): "replayed features in every batch (Avalanche; per process under torchrun)",
+    ("der", "batch_size_mem"): "memory samples in every batch, null: `train_mb_size` (Avalanche; per process under "
+                               "torchrun)",
+    ("er_ace", "batch_size_mem"): "memory samples in every batch (Avalanche; per process under torchrun)",
     ("cope", "temperature"): "temperature of CoPE's pseudo-prototypical proxy loss (Avalanche's `T`)",
 }
 

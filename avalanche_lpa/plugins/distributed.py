@@ -15,12 +15,13 @@ import torch.distributed as dist
 from avalanche.core import SupervisedPlugin
 from avalanche.distributed import DistributedHelper
 from avalanche.models import MultiTaskModule
+from avalanche.training import DER, ER_ACE, FeatureReplay
 from avalanche.training.determinism.rng_manager import RNGManager
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..compat.torch_ddp import NO_FORWARD_BUFFER_SYNC
-from ..data.sharding import SAMPLE_ORDERS, shard_loader, whole_loader
+from ..data.sharding import SAMPLE_ORDERS, memory_loader, shard_loader, whole_loader
 from ._sampling import distributed_rank
 
 __all__ = ["DistributedModel", "DistributedPlugin", "model_fingerprint", "sync_module_state"]
@@ -117,6 +118,10 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
       reads, so a run with 1 process and batch ``B`` and one with 2 processes and batch ``B / 2`` each train on
       the same batches. In one process the loader is "sharded" over one process for that reason (a loader it
       cannot shard, with a sampler of its own, is left as it is there).
+    * ``before_training_exp`` (seeded batches): the memory batches of Avalanche's DER, ER-ACE and FeatureReplay
+      (a loader of their own over the memory, shuffled per process) are drawn from the seed and dealt over the
+      processes as the training batches are (:func:`~avalanche_lpa.data.sharding.memory_loader`): so DER and
+      FeatureReplay train one process's model at the same global batch and memory batch.
     * ``before_eval_exp``: the evaluation loader reads the whole experience in every process, so all processes
       compute the same metrics from the same predictions with no reduction step. Trade-off: evaluation is not
       parallelised (each process does all of it). Reducing metrics instead would need every Avalanche metric's
@@ -310,10 +315,23 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
         finally:
             strategy.dataloader = sharded
 
+    #: Avalanche strategies whose ``replay_loader`` is ``cycle(DataLoader(storage_policy.buffer, batch_size_mem,
+    #: shuffle=True, drop_last=True))`` (avalanche-lib 0.5.0, 0.6.0), built before this callback.
+    MEMORY_LOADER_STRATEGIES = (DER, ER_ACE, FeatureReplay)
+
+    def _shard_memory(self, strategy: Any) -> None:
+        if not isinstance(strategy, self.MEMORY_LOADER_STRATEGIES) or strategy.replay_loader is None:
+            return
+        rank, world_size = distributed_rank()
+        strategy.replay_loader = memory_loader(
+            strategy.storage_policy.buffer, strategy.batch_size_mem, rank=rank, world_size=world_size,
+            seed=self.seed + 100003 * strategy.clock.train_exp_counter + 50021)
+
     def before_training_exp(self, strategy: Any, **kwargs: Any) -> None:
         if self.seeded():
             # Epoch 0: the clock (the last plugin) resets its epoch counter only after this callback.
             self._shard_train(strategy, epoch=0)
+            self._shard_memory(strategy)
         if not self.active():
             return
         self._ddp, self._signature, self._recheck = None, None, True

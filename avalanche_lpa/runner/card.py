@@ -38,9 +38,11 @@ def process_count_note(config: RunConfig, world_size: int) -> str:
     entry = strategy_entry(config.strategy.name)
     if entry.torchrun:
         return f"one only: {config.strategy.name} does not train under torchrun ({entry.torchrun})"
-    batch = config.strategy.get("train_mb_size")
-    same = f"any number at global batch {batch * world_size}: the same batches" if batch else \
-        "any number: the same batches"
+    batch, memory_batch = config.strategy.get("train_mb_size"), config.strategy.get("batch_size_mem")
+    at = f" at global batch {batch * world_size}" if batch else ""
+    if batch and memory_batch:  # per process too: another process count keeps the product
+        at += f" and memory batch {memory_batch * world_size}"
+    same = f"any number{at}: the same batches"
     scope = _memory_scope(config)
     differs = entry.processes  # what the strategy computes per process
     if scope not in (None, "global"):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from avalanche.core import SupervisedPlugin
+from avalanche.distributed import DistributedHelper
 from avalanche.models import IncrementalClassifier, SCRModel
 from avalanche.training import (
     AGEM,
@@ -255,11 +256,13 @@ def _check_er_aml(config: Dict[str, Any], n_classes: Optional[int]) -> Optional[
 
 def _check_feature_replay(config: Dict[str, Any], n_classes: Optional[int]) -> Optional[str]:
     # FeatureReplay cycles a drop_last loader of batch_size_mem over its memory: a smaller memory never yields.
-    batch = config["batch_size_mem"] or config["train_mb_size"]
+    # Under torchrun the processes' memory batches together are one global memory batch (DistributedPlugin).
+    batch = (config["batch_size_mem"] or config["train_mb_size"]) * DistributedHelper.world_size
     if config["mem_size"] < batch:
+        global_batch = "" if DistributedHelper.world_size == 1 else f" x {DistributedHelper.world_size} processes"
         return (
-            f"feature_replay needs mem_size >= batch_size_mem = {batch} (it hangs otherwise), got mem_size="
-            f"{config['mem_size']}; raise mem_size or lower batch_size_mem"
+            f"feature_replay needs mem_size >= batch_size_mem{global_batch} = {batch} (it hangs otherwise), got "
+            f"mem_size={config['mem_size']}; raise mem_size or lower batch_size_mem"
         )
     return None
 
@@ -267,7 +270,8 @@ def _check_feature_replay(config: Dict[str, Any], n_classes: Optional[int]) -> O
 # What Avalanche's strategies compute per process beyond the gradient DDP averages (avalanche-lib 0.5.0, 0.6.0):
 # the reasons the processes line gives (Spec.processes).
 #: A strategy whose memory batches come from a loader of its own, shuffled from the global random state with
-#: batch_size_mem per process, not from the seed and dealt over the processes as the training batches are.
+#: batch_size_mem per process, not from the seed and dealt over the processes as the training batches are (the
+#: plugin deals DER's, ER-ACE's and FeatureReplay's: DistributedPlugin.MEMORY_LOADER_STRATEGIES).
 _OWN_MEMORY_LOADER = "{} draws its memory batches in each process from a loader of its own"
 
 SPECS: Dict[str, Spec] = {
@@ -283,13 +287,13 @@ SPECS: Dict[str, Spec] = {
     ),
     "der": Spec(
         DER, dict(mem_size=2000, batch_size_mem=None, alpha=0.1, beta=0.5), head="fixed",
-        why="its memory stores logits of the head's width", processes=_OWN_MEMORY_LOADER.format("DER"),
+        why="its memory stores logits of the head's width",
     ),
     # Avalanche's EWC and MAS with their importances at the global batch (compat: theirs take the batch per process).
     "ewc": Spec(EWC, dict(ewc_lambda=1.0, ewc_mode="separate", decay_factor=None), rename=dict(ewc_mode="mode")),
     "gem": Spec(GEM, dict(patterns_per_exp=200, memory_strength=0.5)),
     "er_ace": Spec(ER_ACE, dict(mem_size=2000, batch_size_mem=10),
-                   processes=_OWN_MEMORY_LOADER.format("ER-ACE") + " and masks the classes of each process's batch"),
+                   processes="ER-ACE masks the classes of each process's batch"),
     "lpa": Spec(Naive, RECIPE_OPTIONS, rename={key: None for key in RECIPE_OPTIONS}),
     "lpa_warmup": Spec(Naive, RECIPE_OPTIONS, rename={key: None for key in RECIPE_OPTIONS}),
     # The LPA authors' DyTox(+LPA) (bwnzheng/LPA_ICME2023), and DyTox / DyTox+ as Douillard's own code trains them.
@@ -357,7 +361,6 @@ SPECS: Dict[str, Spec] = {
         FeatureReplay, dict(mem_size=2000, batch_size_mem=10), parts=_feature_replay,
         loss="its own masked cross-entropy", check=_check_feature_replay,
         plugins=lambda: [MemoryGuard("feature_replay")], trained_model=feature_replay_model,
-        processes=_OWN_MEMORY_LOADER.format("FeatureReplay"),
     ),
     "cope": Spec(
         CoPE, dict(mem_size=2000, alpha=0.99, temperature=0.1), head="fixed", rename=dict(temperature="T"),
