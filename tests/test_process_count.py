@@ -67,12 +67,14 @@ RUNS = {
     # processes (DistributedPlugin); the memory batch is per process, as the training batch.
     "der": ["--strategy", "der", "--set", "strategy.mem_size=16"],
     "feature_replay": ["--strategy", "feature_replay", "--set", "strategy.mem_size=16"],
+    # A-GEM: reference samples from an iterator of its own, drawn from the seed and dealt over the processes too.
+    "agem": ["--strategy", "agem", "--set", "strategy.patterns_per_exp=16"],
 }
 #: Options per process besides the training batch: set to the batch (halved under two processes).
-PER_PROCESS = {"feature_replay": ["strategy.batch_size_mem"]}
+PER_PROCESS = {"feature_replay": ["strategy.batch_size_mem"], "agem": ["strategy.sample_size"]}
 #: The distinct exemplars after each experience (default: 16, a full memory of 16); ``None`` where no replay plugin
-#: holds a memory (DER and FeatureReplay keep theirs in the strategy, which the census does not count).
-MEMORY = {"naive": None, "si": None, "ewc": None, "mas": None, "der": None, "feature_replay": None}
+#: holds a memory (DER, FeatureReplay and A-GEM keep theirs in the strategy or a plugin the census does not count).
+MEMORY = {"naive": None, "si": None, "ewc": None, "mas": None, "der": None, "feature_replay": None, "agem": None}
 
 
 
@@ -93,7 +95,8 @@ def test_one_process_and_two_processes_train_the_same_model(run, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     printed = _run([sys.executable], one, batch=8, run=run)
     _run(torchrun, two, batch=4, run=run)
-    assert re.search(r"processes any number at global batch 8( and memory batch 8)?: the same batches", printed)
+    assert re.search(r"processes any number at global batch 8( and (memory|reference) batch 8)?: the same batches",
+                     printed)
 
     results = [json.loads((folder / "results.json").read_text()) for folder in (one, two)]
     cards = [r["run_card"] for r in results]

@@ -138,6 +138,8 @@ STRATEGY_OPTION_HELP: Dict[Tuple[str, str], str] = {
     ("der", "batch_size_mem"): "memory samples in every batch, null: `train_mb_size` (Avalanche; per process under "
                                "torchrun)",
     ("er_ace", "batch_size_mem"): "memory samples in every batch (Avalanche; per process under torchrun)",
+    ("agem", "sample_size"): "memory samples of the reference gradient, spread over the experiences seen (Avalanche; "
+                             "per process under torchrun)",
     ("cope", "temperature"): "temperature of CoPE's pseudo-prototypical proxy loss (Avalanche's `T`)",
 }
 

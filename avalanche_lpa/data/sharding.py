@@ -17,15 +17,12 @@ whenever the processes' batches are the same size (a dataset whose size is a mul
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
-import torch
 from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
-from avalanche.training.utils import cycle
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
-__all__ = ["SAMPLE_ORDERS", "SeededBatchSamplers", "SeededMemoryBatches", "memory_loader", "rebuild_multi_loader",
-           "shard_indices", "shard_loader", "whole_loader"]
+__all__ = ["SAMPLE_ORDERS", "SeededBatchSamplers", "rebuild_multi_loader", "shard_indices", "shard_loader", "whole_loader"]
 
 #: How a run draws its training batches (``data.sample_order``): from the seed (the same under any number of
 #: processes), or, in one process, as the strategy's Avalanche loader shuffles (from the global random state).
@@ -79,42 +76,6 @@ class SeededBatchSamplers:
             sampler.set_epoch(self.epoch)
             samplers.append(BatchSampler(sampler, batch_size, drop_last))
         return samplers
-
-
-class SeededMemoryBatches(Sampler[List[int]]):
-    """One process's memory batches: each pass over the memory one permutation drawn from ``(seed, pass)``, cut
-    into global batches of ``batch_size * world_size`` (full ones only), of which process ``rank`` reads the
-    ``rank``-th ``batch_size`` positions.
-
-    So the ``W`` processes' ``k``-th memory batches together are the ``k``-th memory batch one process with
-    ``batch_size * W`` reads, as :func:`shard_loader` deals the training batches. Each ``iter()`` is the next pass.
-    """
-
-    def __init__(self, size: int, batch_size: int, *, rank: int, world_size: int, seed: int) -> None:
-        self.size, self.batch_size, self.rank, self.world_size, self.seed = size, batch_size, rank, world_size, seed
-        self.passes = 0
-
-    def __len__(self) -> int:
-        return self.size // (self.batch_size * self.world_size)
-
-    def __iter__(self) -> Iterator[List[int]]:
-        generator = torch.Generator().manual_seed(self.seed + 7919 * self.passes)
-        self.passes += 1
-        order = torch.randperm(self.size, generator=generator).tolist()
-        step = self.batch_size * self.world_size
-        for start in range(self.rank * self.batch_size, len(self) * step, step):
-            yield order[start:start + self.batch_size]
-
-
-def memory_loader(dataset: Any, batch_size: int, *, rank: int, world_size: int, seed: int) -> Optional[Iterator]:
-    """The endless memory batches of one process (:class:`SeededMemoryBatches` over ``dataset``), in place of the
-    ``cycle(DataLoader(memory, batch_size_mem, shuffle=True, drop_last=True))`` of Avalanche's DER, ER-ACE and
-    FeatureReplay, which each process shuffles from its own random state; ``None`` (no replay yet, as theirs) while
-    the memory holds less than one global memory batch."""
-    batches = SeededMemoryBatches(len(dataset), batch_size, rank=rank, world_size=world_size, seed=seed)
-    if len(batches) == 0:
-        return None
-    return cycle(DataLoader(dataset, batch_sampler=batches))
 
 
 def rebuild_multi_loader(

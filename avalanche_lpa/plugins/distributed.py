@@ -16,12 +16,14 @@ from avalanche.core import SupervisedPlugin
 from avalanche.distributed import DistributedHelper
 from avalanche.models import MultiTaskModule
 from avalanche.training import DER, ER_ACE, FeatureReplay
+from avalanche.training.plugins import AGEMPlugin
 from avalanche.training.determinism.rng_manager import RNGManager
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..compat.torch_ddp import NO_FORWARD_BUFFER_SYNC
-from ..data.sharding import SAMPLE_ORDERS, memory_loader, shard_loader, whole_loader
+from ..data.memory_batches import ReferenceSamples, memory_loader
+from ..data.sharding import SAMPLE_ORDERS, shard_loader, whole_loader
 from ._sampling import distributed_rank
 
 __all__ = ["DistributedModel", "DistributedPlugin", "model_fingerprint", "sync_module_state"]
@@ -119,9 +121,9 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
       the same batches. In one process the loader is "sharded" over one process for that reason (a loader it
       cannot shard, with a sampler of its own, is left as it is there).
     * ``before_training_exp`` (seeded batches): the memory batches of Avalanche's DER, ER-ACE and FeatureReplay
-      (a loader of their own over the memory, shuffled per process) are drawn from the seed and dealt over the
-      processes as the training batches are (:func:`~avalanche_lpa.data.sharding.memory_loader`): so DER and
-      FeatureReplay train one process's model at the same global batch and memory batch.
+      and A-GEM's reference samples (loaders of their own over the memory, drawn per process) are drawn from the
+      seed and dealt over the processes as the training batches are (:mod:`~avalanche_lpa.data.memory_batches`):
+      so DER, FeatureReplay and A-GEM train one process's model at the same global batch and memory batch.
     * ``before_eval_exp``: the evaluation loader reads the whole experience in every process, so all processes
       compute the same metrics from the same predictions with no reduction step. Trade-off: evaluation is not
       parallelised (each process does all of it). Reducing metrics instead would need every Avalanche metric's
@@ -320,12 +322,15 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
     MEMORY_LOADER_STRATEGIES = (DER, ER_ACE, FeatureReplay)
 
     def _shard_memory(self, strategy: Any) -> None:
-        if not isinstance(strategy, self.MEMORY_LOADER_STRATEGIES) or strategy.replay_loader is None:
-            return
         rank, world_size = distributed_rank()
-        strategy.replay_loader = memory_loader(
-            strategy.storage_policy.buffer, strategy.batch_size_mem, rank=rank, world_size=world_size,
-            seed=self.seed + 100003 * strategy.clock.train_exp_counter + 50021)
+        seed = self.seed + 100003 * strategy.clock.train_exp_counter + 50021
+        if isinstance(strategy, self.MEMORY_LOADER_STRATEGIES) and strategy.replay_loader is not None:
+            strategy.replay_loader = memory_loader(strategy.storage_policy.buffer, strategy.batch_size_mem,
+                                                   rank=rank, world_size=world_size, seed=seed)
+        for plugin in strategy.plugins:  # A-GEM rebuilds its iterator after every experience
+            if isinstance(plugin, AGEMPlugin) and plugin.buffers:
+                plugin.buffer_dliter = ReferenceSamples(plugin.buffers, plugin.sample_size, rank=rank,
+                                                        world_size=world_size, seed=seed)
 
     def before_training_exp(self, strategy: Any, **kwargs: Any) -> None:
         if self.seeded():

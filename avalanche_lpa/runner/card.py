@@ -29,6 +29,10 @@ def _memory_scope(config: RunConfig) -> Optional[str]:
     return options.get("memory_scope", "global") if options.get("mem_size") is not None else None
 
 
+#: Strategy options that, like ``train_mb_size``, count samples per process, and their words in the processes line.
+_PER_PROCESS_BATCHES = (("batch_size_mem", "memory batch"), ("sample_size", "reference batch"))
+
+
 def process_count_note(config: RunConfig, world_size: int) -> str:
     """Whether a run of this config with another number of processes (the same global batch) is the same
     experiment, and if not why, in one line of the opening block."""
@@ -38,10 +42,11 @@ def process_count_note(config: RunConfig, world_size: int) -> str:
     entry = strategy_entry(config.strategy.name)
     if entry.torchrun:
         return f"one only: {config.strategy.name} does not train under torchrun ({entry.torchrun})"
-    batch, memory_batch = config.strategy.get("train_mb_size"), config.strategy.get("batch_size_mem")
+    batch = config.strategy.get("train_mb_size")
     at = f" at global batch {batch * world_size}" if batch else ""
-    if batch and memory_batch:  # per process too: another process count keeps the product
-        at += f" and memory batch {memory_batch * world_size}"
+    for option, words in _PER_PROCESS_BATCHES:  # per process too: another process count keeps the product
+        if batch and config.strategy.get(option):
+            at += f" and {words} {config.strategy[option] * world_size}"
     same = f"any number{at}: the same batches"
     scope = _memory_scope(config)
     differs = entry.processes  # what the strategy computes per process

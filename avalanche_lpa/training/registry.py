@@ -271,7 +271,7 @@ def _check_feature_replay(config: Dict[str, Any], n_classes: Optional[int]) -> O
 # the reasons the processes line gives (Spec.processes).
 #: A strategy whose memory batches come from a loader of its own, shuffled from the global random state with
 #: batch_size_mem per process, not from the seed and dealt over the processes as the training batches are (the
-#: plugin deals DER's, ER-ACE's and FeatureReplay's: DistributedPlugin.MEMORY_LOADER_STRATEGIES).
+#: plugin deals DER's, ER-ACE's and FeatureReplay's, and A-GEM's reference samples: data.memory_batches).
 _OWN_MEMORY_LOADER = "{} draws its memory batches in each process from a loader of its own"
 
 SPECS: Dict[str, Spec] = {
@@ -305,8 +305,7 @@ SPECS: Dict[str, Spec] = {
         Naive, DOUILLARD_OPTIONS, rename={key: None for key in DOUILLARD_OPTIONS}, parts=dytox_model, model=DYTOX
     ),
     # -- the rest of avalanche.training ------------------------------------------------------------------
-    "agem": Spec(AGEM, dict(patterns_per_exp=200, sample_size=64),
-                 processes="A-GEM draws sample_size reference samples from the memory in each process"),
+    "agem": Spec(AGEM, dict(patterns_per_exp=200, sample_size=64)),
     "si": Spec(SynapticIntelligence, dict(si_lambda=1.0, eps=1e-7)),
     "mas": Spec(MAS, dict(lambda_reg=1.0, alpha=0.5)),
     "mir": Spec(
