@@ -57,7 +57,8 @@ def build_parser(description: str, default_config: Path, imagenet: bool = False,
                              f"{_config_label(default_config)}; with --resume / --eval-only: the run's config.yaml")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config (file, flags and --set values, defaults filled in) as YAML and "
-                             "exit; it is validated as a run validates it, so what it prints is what would run")
+                             "exit; it is validated as a run validates it, so what it prints is what would run (whether this "
+                             "machine has the device is checked when a run starts)")
     parser.add_argument("--model", type=model_choice, metavar=MODEL_CHOICES,
                         help="attention type (model.attn_type), or timm:<name> for any timm model (model.name)")
     parser.add_argument("--strategy", choices=STRATEGY_NAMES, metavar="NAME",

@@ -76,6 +76,7 @@ def test_the_names_the_command_line_checks_are_the_registries():
     (["strategy.loss=ce", "strategy.mixup=0.5"], "strategy: mixup / cutmix need loss='bce' (soft targets)"),
     (["strategy.distillation.temperature=0"], "strategy: temperature must be positive, got 0.0"),
     (["strategy.lr_schedule.warmup_epochs=0.5"], "strategy: step='epoch' needs whole warm-up epochs, got 0.5"),
+    (["device=tpu"], "device 'tpu': unknown device; use --device auto, cpu, cuda, cuda:N or mps"),
 ])  # fmt: skip
 def test_print_config_refuses_what_a_run_refuses(tmp_path, capsys, settings, message):
     # Before: --print-config printed mem_size: -5 and exited 0; the run refused the same value when it started.
@@ -84,6 +85,13 @@ def test_print_config_refuses_what_a_run_refuses(tmp_path, capsys, settings, mes
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_print_config_prints_a_device_this_machine_lacks(tmp_path, capsys):
+    """A config may be printed (or written) for another machine: only the device's spelling is checked before the
+    run starts, which refuses a device this machine lacks."""
+    code = console(["--config", "cifar100_quick", "--device", "cuda:7", "--print-config"])
+    assert code == 0 and "device: cuda:7" in capsys.readouterr().out
 
 
 def _python(code: str) -> str:

@@ -9,7 +9,8 @@ public name of this room is listed.
 
 * :mod:`.pillow_augment`: timm's auto-augment ops on every Pillow.
 * :mod:`.avalanche_wandb`: Avalanche's ``WandBLogger`` on current wandb (imported on use: it loads wandb).
-* :mod:`.avalanche_strategies`: BiC on current torch; a one-line error where ER_AML, FeatureReplay, GSS hang or crash.
+* :mod:`.avalanche_strategies`: BiC on current torch; a one-line error where ER_AML, FeatureReplay, GSS hang or crash;
+  EWC's and MAS's importances at the global batch under DDP.
 * :mod:`.avalanche_metrics`, :mod:`.avalanche_optimizer`, :mod:`.avalanche_warnings`: the accuracy matrix, the
   weight-decay groups of grown parameters, deprecation warnings once per run.
 * :mod:`.dill_pickling`: what Avalanche's dill checkpoints need on current torch.
@@ -67,17 +68,27 @@ WORKAROUNDS: Tuple[Workaround, ...] = (
                "avalanche_lpa.compat.torch_ddp.NO_FORWARD_BUFFER_SYNC"),
     Workaround(_AV, "@deprecated resets the warnings registry: the same warning after every experience",
                "avalanche_lpa.compat.avalanche_warnings.each_deprecation_once"),
+    Workaround(_AV, "under DDP, EWC's and MAS's importances are taken at each process's batch: another number of "
+               "processes, another penalty", "avalanche_lpa.compat.avalanche_strategies.EWC"),
+    Workaround(_AV, "under DDP, MAS's importances are taken at each process's batch (as EWC's)",
+               "avalanche_lpa.compat.avalanche_strategies.MAS"),
     # Features of ours that also close a gap of Avalanche; they live with the feature.
     Workaround(_AV, "the checkpoint is written in place: a kill while saving truncates it",
                "avalanche_lpa.runner.checkpoint.save_checkpoint_atomic"),
     Workaround(_AV, "strategies never wrap the model in DDP (wrap_model would pick cuda:<global rank>)",
                "avalanche_lpa.plugins.distributed.DistributedPlugin"),
+    Workaround(_AV, "EWC, MAS and SI look parameters up by name in strategy.model: under DDP's module. prefix "
+               "none matched (zero penalties, SI's KeyError)", "avalanche_lpa.plugins.distributed.DistributedModel"),
     Workaround(_AV, "init_distributed picks cuda:<global rank>, absent on a second node",
                "avalanche_lpa.distributed.init_distributed"),
     Workaround(_AV, "eval loaders are sharded while no metric is reduced",
                "avalanche_lpa.data.sharding.whole_loader"),
     Workaround(_AV, "new-API train loaders have no distributed sampler; multi-dataset loaders repeat epoch 0's order",
                "avalanche_lpa.data.sharding.shard_loader"),
+    Workaround(_AV, "DER, ER-ACE and FeatureReplay shuffle their memory batches in each process",
+               "avalanche_lpa.data.memory_batches.memory_loader"),
+    Workaround(_AV, "A-GEM reads its reference samples in order in one process, a seed-0 shuffle per process under DDP",
+               "avalanche_lpa.data.memory_batches.ReferenceSamples"),
     Workaround(_AV, "LRSchedulerPlugin resets to base_lrs and cannot change the lr after experience 0",
                "avalanche_lpa.plugins.lr_schedule.ExperienceLRSchedulePlugin"),
     Workaround(_AV, "herding's FeatureExtractorBackbone leaves a forward hook on the model for good",

@@ -116,6 +116,7 @@ def _check_values(config: Dict[str, Any]) -> None:
             f"unknown config key(s) {', '.join(unknown)} in 'model.overrides'; valid keys: {', '.join(sorted(keywords))}"
         )
     _check_timm(model)
+    _check_device(config["device"])
     _at_least("evaluation.attention_maps", evaluation["attention_maps"], 0, "0 (off) or more")
     _at_least("data.n_experiences", data["n_experiences"], 1)
     _at_least("data.num_workers", data["num_workers"], 0, "0 (load in the main process) or more")
@@ -128,6 +129,19 @@ def _check_values(config: Dict[str, Any]) -> None:
     if unknown:
         raise ConfigError(f"evaluation.loggers: unknown logger(s) {', '.join(map(str, unknown))}; valid: {', '.join(LOGGERS)}")
     evaluation["loggers"] = list(dict.fromkeys(loggers))
+
+
+def _check_device(name: str) -> None:
+    """The device's spelling; whether this machine has it is checked when the run starts (a config printed or
+    written here may be meant for another machine)."""
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"device {name!r}: unknown device; use --device auto, cpu, cuda, cuda:N or mps") from None
 
 
 def _model_keywords(strategy: str) -> Iterable[str]:

@@ -12,7 +12,8 @@ from .console import RunCard
 from .folder import run_name
 from .model import model_label, parameter_count
 
-__all__ = ["process_count_note", "run_card", "run_facts", "sample_order", "start_label", "strategy_summary"]
+__all__ = ["process_count_note", "run_card", "run_facts", "sample_order", "shown_path", "start_label",
+           "strategy_summary"]
 
 _ATTENTION = {"lpa": "LPA attention", "gpsa": "GPSA attention", "mhsa": "plain attention"}
 
@@ -102,12 +103,21 @@ def strategy_summary(options: Mapping[str, Any], world_size: int = 1) -> str:
     return f"{options.name}: {', '.join(parts)}" if parts else options.name
 
 
+def shown_path(path: Path) -> str:
+    """A path as the console shows it: under the home folder as ``~/...`` (shorter, and a pasted log names no
+    user), elsewhere as it is."""
+    try:
+        return str(Path("~") / Path(path).relative_to(Path.home()))
+    except ValueError:
+        return str(path)
+
+
 def _data(config: RunConfig) -> str:
     info = dataset_info(config.data.dataset)
     where = data_location(config.data.dataset, config.data.root)
     if where is None:
         return f"{info.title} (generated in memory, no files)"
-    return f"{info.title} from {where}"
+    return f"{info.title} from {shown_path(where)}"
 
 
 def _split(benchmark: Any) -> str:
