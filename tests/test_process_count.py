@@ -67,14 +67,19 @@ RUNS = {
     # processes (DistributedPlugin); the memory batch is per process, as the training batch.
     "der": ["--strategy", "der", "--set", "strategy.mem_size=16"],
     "feature_replay": ["--strategy", "feature_replay", "--set", "strategy.mem_size=16"],
+    # ER-ACE: memory batches as DER's; its loss masked to the classes of the global batch (compat).
+    "er_ace": ["--strategy", "er_ace", "--set", "strategy.mem_size=16"],
     # A-GEM: reference samples from an iterator of its own, drawn from the seed and dealt over the processes too.
     "agem": ["--strategy", "agem", "--set", "strategy.patterns_per_exp=16"],
 }
 #: Options per process besides the training batch: set to the batch (halved under two processes).
-PER_PROCESS = {"feature_replay": ["strategy.batch_size_mem"], "agem": ["strategy.sample_size"]}
+PER_PROCESS = {"feature_replay": ["strategy.batch_size_mem"], "er_ace": ["strategy.batch_size_mem"],
+               "agem": ["strategy.sample_size"]}
 #: The distinct exemplars after each experience (default: 16, a full memory of 16); ``None`` where no replay plugin
-#: holds a memory (DER, FeatureReplay and A-GEM keep theirs in the strategy or a plugin the census does not count).
-MEMORY = {"naive": None, "si": None, "ewc": None, "mas": None, "der": None, "feature_replay": None, "agem": None}
+#: holds a memory (DER, ER-ACE, FeatureReplay and A-GEM keep theirs in the strategy or in a plugin of their own,
+#: which the census does not count).
+MEMORY = {"naive": None, "si": None, "ewc": None, "mas": None, "der": None, "feature_replay": None, "agem": None,
+          "er_ace": None}
 
 
 

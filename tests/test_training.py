@@ -55,9 +55,11 @@ def _build(name, model, evaluator=None, **options):
 
 def test_the_original_names_keep_their_classes():
     assert set(CLASSES) <= set(STRATEGIES)  # every name is run in tests/test_every_strategy.py
-    # Avalanche's classes (EWC: our subclass, whose importances are taken at the global batch under torchrun)
-    assert all(strategy_class(name) is cls for name, cls in CLASSES.items() if name != "ewc")
-    assert issubclass(strategy_class("ewc"), EWC) and strategy_class("ewc") is not EWC
+    # Avalanche's classes (EWC and ER-ACE: our subclasses, which take their importances / class mask at the global
+    # batch under torchrun)
+    ours = ("ewc", "er_ace")
+    assert all(strategy_class(name) is cls for name, cls in CLASSES.items() if name not in ours)
+    assert all(issubclass(strategy_class(n), CLASSES[n]) and strategy_class(n) is not CLASSES[n] for n in ours)
 
 
 @pytest.mark.parametrize("name", sorted(CLASSES))

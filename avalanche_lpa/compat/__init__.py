@@ -10,7 +10,7 @@ public name of this room is listed.
 * :mod:`.pillow_augment`: timm's auto-augment ops on every Pillow.
 * :mod:`.avalanche_wandb`: Avalanche's ``WandBLogger`` on current wandb (imported on use: it loads wandb).
 * :mod:`.avalanche_strategies`: BiC on current torch; a one-line error where ER_AML, FeatureReplay, GSS hang or crash;
-  EWC's and MAS's importances at the global batch under DDP.
+  EWC's and MAS's importances and ER-ACE's class mask at the global batch under DDP.
 * :mod:`.avalanche_metrics`, :mod:`.avalanche_optimizer`, :mod:`.avalanche_warnings`: the accuracy matrix, the
   weight-decay groups of grown parameters, deprecation warnings once per run.
 * :mod:`.dill_pickling`: what Avalanche's dill checkpoints need on current torch.
@@ -72,6 +72,8 @@ WORKAROUNDS: Tuple[Workaround, ...] = (
                "processes, another penalty", "avalanche_lpa.compat.avalanche_strategies.EWC"),
     Workaround(_AV, "under DDP, MAS's importances are taken at each process's batch (as EWC's)",
                "avalanche_lpa.compat.avalanche_strategies.MAS"),
+    Workaround(_AV, "under DDP, ER-ACE masks its loss to the classes of each process's batch",
+               "avalanche_lpa.compat.avalanche_strategies.ER_ACE"),
     # Features of ours that also close a gap of Avalanche; they live with the feature.
     Workaround(_AV, "the checkpoint is written in place: a kill while saving truncates it",
                "avalanche_lpa.runner.checkpoint.save_checkpoint_atomic"),

@@ -5,6 +5,7 @@
   small memory into a one-line error before the experience.
 * :class:`EWC` / :class:`MAS`: Avalanche's, with their parameter importances computed at the global batch under
   ``torchrun`` (Avalanche's use the batch per process), so N processes train one process's model.
+* :class:`ER_ACE`: Avalanche's, its loss masked to the classes of the global batch under ``torchrun``.
 """
 from __future__ import annotations
 
@@ -16,17 +17,22 @@ from avalanche.distributed import DistributedHelper
 from avalanche.training import EWC as _AvalancheEWC
 from avalanche.training import MAS as _AvalancheMAS
 from avalanche.training import BiC as _AvalancheBiC
+from avalanche.training import ER_ACE as _AvalancheER_ACE
+from avalanche.training.regularization import ACECriterion, cross_entropy_with_oh_targets
 from avalanche.training.plugins import EWCPlugin, MASPlugin
 from avalanche.training.plugins import bic as _bic_module
 from avalanche.training.plugins.gss_greedy import GSS_greedyPlugin
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import MultiStepLR
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
-__all__ = ["BiC", "BiCPlugin", "EWC", "GlobalBatchEWCPlugin", "GlobalBatchMASPlugin", "MAS", "MemoryGuard",
-           "REPLAY_LOADER_MEM_BATCH"]
+__all__ = ["BiC", "BiCPlugin", "ER_ACE", "EWC", "GlobalBatchACECriterion", "GlobalBatchEWCPlugin", "GlobalBatchMASPlugin",
+           "MAS", "MemoryGuard", "REPLAY_LOADER_MEM_BATCH"]
 
 #: Memory part of every batch of Avalanche's ``ReplayDataLoader`` when a strategy leaves it unset (GSS does).
 REPLAY_LOADER_MEM_BATCH = 32
@@ -231,3 +237,33 @@ class MAS(_AvalancheMAS):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.plugins = _replaced(self.plugins, MASPlugin, GlobalBatchMASPlugin)
+
+
+# -- ER-ACE: the classes of the global batch ---------------------------------------------------------------------
+class GlobalBatchACECriterion(ACECriterion):
+    """Avalanche's ACE loss masking the logits to the classes of the global batch (all processes' together).
+
+    Why: its loss on the new samples is a cross-entropy over the classes present in the batch (``torch.unique``);
+    under torchrun each process took its own batch's, so the processes' mean losses did not average to the loss of
+    one process reading the global batch. One small all-reduce of a class mask per iteration.
+    """
+
+    def __call__(self, out_in: torch.Tensor, target_in: torch.Tensor, out_buffer: torch.Tensor,
+                 target_buffer: torch.Tensor) -> torch.Tensor:
+        if not (DistributedHelper.is_distributed and DistributedHelper.world_size > 1):
+            return super().__call__(out_in, target_in, out_buffer, target_buffer)
+        present = torch.zeros(out_in.shape[1], device=target_in.device)
+        present[target_in] = 1.0
+        dist.all_reduce(present, op=dist.ReduceOp.MAX)
+        classes = present.nonzero().flatten()
+        loss_buffer = F.cross_entropy(out_buffer, target_buffer)
+        targets = F.one_hot(target_in, num_classes=out_in.shape[1])[:, classes]
+        return (loss_buffer + cross_entropy_with_oh_targets(out_in[:, classes], targets)) / 2
+
+
+class ER_ACE(_AvalancheER_ACE):
+    """Avalanche's ER-ACE with :class:`GlobalBatchACECriterion` (same arguments)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ace_criterion = GlobalBatchACECriterion()

@@ -12,7 +12,6 @@ from avalanche.models import IncrementalClassifier, SCRModel
 from avalanche.training import (
     AGEM,
     DER,
-    ER_ACE,
     ER_AML,
     GEM,
     LFL,
@@ -38,7 +37,7 @@ from avalanche.training.losses import MaskedCrossEntropy
 from torch import nn
 from torchvision.transforms import Compose, RandomHorizontalFlip, RandomResizedCrop
 
-from ..compat.avalanche_strategies import EWC, MAS, REPLAY_LOADER_MEM_BATCH, BiC, MemoryGuard
+from ..compat.avalanche_strategies import ER_ACE, EWC, MAS, REPLAY_LOADER_MEM_BATCH, BiC, MemoryGuard
 from ..models import dytox_keywords, dytox_model_name, model_keywords, model_name
 from .recipe import DOUILLARD_OPTIONS, DYTOX_OPTIONS, RECIPE_OPTIONS, dytox_model
 from .trained import cope_model, feature_replay_model, icarl_model, own_model, scr_model, slda_model
@@ -292,8 +291,8 @@ SPECS: Dict[str, Spec] = {
     # Avalanche's EWC and MAS with their importances at the global batch (compat: theirs take the batch per process).
     "ewc": Spec(EWC, dict(ewc_lambda=1.0, ewc_mode="separate", decay_factor=None), rename=dict(ewc_mode="mode")),
     "gem": Spec(GEM, dict(patterns_per_exp=200, memory_strength=0.5)),
-    "er_ace": Spec(ER_ACE, dict(mem_size=2000, batch_size_mem=10),
-                   processes="ER-ACE masks the classes of each process's batch"),
+    # Avalanche's ER-ACE with its loss masked to the classes of the global batch (compat: theirs, each process's).
+    "er_ace": Spec(ER_ACE, dict(mem_size=2000, batch_size_mem=10)),
     "lpa": Spec(Naive, RECIPE_OPTIONS, rename={key: None for key in RECIPE_OPTIONS}),
     "lpa_warmup": Spec(Naive, RECIPE_OPTIONS, rename={key: None for key in RECIPE_OPTIONS}),
     # The LPA authors' DyTox(+LPA) (bwnzheng/LPA_ICME2023), and DyTox / DyTox+ as Douillard's own code trains them.
