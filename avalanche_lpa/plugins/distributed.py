@@ -123,7 +123,8 @@ class DistributedPlugin(SupervisedPlugin, supports_distributed=True):
     * ``before_training_exp`` (seeded batches): the memory batches of Avalanche's DER, ER-ACE and FeatureReplay
       and A-GEM's reference samples (loaders of their own over the memory, drawn per process) are drawn from the
       seed and dealt over the processes as the training batches are (:mod:`~avalanche_lpa.data.memory_batches`):
-      so DER, FeatureReplay and A-GEM train one process's model at the same global batch and memory batch.
+      so DER, FeatureReplay, A-GEM and ER-ACE (whose class mask ``compat.ER_ACE`` takes at the global batch)
+      train one process's model at the same global batch and memory batch.
     * ``before_eval_exp``: the evaluation loader reads the whole experience in every process, so all processes
       compute the same metrics from the same predictions with no reduction step. Trade-off: evaluation is not
       parallelised (each process does all of it). Reducing metrics instead would need every Avalanche metric's
