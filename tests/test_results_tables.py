@@ -32,3 +32,15 @@ def test_the_readme_table_is_the_committed_runs():
     table = tables.main_table(runs)
     assert table in (REPO / "README.md").read_text()
     assert table in (REPO / "docs" / "results.md").read_text()
+
+
+def test_every_table_of_the_results_page_is_the_committed_runs():
+    tables = _make_tables()
+    runs = RESULTS / "runs"
+    for _, folder in tables.VARIANTS + tables.ABLATIONS:  # three seeds of every row, each with the config it ran
+        seeds = sorted(p for p in runs.glob(folder + "-s*") if not p.name.endswith("-joint"))
+        assert len(seeds) == 3 and all((s / "config.yaml").is_file() and (s / "results.json").is_file()
+                                       for s in seeds), folder
+    page = (REPO / "docs" / "results.md").read_text()
+    for table in (tables.variants_table, tables.ablation_table, tables.layers_table):
+        assert table(runs) in page, table.__name__

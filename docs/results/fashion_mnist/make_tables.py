@@ -64,34 +64,46 @@ def main_table(root) -> str:
     return "\n".join(lines)
 
 
-def main(root):
-    root = Path(root)
-    header = HEADER
-    print(main_table(root))
-    print("\n" + header + "\n|" + "---|" * 7)
-    variants = [("LPA, `lpa`", "main/lpa-lpa"), ("LPA, `lpa_warmup`", "warmup/lpa-lpa_warmup"),
-                ("LPA, Avalanche `replay` (the floor)", "replay/lpa-replay"),
-                ("DyTox (GPSA), `dytox`", "dytox/gpsa-dytox"), ("DyTox+LPA, `dytox`", "dytox/lpa-dytox")]
-    for label, folder in variants:
-        print(row(label, load(root / folder)[0]))
-    print("\n" + header + " new-class acc after exp 1…5 | old-class acc after exp 2…5 |\n|" + "---|" * 9)
-    ablations = [("CPU settings", "main/lpa-lpa"), ("− finetuning", "abl_noft/lpa-lpa"),
-                 ("+ the authors' distillation", "abl_kd/lpa-lpa"), ("+ the authors' lr schedule", "abl_sched/lpa-lpa"),
-                 ("+ the authors' replay by concatenation", "abl_concat/lpa-lpa")]
-    for label, folder in ablations:
-        runs = load(root / folder)[0]
+VARIANTS = [("LPA, `lpa`", "main/lpa-lpa"), ("LPA, `lpa_warmup`", "warmup/lpa-lpa_warmup"),
+            ("LPA, Avalanche `replay` (the floor)", "replay/lpa-replay"),
+            ("DyTox (GPSA), `dytox`", "dytox/gpsa-dytox"), ("DyTox+LPA, `dytox`", "dytox/lpa-dytox")]
+ABLATIONS = [("CPU settings", "main/lpa-lpa"), ("− finetuning", "abl_noft/lpa-lpa"),
+             ("+ the authors' distillation", "abl_kd/lpa-lpa"), ("+ the authors' lr schedule", "abl_sched/lpa-lpa"),
+             ("+ the authors' replay by concatenation", "abl_concat/lpa-lpa")]
+LAYERS = [("LPA, `lpa`", "main/lpa-lpa"), ("GPSA, `lpa`", "main/gpsa-lpa"), ("ViT, `lpa`", "main/mhsa-lpa"),
+          ("LPA, `replay`", "replay/lpa-replay"), ("DyTox (GPSA)", "dytox/gpsa-dytox"), ("DyTox+LPA", "dytox/lpa-dytox")]
+
+
+def variants_table(root) -> str:
+    """The warm-up preset, the replay floor and DyTox (docs/results.md)."""
+    return "\n".join([HEADER, "|" + "---|" * 7] + [row(label, load(Path(root) / f)[0]) for label, f in VARIANTS])
+
+
+def ablation_table(root) -> str:
+    """The ablation of the CPU settings, with new- and old-class accuracies (docs/results.md)."""
+    lines = [HEADER + " new-class acc after exp 1…5 | old-class acc after exp 2…5 |", "|" + "---|" * 9]
+    for label, folder in ABLATIONS:
+        runs = load(Path(root) / folder)[0]
         new, old = new_and_old(runs)
-        print(row(label, runs)[:-1] + f"| {new} | {old} |")
-    print("\nMean attention distance per layer (local blocks 1-4), after experience 1 → after experience 5\n")
-    print("| run | block 1 | block 2 | block 3 | block 4 |\n|---|---|---|---|---|")
-    for label, folder in [("LPA, `lpa`", "main/lpa-lpa"), ("GPSA, `lpa`", "main/gpsa-lpa"),
-                          ("ViT, `lpa`", "main/mhsa-lpa"), ("LPA, `replay`", "replay/lpa-replay"),
-                          ("DyTox (GPSA)", "dytox/gpsa-dytox"), ("DyTox+LPA", "dytox/lpa-dytox")]:
-        runs = load(root / folder)[0]
-        layers = [r["locality"]["layers"] for r in runs]
+        lines.append(row(label, runs)[:-1] + f"| {new} | {old} |")
+    return "\n".join(lines)
+
+
+def layers_table(root) -> str:
+    """Mean attention distance per local block, after experience 1 → after experience 5 (docs/results.md)."""
+    lines = ["| run | block 1 | block 2 | block 3 | block 4 |", "|---|---|---|---|---|"]
+    for label, folder in LAYERS:
+        layers = [r["locality"]["layers"] for r in load(Path(root) / folder)[0]]
         cells = [f"{statistics.fmean(l[0][b] for l in layers):.2f} → {statistics.fmean(l[-1][b] for l in layers):.2f}"
                  for b in range(len(layers[0][0]))]
-        print(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(root):
+    print(main_table(root), variants_table(root), ablation_table(root), sep="\n\n")
+    print("\nMean attention distance per layer (local blocks 1-4), after experience 1 → after experience 5\n")
+    print(layers_table(root))
 
 
 #: The DyTox comparison (docs/dytox.md): the LPA authors' DyTox and Douillard's, the same CPU budget, each with
