@@ -12,27 +12,27 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional
 
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
 from avalanche.distributed import DistributedHelper
 from avalanche.training import EWC as _AvalancheEWC
 from avalanche.training import MAS as _AvalancheMAS
 from avalanche.training import BiC as _AvalancheBiC
 from avalanche.training import ER_ACE as _AvalancheER_ACE
-from avalanche.training.regularization import ACECriterion, cross_entropy_with_oh_targets
 from avalanche.training.plugins import EWCPlugin, MASPlugin
 from avalanche.training.plugins import bic as _bic_module
 from avalanche.training.plugins.gss_greedy import GSS_greedyPlugin
-import torch
-import torch.distributed as dist
-import torch.nn.functional as F
+from avalanche.training.regularization import ACECriterion, cross_entropy_with_oh_targets
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import MultiStepLR
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
-__all__ = ["BiC", "BiCPlugin", "ER_ACE", "EWC", "GlobalBatchACECriterion", "GlobalBatchEWCPlugin", "GlobalBatchMASPlugin",
-           "MAS", "MemoryGuard", "REPLAY_LOADER_MEM_BATCH"]
+__all__ = ["BiC", "BiCPlugin", "ER_ACE", "EWC", "GlobalBatchACECriterion", "GlobalBatchEWCPlugin",
+           "GlobalBatchMASPlugin", "MAS", "MemoryGuard", "REPLAY_LOADER_MEM_BATCH"]
 
 #: Memory part of every batch of Avalanche's ``ReplayDataLoader`` when a strategy leaves it unset (GSS does).
 REPLAY_LOADER_MEM_BATCH = 32
@@ -194,8 +194,8 @@ class GlobalBatchEWCPlugin(EWCPlugin):
     """Avalanche's ``EWCPlugin`` computing its importances at the batch of all processes together."""
 
     def compute_importances(self, model, criterion, optimizer, dataset, device, batch_size, num_workers=0):
-        return super().compute_importances(model, criterion, optimizer, dataset, device, batch_size * DistributedHelper.world_size,
-                                           num_workers=num_workers)
+        return super().compute_importances(model, criterion, optimizer, dataset, device,
+                                           batch_size * DistributedHelper.world_size, num_workers=num_workers)
 
 
 class GlobalBatchMASPlugin(MASPlugin):
