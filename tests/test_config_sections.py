@@ -4,6 +4,7 @@ import inspect
 from pathlib import Path
 
 import pytest
+import yaml
 from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_lpa.config.shipped import config_names
@@ -90,12 +91,18 @@ def test_a_run_folder_written_with_the_flat_options_reads_into_the_sections():
     assert strategy["lr_schedule"] == dict(lr_first=1e-4, warmup_epochs=2.0, warmup_start_lr=1e-7, min_lr=1e-6,
                                            schedule_epochs=50.0, step="iteration", reset_optimizer_state=False)
     assert strategy["lpa_warmup"] is False  # off: its arguments meant nothing
-    # The committed run folders (written before the sections) still read, with their schedule off.
+    # The committed run folders (some written before the sections) still read, their schedule and warm-up on
+    # exactly where their file says so (the ablation of the schedule and the warm-up preset).
     folders = sorted(p.parent for p in (REPO / "docs" / "results").rglob("config.yaml"))
     assert len(folders) >= 30
+    on = set()
     for folder in folders:
         config = read_run_config(folder)
-        assert config.strategy["lr_schedule"] is False and config.strategy["lpa_warmup"] is False, folder
+        written = yaml.safe_load((folder / "config.yaml").read_text())["strategy"]
+        for key in ("lr_schedule", "lpa_warmup"):
+            assert (config.strategy[key] is not False) == bool(written.get(key)), (folder, key)
+            on.update([key] if config.strategy[key] is not False else [])
+    assert on == {"lr_schedule", "lpa_warmup"}
 
 
 @pytest.mark.parametrize("name, sections", [
