@@ -20,7 +20,7 @@ from ..training.options import OptionTypeError, check_type
 from .schema import CHECKED_ELSEWHERE, RunConfig, build, field_types, schema_defaults
 from .upgrade import upgrade_config
 
-__all__ = ["DEFAULTS", "LOGGERS", "validate"]
+__all__ = ["DEFAULTS", "DEVICE_HINT", "LOGGERS", "check_device", "validate"]
 
 #: The schema's defaults, as the nested mapping a YAML file mirrors: built from the typed schema
 #: (:class:`~.schema.RunConfig`, one dataclass per section), where every key's type and default is declared.
@@ -116,7 +116,7 @@ def _check_values(config: Dict[str, Any]) -> None:
             f"unknown config key(s) {', '.join(unknown)} in 'model.overrides'; valid keys: {', '.join(sorted(keywords))}"
         )
     _check_timm(model)
-    _check_device(config["device"])
+    check_device(config["device"])
     _at_least("evaluation.attention_maps", evaluation["attention_maps"], 0, "0 (off) or more")
     _at_least("data.n_experiences", data["n_experiences"], 1)
     _at_least("data.num_workers", data["num_workers"], 0, "0 (load in the main process) or more")
@@ -131,9 +131,14 @@ def _check_values(config: Dict[str, Any]) -> None:
     evaluation["loggers"] = list(dict.fromkeys(loggers))
 
 
-def _check_device(name: str) -> None:
-    """The device's spelling; whether this machine has it is checked when the run starts (a config printed or
-    written here may be meant for another machine)."""
+#: The devices a run takes, in the words of its errors.
+DEVICE_HINT = "use --device auto, cpu, cuda, cuda:N or mps"
+
+
+def check_device(name: str) -> None:
+    """The device's spelling (a ``ConfigError`` naming the valid ones); whether this machine has it is checked when
+    the run starts (``runner.model.resolve_device``: a config printed or written here may be meant for another
+    machine)."""
     import torch
 
     if name == "auto":
@@ -141,7 +146,7 @@ def _check_device(name: str) -> None:
     try:
         torch.device(name)
     except (RuntimeError, ValueError, TypeError):
-        raise ConfigError(f"device {name!r}: unknown device; use --device auto, cpu, cuda, cuda:N or mps") from None
+        raise ConfigError(f"device {name!r}: unknown device; {DEVICE_HINT}") from None
 
 
 def _model_keywords(strategy: str) -> Iterable[str]:

@@ -21,6 +21,7 @@ import timm
 import torch
 
 from ..config.schema import RunConfig
+from ..config.validation import DEVICE_HINT, check_device
 from ..data import ModelInput
 from ..errors import ConfigError, one_line
 from ..models import (
@@ -101,11 +102,8 @@ def resolve_device(name: str) -> torch.device:
     """``"auto"`` is CUDA when available, else CPU; an unknown device or one this machine lacks is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    valid = "use --device auto, cpu, cuda, cuda:N or mps"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError, TypeError):
-        raise ConfigError(f"device {name!r}: unknown device; {valid}") from None
+    check_device(name)  # its spelling, as validation checks it
+    device = torch.device(name)
     if device.type == "cpu":
         return device
     if device.type == "cuda":
@@ -118,7 +116,7 @@ def resolve_device(name: str) -> torch.device:
     backend = getattr(torch, device.type, None) if device.type != "mps" else torch.backends.mps
     if device.type != "meta" and backend is not None and getattr(backend, "is_available", lambda: False)():
         return device
-    raise ConfigError(f"device {name!r} is not available here; {valid}")
+    raise ConfigError(f"device {name!r} is not available here; {DEVICE_HINT}")
 
 
 def build_model(config: RunConfig, num_classes: int) -> torch.nn.Module:
