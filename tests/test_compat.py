@@ -146,3 +146,24 @@ def test_the_compatibility_page_shows_the_list():
     rows = [f"| {w.library} | {w.upstream} | `{w.fix.removeprefix('avalanche_lpa.')}` |" for w in WORKAROUNDS]
     table = page.split("| library | what upstream does | our fix |\n|---|---|---|\n", 1)[1].split("\n\n", 1)[0]
     assert table.splitlines() == rows
+
+
+def test_the_csv_logger_appends_to_a_resumed_runs_files_and_sets_what_avalanches_sets(tmp_path):
+    from avalanche.logging import CSVLogger
+
+    from avalanche_lpa.compat.avalanche_csv import AppendingCSVLogger
+
+    fresh = CSVLogger(str(tmp_path / "avalanche"))
+    ours = AppendingCSVLogger(str(tmp_path / "ours"))
+    assert sorted(vars(ours)) == sorted(vars(fresh))  # the attributes Avalanche's callbacks read
+    for logger in (fresh, ours):
+        print("0,0,0.5,0,1.2,0", file=logger.training_file, flush=True)
+        logger.close()
+    headers = {name: (tmp_path / "avalanche" / name).read_text().splitlines()[0]
+               for name in ("training_results.csv", "eval_results.csv")}
+    again = AppendingCSVLogger(str(tmp_path / "ours"))  # a resumed session of the run
+    print("1,0,0.6,0,1.1,0", file=again.training_file, flush=True)
+    again.close()
+    rows = (tmp_path / "ours" / "training_results.csv").read_text().splitlines()
+    assert rows == [headers["training_results.csv"], "0,0,0.5,0,1.2,0", "1,0,0.6,0,1.1,0"]
+    assert (tmp_path / "ours" / "eval_results.csv").read_text().splitlines() == [headers["eval_results.csv"]]

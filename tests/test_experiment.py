@@ -229,8 +229,8 @@ def test_cli_bad_key_and_bad_type(capsys):
 
 @pytest.mark.slow
 def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
-    straight = run(synthetic_config(tmp_path, name="straight"))
-    interrupted = synthetic_config(tmp_path, name="resumed")
+    straight = run(synthetic_config(tmp_path, "evaluation.loggers=[text, csv]", name="straight"))
+    interrupted = synthetic_config(tmp_path, "evaluation.loggers=[text, csv]", name="resumed")
     with pytest.raises(RunInterrupted):
         run(interrupted, stop_after=2)
     progress = json.loads((tmp_path / "resumed" / "progress.json").read_text())
@@ -244,6 +244,13 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the CSV curves of the experiences before the interruption are kept, not emptied by the resumed session
+    csv_files = ("csv/training_results.csv", "csv/eval_results.csv")
+    for name in csv_files:
+        assert (tmp_path / "resumed" / name).read_text() == (tmp_path / "straight" / name).read_text()
+    before = {name: (tmp_path / "resumed" / name).read_bytes() for name in csv_files}
+    evaluate_saved_run(tmp_path / "resumed")  # --eval-only: nothing of the training run's files changes
+    assert {name: (tmp_path / "resumed" / name).read_bytes() for name in csv_files} == before
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from avalanche_lpa.plugins import (
     ExperienceEpochsPlugin,
     ExperienceLRSchedulePlugin,
     LPAWarmupPlugin,
+    OldSampleDistillationPlugin,
     ScopedHerdingSelection,
     SeenClassesBCE,
     WeightedLwFPlugin,
@@ -167,6 +168,25 @@ def test_warmup_resets_before_teacher_copy_and_survives_copies(cil_benchmark):
     layer = next(m for m in model.modules() if isinstance(m, LPAttention))
     layer.content_factor.fill_(0.5)
     assert float(next(m for m in copy.deepcopy(model).modules() if isinstance(m, LPAttention)).content_factor) == 0.5
+
+
+def test_a_teacher_copied_when_an_experience_starts_has_the_content_term_on(cil_benchmark):
+    # The recipe lists the warm-up before its distillation, which copies the teacher in before_training_exp: the
+    # teacher must be the previous model as evaluated (factor 1), the student warms up from factor 0.
+    distillation = OldSampleDistillationPlugin()
+    seen = []
+
+    class Probe(SupervisedPlugin):
+        def before_backward(self, strategy, **kwargs):
+            if distillation.teacher is not None:
+                factors = lambda model: {float(m.content_factor) for m in model.modules() if isinstance(m, LPAttention)}
+                seen.append((factors(distillation.teacher), factors(strategy.model)))
+
+    strategy = _naive(make_tiny(), [LPAWarmupPlugin(iterations=1000), distillation, Probe()])
+    for experience in cil_benchmark.train_stream[:2]:
+        strategy.train(experience)
+    assert seen and all(teacher == {1.0} for teacher, _ in seen)
+    assert seen[0][1] == {0.0}  # the student's first iteration of experience 2 at the start factor
 
 
 # ------------------------------------------------------------------------------------------- lr schedule

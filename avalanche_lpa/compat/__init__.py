@@ -9,6 +9,7 @@ public name of this room is listed.
 
 * :mod:`.pillow_augment`: timm's auto-augment ops on every Pillow.
 * :mod:`.avalanche_wandb`: Avalanche's ``WandBLogger`` on current wandb (imported on use: it loads wandb).
+* :mod:`.avalanche_csv`: Avalanche's ``CSVLogger`` appending to a resumed run's files instead of emptying them.
 * :mod:`.avalanche_strategies`: BiC on current torch; a one-line error where ER_AML, FeatureReplay, GSS hang or crash;
   EWC's and MAS's importances and ER-ACE's class mask at the global batch under DDP.
 * :mod:`.avalanche_metrics`, :mod:`.avalanche_optimizer`, :mod:`.avalanche_warnings`: the accuracy matrix, the
@@ -48,6 +49,8 @@ WORKAROUNDS: Tuple[Workaround, ...] = (
                "avalanche_lpa.compat.pillow_augment.PillowSafeOp"),
     Workaround(f"{_AV} with wandb >= 0.31", "WandBLogger calls wandb.util.generate_id / wandb.viz (gone), "
                "and starts a W&B run when unpickled", "avalanche_lpa.compat.avalanche_wandb.CompatWandBLogger"),
+    Workaround(_AV, "CSVLogger opens its files with mode 'w': a resumed run loses the rows written before",
+               "avalanche_lpa.compat.avalanche_csv.AppendingCSVLogger"),
     Workaround(f"{_AV} with torch >= 2.13", "dill cannot pickle torch.optim classes: checkpoints fail",
                "avalanche_lpa.compat.dill_pickling.register_optimizer_reducers"),
     Workaround(_AV, "AGEM, MIR, ER_AML, FeatureReplay keep memory-loader generators: checkpoints fail",

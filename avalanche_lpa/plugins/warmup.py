@@ -59,9 +59,10 @@ class LPAWarmupPlugin(SupervisedPlugin, supports_distributed=True):
     keeps only numbers, so it survives ``deepcopy`` and checkpointing; models without LPA layers (GPSA, MHSA)
     are left untouched with a single warning.
 
-    The factor is reset after the last epoch, before any ``after_training_exp`` callback, so a copy taken
-    when the experience ends (LwF's teacher) sees 1 whatever the plugin order; only when training is stopped
-    early does that copy depend on this plugin being listed before the copying one.
+    The factor enters the model at the first training iteration (not in ``before_training_exp``) and is reset
+    after the last epoch, before any ``after_training_exp`` callback, so a copy taken when an experience starts
+    (the recipe's distillation teacher) or ends (LwF's teacher) sees 1 whatever the plugin order; only when
+    training is stopped early does the copy at the end depend on this plugin being listed before the copying one.
 
     Args:
         start_factor: factor at the first iteration of an experience (0 switches the content term off).
@@ -116,9 +117,9 @@ class LPAWarmupPlugin(SupervisedPlugin, supports_distributed=True):
         # The clock counts finished experiences, so 0 here means "this is the first one".
         first = strategy.clock.train_exp_counter == 0
         self.active = not (self.skip_first_experience and first)
-        # The clock has not reset its per-experience counter yet (it runs last): start from iteration 0.
-        self.factor = self.factor_at(0, self.length(strategy)) if self.active else 1.0
-        self._apply(strategy, self.factor)
+        # The model keeps factor 1 until the first iteration: a copy other plugins take in this callback (the
+        # distillation teacher) must be the previous experience's model as it is evaluated, whatever the order.
+        self.factor = 1.0
 
     def before_training_iteration(self, strategy: "SupervisedTemplate", **kwargs) -> None:
         if not self.active:
@@ -128,7 +129,7 @@ class LPAWarmupPlugin(SupervisedPlugin, supports_distributed=True):
         iteration = strategy.clock.train_exp_iterations
         self.factor = self.factor_at(iteration, total)
         self.active = iteration < total
-        set_content_factor(strategy.model, self.factor)
+        self._apply(strategy, self.factor)
 
     def after_training_epoch(self, strategy: "SupervisedTemplate", **kwargs) -> None:
         # Reset before any after_training_exp callback runs, so a model copy taken there (LwF's teacher)

@@ -6,8 +6,9 @@ import warnings
 from pathlib import Path
 from typing import Any, List, Sequence
 
-from avalanche.logging import CSVLogger, TensorboardLogger
+from avalanche.logging import TensorboardLogger
 
+from ..compat.avalanche_csv import AppendingCSVLogger
 from ..compat.avalanche_wandb import CompatWandBLogger
 from ..config.schema import RunConfig
 from ..metrics import AttentionMapsPluginMetric, cil_evaluator
@@ -31,8 +32,8 @@ def make_loggers(config: RunConfig, folder: Path, experiences: int, header: Sequ
             loggers.append(RunLog(open_log(folder / "log.txt"), experiences, header))
         elif name == "tensorboard":
             loggers.append(TensorboardLogger(tb_log_dir=str(folder / "tb")))
-        elif name == "csv":
-            loggers.append(CSVLogger(log_folder=str(folder / "csv")))
+        elif name == "csv":  # rows appended: a resumed run keeps those of its earlier experiences
+            loggers.append(AppendingCSVLogger(str(folder / "csv")))
         elif name == "wandb":  # W&B's own settings apply (WANDB_MODE=offline, WANDB_PROJECT, ...)
             loggers.append(CompatWandBLogger(project_name="avalanche-lpa", run_name=run_name(config),
                                              dir=str(folder), config=config.as_dict(), save_code=False,

@@ -354,8 +354,9 @@ class Run:
             self.benchmark = build_benchmark(config.data, config.seed, model_input=model_input(config))
             self.model = build_model(config, self.benchmark.n_classes)
             load_model_file(self.model, folder / "model.pt")
-            # The console and the loggers that keep curves; log.txt and W&B belong to the training run.
-            kept = [name for name in config.evaluation.loggers if name not in ("text", "wandb")]
+            # The console and TensorBoard (new event files beside the run's); log.txt, the CSV rows and W&B belong
+            # to the training run and stay as they are.
+            kept = [name for name in config.evaluation.loggers if name not in ("text", "csv", "wandb")]
             shown = updated(config, {"evaluation.loggers": kept})
             self.loggers = make_loggers(shown, folder, len(self.benchmark.train_stream))
             try:
