@@ -91,3 +91,27 @@ def test_a_saved_model_reloads_into_a_fresh_one(cil_benchmark, tmp_path):
         make_tiny(head_type="per_experience", num_classes=10)
     with pytest.raises(ValueError, match="incremental, per_experience"):
         make_tiny(head_type="cosine")
+
+
+def test_a_state_dict_loads_into_heads_grown_in_another_class_order():
+    def grown(*experiences):
+        heads = PerExperienceHeads(6, initial_out_features=0)
+        for classes in experiences:
+            heads.adaptation(SimpleNamespace(classes_in_this_experience=classes))
+        return heads
+
+    saved, other = grown([2, 3], [0, 1]), grown([0, 1], [2, 3])
+    other.load_state_dict(saved.state_dict())
+    x = torch.randn(3, 6)
+    torch.testing.assert_close(other(x), saved(x))  # column c is class c's logit, as in the saved heads
+    assert other.classes == saved.classes == [2, 3, 0, 1]
+
+
+def test_assigning_head_replaces_the_classifier_as_in_timm():
+    model = make_tiny(num_classes=6)
+    model.head = nn.Linear(model.embed_dim, 3)  # timm's idiom for a new head
+    assert model.classifier is model.head and model(torch.randn(2, 1, 8, 8)).shape == (2, 3)
+    assert not any(key.startswith("head.") for key in model.state_dict())
+    fresh = make_tiny(num_classes=3)
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(fresh.classifier.weight, model.classifier.weight)

@@ -239,6 +239,10 @@ def test_augmentation_transforms():
     assert big == ["Resize", "CenterCrop", "ToTensor"]
     plain = eval_transform((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))(image)
     torch.testing.assert_close(plain[:, 0, 0], torch.tensor([1.0, -1.0, -1.0]))
+    # without mean and std neither transform normalises: a model trains and is tested on the same scale
+    assert type(train_transform(32).transforms[-1]).__name__ != "Normalize"
+    assert 0.0 <= train_transform(32)(image).min() and train_transform(32)(image).max() <= 1.0
+    torch.testing.assert_close(eval_transform()(image)[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
 
 
 # -- presets compose (issue 20, point 4) ---------------------------------------------------------------------

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 from timm.data import create_transform
-from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms
 
 from ..compat import pillow_safe_augment
@@ -81,7 +80,7 @@ def train_transform(
         padding: zero padding of the random crop of small images (0: no crop).
         hflip: probability of a horizontal flip (used without ``auto_augment``; timm's factory flips with 0.5).
         auto_augment: timm auto-augment policy, e.g. ``"rand-m9-mstd0.5-inc1"``; ``None`` for none.
-        mean: per-channel normalisation mean (``None``: ImageNet's with ``auto_augment``, else no normalisation).
+        mean: per-channel normalisation mean (``None``: no normalisation, as :func:`eval_transform` without one).
         std: per-channel normalisation standard deviation.
         random_resized_crop: keep timm's random-resized crop (``None``: for images above 32 px, as the authors).
     """
@@ -103,8 +102,8 @@ def train_transform(
     steps = list(composed.transforms)
     if not random_resized_crop:
         steps[0] = transforms.RandomCrop(img_size, padding=padding) if padding > 0 else transforms.CenterCrop(img_size)
-    if isinstance(steps[-1], transforms.Normalize):
-        steps[-1] = transforms.Normalize(mean or IMAGENET_DEFAULT_MEAN, std or IMAGENET_DEFAULT_STD)
+    if isinstance(steps[-1], transforms.Normalize):  # timm's (ImageNet's): ours, or none, as eval_transform
+        steps[-1:] = [transforms.Normalize(mean, std)] if mean is not None and std is not None else []
     # timm's ops ask Pillow for things newer Pillow refuses (posterize to 0 bits) or no Pillow takes (an RGB
     # fill for a greyscale image): avalanche_lpa.compat keeps the authors' results on every Pillow.
     return pillow_safe_augment(transforms.Compose(steps))
@@ -118,7 +117,7 @@ def eval_transform(
     """``ToTensor -> Normalize`` for evaluation (and herding, which reads the eval transforms).
 
     With ``crop_size`` (ImageNet), the authors' resize to ``crop_size * 256 / 224`` (bicubic) and centre crop
-    come first.
+    come first. Without ``mean`` and ``std`` there is no normalisation (nor in :func:`train_transform`).
     """
     steps: list = []
     if crop_size is not None:

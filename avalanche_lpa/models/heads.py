@@ -11,7 +11,7 @@ Both are Avalanche ``DynamicModule`` s: strategies grow them in ``model_adaptati
 """
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence
+from typing import Any, Iterable, List, Optional, Sequence
 
 import torch
 from avalanche.models import BaseModel, DynamicModule, IncrementalClassifier
@@ -151,6 +151,14 @@ class PerExperienceHeads(DynamicModule):
             self._add_head(state_dict[prefix + f"heads.{index}.classes"].tolist())
             index += 1
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        # Heads this module had already grown take the checkpoint's class ids into their buffers (loaded after
+        # this call, child by child): the columns follow the checkpoint's.
+        self._columns = [
+            c for index, head in enumerate(self.heads)
+            for c in state_dict.get(prefix + f"heads.{index}.classes", head.classes).tolist()
+        ]
+        if self._columns:
+            self.num_outputs = max(self.num_outputs, max(self._columns) + 1)
 
 
 class TaskTokenHeads(PerExperienceHeads):
@@ -203,8 +211,13 @@ class BackboneWithHead(nn.Module, BaseModel):
 
     @property
     def head(self) -> nn.Module:
-        """timm's name of the classifier (read-only alias of the submodule ``classifier``)."""
+        """timm's name of the classifier (an alias of the submodule ``classifier``; assigning it replaces that)."""
         return self.classifier
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # nn.Module.__setattr__ registers modules without asking the property: timm's `model.head = nn.Linear(...)`
+        # would add an unused submodule `head` beside the classifier that forward uses.
+        super().__setattr__("classifier" if name == "head" else name, value)
 
     def get_classifier(self) -> nn.Module:
         return self.classifier

@@ -398,7 +398,8 @@ class LocalityViT(BackboneWithHead):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # State dicts saved before the head was registered as `classifier` (avalanche-lpa 0.1) use `head.*`.
         old = prefix + "head."
-        for key in [k for k in state_dict if k.startswith(old)]:
+        current = any(k.startswith(prefix + "classifier.") for k in state_dict)
+        for key in [k for k in state_dict if k.startswith(old)] if not current else []:
             state_dict[prefix + "classifier." + key[len(old):]] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
