@@ -77,6 +77,22 @@ def test_the_names_the_command_line_checks_are_the_registries():
     (["strategy.distillation.temperature=0"], "strategy: temperature must be positive, got 0.0"),
     (["strategy.lr_schedule.warmup_epochs=0.5"], "strategy: step='epoch' needs whole warm-up epochs, got 0.5"),
     (["device=tpu"], "device 'tpu': unknown device; use --device auto, cpu, cuda, cuda:N or mps"),
+    # ranges and names of options a run refused only when it started, or that trained silently
+    (["strategy.optimizer=adam"], "strategy.optimizer must be one of adamw, sgd, got 'adam'"),
+    (["strategy.lr=-1"], "strategy.lr: must be a number above 0, got -1.0"),
+    (["strategy.weight_decay=-0.1"], "strategy.weight_decay: must be a number of at least 0, got -0.1"),
+    (["strategy.label_smoothing=1.0"], "strategy.label_smoothing: must lie in [0, 1), got 1.0"),
+    (["strategy.name=lwf", "strategy.temperature=0"], "strategy.temperature: must be a number above 0, got 0.0"),
+    (["strategy.name=ewc", "strategy.ewc_mode=online"], "strategy.ewc_mode: 'online' needs strategy.decay_factor"),
+    (["strategy=5"], "strategy: expected a mapping of options"),
+    (["data.max_train_per_class=-3"], "data.max_train_per_class: must be null (all images) or at least 1, got -3"),
+    (["data.max_test_per_class=0"], "data.max_test_per_class: must be null (all images) or at least 1, got 0"),
+    (["data.synthetic.img_size=0"], "data.synthetic.img_size: must be at least 1, got 0"),
+    (["data.folder.in_chans=2"], "data.folder.in_chans: must be 1 (grey) or 3 (RGB), got 2"),
+    (["data.folder.mean=[0.5]"], "data.folder.mean: needs one value per channel (data.folder.in_chans = 3)"),
+    (["data.folder.test_fraction=1.5"], "data.folder.test_fraction: must lie between 0 and 1"),
+    (["output.dir=runs/{nme}"], "output.dir: 'runs/{nme}' names nme; the fields filled in are {name}, {model}"),
+    (["name=x-{run}"], "name: 'x-{run}' names run; the fields filled in are {model}, {strategy}, {seed}"),
 ])  # fmt: skip
 def test_print_config_refuses_what_a_run_refuses(tmp_path, capsys, settings, message):
     # Before: --print-config printed mem_size: -5 and exited 0; the run refused the same value when it started.

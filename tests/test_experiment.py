@@ -289,6 +289,24 @@ def test_compare_writes_table_with_joint_control(tmp_path):
     assert (Path(outcome["folder"]) / "locality.png").is_file()
 
 
+def test_a_model_that_cannot_take_the_datasets_images_is_refused_before_the_folder_is_written(tmp_path):
+    # Before: the run wrote config.yaml, classes.json and log.txt, then failed at the first batch with a traceback.
+    with pytest.raises(ConfigError, match=r"model.overrides: the model takes 1x8x8 images, the dataset gives 1x16x16"):
+        run(synthetic_config(tmp_path, "data.synthetic.img_size=16", name="mismatch"))
+    assert not (tmp_path / "mismatch").exists()
+
+
+def test_subsampling_takes_none_or_a_positive_count():
+    from avalanche_lpa.data.splits import subsample_per_class
+
+    dataset = torch.utils.data.TensorDataset(torch.zeros(6, 1))
+    dataset.targets = [0, 0, 0, 1, 1, 1]
+    assert len(subsample_per_class(dataset, 2, seed=0)) == 4 and subsample_per_class(dataset, None, 0) is dataset
+    for bad in (-1, 0, 2.5):  # -1 dropped one image per class, 0 failed in max(), 2.5 in slicing
+        with pytest.raises(ValueError, match="must be None \\(all images\\) or an integer of at least 1"):
+            subsample_per_class(dataset, bad, seed=0)
+
+
 def test_class_order_and_split_are_checked_against_the_dataset(tmp_path):
     with pytest.raises(ConfigError, match="data.class_order must list each of the 6 synthetic class ids"):
         run(synthetic_config(tmp_path, "data.class_order=[0, 1, 2]"))

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from avalanche_lpa.cli import console
-from avalanche_lpa.config import load_config
+from avalanche_lpa.config import ConfigError, load_config
 from avalanche_lpa.data import STATS_FILE, dataset_info, folder_statistics
 from avalanche_lpa.data import datasets as data_module
 from avalanche_lpa.data import folder as folder_module
@@ -181,6 +181,11 @@ def test_cub_and_imagenet_r_as_they_are_distributed(tmp_path):
         folder.rename(tmp_path / "imagenet-r" / folder.name)
     with pytest.raises(Exception, match="set data.folder.test_fraction"):
         build_benchmark(load_config(None, folder_overrides(tmp_path / "imagenet-r")).data, seed=0)
+    # a test_fraction where the files already say which images are for testing is refused, not ignored
+    for root, has in ((tmp_path / "cub", "CUB train_test_split.txt"), (tmp_path / "r_src", "train/ and test/")):
+        (root / "test").mkdir(exist_ok=True)
+        with pytest.raises(ConfigError, match=f"already has {re.escape(has)}; set data.folder.test_fraction to null"):
+            build_benchmark(load_config(None, folder_overrides(root, "data.folder={test_fraction: 0.2}")).data, 0)
     data = load_config(None, folder_overrides(tmp_path / "imagenet-r", "data.folder={test_fraction: 0.2}")).data
     for seed in (0, 1):  # the run seed changes the class order, not which images are for testing
         benchmark = build_benchmark(data, seed=seed)

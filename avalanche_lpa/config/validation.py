@@ -9,6 +9,7 @@ against timm's registry (its ``model.kwargs`` by timm when the model is built).
 """
 from __future__ import annotations
 
+import string
 from typing import Any, Dict, Iterable, Mapping
 
 from ..data import dataset_info
@@ -53,6 +54,8 @@ def _check_config(config: Any) -> RunConfig:
     if not isinstance(config, Mapping):
         raise ConfigError(f"config: expected a mapping of sections, got {type(config).__name__}")
     config = upgrade_config(config)
+    if not isinstance(config.get("strategy") or {}, Mapping):
+        raise ConfigError(f"strategy: expected a mapping of options (name: ..., lr: ...), got {config['strategy']!r}")
     given = dict(config.get("strategy") or {})
     name = given.pop("name", DEFAULTS["strategy"]["name"])
     checked = _check_section("", {**config, "strategy": {}}, DEFAULTS)
@@ -119,9 +122,15 @@ def _check_values(config: Dict[str, Any]) -> None:
     check_device(config["device"])
     _at_least("evaluation.attention_maps", evaluation["attention_maps"], 0, "0 (off) or more")
     _at_least("data.n_experiences", data["n_experiences"], 1)
+    for key in ("max_train_per_class", "max_test_per_class"):
+        if data[key] is not None:
+            _at_least(f"data.{key}", data[key], 1, "null (all images) or at least 1")
+    _check_images(data["synthetic"], data["folder"])
     _at_least("data.num_workers", data["num_workers"], 0, "0 (load in the main process) or more")
     if data["sample_order"] not in SAMPLE_ORDERS:
         raise ConfigError(f"data.sample_order: unknown {data['sample_order']!r}; valid: {', '.join(SAMPLE_ORDERS)}")
+    _check_template("name", config["name"], ("model", "strategy", "seed"))
+    _check_template("output.dir", config["output"]["dir"], ("name", "model", "strategy", "seed"))
     _check_checkpoint(config["checkpoint"])
     _at_least("evaluation.locality_probe_size", evaluation["locality_probe_size"], 1)
     loggers = evaluation["loggers"]
@@ -129,6 +138,39 @@ def _check_values(config: Dict[str, Any]) -> None:
     if unknown:
         raise ConfigError(f"evaluation.loggers: unknown logger(s) {', '.join(map(str, unknown))}; valid: {', '.join(LOGGERS)}")
     evaluation["loggers"] = list(dict.fromkeys(loggers))
+
+
+def _check_template(key: str, value: str, fields: Iterable[str]) -> None:
+    """``value`` names only ``fields`` in braces (``{seed}``), the ones the runner fills in."""
+    try:
+        named = [field for _, field, _, _ in string.Formatter().parse(value) if field is not None]
+    except ValueError as error:  # a lone brace
+        raise ConfigError(f"{key}: {value!r} is not a template ({error}); write {{{{ and }}}} for braces") from None
+    unknown = [field or "{}" for field in named if field not in fields]
+    if unknown:
+        raise ConfigError(f"{key}: {value!r} names {', '.join(unknown)}; the fields filled in are "
+                          f"{', '.join('{' + f + '}' for f in fields)}")
+
+
+def _check_images(synthetic: Dict[str, Any], folder: Dict[str, Any]) -> None:
+    """The ``data.synthetic`` and ``data.folder`` sections' sizes, channels and statistics."""
+    for key in ("img_size", "in_chans", "train_per_class", "test_per_class"):
+        _at_least(f"data.synthetic.{key}", synthetic[key], 1)
+    if synthetic["noise"] < 0:
+        raise ConfigError(f"data.synthetic.noise: must be at least 0, got {synthetic['noise']}")
+    if folder["in_chans"] not in (1, 3):
+        raise ConfigError(f"data.folder.in_chans: must be 1 (grey) or 3 (RGB), got {folder['in_chans']}")
+    if folder["img_size"] is not None:
+        _at_least("data.folder.img_size", folder["img_size"], 1, "null (the images' own) or at least 1")
+    for key in ("mean", "std"):
+        if folder[key] is not None and len(folder[key]) != folder["in_chans"]:
+            raise ConfigError(f"data.folder.{key}: needs one value per channel (data.folder.in_chans = "
+                              f"{folder['in_chans']}), got {folder[key]}; or null to compute it from the images")
+    if folder["std"] is not None and min(folder["std"]) <= 0:
+        raise ConfigError(f"data.folder.std: every value must be above 0, got {folder['std']}")
+    fraction = folder["test_fraction"]
+    if fraction is not None and not 0 < fraction < 1:
+        raise ConfigError(f"data.folder.test_fraction: must lie between 0 and 1 (e.g. 0.2) or be null, got {fraction}")
 
 
 #: The devices a run takes, in the words of its errors.

@@ -102,9 +102,15 @@ def scan_image_folder(root: os.PathLike, test_fraction: Optional[float] = None
     fix = f"pass --data-root (data.root) with a folder holding {_LAYOUT}"
     if not root.is_dir():
         raise DatasetNotFoundError(f"image folder {root} does not exist; {fix}")
-    if all((root / split).is_dir() for split in _SPLITS):
+    split_already = all((root / split).is_dir() for split in _SPLITS)
+    cub = (root / "images.txt").is_file() and (root / "train_test_split.txt").is_file()
+    if test_fraction is not None and (split_already or cub):
+        raise ConfigError(f"data.folder.test_fraction={test_fraction} splits a root of class folders alone, but {root} "
+                          f"already has {'train/ and test/' if split_already else 'CUB train_test_split.txt'}; "
+                          "set data.folder.test_fraction to null")
+    if split_already:
         found = _two_folders(root, fix)
-    elif (root / "images.txt").is_file() and (root / "train_test_split.txt").is_file():
+    elif cub:
         found = _cub_layout(root)
     elif test_fraction is not None:
         found = _one_folder(root, test_fraction, fix)

@@ -96,9 +96,16 @@ def split_synthetic(
 
 
 def subsample_per_class(dataset: Any, per_class: Optional[int], seed: int) -> Any:
-    """At most ``per_class`` images of each class, drawn once with ``seed`` (``None``: the whole dataset)."""
+    """At most ``per_class`` images of each class, drawn once with ``seed`` (``None``: the whole dataset).
+
+    Raises:
+        ValueError: ``per_class`` is not ``None`` or an integer of at least 1 (the ``max_*_per_class`` arguments).
+    """
     if per_class is None:
         return dataset
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+        raise ValueError(f"max_train_per_class / max_test_per_class must be None (all images) or an integer of at "
+                         f"least 1, got {per_class!r}")
     targets = torch.as_tensor(list(dataset.targets))
     generator = torch.Generator().manual_seed(seed)
     keep: List[int] = []

@@ -138,10 +138,25 @@ def build_model(config: RunConfig, num_classes: int) -> torch.nn.Module:
         model = timm.create_model(model_label(config), **overrides)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"model.overrides: {one_line(error)}") from None
+    _check_input(model, input_shape(config.data))
     if config.model.compile:
         # In place (nn.Module.compile): state-dict keys, deepcopy (LwF) and checkpoints stay as they are.
         model.backbone.compile()
     return model
+
+
+def _check_input(model: torch.nn.Module, shape: Tuple[int, int, int]) -> None:
+    """Raises :class:`ConfigError` unless a LocalityViT-family ``model`` takes the dataset's ``shape`` images (found
+    here, not at the first batch of a run whose folder is already written)."""
+    size = getattr(model, "img_size", None)
+    if size is None:
+        return
+    takes = (getattr(model, "in_chans", shape[0]), *((size, size) if isinstance(size, int) else size))
+    if tuple(takes) != tuple(shape):
+        raise ConfigError(
+            f"model.overrides: the model takes {'x'.join(map(str, takes))} images, the dataset gives "
+            f"{'x'.join(map(str, shape))}; set model.overrides.img_size and in_chans to the dataset's"
+        )
 
 
 def parameter_count(model: torch.nn.Module) -> int:

@@ -158,11 +158,34 @@ def _unknown(name: str, unknown: List[str], valid: Dict[str, Any], prefix: str) 
     return f"unknown option(s) {', '.join(unknown)} for strategy {name!r}{note}; valid options: {', '.join(sorted(valid))}"
 
 
+#: Options that are numbers above 0, and numbers of at least 0 (weights, rates), where a strategy takes them.
+POSITIVE_NUMBERS = ("lr", "temperature", "base_temperature", "stage_2_lr")
+NONNEGATIVE_NUMBERS = ("weight_decay", "momentum", "mixup", "cutmix", "alpha", "beta", "ewc_lambda", "si_lambda",
+                       "lambda_reg", "lambda_e", "memory_strength", "divergence_weight", "gamma")
+#: Options that are fractions: ``(low, high, high included)``.
+FRACTIONS = {"label_smoothing": (0.0, 1.0, False), "val_percentage": (0.0, 1.0, False),
+             "decay_factor": (0.0, 1.0, True)}
+
+
 def _check_ranges(config: Dict[str, Any], prefix: str) -> None:
     for key in POSITIVE_OPTIONS:
         value = config.get(key)
         if value is not None and value < 1:
             raise OptionTypeError(f"{prefix}{key}: must be an integer of at least 1, got {value!r}")
+    for keys, least, meaning in ((POSITIVE_NUMBERS, None, "a number above 0"),
+                                 (NONNEGATIVE_NUMBERS, 0.0, "a number of at least 0")):
+        for key in keys:
+            value = config.get(key)
+            if isinstance(value, (int, float)) and (value < least if least is not None else value <= 0):
+                raise OptionTypeError(f"{prefix}{key}: must be {meaning}, got {value!r}")
+    for key, (low, high, closed) in FRACTIONS.items():
+        value = config.get(key)
+        if isinstance(value, (int, float)) and not (low <= value and (value <= high if closed else value < high)):
+            bound = "]" if closed else ")"
+            raise OptionTypeError(f"{prefix}{key}: must lie in [{low:g}, {high:g}{bound}, got {value!r}")
+    if "ewc_mode" in config and (config["ewc_mode"] == "online") != (config.get("decay_factor") is not None):
+        raise OptionTypeError(f"{prefix}ewc_mode: 'online' needs {prefix}decay_factor (e.g. 0.9), and a "
+                              f"{prefix}decay_factor needs 'online'; got {config['ewc_mode']!r} and {config.get('decay_factor')!r}")
 
 
 def _check_combinations(name: str, spec: Spec, config: Dict[str, Any]) -> None:

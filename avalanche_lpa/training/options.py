@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..plugins import MEMORY_SCOPES, OLD_SCOPE_NAMES, PRECISIONS, REPLAY_MODES
+from .optim import OPTIMIZERS
 
 __all__ = [
     "CHOICES", "NULLABLE_TYPES", "OLD_SCOPE_NAMES", "OptionTypeError", "StrategyOptions", "check_option", "check_options",
@@ -38,6 +39,8 @@ CHOICES: Dict[str, Sequence[str]] = dict(
     replay_mode=REPLAY_MODES,
     memory_scope=MEMORY_SCOPES,
     precision=tuple(PRECISIONS),
+    optimizer=OPTIMIZERS,
+    ewc_mode=("separate", "online"),  # Avalanche's EWCPlugin modes
 )
 
 
