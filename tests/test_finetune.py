@@ -123,3 +123,28 @@ def test_finetuning_through_the_loop_mixes_and_distils(cil_benchmark):
     assert any(row["old"] for row in rows)
     assert all((row["final"] != row["loss"]) == row["old"] for row in rows)  # KD exactly on batches with old samples
     assert distill.teacher is None  # released once train() returned
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"herding_layer": "backbon"}, r"herding_layer: LocalityViT has no unique submodule 'backbon'; top-level "
+                                   r"modules: \['backbone', 'classifier'\]"),
+    ({"finetune": {"frozen": ["backbone.blocks", "backbone.patch_embd"]}},
+     r"finetune.frozen: 'backbone.patch_embd' names nothing on the model; backbone holds patch_embed, "),
+])  # fmt: skip
+def test_the_recipes_module_names_are_checked_when_the_strategy_is_built(options, message):
+    # Before: herding failed after the first experience had trained, finetuning at the start of the second.
+    from avalanche_lpa.training import build_strategy
+
+    with pytest.raises(ValueError, match=message):
+        build_strategy("lpa", make_tiny(), device="cpu", **options)
+
+
+def test_a_frozen_name_of_a_module_created_later_is_accepted():
+    from avalanche_lpa.models import DyTox  # noqa: F401  (the registry's dytox models)
+    from avalanche_lpa.plugins import DYTOX_FINETUNE_FROZEN, frozen_parameter_names
+    import timm
+
+    model = timm.create_model("dytox_lpa_tiny", img_size=8, patch_size=2, in_chans=1, embed_dim=18, num_heads=9)
+    assert model.divergence_head is None  # made at the second experience
+    frozen = frozen_parameter_names(model, DYTOX_FINETUNE_FROZEN)
+    assert frozen and all(name.startswith("backbone.encoder.") for name in frozen)

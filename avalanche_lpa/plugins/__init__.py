@@ -18,6 +18,7 @@ from .finetune import (
     FROZEN_MODES,
     BalancedFinetuningPlugin,
     balanced_indices,
+    frozen_parameter_names,
     in_finetuning,
 )
 from .herding import (
@@ -76,6 +77,7 @@ __all__ = [
     "divergence_loss",
     "divergence_targets",
     "find_module",
+    "frozen_parameter_names",
     "herding_buffer",
     "herding_memory",
     "icarl_herding_order",

@@ -72,6 +72,29 @@ def _matches(name: str, prefixes: Sequence[str]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
+def frozen_parameter_names(model: nn.Module, prefixes: Sequence[str]) -> List[str]:
+    """The names of ``model``'s parameters under the name ``prefixes`` (what finetuning freezes).
+
+    Raises:
+        ValueError: a prefix names nothing on the model: no parameter or module, nor an attribute a module is
+            created in later (DyTox's ``divergence_head``, ``None`` before the second experience).
+    """
+    for prefix in prefixes:
+        owner: Any = model
+        path: List[str] = []
+        for part in prefix.split("."):
+            if owner is None:  # created later: nothing to check below it yet
+                break
+            if not hasattr(owner, part):
+                where = ".".join(path) or type(model).__name__
+                inside = [name for name, _ in owner.named_children()] + [name for name, _ in
+                                                                         owner.named_parameters(recurse=False)]
+                raise ValueError(f"finetune.frozen: {prefix!r} names nothing on the model; {where} holds "
+                                 f"{', '.join(inside) or 'no module'}")
+            owner, path = getattr(owner, part), path + [part]
+    return [name for name, _ in model.named_parameters() if _matches(name, prefixes)]
+
+
 class _WholeSetSampler(Sampler[int]):
     """Dataset order, the whole set in every process (Douillard's ``ft_no_sampling`` under DDP).
 
@@ -214,11 +237,7 @@ class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
         """
         model = strategy.model
         params = dict(model.named_parameters())
-        frozen = [n for n in params if _matches(n, self.frozen)]
-        if self.frozen and not frozen:
-            raise ValueError(
-                f"no parameter name starts with any of {self.frozen}; names look like {list(params)[:5]}"
-            )
+        frozen = frozen_parameter_names(model, self.frozen)
         data = self.finetuning_set()
         self._saved = dict(
             optimizer=strategy.optimizer, dataloader=strategy.dataloader,

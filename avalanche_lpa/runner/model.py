@@ -39,7 +39,7 @@ from ..training import strategy_entry
 from .benchmark import input_shape
 
 __all__ = [
-    "build_model", "build_timm_model", "check_timm_input", "load_model_file", "model_input", "model_label", "model_slug",
+    "build_model", "build_timm_model", "check_model_input", "check_timm_input", "load_model_file", "model_input", "model_label", "model_slug",
     "parameter_count", "resolve_device", "timm_kwargs",
 ]
 
@@ -138,14 +138,13 @@ def build_model(config: RunConfig, num_classes: int) -> torch.nn.Module:
         model = timm.create_model(model_label(config), **overrides)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"model.overrides: {one_line(error)}") from None
-    _check_input(model, input_shape(config.data))
     if config.model.compile:
         # In place (nn.Module.compile): state-dict keys, deepcopy (LwF) and checkpoints stay as they are.
         model.backbone.compile()
     return model
 
 
-def _check_input(model: torch.nn.Module, shape: Tuple[int, int, int]) -> None:
+def check_model_input(model: torch.nn.Module, shape: Tuple[int, int, int]) -> None:
     """Raises :class:`ConfigError` unless a LocalityViT-family ``model`` takes the dataset's ``shape`` images (found
     here, not at the first batch of a run whose folder is already written)."""
     size = getattr(model, "img_size", None)

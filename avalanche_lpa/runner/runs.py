@@ -49,7 +49,7 @@ from ..plugins import (
 from ..plugins.herding import restore_rank_memory
 from ..report import read_results
 from ..training import build_strategy, divergence_hint, strategy_entry
-from .benchmark import build_benchmark, class_mapping
+from .benchmark import build_benchmark, class_mapping, input_shape
 from .card import run_card, start_label
 from .checkpoint import every_rank_memory, load_checkpoint, save_checkpoint_atomic
 from .console import experience_summary
@@ -63,7 +63,7 @@ from .folder import (
 )
 from .loggers import close_loggers, evaluator, flush_logs, log_line, make_loggers
 from .midway import Preempted, StopRequest, checkpoint_plugin, continue_experience, preempted_message
-from .model import build_model, load_model_file, model_input, resolve_device
+from .model import build_model, check_model_input, load_model_file, model_input, resolve_device
 from .outputs import memory_census, run_results, write_attention_maps, write_json, write_outputs
 from .resume import (
     check_checkpoint_config,
@@ -144,6 +144,8 @@ class Run:
             self.benchmark = build_benchmark(config.data, config.seed, download=self.info.is_main,
                                              model_input=model_input(config))
         self.model = build_model(config, self.benchmark.n_classes)
+        if config.model.name is None:  # a timm model's input was checked when it was built (check_timm_input)
+            check_model_input(self.model, input_shape(config.data))
         hint = f"{divergence_hint(config.strategy, prefix='strategy.')}, and start the run again with --overwrite"
         guard = [DivergenceGuardPlugin(hint=hint)] if self.divergence_guard else []
         try:

@@ -43,7 +43,9 @@ from ..models import PerExperienceHeads
 from ..plugins import DivergenceGuardPlugin, SeenClassesBCE, WeightDecayGroupsPlugin
 from .optim import build_optimizer
 from .options import OptionTypeError, StrategyOptions, check_options, plain_values
-from .recipe import RECIPES, STRATEGY_DEFAULTS, check_recipe, common_plugins, compose_options, recipe_plugins
+from .recipe import (
+    RECIPES, STRATEGY_DEFAULTS, check_recipe, check_recipe_model, common_plugins, compose_options, recipe_plugins,
+)
 from .registry import HEADS, SPECS, Spec, head_width
 from .sections import MOVED_OPTIONS, SECTIONS
 
@@ -326,6 +328,8 @@ def build_strategy(
         raise ValueError(f"{name} does not train under torchrun ({_processes()} processes): {spec.torchrun}; "
                          "run it in one process")
     parts = spec.parts(model, config, n_classes)
+    if name in RECIPES:
+        check_recipe_model(config, parts.get("model", model))
     own: List[SupervisedPlugin] = spec.plugins()
     if isinstance(optimizer, str) and spec.trains:
         trained = parts.get("model", model)

@@ -25,6 +25,8 @@ from ..plugins import (
     OldSampleDistillationPlugin,
     RepeatedAugmentationPlugin,
     WeightedLwFPlugin,
+    find_module,
+    frozen_parameter_names,
     herding_memory,
 )
 from .sections import SECTIONS, resolve_section
@@ -39,6 +41,7 @@ __all__ = [
     "PRESET_SWITCHES",
     "STRATEGY_DEFAULTS",
     "check_recipe",
+    "check_recipe_model",
     "compose_options",
     "common_plugins",
     "dytox_model",
@@ -214,6 +217,22 @@ def check_recipe(config: Dict[str, Any]) -> None:
         raise ValueError(f"repeated_aug must be at least 1 (1 = off), got {config['repeated_aug']}")
     if config["repeated_aug"] > 1 and config["replay_mode"] != "concat":
         raise ValueError("repeated_aug > 1 installs its own loader; it needs replay_mode='concat'")
+
+
+def check_recipe_model(config: Dict[str, Any], model: nn.Module) -> None:
+    """The module names the recipe's options give, against the model it trains: refused when the strategy is
+    built, not by herding after the first experience or by finetuning at the second.
+
+    Raises:
+        ValueError: ``herding_layer`` or a ``finetune.frozen`` prefix names nothing on ``model``.
+    """
+    try:
+        find_module(model, config["herding_layer"])
+    except ValueError as error:
+        raise ValueError(f"herding_layer: {error}") from None
+    if config["finetune"] and config["finetune"]["epochs"] > 0:
+        frozen = config["finetune"]["frozen"]
+        frozen_parameter_names(model, (frozen,) if isinstance(frozen, str) else tuple(frozen))
 
 
 def common_plugins(config: Dict[str, Any]) -> List[SupervisedPlugin]:
