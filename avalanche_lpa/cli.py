@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, NoReturn, Optional, Sequence
 
 from .config.shipped import CONFIG_DIR, config_path, descriptions
 from .errors import ConfigError, user_message
@@ -20,7 +20,7 @@ from .files import WriteError
 from .names import ATTENTION_TYPES, DOWNLOADED_DATASETS, STRATEGY_NAMES, TIMM_PREFIX
 from .version import __version__
 
-__all__ = ["DEFAULT_CONFIG", "build_parser", "config_from_args", "console", "main"]
+__all__ = ["DEFAULT_CONFIG", "build_parser", "check_flags", "config_from_args", "console", "main"]
 
 MODEL_CHOICES = f"{{{','.join(ATTENTION_TYPES)},timm:NAME}}"
 
@@ -48,9 +48,16 @@ def _config_label(path: Path) -> str:
     return path.stem if path.parent.resolve() == CONFIG_DIR else str(path)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose argument errors are one line (its own print the whole usage block first)."""
+
+    def error(self, message: str) -> "NoReturn":
+        self.exit(2, f"error: {message} ({self.prog} --help lists the flags)\n")
+
+
 def build_parser(description: str, default_config: Path, imagenet: bool = False,
                  prog: Optional[str] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=_HelpFormatter)
+    parser = _Parser(prog=prog, description=description, formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", default=None, metavar="NAME|FILE",
                         help=f"a shipped config by name (avalanche-lpa configs lists them) or a YAML file; default: "
@@ -83,8 +90,8 @@ def build_parser(description: str, default_config: Path, imagenet: bool = False,
                         help="override a config key, e.g. --set strategy.lr=1e-3 (repeatable; values are YAML)")
     group = parser.add_argument_group("comparison")
     group.add_argument("--compare", action="store_true", help="run every --models x --strategies x --seeds")
-    group.add_argument("--models", nargs="+", type=model_choice, metavar=MODEL_CHOICES, default=list(ATTENTION_TYPES),
-                       help="models to compare: attention types and timm:<name> specs")
+    group.add_argument("--models", nargs="+", type=model_choice, metavar=MODEL_CHOICES, default=None,
+                       help=f"models to compare: attention types and timm:<name> specs (default: {' '.join(ATTENTION_TYPES)})")
     group.add_argument("--strategies", nargs="+", choices=STRATEGY_NAMES, default=None, metavar="NAME",
                        help="strategies to compare (names as --strategy)")
     group.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the config's seed")
@@ -142,7 +149,32 @@ def config_from_args(args: argparse.Namespace) -> Any:
             if saved is not None:
                 return load_config(None, args.overrides, values, base=saved)
             break
+        if args.resume:  # else the default config would start: the GPU recipe, in a misspelt folder
+            where = output if isinstance(output, str) else "the --output folder"
+            raise ConfigError(f"--resume: {where} holds no run to continue (no config.yaml); check --output, or pass "
+                              "--config to start the run there (with --resume it starts when the folder is empty)")
     return load_config(config_file, args.overrides, values)
+
+
+#: Flags of --compare (ignored by a single run, so refused without it).
+_COMPARE_FLAGS = {"models": "--models", "strategies": "--strategies", "seeds": "--seeds", "no_joint": "--no-joint"}
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Flags that contradict each other are refused (one ``ConfigError``), never silently ignored."""
+    if args.overwrite and (args.resume or args.eval_only):
+        raise ConfigError("--overwrite starts a run afresh; it cannot be combined with --resume or --eval-only")
+    if not args.compare:
+        given = [flag for key, flag in _COMPARE_FLAGS.items() if getattr(args, key)]
+        if given:
+            what = "a flag" if len(given) == 1 else "flags"
+            raise ConfigError(f"{', '.join(given)}: {what} of --compare; add --compare, or use --model / --strategy / "
+                              "--seed for one run")
+        return
+    if args.model is not None:
+        raise ConfigError(f"--model {args.model} picks the model of one run; with --compare list them with --models")
+    if args.eval_only:
+        raise ConfigError("--eval-only re-evaluates one finished run; drop --compare and point --output at its folder")
 
 
 def _execute(args: argparse.Namespace, config: Any) -> int:
@@ -158,7 +190,7 @@ def _execute(args: argparse.Namespace, config: Any) -> int:
             print(evaluation_summary(evaluate_saved_run(output_dir(config), config=config)))
         elif args.compare:
             seeds = args.seeds or [config.seed]
-            outcome = compare(config, models=args.models, strategies=args.strategies, seeds=seeds,
+            outcome = compare(config, models=args.models or ATTENTION_TYPES, strategies=args.strategies, seeds=seeds,
                               joint=not args.no_joint, resume=args.resume, overwrite=args.overwrite)
             print(outcome["table"])
             print(f"wrote {outcome['folder']}/comparison.md and figures")
@@ -189,13 +221,18 @@ def main(argv: Optional[Sequence[str]], *, description: str, default_config: Pat
          prog: Optional[str] = None) -> int:
     """Runs the command line; returns the exit status (errors are one line on stderr, no traceback)."""
     args = build_parser(description, default_config, imagenet, prog).parse_args(argv)
+    config = None
     try:
-        if args.overwrite and (args.resume or args.eval_only):
-            raise ConfigError("--overwrite starts a run afresh; it cannot be combined with --resume or --eval-only")
+        check_flags(args)
         config = config_from_args(args)
         if args.print_config:
             from .config.files import dump_config
 
+            if args.compare:  # every run of the comparison is checked, the base config printed
+                from .runner import comparison_cells
+
+                comparison_cells(config, models=args.models or ATTENTION_TYPES, strategies=args.strategies,
+                                 seeds=args.seeds or [config.seed])
             print(dump_config(config), end="")
             return 0
         return _execute(args, config)
@@ -203,8 +240,19 @@ def main(argv: Optional[Sequence[str]], *, description: str, default_config: Pat
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished experiences are checkpointed; continue with --resume", file=sys.stderr)
+        print(_interrupted(args, config), file=sys.stderr)
         return 130
+
+
+def _interrupted(args: argparse.Namespace, config: Any) -> str:
+    """What Ctrl-C left behind, in one line."""
+    if config is None or args.print_config:
+        return "interrupted"
+    if args.eval_only:
+        return "interrupted: the re-evaluation stopped; the run's files are as they were"
+    if not config.output.checkpoint:
+        return "interrupted: output.checkpoint is false, so there is nothing to resume; start again with --overwrite"
+    return "interrupted: finished experiences are checkpointed; continue with --resume"
 
 
 CONSOLE_DESCRIPTION = """Class-incremental learning with Locality-Preserved Attention ViTs in Avalanche.

@@ -253,6 +253,10 @@ SPELLINGS = [
 
 @pytest.mark.parametrize("spelling, value", SPELLINGS)
 def test_number_spellings_in_set_and_yaml(spelling, value, tmp_path):
+    if value < 0:  # read as the number it is: the lr's range check names it
+        with pytest.raises(ConfigError, match=f"strategy.lr: must be a number above 0, got {value}"):
+            load_config(None, [f"strategy.lr={spelling}"])
+        value, spelling = -value, spelling.lstrip("-")
     assert load_config(None, [f"strategy.lr={spelling}"]).strategy["lr"] == value
     path = tmp_path / "config.yaml"
     path.write_text(f"strategy:\n  lr: {spelling}\n  weight_decay: {spelling}\n")
@@ -459,6 +463,19 @@ def test_overwrite_starts_afresh_and_corrupt_checkpoint_advice_works(base_yaml, 
     assert log.count("-- >> Start of training phase << --") == 2  # one fresh run, not three runs appended
     assert cli(base_yaml, *args, "--overwrite", "--resume") == 2
     one_line_error(capsys)
+
+
+def test_overwrite_removes_the_runs_own_files_and_folders_only(tmp_path):
+    from avalanche_lpa.runner.folder import clear_run_files
+
+    ours = ["config.yaml", "results.json", "log.txt", "accuracy_curves.png", "locality.png", "attention_maps.png",
+            "accuracy_matrix_fmnist-lpa.png", "csv/training_results.csv", "tb/events.out"]
+    mine = ["my_figure.png", "notes.txt", "plots/locality.png"]
+    for name in ours + mine:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    clear_run_files(tmp_path)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == sorted(mine)
 
 
 # -- 5. bad input: one line, exit 2, nothing created ---------------------------------------------------------

@@ -20,8 +20,20 @@ class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader that also reads ``1e-3``, ``1e6``, ``1.0e6``, ``1E+6`` as numbers.
 
     PyYAML follows YAML 1.1, whose floats need a dot and a signed exponent (``1.0e+6``); YAML 1.2 and every
-    programming language accept the other spellings too, and they are what people type.
+    programming language accept the other spellings too, and they are what people type. A key given twice in
+    one mapping is an error (PyYAML keeps the last silently: a second ``data:`` section would drop the first).
     """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+        seen: Dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in one mapping (lines {seen[key].line + 1} and "
+                    f"{key_node.start_mark.line + 1}); keep one")
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(  # copies the inherited resolvers first: yaml.SafeLoader is unchanged

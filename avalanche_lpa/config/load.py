@@ -27,7 +27,8 @@ def _merge(base: Dict[str, Any], update: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def read_yaml(path: Path, _seen: tuple = ()) -> Dict[str, Any]:
-    """Reads a config file; a top-level ``base: other.yaml`` (relative to the file) is merged in first.
+    """Reads a config file; a top-level ``base: other.yaml`` (relative to the file, else a shipped config by its
+    name) is merged in first.
 
     Raises:
         ConfigError: the file is missing, unreadable, not YAML or not a mapping (one line naming it).
@@ -49,7 +50,13 @@ def read_yaml(path: Path, _seen: tuple = ()) -> Dict[str, Any]:
     base = raw.pop("base", None)
     if base is None:
         return raw
-    parent = read_yaml(path.parent / base, _seen + (path.resolve(),))
+    # A base beside the file, else a shipped config by its name or file name (base: fashion_mnist.yaml).
+    beside = path.parent / str(base)
+    parent_path = beside if beside.is_file() else resolve_config(str(base))
+    if not parent_path.is_file():
+        raise ConfigError(f"config file {path}: base {base!r} is neither a file beside it nor a shipped config "
+                          f"({', '.join(config_names())})")
+    parent = read_yaml(parent_path, _seen + (path.resolve(),))
     # A strategy section that names another strategy replaces the base's instead of merging into it.
     if "name" in raw.get("strategy", {}) and raw["strategy"]["name"] != parent.get("strategy", {}).get("name"):
         parent["strategy"] = switch_strategy(parent.get("strategy", {}), raw["strategy"]["name"])

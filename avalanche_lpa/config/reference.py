@@ -16,6 +16,7 @@ from ..data import DATASETS
 from ..training import STRATEGIES, strategy_class, strategy_options
 from ..training.recipe import RECIPES
 from ..training.sections import SECTIONS
+from ..training.options import NULLABLE_TYPES
 from .validation import DEFAULTS, LOGGERS
 from .schema import field_types
 
@@ -199,6 +200,14 @@ def _type(default: Any) -> str:
             dict: "mapping"}.get(type(default), type(default).__name__)
 
 
+def _option_type(key: str, defaults: List[Any]) -> str:
+    """A strategy option's type in words, from its first default that is not null (else :data:`NULLABLE_TYPES`)."""
+    default = next((value for value in defaults if value is not None), None)
+    if default is not None:
+        return _type(default)
+    return f"{_hint(NULLABLE_TYPES[key])} or null" if key in NULLABLE_TYPES else "any (null)"
+
+
 def _hint(hint: Any) -> str:
     """A schema annotation in words: ``Optional[List[int]]`` -> "list of integers or null"."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -273,7 +282,8 @@ def config_reference() -> str:
             continue
         base = common.get(key, None)
         cells = [_value(recipe_options[name][key]) if key in recipe_options[name] else "–" for name in recipes]
-        out.append(f"| `{key}` | {_type(base if key in common else recipe_options[recipes[0]].get(key))} | "
+        given = [base] if key in common else [recipe_options[name].get(key) for name in recipes]
+        out.append(f"| `{key}` | {_option_type(key, given)} | "
                    f"{_value(base) if key in common else '–'} | " + " | ".join(cells) + f" | {OPTION_HELP[key]} |")
     out += ["", "## Options of Avalanche's strategies", "",
             "Besides the common options, each Avalanche strategy takes its own arguments:", "",

@@ -7,7 +7,7 @@ loaded back.
     results = Run(load_config("fashion_mnist"), resume=True).train()
 """
 from .checkpoint import CheckpointError
-from .compare import compare, joint_config, run_joint
+from .compare import compare, comparison_cells, joint_config, run_joint
 from .folder import FolderLockedError, output_dir, run_name
 from .load import FinishedRun, load_run
 from .midway import PREEMPTED_EXIT, Preempted
@@ -25,6 +25,7 @@ __all__ = [
     "RunInterrupted",
     "build_model",
     "compare",
+    "comparison_cells",
     "evaluate_saved_run",
     "joint_config",
     "load_model_file",

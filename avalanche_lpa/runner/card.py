@@ -148,7 +148,7 @@ def start_label(resume: bool, finished: int, position: Optional[Mapping[str, Any
         phase = "finetuning epoch" if position["phase"] == "finetune" else "epoch"
         return f"resumed inside experience {position['experience'] + 1}/{total}, {phase} {position['epoch'] + 1}"
     if finished == 0:
-        return "resumed: no experience had finished, starting at experience 1"
+        return "fresh: --resume found no checkpoint in the folder, starting at experience 1"
     return f"resumed after experience {finished}/{total}"
 
 

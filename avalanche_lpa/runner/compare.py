@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..config.overrides import select_model, switch_strategy
 from ..config.schema import RunConfig
 from ..config.load import updated
 from ..config.validation import validate
+from ..errors import ConfigError
 from ..files import atomic_write_bytes
 from ..metrics import LocalityAtIterations, draw_probe
 from ..report import (
@@ -34,9 +35,9 @@ from ..report import (
 from .benchmark import build_benchmark
 from .folder import output_dir, run_name
 from .model import model_input, model_slug
-from .runs import run
+from .runs import check_runnable, run
 
-__all__ = ["compare", "joint_config", "run_joint"]
+__all__ = ["compare", "comparison_cells", "comparison_folder", "joint_config", "run_joint"]
 
 
 def joint_config(config: RunConfig, total_iterations: int, train_size: int) -> RunConfig:
@@ -74,6 +75,44 @@ def run_joint(config: Any, incremental: Dict[str, Any], *, overwrite: bool = Fal
     return results
 
 
+def comparison_folder(config: RunConfig) -> Path:
+    """The folder of a comparison: ``output.dir`` with ``all`` for the model, strategy and seed."""
+    return output_dir(config, model="all", strategy="all", seed="all")
+
+
+def comparison_cells(config: Any, *, models: Sequence[str] = ("lpa", "gpsa", "mhsa"),
+                     strategies: Optional[Sequence[str]] = None, seeds: Sequence[int] = (1993,)
+                     ) -> List[Tuple[str, RunConfig]]:
+    """Every run of a comparison as ``(group label, config)``, each validated and checked runnable, so a cell that
+    cannot run (a timm name that does not exist, a strategy the runner refuses) stops the comparison before its
+    first run trains (and ``--print-config`` with ``--compare``).
+
+    Raises:
+        ConfigError: a cell's config is invalid (one line naming the model, strategy and seed).
+    """
+    config = validate(config)
+    root = comparison_folder(config)
+    cells: List[Tuple[str, RunConfig]] = []
+    for strategy in list(strategies or [config.strategy.name]):
+        for model in models:
+            for seed in seeds:
+                try:
+                    values: Dict[str, Any] = {**select_model(model), "seed": seed}
+                    if strategy != config.strategy.name:
+                        values["strategy"] = switch_strategy(config.strategy, strategy)
+                    run_cfg = updated(config, values)
+                    slug = model_slug(run_cfg)
+                    run_cfg = updated(run_cfg, {
+                        "name": f"{run_name(config, model=slug, strategy=strategy, seed=seed)}-{strategy}-s{seed}",
+                        "output.dir": str(root / f"{slug}-{strategy}-s{seed}"),
+                    })
+                    check_runnable(run_cfg)
+                except ConfigError as error:
+                    raise ConfigError(f"--compare, model {model} with strategy {strategy}: {error}") from None
+                cells.append((f"{model} / {strategy}", run_cfg))
+    return cells
+
+
 def compare(
     config: Any,
     *,
@@ -97,34 +136,21 @@ def compare(
         overwrite: start every run afresh, deleting what earlier runs wrote in their folders.
     """
     config = validate(config)
-    root = output_dir(config, model="all", strategy="all", seed="all")
-    strategies = list(strategies or [config.strategy.name])
+    root = comparison_folder(config)
     groups: Dict[str, Dict[str, List[Dict[str, Any]]]] = {}
-    for strategy in strategies:
-        for model in models:
-            label = f"{model} / {strategy}"
-            groups[label] = {"incremental": [], "joint": []}
-            for seed in seeds:
-                values: Dict[str, Any] = {**select_model(model), "seed": seed}
-                if strategy != config.strategy.name:
-                    values["strategy"] = switch_strategy(config.strategy, strategy)
-                run_cfg = updated(config, values)
-                slug = model_slug(run_cfg)
-                run_cfg = updated(run_cfg, {
-                    "name": f"{run_name(config, model=slug, strategy=strategy, seed=seed)}-{strategy}-s{seed}",
-                    "output.dir": str(root / f"{slug}-{strategy}-s{seed}"),
-                })
-                done = Path(run_cfg.output.dir) / "results.json"
-                if resume and done.is_file():
-                    results = read_results(done)
-                else:
-                    results = run(run_cfg, resume=resume, overwrite=overwrite)
-                groups[label]["incremental"].append(results)
-                joint_done = Path(run_cfg.output.dir + "-joint") / "results.json"
-                if resume and joint_done.is_file():  # a finished control is reused, also with joint=False
-                    groups[label]["joint"].append(read_results(joint_done))
-                elif joint:
-                    groups[label]["joint"].append(run_joint(run_cfg, results, overwrite=resume or overwrite))
+    for label, run_cfg in comparison_cells(config, models=models, strategies=strategies, seeds=seeds):
+        group = groups.setdefault(label, {"incremental": [], "joint": []})
+        done = Path(run_cfg.output.dir) / "results.json"
+        if resume and done.is_file():
+            results = read_results(done)
+        else:
+            results = run(run_cfg, resume=resume, overwrite=overwrite)
+        group["incremental"].append(results)
+        joint_done = Path(run_cfg.output.dir + "-joint") / "results.json"
+        if resume and joint_done.is_file():  # a finished control is reused, also with joint=False
+            group["joint"].append(read_results(joint_done))
+        elif joint:
+            group["joint"].append(run_joint(run_cfg, results, overwrite=resume or overwrite))
     table = comparison_table(groups)
     atomic_write_bytes(root / "comparison.md", table.encode())
     atomic_write_bytes(root / "comparison.json", json.dumps(to_jsonable(groups), indent=1).encode())

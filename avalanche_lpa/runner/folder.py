@@ -50,7 +50,10 @@ LOCK_NAME = ".lock"
 RUN_MARKERS = ("config.yaml", "checkpoint.pkl", "progress.json", "results.json", "model.pt")
 #: Everything a run writes; ``--overwrite`` removes exactly these.
 _RUN_FILES = RUN_MARKERS + ("classes.json", "log.txt", "eval_results.json", "attention_maps.json")
-_RUN_GLOBS = ("*.png", TEMP_GLOB)
+# The figures by their names (report.figures, report.attention): a user's own PNGs in the folder stay.
+_RUN_GLOBS = ("accuracy_curves.png", "locality.png", "attention_maps.png", "accuracy_matrix_*.png", TEMP_GLOB)
+#: Folders of the file loggers a run writes into (``--overwrite`` removes them with the run's files).
+_RUN_FOLDERS = ("tb", "csv")
 
 
 class FolderLockedError(ConfigError):
@@ -245,7 +248,8 @@ def clear_run_files(folder: PathLike) -> List[str]:
         if path.is_file() or path.is_symlink():
             path.unlink()
             removed.append(path.name)
-    if (folder / "tb").is_dir():
-        shutil.rmtree(folder / "tb")
-        removed.append("tb")
+    for name in _RUN_FOLDERS:  # the CSV logger appends: a new run must not continue the old one's rows
+        if (folder / name).is_dir():
+            shutil.rmtree(folder / name)
+            removed.append(name)
     return removed

@@ -74,11 +74,22 @@ from .resume import (
     read_run_config,
 )
 
-__all__ = ["Run", "RunInterrupted", "evaluate_saved_run", "run"]
+__all__ = ["Run", "RunInterrupted", "check_runnable", "evaluate_saved_run", "run"]
 
 
 class RunInterrupted(RuntimeError):
     """Raised by ``run(..., stop_after=k)`` after experience ``k`` was trained and checkpointed."""
+
+
+def check_runnable(config: RunConfig) -> None:
+    """Raises :class:`ConfigError` for a valid config the runner cannot run (a strategy that trains on the whole
+    stream at once); ``compare`` asks this of every cell before the first one trains."""
+    name = config.strategy.name
+    if strategy_entry(name).whole_stream:
+        raise ConfigError(
+            f"strategy {name!r} trains once on the whole stream, the runner experience by experience; for the "
+            "joint upper bound run strategy naive with data.n_experiences: 1 (what compare's joint controls do)"
+        )
 
 
 class Run:
@@ -104,12 +115,7 @@ class Run:
         self.config: RunConfig = validate(config)
         if resume and overwrite:
             raise ConfigError("--resume continues a run and --overwrite starts it afresh; pass only one of them")
-        name = self.config.strategy.name
-        if strategy_entry(name).whole_stream:
-            raise ConfigError(
-                f"strategy {name!r} trains once on the whole stream, the runner experience by experience; for the "
-                "joint upper bound run strategy naive with data.n_experiences: 1 (what compare's joint controls do)"
-            )
+        check_runnable(self.config)
         self.resume, self.overwrite = resume, overwrite
         self.folder: Path = output_dir(self.config)
         self.checkpoint_path = self.folder / "checkpoint.pkl"
@@ -123,8 +129,16 @@ class Run:
 
     # -- checks and setup (nothing written) -------------------------------------------------------------------
     def finished(self) -> Optional[str]:
-        """What the finished run in the folder reports, when ``resume`` finds one (``None`` otherwise)."""
-        return finished_run(self.folder) if self.resume else None
+        """What the finished run in the folder reports, when ``resume`` finds one (``None`` otherwise).
+
+        Raises:
+            ConfigError: this config changes the finished run's experiment (flags that a ``--resume`` would refuse
+                are not silently ignored because there is nothing left to train).
+        """
+        report = finished_run(self.folder) if self.resume else None
+        if report is not None:
+            check_same_experiment(self.folder, self.config, "--resume")
+        return report
 
     def _check_folder(self) -> None:
         """Cheap checks first (no file is created): output folder, a live run in it, a run it already holds."""
@@ -182,7 +196,7 @@ class Run:
         # Under torchrun: join the process group, one device per process; otherwise a single-process no-op.
         self.info = init_distributed(device=resolve_device(self.config.device), seed=self.config.seed)
         self._check_folder()
-        if self.resume and (self.folder / "results.json").is_file():  # finished: nothing to do, nothing written
+        if self.finished() is not None:  # finished: nothing to do, nothing written
             return read_results(self.folder / "results.json")
         with each_deprecation_once():
             self._build()
