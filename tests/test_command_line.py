@@ -95,6 +95,8 @@ def test_the_names_the_command_line_checks_are_the_registries():
     (["data.folder.test_fraction=1.5"], "data.folder.test_fraction: must lie between 0 and 1"),
     (["output.dir=runs/{nme}"], "output.dir: 'runs/{nme}' names nme; the fields filled in are {name}, {model}"),
     (["name=x-{run}"], "name: 'x-{run}' names run; the fields filled in are {model}, {strategy}, {seed}"),
+    (["data.n_experiences=7"], "data.n_experiences=7 does not divide the 100 classes of cifar100"),
+    (["data.class_order=[0, 1, 2]"], "data.class_order must list each of the 100 cifar100 class ids 0..99 once"),
 ])  # fmt: skip
 def test_print_config_refuses_what_a_run_refuses(tmp_path, capsys, settings, message):
     # Before: --print-config printed mem_size: -5 and exited 0; the run refused the same value when it started.

@@ -131,14 +131,15 @@ def test_a_larger_first_experience_b50_style_on_every_kind_of_loader(tmp_path, m
     (1, 1, "with one experience must be all 2 classes"),  # synthetic: 2 classes per experience
 ])
 def test_a_first_experience_that_does_not_fit_is_one_line(steps, first, message):
-    data = load_config(None, ["data.dataset=synthetic", f"data.n_experiences={steps}",
-                              f"data.initial_classes={first}"]).data
-    with pytest.raises(ConfigError, match=message):
+    settings = ["data.dataset=synthetic", f"data.n_experiences={steps}", f"data.initial_classes={first}"]
+    with pytest.raises(ConfigError, match=message):  # where the config enters (--print-config too)
+        load_config(None, settings)
+    data = replace(load_config(None, settings[:1]).data, n_experiences=steps, initial_classes=first)
+    with pytest.raises(ConfigError, match=message):  # and for a data section made in code
         build_benchmark(data, seed=0)
 
 
 def test_a_loader_that_does_not_take_a_first_experience_size_is_named(tiny_dataset):
-    data = load_config(None, ["data.dataset=tiny3", "data.n_experiences=2", "data.initial_classes=1",
-                              "model.preset=tiny", "model.overrides={img_size: 12, in_chans: 2, patch_size: 4}"]).data
     with pytest.raises(ConfigError, match="loader of dataset 'tiny3' does not take data.initial_classes"):
-        build_benchmark(data, seed=0)
+        load_config(None, ["data.dataset=tiny3", "data.n_experiences=2", "data.initial_classes=1",
+                           "model.preset=tiny", "model.overrides={img_size: 12, in_chans: 2, patch_size: 4}"])

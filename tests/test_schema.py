@@ -36,8 +36,9 @@ def test_a_key_whose_default_is_null_is_typed_too(setting, message):
 
 
 def test_numbers_keep_their_spellings_and_a_null_mapping_is_empty():
-    config = load_config(None, ["data.max_train_per_class=2e3", "data.class_order=[1.0, 0]", "model.kwargs="])
-    assert config.data.max_train_per_class == 2000 and config.data.class_order == [1, 0]
+    config = load_config(None, ["data.dataset=synthetic", "data.n_experiences=3", "data.max_train_per_class=2e3",
+                                "data.class_order=[1.0, 0, 2, 3, 4, 5]", "model.kwargs="])
+    assert config.data.max_train_per_class == 2000 and config.data.class_order == [1, 0, 2, 3, 4, 5]
     assert config.model.kwargs == {}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import string
 from typing import Any, Dict, Iterable, Mapping
 
-from ..data import dataset_info
+from ..data import check_class_split, dataset_info
 from ..data.sharding import SAMPLE_ORDERS
 from ..errors import ConfigError
 from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, timm_model_name
@@ -21,7 +21,7 @@ from ..training.options import OptionTypeError, check_type
 from .schema import CHECKED_ELSEWHERE, RunConfig, build, field_types, schema_defaults
 from .upgrade import upgrade_config
 
-__all__ = ["DEFAULTS", "DEVICE_HINT", "LOGGERS", "check_device", "validate"]
+__all__ = ["DEFAULTS", "DEVICE_HINT", "LOGGERS", "check_device", "check_split", "validate"]
 
 #: The schema's defaults, as the nested mapping a YAML file mirrors: built from the typed schema
 #: (:class:`~.schema.RunConfig`, one dataclass per section), where every key's type and default is declared.
@@ -126,6 +126,7 @@ def _check_values(config: Dict[str, Any]) -> None:
         if data[key] is not None:
             _at_least(f"data.{key}", data[key], 1, "null (all images) or at least 1")
     _check_images(data["synthetic"], data["folder"])
+    check_split(data)
     _at_least("data.num_workers", data["num_workers"], 0, "0 (load in the main process) or more")
     if data["sample_order"] not in SAMPLE_ORDERS:
         raise ConfigError(f"data.sample_order: unknown {data['sample_order']!r}; valid: {', '.join(SAMPLE_ORDERS)}")
@@ -138,6 +139,28 @@ def _check_values(config: Dict[str, Any]) -> None:
     if unknown:
         raise ConfigError(f"evaluation.loggers: unknown logger(s) {', '.join(map(str, unknown))}; valid: {', '.join(LOGGERS)}")
     evaluation["loggers"] = list(dict.fromkeys(loggers))
+
+
+def check_split(data: Any) -> None:
+    """Raises :class:`ConfigError` if the class order, the number of experiences or ``initial_classes`` of a data
+    section (a mapping or a :class:`~.schema.DataConfig`) does not fit its dataset; datasets named by a class list
+    (ImageNet-100) are counted when they are loaded."""
+    get = data.get if isinstance(data, Mapping) else lambda key: getattr(data, key)
+    info = dataset_info(get("dataset"))
+    initial = get("initial_classes")
+    if initial is not None and "initial_classes" not in info.options:
+        raise ConfigError(f"the loader of dataset {info.name!r} does not take data.initial_classes (its entry's "
+                          "options do not name it); set it to null")
+    classes = info.classes(get("n_experiences"))
+    if classes is None or "class_list" in info.options:
+        return
+    order = get("class_order")
+    if order is not None and sorted(order) != list(range(classes)):
+        raise ConfigError(
+            f"data.class_order must list each of the {classes} {info.name} class ids 0..{classes - 1} once "
+            f"(got {len(order)} ids); fix it or set it to null"
+        )
+    check_class_split(info.name, classes, get("n_experiences"), initial)
 
 
 def _check_template(key: str, value: str, fields: Iterable[str]) -> None:

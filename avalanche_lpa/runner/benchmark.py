@@ -6,7 +6,8 @@ import dataclasses
 from typing import Any, Dict, Optional, Tuple
 
 from ..config.schema import DataConfig
-from ..data import DatasetInfo, ModelInput, check_class_split, dataset_info
+from ..config.validation import check_split
+from ..data import DatasetInfo, ModelInput, dataset_info
 from ..data.registry import RESIZING
 from ..errors import ConfigError
 
@@ -50,32 +51,6 @@ def input_shape(data: DataConfig) -> Tuple[int, int, int]:
     if "img_size" in options:
         height = width = options["img_size"]
     return options.get("in_chans", channels), height, width
-
-
-def _check_split(name: str, num_classes: int, data: DataConfig) -> None:
-    order, steps = data.class_order, data.n_experiences
-    if order is not None and sorted(order) != list(range(num_classes)):
-        raise ConfigError(
-            f"data.class_order must list each of the {num_classes} {name} class ids 0..{num_classes - 1} once "
-            f"(got {len(order)} ids); fix it or set it to null"
-        )
-    check_class_split(name, num_classes, steps, data.initial_classes)
-
-
-def _check_options(info: DatasetInfo, data: DataConfig) -> None:
-    if data.initial_classes is not None and "initial_classes" not in info.options:
-        raise ConfigError(f"the loader of dataset {info.name!r} does not take data.initial_classes (its entry's "
-                          "options do not name it); set it to null")
-
-
-def check_split(data: DataConfig) -> None:
-    """Raises :class:`ConfigError` if the class order or the number of experiences does not fit the dataset
-    (datasets named by a class list, ImageNet-100, are counted when they are loaded)."""
-    info = dataset_info(data.dataset)
-    _check_options(info, data)
-    classes = info.classes(data.n_experiences)
-    if classes is not None and "class_list" not in loader_options(info, data):
-        _check_split(info.name, classes, data)
 
 
 def build_benchmark(data: DataConfig, seed: int, *, download: bool = True,
