@@ -190,3 +190,22 @@ def test_grown_head_loads_into_a_freshly_built_model(cil_benchmark):
     fresh.load_state_dict(model.state_dict())
     assert fresh.head.classifier.out_features == 6
     torch.testing.assert_close(fresh(x), model(x))
+
+
+@pytest.mark.parametrize("keywords, message", [
+    ({"drop_path_rate": 1.5}, r"drop_path_rate=1.5: dropout and drop-path rates are probabilities in \[0, 1\)"),
+    ({"attn_drop_rate": -0.1}, r"attn_drop_rate=-0.1: dropout and drop-path rates"),
+    ({"initial_out_features": -3}, "initial_out_features=-3: the growing head's first width is at least 0"),
+    ({"content_init_std": -1.0}, "content_init_std=-1.0: a standard deviation is at least 0"),
+])  # fmt: skip
+def test_constructor_arguments_out_of_range_are_refused_when_built(keywords, message):
+    # Before: the first training forward (drop path), a negative tensor size, torch's normal_() failed instead.
+    with pytest.raises(ValueError, match=message):
+        LPAViT(img_size=8, patch_size=2, in_chans=1, embed_dim=18, depth=1, num_heads=9, **keywords)
+
+
+def test_a_timm_classifier_refuses_per_experience_heads_of_a_fixed_width():
+    from avalanche_lpa.models import TimmClassifier
+
+    with pytest.raises(ValueError, match="head_type='per_experience' grows with the stream; leave num_classes=None"):
+        TimmClassifier(torch.nn.Identity(), num_features=4, num_classes=10, head_type="per_experience")

@@ -10,12 +10,14 @@ against timm's registry (its ``model.kwargs`` by timm when the model is built).
 from __future__ import annotations
 
 import string
-from typing import Any, Dict, Iterable, Mapping
+import typing
+from typing import Any, Dict, Iterable, Mapping, Union
 
 from ..data import check_class_split, dataset_info
 from ..data.sharding import SAMPLE_ORDERS
 from ..errors import ConfigError
-from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, timm_model_name
+from ..models import ATTN_TYPES, HEAD_TYPES, PRESETS, DyTox, LocalityViT, timm_model_name
+from ..models.locality_vit import LocalityViTBackbone
 from ..training import resolve_options, strategy_entry
 from ..training.options import OptionTypeError, check_type
 from .schema import CHECKED_ELSEWHERE, RunConfig, build, field_types, schema_defaults
@@ -118,6 +120,7 @@ def _check_values(config: Dict[str, Any]) -> None:
         raise ConfigError(
             f"unknown config key(s) {', '.join(unknown)} in 'model.overrides'; valid keys: {', '.join(sorted(keywords))}"
         )
+    _check_override_types(model["overrides"])
     _check_timm(model)
     check_device(config["device"])
     _at_least("evaluation.attention_maps", evaluation["attention_maps"], 0, "0 (off) or more")
@@ -218,6 +221,29 @@ def _model_keywords(strategy: str) -> Iterable[str]:
     # The keywords of the strategy's model family (DyTox's has no head ones); attn_type and head_type have keys
     # of their own (model.attn_type, model.head).
     return [p for p in strategy_entry(strategy).model.keywords() if p not in ("attn_type", "head_type")]
+
+
+def _override_types() -> Dict[str, Any]:
+    """The annotations of the LocalityViT family's keywords (backbone, head, DyTox's own)."""
+    hints: Dict[str, Any] = {}
+    for init in (LocalityViTBackbone.__init__, LocalityViT.__init__, DyTox.__init__):
+        hints.update(typing.get_type_hints(init))
+    return hints
+
+
+def _check_override_types(overrides: Mapping[str, Any]) -> None:
+    """Each ``model.overrides`` value against its keyword's annotation (where that is one type, or optional), so a
+    wrong type names its key here instead of failing inside the model's constructor."""
+    hints = _override_types()
+    for key, value in overrides.items():
+        hint = hints.get(key)
+        inner = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) is Union else [hint]
+        if len(inner) != 1 or inner[0] not in (int, float, bool, str):
+            continue  # img_size: an integer or a pair, checked by the model
+        try:
+            check_type(f"model.overrides.{key}", value, hint)
+        except OptionTypeError as error:
+            raise ConfigError(str(error)) from None
 
 
 def _check_checkpoint(section: Dict[str, Any]) -> None:

@@ -183,6 +183,10 @@ def build_head(
     Raises:
         ValueError: an unknown ``head_type`` or a negative ``num_classes``.
     """
+    if initial_out_features < 0:
+        raise ValueError(f"initial_out_features={initial_out_features}: the growing head's first width is at least 0")
+    if head_type == "per_experience" and num_classes is not None:
+        raise ValueError("head_type='per_experience' grows with the stream; leave num_classes=None")
     if num_classes is None:
         if head_type not in HEAD_TYPES:
             raise ValueError(f"unknown head_type {head_type!r}; choose one of {', '.join(HEAD_TYPES)}")

@@ -128,6 +128,12 @@ class LocalityViTBackbone(nn.Module):
             img_size=min(self.img_size), patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
             depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
         )
+        rates = dict(drop_rate=drop_rate, attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate)
+        bad = [f"{name}={value}" for name, value in rates.items() if not 0.0 <= value < 1.0]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: dropout and drop-path rates are probabilities in [0, 1)")
+        if content_init_std is not None and content_init_std < 0:
+            raise ValueError(f"content_init_std={content_init_std}: a standard deviation is at least 0")
         if any(s % patch_size for s in self.img_size):
             raise ValueError(
                 f"img_size={self.img_size} is not divisible by patch_size={patch_size}; "
