@@ -33,6 +33,8 @@ def _positions(rows, cols):
 def test_attention_on_self_has_zero_distance():
     attn = torch.eye(16).expand(2, 3, 16, 16)
     assert torch.equal(mean_attention_distance(attn, 4), torch.zeros(3))
+    with pytest.raises(TypeError, match="takes attention maps .* for a model use measure_locality"):
+        mean_attention_distance(torch.nn.Linear(2, 2))  # before: AttributeError: 'Linear' has no attribute 'dim'
 
 
 @pytest.mark.parametrize("grid", [(4, 4), (3, 5)])

@@ -32,6 +32,18 @@ def test_the_default_config_gives_the_models_transforms(name):
     cfg = model.pretrained_cfg
     assert cfg["first_conv"] == "backbone.patch_embed.proj" and cfg["classifier"] == "classifier"
     assert dict(model.named_modules())[cfg["first_conv"]].in_channels == model.in_chans
+    assert cfg["fixed_input_size"]  # one grid of position embeddings
+
+
+def test_the_data_config_follows_size_and_channel_overrides():
+    # Before: (3, 32, 32) and three-channel statistics for a 28 px grey model; its transform made images it refused.
+    from PIL import Image
+
+    model = timm.create_model("lpa_vit_tiny", img_size=28, in_chans=1)
+    config = resolve_data_config({}, model=model)
+    assert config["input_size"] == (1, 28, 28) and len(config["mean"]) == len(config["std"]) == 1
+    image = create_transform(**config)(Image.new("L", (28, 28)))
+    assert model(image[None]).shape[0] == 1
 
 
 @pytest.mark.parametrize("name", NAMES)

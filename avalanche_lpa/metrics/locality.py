@@ -78,7 +78,13 @@ def mean_attention_distance(attn: torch.Tensor, grid_size: Optional[GridSize] = 
 
     Returns:
         ``[heads]``: ``D_h`` averaged over the batch.
+
+    Raises:
+        TypeError: ``attn`` is a model, not its maps (:func:`measure_locality` measures a model on images).
     """
+    if isinstance(attn, nn.Module):
+        raise TypeError("mean_attention_distance takes attention maps [B, heads, N, N]; for a model use "
+                        "measure_locality(model, images, device) or model.get_attention_maps(images)")
     return per_sample_distance(attn, grid_size).mean(dim=0)
 
 

@@ -87,6 +87,22 @@ def _feature_cfg() -> Dict[str, Any]:
 _FEATURES = _feature_cfg()
 
 
+def _fit_data_cfg(model: Any) -> Any:
+    """The model's timm data config made true of the model as built: its input size (``img_size`` / ``in_chans``
+    overrides), fixed (the position embedding has one grid), and for another channel count the mean and std of
+    the preset's channels (a grey image of the preset's data), so ``resolve_data_config`` gives transforms it takes."""
+    if not hasattr(model, "img_size"):  # timm's features_only wrapper: the config timm gave it
+        return model
+    cfg = dict(model.pretrained_cfg)
+    channels, (height, width) = model.in_chans, model.img_size
+    cfg.update(input_size=(channels, height, width), fixed_input_size=True)
+    for key in ("mean", "std"):
+        if len(cfg[key]) != channels:
+            cfg[key] = (round(sum(cfg[key]) / len(cfg[key]), 4),) * channels
+    model.pretrained_cfg = model.default_cfg = cfg
+    return model
+
+
 def _create(attn_type: str, preset: str, pretrained: bool = False, **kwargs: Any) -> LocalityViT:
     name = model_name(attn_type, preset)
     if pretrained:
@@ -100,7 +116,7 @@ def _create(attn_type: str, preset: str, pretrained: bool = False, **kwargs: Any
     kwargs.pop("cache_dir", None)
     args = {**PRESETS[preset], "attn_type": attn_type, **kwargs}
     # A copy: timm pops keys of the feature config it is given.
-    return build_model_with_cfg(LocalityViT, name, pretrained=False, feature_cfg=dict(_FEATURES), **args)
+    return _fit_data_cfg(build_model_with_cfg(LocalityViT, name, pretrained=False, feature_cfg=dict(_FEATURES), **args))
 
 
 def _create_dytox(attn_type: str, preset: str, pretrained: bool = False, **kwargs: Any) -> DyTox:
@@ -113,7 +129,7 @@ def _create_dytox(attn_type: str, preset: str, pretrained: bool = False, **kwarg
     kwargs.setdefault("joint_tokens", True)  # the authors' DyTox configs (joint_tokens: true); equal results
     args = {**PRESETS[preset], "attn_type": attn_type, **kwargs}
     # timm fills num_classes from the data config; DyTox has no such argument, so timm filters it out again.
-    return build_model_with_cfg(DyTox, name, pretrained=False, kwargs_filter=("num_classes",), **args)
+    return _fit_data_cfg(build_model_with_cfg(DyTox, name, pretrained=False, kwargs_filter=("num_classes",), **args))
 
 
 @register_model
