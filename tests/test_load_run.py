@@ -56,3 +56,22 @@ def test_load_run_names_a_missing_or_damaged_file(tmp_path):
     with pytest.raises(ConfigError, match=r"model.pt is not a state dict of this run's model") as info:
         avalanche_lpa.load_run(tmp_path / "run")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_a_timm_run_on_an_image_folder_loads_without_the_images(tmp_path):
+    # The run measured the image size from the folder (data.folder.img_size: null); load_run used to measure it
+    # again, so a moved or changed folder failed (or built another size). classes.json now records it.
+    import shutil
+
+    from .test_folder_dataset import folder_overrides, make_image_folder
+
+    root = make_image_folder(tmp_path / "images", size=(16, 16))
+    config = synthetic_config(tmp_path, *folder_overrides(root), "model.overrides={}",
+                              "model.name=timm:vit_tiny_patch16_224", "model.kwargs={embed_dim: 16, depth: 1, num_heads: 2}",
+                              "strategy.train_epochs=1", name="folder")
+    run(config)
+    assert json.loads((tmp_path / "folder" / "classes.json").read_text())["image_shape"] == [3, 16, 16]
+    shutil.rmtree(root)
+    loaded = avalanche_lpa.load_run(tmp_path / "folder")
+    assert loaded.config == config and loaded.model(torch.zeros(1, 3, 16, 16)).shape[0] == 1

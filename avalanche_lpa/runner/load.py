@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import torch
 
+from ..config.load import updated
 from ..config.schema import RunConfig
 from ..errors import ConfigError, one_line
 from ..files import read_json
@@ -42,6 +43,14 @@ class FinishedRun:
     folder: Path = Path(".")
 
 
+def _without_measuring(config: RunConfig, shape: Any) -> RunConfig:
+    """For an image folder whose size the run measured (``data.folder.img_size: null``), the config with the size
+    ``classes.json`` recorded, so the model is built without reading the images (which may be gone or changed)."""
+    if config.data.dataset != "folder" or config.data.folder.img_size is not None or not shape:
+        return config
+    return updated(config, {"data.folder.img_size": int(shape[-1])})
+
+
 def load_run(folder: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu") -> FinishedRun:
     """The trained model of a finished run, built from the run's own config (whatever today's defaults are).
 
@@ -63,7 +72,7 @@ def load_run(folder: Union[str, os.PathLike], device: Union[str, torch.device] =
     except (TypeError, KeyError, ValueError) as error:
         raise ConfigError(f"{folder / 'classes.json'} is damaged (no class order: {one_line(error, kind=True)}); "
                           "the run folder is damaged") from None
-    model = build_model(config, len(class_order))
+    model = build_model(_without_measuring(config, classes.get("image_shape")), len(class_order))
     load_model_file(model, folder / "model.pt")
     results_path = folder / "results.json"
     results = read_results(results_path) if results_path.is_file() else None

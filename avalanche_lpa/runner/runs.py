@@ -253,7 +253,9 @@ class Run:
             plugin.run_config = config.as_dict()
         if self.info.is_main and not (folder / "config.yaml").is_file():  # a resumed run keeps its config.yaml
             atomic_write_bytes(folder / "config.yaml", dump_config(config).encode())
-            write_json(folder / "classes.json", class_mapping(self.benchmark))
+            # with the image shape the model was built for: load_run rebuilds it without the dataset
+            write_json(folder / "classes.json", {**class_mapping(self.benchmark),
+                                                 "image_shape": list(input_shape(config.data))})
         self._open_loggers(progress)
         timer = {"started": time.perf_counter()}  # the experience's start, less the time spent before a resume
         phases = install_phase_timer(strategy)  # seconds per phase of each experience (plugins/phase_timer.py)
