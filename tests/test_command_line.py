@@ -96,6 +96,7 @@ def test_the_names_the_command_line_checks_are_the_registries():
     (["output.dir=runs/{nme}"], "output.dir: 'runs/{nme}' names nme; the fields filled in are {name}, {model}"),
     (["name=x-{run}"], "name: 'x-{run}' names run; the fields filled in are {model}, {strategy}, {seed}"),
     (["model.overrides.embed_dim=abc"], "model.overrides.embed_dim: expected an integer, got 'abc' (a string)"),
+    (["strategy.finetune.epochs=-1"], "strategy: finetuning needs epochs >= 0, lr > 0 and repeats >= 1, got -1"),
     (["data.n_experiences=7"], "data.n_experiences=7 does not divide the 100 classes of cifar100"),
     (["data.class_order=[0, 1, 2]"], "data.class_order must list each of the 100 cifar100 class ids 0..99 once"),
 ])  # fmt: skip

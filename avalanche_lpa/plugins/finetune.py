@@ -165,7 +165,7 @@ class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
     ) -> None:
         super().__init__()
         if epochs < 0 or lr <= 0 or repeats < 1:
-            raise ValueError(f"need epochs >= 0, lr > 0 and repeats >= 1, got {epochs}, {lr}, {repeats}")
+            raise ValueError(f"finetuning needs epochs >= 0, lr > 0 and repeats >= 1, got {epochs}, {lr}, {repeats}")
         if frozen_mode not in FROZEN_MODES:
             raise ValueError(f"frozen_mode must be one of {', '.join(FROZEN_MODES)}, got {frozen_mode!r}")
         if sampling not in FINETUNE_SAMPLINGS:

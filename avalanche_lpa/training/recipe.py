@@ -260,7 +260,7 @@ def recipe_plugins(config: Dict[str, Any]) -> List[SupervisedPlugin]:
         plugins.append(ConcatReplayPlugin(memory))
     else:
         plugins.append(ReplayPlugin(config["mem_size"], batch_size_mem=config["batch_size_mem"], storage_policy=memory))
-    if config["finetune"] and config["finetune"]["epochs"] > 0:
+    if config["finetune"] and config["finetune"]["epochs"] != 0:  # the plugin refuses a negative count
         plugins.append(BalancedFinetuningPlugin(memory, batch_size=config["train_mb_size"],
                                                 repeats=config["repeated_aug"], **config["finetune"]))
     if config["distillation"] is not False:
