@@ -384,6 +384,11 @@ def test_the_ddp_wrapper_names_parameters_as_the_model_so_ewc_and_si_find_them(t
         assert [n for n, _ in wrapper.named_buffers()] == [n for n, _ in model.named_buffers()]
         assert list(wrapper.parameters()) == list(model.parameters())  # the same tensors, DDP's own lists unchanged
         assert wrapper.state_dict().keys() == {f"module.{k}" for k in model.state_dict()}
+        # finetuning's frozen_mode="eval" finds the frozen modules by the bare model's names through the wrapper
+        from avalanche_lpa.plugins.finetune import FINETUNE_FROZEN, frozen_modules
+
+        found = frozen_modules(wrapper, FINETUNE_FROZEN)
+        assert found and found == frozen_modules(model, FINETUNE_FROZEN)
 
         ewc = EWCPlugin(ewc_lambda=1.0)
         ewc.saved_params[0] = copy_params_dict(model)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence
 import torch
 from avalanche.core import SupervisedPlugin
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
 from ..timing import timed
@@ -70,6 +71,13 @@ def balanced_indices(labels: Sequence[int]) -> List[int]:
 
 def _matches(name: str, prefixes: Sequence[str]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def frozen_modules(model: nn.Module, prefixes: Sequence[str]) -> List[nn.Module]:
+    """The modules under the name ``prefixes``, named as the bare model names them (a DDP wrapper's own names
+    start with ``module.``, which no prefix matches: ``frozen_mode="eval"`` set nothing under torchrun)."""
+    bare = model.module if isinstance(model, DistributedDataParallel) else model
+    return [module for name, module in bare.named_modules() if _matches(name, prefixes)]
 
 
 def frozen_parameter_names(model: nn.Module, prefixes: Sequence[str]) -> List[str]:
@@ -248,9 +256,8 @@ class BalancedFinetuningPlugin(SupervisedPlugin, supports_distributed=True):
                 param.requires_grad_(name not in frozen)
             model.train()
             if self.frozen_mode == "eval":
-                for name, module in model.named_modules():
-                    if _matches(name, self.frozen):
-                        module.eval()
+                for module in frozen_modules(model, self.frozen):
+                    module.eval()
             strategy.dataloader = self._loader(strategy, data, experience)
             strategy.optimizer = self._optimizer(model)
             setattr(strategy, _FLAG, True)
