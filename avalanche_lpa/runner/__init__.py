@@ -13,7 +13,8 @@ from .load import FinishedRun, load_run
 from .midway import PREEMPTED_EXIT, Preempted
 from .model import build_model, load_model_file, model_label, resolve_device
 from .resume import read_run_config
-from .runs import Run, RunInterrupted, evaluate_saved_run, run
+from .evaluate import evaluate_saved_run
+from .runs import Run, RunInterrupted, run
 
 __all__ = [
     "CheckpointError",

@@ -354,7 +354,7 @@ def experience_summary(
 
 def evaluation_summary(results: Mapping[str, Any]) -> str:
     """The line ``--eval-only`` prints: the final model's accuracy on the whole test stream and its locality,
-    beside the last accuracy the run reported (``results``: what :meth:`~.runs.Run.evaluate` returns)."""
+    beside the last accuracy the run reported (``results``: what :func:`~.evaluate.evaluate_saved_run` returns)."""
     metrics, original = results["metrics"], results.get("original_summary") or {}
     parts = _parts(
         f"re-evaluated {results['run']}",

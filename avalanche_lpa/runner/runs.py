@@ -1,4 +1,5 @@
-"""One class-incremental run of a config, in its folder: :class:`Run` (train, resume, evaluate a finished run).
+"""One class-incremental run of a config, in its folder: :class:`Run` (train, resume; :mod:`.evaluate` re-evaluates
+a finished one).
 
 Everything a run produces lands in one folder (``output.dir``):
 
@@ -37,7 +38,6 @@ from avalanche.training.determinism.rng_manager import RNGManager
 from ..compat.avalanche_warnings import each_deprecation_once
 from ..config.files import dump_config
 from ..config.schema import RunConfig
-from ..config.load import updated
 from ..config.validation import validate
 from ..distributed import DistInfo, init_distributed, main_process_loggers, on_main
 from ..errors import ConfigError
@@ -63,7 +63,7 @@ from .folder import (
 )
 from .loggers import close_loggers, evaluator, flush_logs, log_line, make_loggers
 from .midway import Preempted, StopRequest, checkpoint_plugin, continue_experience, preempted_message
-from .model import build_model, check_model_input, load_model_file, model_input, resolve_device
+from .model import build_model, check_model_input, model_input, resolve_device
 from .outputs import memory_census, run_results, write_attention_maps, write_json, write_outputs
 from .resume import (
     check_checkpoint_config,
@@ -71,10 +71,9 @@ from .resume import (
     check_same_experiment,
     finished_run,
     read_progress,
-    read_run_config,
 )
 
-__all__ = ["Run", "RunInterrupted", "check_runnable", "evaluate_saved_run", "run"]
+__all__ = ["Run", "RunInterrupted", "check_runnable", "run"]
 
 
 class RunInterrupted(RuntimeError):
@@ -343,78 +342,6 @@ class Run:
                               classes=class_mapping(self.benchmark))
         on_main(write_outputs, self.config, self.folder, results, network)
         return results
-
-    # -- evaluation of a finished run ----------------------------------------------------------------------------
-    def evaluate(self, device: Optional[str] = None) -> Dict[str, Any]:
-        """Re-evaluates the finished run's final model on the whole test stream (``--eval-only``).
-
-        Rebuilds the benchmark and model from the config, loads ``model.pt`` (the grown head is resized
-        automatically) and writes ``eval_results.json`` next to the original results; nothing else changes.
-
-        Args:
-            device: evaluate on this device instead of the config's.
-
-        Returns:
-            ``{"run", "metrics", "original_summary"}``: the folder, every metric of the evaluation, and the summary
-            of the run's own ``results.json``.
-        """
-        folder = self.folder
-        for name in ("config.yaml", "model.pt"):
-            if not (folder / name).is_file():
-                raise ConfigError(f"{folder} is not a finished run ({name} missing); point --output at a run folder")
-        read_run_config(folder)  # the folder's own config is valid
-        check_same_experiment(folder, self.config, "--eval-only")
-        config = self.config if device is None else updated(self.config, {"device": device})
-        torch_device = resolve_device(config.device)
-        check_not_locked(folder)
-        with each_deprecation_once(), RunFolderLock(folder):
-            RNGManager.set_random_seeds(config.seed)
-            self.benchmark = build_benchmark(config.data, config.seed, model_input=model_input(config))
-            self.model = build_model(config, self.benchmark.n_classes)
-            load_model_file(self.model, folder / "model.pt")
-            # The console and TensorBoard (new event files beside the run's); log.txt, the CSV rows and W&B belong
-            # to the training run and stay as they are.
-            kept = [name for name in config.evaluation.loggers if name not in ("text", "csv", "wandb")]
-            shown = updated(config, {"evaluation.loggers": kept})
-            self.loggers = make_loggers(shown, folder, len(self.benchmark.train_stream))
-            try:
-                # Evaluation only needs Avalanche's eval loop; a plain Naive strategy provides it.
-                self.strategy = build_strategy(
-                    "naive", self.model, evaluator=evaluator(self.loggers, config, training=False),
-                    device=torch_device, train_mb_size=config.strategy["train_mb_size"],
-                    eval_mb_size=config.strategy["eval_mb_size"],
-                )
-                metrics = self.strategy.eval(self.benchmark.test_stream, num_workers=config.data.num_workers)
-            finally:
-                close_loggers(self.loggers)
-            original = folder / "results.json"
-            results = {
-                "run": str(folder),
-                "metrics": {k: (v if isinstance(v, (int, float)) else str(v)) for k, v in metrics.items()},
-                "original_summary": read_results(original).get("summary") if original.is_file() else None,
-            }
-            write_json(folder / "eval_results.json", results)
-        return results
-
-
-def evaluate_saved_run(folder: Any, *, device: Optional[str] = None, config: Any = None) -> Dict[str, Any]:
-    """Re-evaluates the final model of the finished run in ``folder`` (``--eval-only``; :meth:`Run.evaluate`).
-
-    Args:
-        folder: the run folder.
-        device: evaluate on this device instead of the run's.
-        config: the caller's config (command line); it may differ from ``config.yaml`` only in
-            :data:`~avalanche_lpa.config.HARMLESS_KEYS`, whose values it then supplies (device, data root, workers, ...).
-    """
-    folder = Path(folder)
-    if config is None:
-        config = read_run_config(folder)
-        if config is None:
-            raise ConfigError(f"{folder} is not a finished run (config.yaml missing); point --output at a run folder")
-    config = validate(config)
-    if output_dir(config) != folder:  # the folder was moved, or named by the caller: evaluate it where it is
-        config = updated(config, {"output.dir": str(folder)})
-    return Run(config).evaluate(device)
 
 
 def run(config: Any, *, resume: bool = False, overwrite: bool = False, stop_after: Optional[int] = None,
