@@ -136,6 +136,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         from .runner.folder import output_dir
 
         output = values.get("output.dir")
+        looked = output if isinstance(output, str) else "the --output folder"
         if isinstance(output, str) and "{" not in output:  # the folder itself: no config to build for it
             saved = read_run_yaml(Path(output).expanduser())
             if saved is not None:
@@ -145,14 +146,13 @@ def config_from_args(args: argparse.Namespace) -> Any:
                 folder = output_dir(load_config(config_file, overrides, values))
             except ConfigError:
                 continue
-            saved = read_run_yaml(folder)
+            saved, looked = read_run_yaml(folder), str(folder)
             if saved is not None:
                 return load_config(None, args.overrides, values, base=saved)
             break
         if args.resume:  # else the default config would start: the GPU recipe, in a misspelt folder
-            where = output if isinstance(output, str) else "the --output folder"
-            raise ConfigError(f"--resume: {where} holds no run to continue (no config.yaml); check --output, or pass "
-                              "--config to start the run there (with --resume it starts when the folder is empty)")
+            raise ConfigError(f"--resume: {looked} holds no run to continue (no config.yaml); check --output, or "
+                              "pass --config to start the run there (with --resume it starts when the folder is empty)")
     return load_config(config_file, args.overrides, values)
 
 

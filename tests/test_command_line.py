@@ -96,7 +96,8 @@ def test_the_names_the_command_line_checks_are_the_registries():
     (["output.dir=runs/{nme}"], "output.dir: 'runs/{nme}' names nme; the fields filled in are {name}, {model}"),
     (["name=x-{run}"], "name: 'x-{run}' names run; the fields filled in are {model}, {strategy}, {seed}"),
     (["model.overrides.embed_dim=abc"], "model.overrides.embed_dim: expected an integer, got 'abc' (a string)"),
-    (["strategy.finetune.epochs=-1"], "strategy: finetuning needs epochs >= 0, lr > 0 and repeats >= 1, got -1"),
+    (["strategy.finetune.epochs=-1"], "strategy: finetune.epochs must be at least 0 (0 or finetune: false = off), got -1"),
+    (["strategy.finetune.lr=0"], "strategy: finetune.lr must be above 0, got 0"),
     (["data.n_experiences=7"], "data.n_experiences=7 does not divide the 100 classes of cifar100"),
     (["data.class_order=[0, 1, 2]"], "data.class_order must list each of the 100 cifar100 class ids 0..99 once"),
 ])  # fmt: skip
@@ -129,6 +130,15 @@ def test_flags_that_contradict_each_other_are_refused_not_ignored(tmp_path, caps
     assert not (tmp_path / "out").exists()
 
 
+def test_a_literal_brace_in_the_name_survives_a_comparison(capsys):
+    # {{x}} is how the template check asks for a brace; compare put the filled-in name back as a template
+    from avalanche_lpa.config import load_config
+    from avalanche_lpa.runner import comparison_cells, run_name
+
+    cells = comparison_cells(load_config("fashion_mnist", ["name=fm{{x}}-{model}"]), models=("lpa",), seeds=(1,))
+    assert [label for label, _ in cells] == ["lpa / lpa"] and run_name(cells[0][1]) == "fm{x}-lpa-lpa-s1"
+
+
 def test_resume_without_a_run_or_a_config_is_refused(tmp_path, capsys):
     # Before: no --config and no config.yaml in the folder started the default config, the GPU recipe.
     assert console(["--output", str(tmp_path / "typo"), "--resume", "--print-config"]) == 2
@@ -137,7 +147,13 @@ def test_resume_without_a_run_or_a_config_is_refused(tmp_path, capsys):
     assert code == 0  # a job script that always passes --resume starts the run in an empty folder
 
 
-def test_a_base_names_a_shipped_config_and_a_key_given_twice_is_refused(tmp_path, capsys):
+def test_a_base_names_a_shipped_config_and_a_key_given_twice_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "common.yaml").write_text("seed: 4242\n")  # in the working directory, not beside the file
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "exp.yaml").write_text("base: common.yaml\n")
+    assert console(["--config", "sub/exp.yaml", "--print-config"]) == 2
+    assert "base 'common.yaml' is neither a file beside it nor a shipped config" in capsys.readouterr().err
     (tmp_path / "mine.yaml").write_text("base: fashion_mnist.yaml\nseed: 3\n")
     assert console(["--config", str(tmp_path / "mine.yaml"), "--print-config"]) == 0
     assert "name: fmnist-{model}\nseed: 3\n" in capsys.readouterr().out

@@ -253,9 +253,12 @@ SPELLINGS = [
 
 @pytest.mark.parametrize("spelling, value", SPELLINGS)
 def test_number_spellings_in_set_and_yaml(spelling, value, tmp_path):
-    if value < 0:  # read as the number it is: the lr's range check names it
+    if value < 0:  # read as the number it is, from --set and from YAML: the lr's range check names it
         with pytest.raises(ConfigError, match=f"strategy.lr: must be a number above 0, got {value}"):
             load_config(None, [f"strategy.lr={spelling}"])
+        (tmp_path / "negative.yaml").write_text(f"strategy:\n  lr: {spelling}\n")
+        with pytest.raises(ConfigError, match=f"strategy.lr: must be a number above 0, got {value}"):
+            load_config(tmp_path / "negative.yaml")
         value, spelling = -value, spelling.lstrip("-")
     assert load_config(None, [f"strategy.lr={spelling}"]).strategy["lr"] == value
     path = tmp_path / "config.yaml"

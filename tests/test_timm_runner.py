@@ -117,6 +117,35 @@ def test_timm_config_from_yaml_keys(tmp_path):
         load_config(None, ["model.name=deit_tiny_patch16_224"])
 
 
+@pytest.mark.parametrize("strategy", ["icarl", "der", "cope"])
+def test_a_timm_model_gets_the_fixed_head_its_strategy_needs_whatever_model_head_says(tmp_path, strategy):
+    from avalanche_lpa.runner import build_model
+
+    config = synthetic_config(tmp_path, f"model.name={VIT}", f"model.kwargs={TINY_VIT}", f"strategy.name={strategy}",
+                              "model.head=per_experience")
+    model = build_model(config, 6)  # model.head shapes a growing head; these strategies need a Linear over 6 classes
+    assert isinstance(model.classifier, nn.Linear) and model.classifier.out_features == 6
+
+
+@pytest.mark.parametrize("strategy", ["lpa", "dytox"])
+def test_the_recipes_freeze_set_builds_on_a_timm_model(tmp_path, strategy):
+    # The shipped freeze sets name LocalityViT's parts (backbone.cls_blocks), which a timm ViT lacks: they freeze
+    # what the model has; a misspelt name of the user's is still refused.
+    from avalanche_lpa.runner import build_model
+    from avalanche_lpa.training import build_strategy
+
+    config = synthetic_config(tmp_path, f"model.name={VIT}", f"model.kwargs={TINY_VIT}", "strategy.name=lpa")
+    model = build_model(config, 6)
+    frozen = {"lpa": None, "dytox": ["backbone.encoder.blocks"]}[strategy]
+    if frozen is None:
+        assert build_strategy(config.strategy, model, device="cpu") is not None
+    else:  # DyTox's freeze set on a model that is not DyTox names nothing at all
+        with pytest.raises(ValueError, match="finetune.frozen: no parameter of TimmClassifier is under"):
+            build_strategy("lpa", model, device="cpu", finetune={"frozen": frozen})
+    with pytest.raises(ValueError, match="finetune.frozen: 'backbone.blocs' names nothing on the model"):
+        build_strategy("lpa", model, device="cpu", finetune={"frozen": ["backbone.blocks", "backbone.blocs"]})
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["icarl", "der"])
 def test_fixed_head_strategies_take_a_timm_model_apart(tmp_path, strategy):

@@ -13,7 +13,7 @@ from ..errors import ConfigError, one_line
 from .files import load_yaml, yaml_problem
 from .overrides import apply_overrides, set_value, switch_strategy
 from .schema import RunConfig
-from .shipped import config_names, resolve_config
+from .shipped import config_names, config_path, resolve_config
 from .validation import validate
 
 __all__ = ["load_config", "read_yaml", "updated"]
@@ -51,11 +51,13 @@ def read_yaml(path: Path, _seen: tuple = ()) -> Dict[str, Any]:
     if base is None:
         return raw
     # A base beside the file, else a shipped config by its name or file name (base: fashion_mnist.yaml).
-    beside = path.parent / str(base)
-    parent_path = beside if beside.is_file() else resolve_config(str(base))
-    if not parent_path.is_file():
-        raise ConfigError(f"config file {path}: base {base!r} is neither a file beside it nor a shipped config "
-                          f"({', '.join(config_names())})")
+    parent_path = path.parent / str(base)
+    if not parent_path.is_file():  # a shipped config by its name, never a file of the working directory
+        try:
+            parent_path = config_path(str(base))
+        except KeyError:
+            raise ConfigError(f"config file {path}: base {base!r} is neither a file beside it nor a shipped config "
+                              f"({', '.join(config_names())})") from None
     parent = read_yaml(parent_path, _seen + (path.resolve(),))
     # A strategy section that names another strategy replaces the base's instead of merging into it.
     if "name" in raw.get("strategy", {}) and raw["strategy"]["name"] != parent.get("strategy", {}).get("name"):

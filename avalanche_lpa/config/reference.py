@@ -26,7 +26,7 @@ _NAMES = [f"`{name}`" for name in DATASETS]
 
 #: The meaning of every key outside ``strategy`` (dotted names).
 CONFIG_HELP: Dict[str, str] = {
-    "name": "run name; `{model}` is filled in (the output folder uses it)",
+    "name": "run name; `{model}`, `{strategy}`, `{seed}` are filled in (the output folder uses it)",
     "seed": "seed of everything (class order when none is given, model init, data order, probes)",
     "device": "`auto` (CUDA if available), `cpu`, `cuda`, `cuda:N` or `mps`",
     "data.dataset": f"{', '.join(_NAMES[:-1])} or {_NAMES[-1]}",  # the dataset table's names

@@ -39,6 +39,8 @@ DYTOX_FINETUNE_FROZEN = (
     "backbone.encoder.patch_embed", "backbone.encoder.pos_embed", "backbone.encoder.blocks", "divergence_head",
 )
 
+_SHIPPED_FROZEN = frozenset(FINETUNE_FROZEN + DYTOX_FINETUNE_FROZEN)
+
 #: Modes of the frozen modules while finetuning: ``"train"`` (what the authors' runs do: their ``freeze`` puts the
 #: frozen blocks in eval mode, then their engine calls ``model.train()`` at every epoch, so drop-path stays
 #: active in them) or ``"eval"`` (what their ``freeze`` alone would do).
@@ -83,11 +85,22 @@ def frozen_modules(model: nn.Module, prefixes: Sequence[str]) -> List[nn.Module]
 def frozen_parameter_names(model: nn.Module, prefixes: Sequence[str]) -> List[str]:
     """The names of ``model``'s parameters under the name ``prefixes`` (what finetuning freezes).
 
+    The names of the shipped freeze sets (:data:`FINETUNE_FROZEN`, :data:`DYTOX_FINETUNE_FROZEN`) may name nothing
+    on a model of another family (a timm ViT has no ``backbone.cls_blocks``), as long as some prefix freezes
+    something; any other prefix must name a module, a parameter or an attribute a module is created in later
+    (DyTox's ``divergence_head``, ``None`` before the second experience), so a misspelt one is refused.
+
     Raises:
-        ValueError: a prefix names nothing on the model: no parameter or module, nor an attribute a module is
-            created in later (DyTox's ``divergence_head``, ``None`` before the second experience).
+        ValueError: a prefix of the caller's names nothing on the model, or no parameter is under any prefix.
     """
+    names = [name for name, _ in model.named_parameters()]
+    frozen = [name for name in names if _matches(name, prefixes)]
+    if prefixes and not frozen:
+        raise ValueError(f"finetune.frozen: no parameter of {type(model).__name__} is under {', '.join(prefixes)}; "
+                         f"its parameter names look like {', '.join(names[:4])}")
     for prefix in prefixes:
+        if prefix in _SHIPPED_FROZEN:
+            continue
         owner: Any = model
         path: List[str] = []
         for part in prefix.split("."):
@@ -100,7 +113,7 @@ def frozen_parameter_names(model: nn.Module, prefixes: Sequence[str]) -> List[st
                 raise ValueError(f"finetune.frozen: {prefix!r} names nothing on the model; {where} holds "
                                  f"{', '.join(inside) or 'no module'}")
             owner, path = getattr(owner, part), path + [part]
-    return [name for name, _ in model.named_parameters() if _matches(name, prefixes)]
+    return frozen
 
 
 class _WholeSetSampler(Sampler[int]):

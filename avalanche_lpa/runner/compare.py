@@ -75,6 +75,11 @@ def run_joint(config: Any, incremental: Dict[str, Any], *, overwrite: bool = Fal
     return results
 
 
+def _literal(text: str) -> str:
+    """``text`` as a template that formats to itself."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 def comparison_folder(config: RunConfig) -> Path:
     """The folder of a comparison: ``output.dir`` with ``all`` for the model, strategy and seed."""
     return output_dir(config, model="all", strategy="all", seed="all")
@@ -102,9 +107,11 @@ def comparison_cells(config: Any, *, models: Sequence[str] = ("lpa", "gpsa", "mh
                         values["strategy"] = switch_strategy(config.strategy, strategy)
                     run_cfg = updated(config, values)
                     slug = model_slug(run_cfg)
+                    # filled in here, and kept templates: a brace of the user's (written {{ }}) stays one
+                    name = run_name(config, model=slug, strategy=strategy, seed=seed)
                     run_cfg = updated(run_cfg, {
-                        "name": f"{run_name(config, model=slug, strategy=strategy, seed=seed)}-{strategy}-s{seed}",
-                        "output.dir": str(root / f"{slug}-{strategy}-s{seed}"),
+                        "name": _literal(f"{name}-{strategy}-s{seed}"),
+                        "output.dir": _literal(str(root / f"{slug}-{strategy}-s{seed}")),
                     })
                     check_runnable(run_cfg)
                 except ConfigError as error:

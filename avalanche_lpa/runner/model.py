@@ -239,8 +239,9 @@ def build_timm_model(config: RunConfig, num_classes: Optional[int]) -> TimmClass
     kwargs = timm_kwargs(config)
     pretrained = bool(kwargs.pop("pretrained", False))
     try:
-        model = timm_classifier(name, num_classes=num_classes, head_type=config.model.head,
-                                pretrained=pretrained, **kwargs)
+        # model.head shapes a growing head; a strategy that needs a fixed one gets a Linear whatever it says
+        head = config.model.head if num_classes is None else "incremental"
+        model = timm_classifier(name, num_classes=num_classes, head_type=head, pretrained=pretrained, **kwargs)
     except Exception as error:  # timm raises TypeError, ValueError, AssertionError ... for keywords it cannot take
         shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         raise ConfigError(

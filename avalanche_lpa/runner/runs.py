@@ -4,7 +4,8 @@ a finished one).
 Everything a run produces lands in one folder (``output.dir``):
 
     config.yaml        the validated config (with defaults filled in)
-    classes.json       class order (original ids in arrival order) and the original id -> label mapping
+    classes.json       class order (original ids in arrival order), the original id -> label mapping and the
+                       image shape the model reads (load_run rebuilds it without the dataset)
     log.txt            the opening block, then every metric after each epoch and evaluation, lines timestamped
     checkpoint.pkl     the strategy after the last finished experience, or inside one (checkpoint.every_*,
                        a preemption signal: runner/midway.py); Avalanche's dill pickle, atomic
@@ -13,7 +14,8 @@ Everything a run produces lands in one folder (``output.dir``):
                        last: it marks a finished run, whose files a --resume never changes
     model.pt           the final model's state dict (loads into a freshly built model, head included)
     attention_maps.json  per-image attention of a few probe images after every experience (evaluation.attention_maps)
-    *.png              accuracy matrix, accuracy curve, locality and per-image attention figures
+    *.png              accuracy matrix, accuracy curve, locality and per-image attention figures (by name:
+                       --overwrite removes these, not a PNG of the user's)
     tb/, csv/, wandb/  TensorBoard, CSV and W&B logs (evaluation.loggers: [text, tensorboard, csv, wandb])
     .lock              held (``fcntl.flock``) while a run uses the folder: one run per folder
 

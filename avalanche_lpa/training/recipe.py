@@ -217,6 +217,11 @@ def check_recipe(config: Dict[str, Any]) -> None:
         raise ValueError(f"repeated_aug must be at least 1 (1 = off), got {config['repeated_aug']}")
     if config["repeated_aug"] > 1 and config["replay_mode"] != "concat":
         raise ValueError("repeated_aug > 1 installs its own loader; it needs replay_mode='concat'")
+    finetune = config["finetune"] or {}
+    if finetune and finetune["epochs"] < 0:
+        raise ValueError(f"finetune.epochs must be at least 0 (0 or finetune: false = off), got {finetune['epochs']}")
+    if finetune and finetune["lr"] <= 0:
+        raise ValueError(f"finetune.lr must be above 0, got {finetune['lr']}")
 
 
 def check_recipe_model(config: Dict[str, Any], model: nn.Module) -> None:
