@@ -152,12 +152,12 @@ def test_the_runner_holds_no_branch_on_a_strategy_name(file):
     assert not used & {"DYTOX_NAMES", "RECIPES", "needs_fixed_head"}, f"{file} groups strategies by name"
 
 
-def test_the_only_strategy_name_in_runs_py_is_the_plain_naive_of_eval_only():
-    tree = ast.parse((PACKAGE / "runner" / "runs.py").read_text())
-    built = [call.args[0] for call in ast.walk(tree) if isinstance(call, ast.Call)
-             and getattr(call.func, "id", None) == "build_strategy" and isinstance(call.args[0], ast.Constant)]
-    assert [c.value for c in built] == ["naive"]  # Run.evaluate: Avalanche's eval loop, whatever trained
-    assert _strategy_names(tree) == ["naive"]
+def test_the_runner_names_no_strategy_but_the_plain_naive_of_eval_only():
+    for module, names in (("runs.py", []), ("evaluate.py", ["naive"])):  # --eval-only: Avalanche's eval loop
+        tree = ast.parse((PACKAGE / "runner" / module).read_text())
+        built = [call.args[0] for call in ast.walk(tree) if isinstance(call, ast.Call)
+                 and getattr(call.func, "id", None) == "build_strategy" and isinstance(call.args[0], ast.Constant)]
+        assert [c.value for c in built] == names and _strategy_names(tree) == names, module
 
 
 # -- the special cases, asked of their entries ------------------------------------------------------------------
