@@ -190,7 +190,7 @@ def _execute(args: argparse.Namespace, config: Any) -> int:
             print(evaluation_summary(evaluate_saved_run(output_dir(config), config=config)))
         elif args.compare:
             seeds = args.seeds or [config.seed]
-            outcome = compare(config, models=args.models or ATTENTION_TYPES, strategies=args.strategies, seeds=seeds,
+            outcome = compare(config, models=args.models, strategies=args.strategies, seeds=seeds,
                               joint=not args.no_joint, resume=args.resume, overwrite=args.overwrite)
             print(outcome["table"])
             print(f"wrote {outcome['folder']}/comparison.md and figures")
@@ -224,6 +224,8 @@ def main(argv: Optional[Sequence[str]], *, description: str, default_config: Pat
     config = None
     try:
         check_flags(args)
+        if args.compare and args.models is None:  # after the check, which tells a flag given from its default
+            args.models = list(ATTENTION_TYPES)
         config = config_from_args(args)
         if args.print_config:
             from .config.files import dump_config
@@ -231,7 +233,7 @@ def main(argv: Optional[Sequence[str]], *, description: str, default_config: Pat
             if args.compare:  # every run of the comparison is checked, the base config printed
                 from .runner import comparison_cells
 
-                comparison_cells(config, models=args.models or ATTENTION_TYPES, strategies=args.strategies,
+                comparison_cells(config, models=args.models, strategies=args.strategies,
                                  seeds=args.seeds or [config.seed])
             print(dump_config(config), end="")
             return 0

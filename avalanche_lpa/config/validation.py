@@ -9,6 +9,7 @@ against timm's registry (its ``model.kwargs`` by timm when the model is built).
 """
 from __future__ import annotations
 
+import functools
 import string
 import typing
 from typing import Any, Dict, Iterable, Mapping, Union
@@ -223,6 +224,7 @@ def _model_keywords(strategy: str) -> Iterable[str]:
     return [p for p in strategy_entry(strategy).model.keywords() if p not in ("attn_type", "head_type")]
 
 
+@functools.lru_cache(maxsize=None)
 def _override_types() -> Dict[str, Any]:
     """The annotations of the LocalityViT family's keywords (backbone, head, DyTox's own)."""
     hints: Dict[str, Any] = {}

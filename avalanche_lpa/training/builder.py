@@ -174,11 +174,11 @@ def _check_ranges(config: Dict[str, Any], prefix: str) -> None:
         value = config.get(key)
         if value is not None and value < 1:
             raise OptionTypeError(f"{prefix}{key}: must be an integer of at least 1, got {value!r}")
-    for keys, least, meaning in ((POSITIVE_NUMBERS, None, "a number above 0"),
-                                 (NONNEGATIVE_NUMBERS, 0.0, "a number of at least 0")):
+    for keys, holds, meaning in ((POSITIVE_NUMBERS, lambda v: v > 0, "a number above 0"),
+                                 (NONNEGATIVE_NUMBERS, lambda v: v >= 0, "a number of at least 0")):
         for key in keys:
             value = config.get(key)
-            if isinstance(value, (int, float)) and (value < least if least is not None else value <= 0):
+            if isinstance(value, (int, float)) and not holds(value):
                 raise OptionTypeError(f"{prefix}{key}: must be {meaning}, got {value!r}")
     for key, (low, high, closed) in FRACTIONS.items():
         value = config.get(key)

@@ -265,7 +265,7 @@ def recipe_plugins(config: Dict[str, Any]) -> List[SupervisedPlugin]:
         plugins.append(ConcatReplayPlugin(memory))
     else:
         plugins.append(ReplayPlugin(config["mem_size"], batch_size_mem=config["batch_size_mem"], storage_policy=memory))
-    if config["finetune"] and config["finetune"]["epochs"] != 0:  # the plugin refuses a negative count
+    if config["finetune"] and config["finetune"]["epochs"] != 0:  # a negative count: the plugin refuses it too
         plugins.append(BalancedFinetuningPlugin(memory, batch_size=config["train_mb_size"],
                                                 repeats=config["repeated_aug"], **config["finetune"]))
     if config["distillation"] is not False:
